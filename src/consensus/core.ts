@@ -1,0 +1,827 @@
+/**
+ * The consensus core: chained HotStuff as a deterministic state machine with no I/O.
+ * See SPECIFICATION.md sections 4-10; step numbers in comments cite it.
+ *
+ * The caller feeds {@link CoreInput}s (verified messages, ticks, Application results, fetched
+ * Nodes) to {@link Core.step} and gets back one {@link CoreOutput}: what to persist, what to
+ * sign and send, what to ask the Application, what to fetch, what committed. The output's field
+ * docs state the order in which the caller must carry it out.
+ *
+ * @module
+ */
+import { genesisQC, nodeHash } from "../codec.ts";
+import { assert } from "../errors.ts";
+import type { ConsensusEvent } from "../events.ts";
+import type { SafetyState, StoredNode, WriteBatch } from "../storage/storage.ts";
+import type { StateUpdate } from "../storage/storage.ts";
+import type {
+  ConsensusMessage,
+  Hash,
+  NewViewMessage,
+  Node,
+  ProposeMessage,
+  PublicKey,
+  QuorumCertificate,
+  TimeoutCertificate,
+  VoteMessage,
+} from "../types.ts";
+import { bytesEqual, toHex } from "../types.ts";
+import type { ValidatorSet } from "../validators.ts";
+import { NodeTree } from "./node_tree.ts";
+import type { PacemakerOptions } from "./pacemaker.ts";
+import { DEFAULT_PACEMAKER_OPTIONS, viewTimeout } from "./pacemaker.ts";
+import { commitCandidate, lockCandidate, plantedSafetyBugs, safeToVote } from "./safety.ts";
+import { NewViewCollector, VoteCollector } from "./votes.ts";
+
+/** Bounds of the core's memory. */
+export interface CoreLimits {
+  /** Votes and NEW-VIEWs further than this many views ahead are refused. Default 1000. */
+  readonly viewsAheadMax: number;
+  /** Views tracked by the vote and NEW-VIEW collectors. Default 64. */
+  readonly collectorViewsMax: number;
+  /** Proposals buffered while their parent is fetched. Default 32. */
+  readonly pendingProposalsMax: number;
+  /** Nodes asked for in one catch-up request. Default 256. */
+  readonly catchUpNodesMax: number;
+  /** Uncommitted Nodes held in the NodeTree. Default 8192. */
+  readonly treeNodesMax: number;
+}
+
+/** The default {@link CoreLimits}. */
+export const DEFAULT_CORE_LIMITS: CoreLimits = {
+  viewsAheadMax: 1000,
+  collectorViewsMax: 64,
+  pendingProposalsMax: 32,
+  catchUpNodesMax: 256,
+  treeNodesMax: 8192,
+};
+
+/** Configuration of a {@link Core}. */
+export interface CoreOptions {
+  /** The chain id every certificate must carry. */
+  readonly chainId: string;
+  /** The validator set. */
+  readonly validators: ValidatorSet;
+  /** This replica's public key (need not be a validator: then it only follows). */
+  readonly me: PublicKey;
+  /** Timing. */
+  readonly pacemaker?: PacemakerOptions;
+  /** Memory bounds. */
+  readonly limits?: CoreLimits;
+}
+
+/** What a replica restores from storage. */
+export interface CoreRestore {
+  /** Persisted safety state, or null on a fresh store. */
+  readonly safety: SafetyState | null;
+  /** The committed head (the genesis Node on a fresh store). */
+  readonly root: StoredNode;
+  /** Stored uncommitted Nodes (any order; those that do not attach are dropped). */
+  readonly uncommitted: readonly StoredNode[];
+}
+
+/** A message without its signature and signer: the caller signs it. */
+export type UnsignedMessage =
+  | { readonly type: "propose"; readonly node: Node; readonly tc: TimeoutCertificate | null }
+  | { readonly type: "vote"; readonly view: number; readonly nodeHash: Hash }
+  | {
+    readonly type: "new-view";
+    readonly view: number;
+    readonly highQC: QuorumCertificate;
+    readonly highTC: TimeoutCertificate | null;
+    /** Our vote in `view` to attach (the caller signs it), if we voted in it. */
+    readonly vote: { readonly nodeHash: Hash } | null;
+  };
+
+/** One message to sign and send. `"all"` means every validator, this replica included. */
+export interface Outbound {
+  /** Recipient key, or every validator including self. */
+  readonly to: PublicKey | "all";
+  /** The message to sign. */
+  readonly message: UnsignedMessage;
+}
+
+/** A Node for the Application to validate and execute. */
+export interface ExecuteRequest {
+  /** The Node. */
+  readonly node: Node;
+  /** Its hash. */
+  readonly hash: Hash;
+}
+
+/** A request for a new command from the Application (leader only). */
+export interface ProduceCommandRequest {
+  /** View of the new Node. */
+  readonly view: number;
+  /** Parent the new Node extends. */
+  readonly parent: Hash;
+  /** Height of the new Node. */
+  readonly height: number;
+}
+
+/** A catch-up request: Nodes of a peer's chain from `fromHeight` on. */
+export interface FetchRequest {
+  /** The peer to ask, or null for any. */
+  readonly from: PublicKey | null;
+  /** The first height wanted. */
+  readonly fromHeight: number;
+  /** At most this many Nodes. */
+  readonly limit: number;
+}
+
+/**
+ * Everything one step asks the caller to do, in this order (Spec 10.1):
+ * 1. `write`: persist atomically and durably. **Nothing below may happen before it completes**:
+ *    a vote in `sends` depends on the safety state in `write`.
+ * 2. `sends`: sign and send.
+ * 3. `committed`: notify the Application, in order (already durable by step 1).
+ * 4. `execute`, `produce`: call the Application; feed results back as inputs.
+ * 5. `fetch`: start a catch-up request; feed the answer back as an input.
+ * 6. `timerAt`: arrange a `tick` input at that time (replaces any earlier timer).
+ * 7. `events`: publish.
+ */
+export interface CoreOutput {
+  /** The atomic write, or null. */
+  readonly write: WriteBatch | null;
+  /** Messages to sign and send. */
+  readonly sends: Outbound[];
+  /** Newly committed Nodes, in height order. */
+  readonly committed: StoredNode[];
+  /** Nodes for the Application to validate. */
+  readonly execute: ExecuteRequest[];
+  /** A command to produce, or null. */
+  readonly produce: ProduceCommandRequest | null;
+  /** A catch-up request, or null. */
+  readonly fetch: FetchRequest | null;
+  /** When to tick next, or null for no change. */
+  readonly timerAt: number | null;
+  /** Events to publish. */
+  readonly events: ConsensusEvent[];
+}
+
+/** Inputs of {@link Core.step}. `now` is the caller's clock in milliseconds. */
+export type CoreInput =
+  | { readonly type: "start"; readonly now: number }
+  | { readonly type: "tick"; readonly now: number }
+  | {
+    /** A message whose signatures and certificates the caller has verified. */
+    readonly type: "message";
+    readonly from: PublicKey;
+    readonly message: ConsensusMessage;
+    readonly now: number;
+  }
+  | {
+    readonly type: "executed";
+    readonly hash: Hash;
+    readonly result: { ok: true; updates: readonly StateUpdate[] } | { ok: false; reason: string };
+    readonly now: number;
+  }
+  | {
+    readonly type: "produced";
+    readonly view: number;
+    readonly command: Uint8Array | null;
+    readonly now: number;
+  }
+  | {
+    /** Nodes whose justify QCs the caller has verified, in ascending height. */
+    readonly type: "fetched";
+    readonly from: PublicKey;
+    readonly nodes: readonly Node[];
+    readonly now: number;
+  }
+  | { readonly type: "fetch-failed"; readonly from: PublicKey | null; readonly now: number };
+
+interface Executing {
+  readonly node: Node;
+  /** Set when the Node came in a PROPOSE of the current leader: vote after executing. */
+  readonly proposal: boolean;
+}
+
+class Output {
+  nodes: StoredNode[] = [];
+  commits: StoredNode[] = [];
+  safetyDirty = false;
+  sends: Outbound[] = [];
+  execute: ExecuteRequest[] = [];
+  produce: ProduceCommandRequest | null = null;
+  fetch: FetchRequest | null = null;
+  timerAt: number | null = null;
+  events: ConsensusEvent[] = [];
+}
+
+/**
+ * The sans-I/O chained HotStuff state machine of one replica.
+ *
+ * @example
+ * ```ts
+ * // const core = new Core(options, restored); const out = core.step({ type: "start", now: 0 });
+ * ```
+ */
+export class Core {
+  readonly chainId: string;
+  readonly validators: ValidatorSet;
+  readonly me: PublicKey;
+  readonly #pacemaker: PacemakerOptions;
+  readonly #limits: CoreLimits;
+  readonly #tree: NodeTree;
+  readonly #votes: VoteCollector;
+  readonly #newViews: NewViewCollector;
+
+  // Safety state (Spec 6.1).
+  #view: number;
+  #lastVotedView: number;
+  /** The Node we voted for in `#lastVotedView`, if voted since start (attached to NEW-VIEW). */
+  #lastVoteHash: Hash | null = null;
+  #lockedQC: QuorumCertificate;
+  #highQC: QuorumCertificate;
+  #highTC: TimeoutCertificate | null;
+
+  // Pacemaker state (Spec 8).
+  #failures = 0;
+  #deadline = 0;
+  #now = 0;
+  /** Highest view this replica proposed in (or asked the Application to produce for). */
+  #proposedView: number;
+  #produceFor: { view: number; qc: QuorumCertificate; tc: TimeoutCertificate | null } | null = null;
+
+  // Bookkeeping with bounds.
+  readonly #proposals = new Map<number, ProposeMessage[]>();
+  readonly #executing = new Map<string, Executing>();
+  readonly #pending = new Map<string, ProposeMessage[]>();
+  #fetchQueue: Node[] = [];
+  #fetchInFlight: { deadline: number } | null = null;
+  #fetchMoreFrom: PublicKey | null = null;
+  #out = new Output();
+
+  /**
+   * @param options chain, validators, identity, timing, limits
+   * @param restored what storage holds (see {@link CoreRestore})
+   */
+  constructor(options: CoreOptions, restored: CoreRestore) {
+    this.chainId = options.chainId;
+    this.validators = options.validators;
+    this.me = options.me;
+    this.#pacemaker = options.pacemaker ?? DEFAULT_PACEMAKER_OPTIONS;
+    this.#limits = options.limits ?? DEFAULT_CORE_LIMITS;
+    this.#tree = new NodeTree(restored.root);
+    const pending = [...restored.uncommitted].sort((a, b) => a.node.height - b.node.height);
+    for (const e of pending) if (this.#tree.has(e.node.parent)) this.#tree.insert(e);
+    this.#votes = new VoteCollector(this.chainId, this.validators, this.#limits.collectorViewsMax);
+    this.#newViews = new NewViewCollector(
+      this.chainId,
+      this.validators,
+      this.#limits.collectorViewsMax,
+    );
+    const genesis = genesisQC(this.chainId);
+    const s = restored.safety;
+    this.#view = s?.currentView ?? 0;
+    // Spec 6.2 step 1: the last voted view survives restarts.
+    this.#lastVotedView = plantedSafetyBugs.forgetLastVotedView ? 0 : s?.lastVotedView ?? 0;
+    this.#lockedQC = s?.lockedQC ?? genesis;
+    this.#highQC = s?.highQC ?? genesis;
+    this.#highTC = s?.highTC ?? null;
+    // Spec 6.2 step 2: never propose again in the view we were in when we stopped.
+    this.#proposedView = this.#view;
+  }
+
+  /** Current view. */
+  get view(): number {
+    return this.#view;
+  }
+
+  /** The NodeTree (read-only use: state overlays, serving Nodes, status). */
+  get tree(): NodeTree {
+    return this.#tree;
+  }
+
+  /** A copy of the safety state. */
+  get safety(): SafetyState {
+    return {
+      currentView: this.#view,
+      lastVotedView: this.#lastVotedView,
+      lockedQC: this.#lockedQC,
+      highQC: this.#highQC,
+      highTC: this.#highTC,
+    };
+  }
+
+  /** The leader of `view`. */
+  leader(view: number): PublicKey {
+    return this.validators.leader(view).publicKey;
+  }
+
+  /** Feeds one input and returns what to do (see {@link CoreOutput} for the order). */
+  step(input: CoreInput): CoreOutput {
+    assert(input.now >= this.#now || input.type === "start", "time never goes back");
+    this.#now = Math.max(this.#now, input.now);
+    switch (input.type) {
+      case "start":
+        this.#onStart();
+        break;
+      case "tick":
+        this.#onTick();
+        break;
+      case "message":
+        this.#onMessage(input.from, input.message);
+        break;
+      case "executed":
+        this.#onExecuted(input.hash, input.result);
+        break;
+      case "produced":
+        this.#onProduced(input.view, input.command);
+        break;
+      case "fetched":
+        this.#onFetched(input.from, input.nodes);
+        break;
+      case "fetch-failed":
+        this.#fetchInFlight = null;
+        break;
+    }
+    return this.#flush();
+  }
+
+  #flush(): CoreOutput {
+    const o = this.#out;
+    this.#out = new Output();
+    const hasWrite = o.safetyDirty || o.nodes.length > 0 || o.commits.length > 0;
+    const write: WriteBatch | null = hasWrite
+      ? {
+        ...(o.safetyDirty ? { safety: this.safety } : {}),
+        ...(o.nodes.length > 0 ? { nodes: o.nodes } : {}),
+        ...(o.commits.length > 0 ? { commits: o.commits } : {}),
+      }
+      : null;
+    return {
+      write,
+      sends: o.sends,
+      committed: o.commits,
+      execute: o.execute,
+      produce: o.produce,
+      fetch: o.fetch,
+      timerAt: o.timerAt,
+      events: o.events,
+    };
+  }
+
+  #reject(from: PublicKey | null, message: string, reason: string, detail = ""): void {
+    this.#out.events.push({ type: "message:reject", from, message, reason, detail });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Spec 8.2: start.
+
+  #onStart(): void {
+    const target = Math.max(
+      1,
+      this.#view,
+      this.#highQC.view + 1,
+      this.#highTC === null ? 0 : this.#highTC.view + 1,
+    );
+    if (target > this.#view) {
+      this.#enterView(target, "start");
+    } else {
+      this.#armTimer();
+      this.#out.events.push({
+        type: "view:enter",
+        view: this.#view,
+        leader: this.leader(this.#view),
+        reason: "start",
+      });
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Spec 8.3: local timeout.
+
+  #onTick(): void {
+    if (this.#fetchInFlight !== null && this.#now >= this.#fetchInFlight.deadline) {
+      this.#fetchInFlight = null;
+    }
+    if (this.#now < this.#deadline) return;
+    // Step 1: give up on the view: NEW-VIEW with our highest QC and TC, and our vote in this
+    // view if we cast one, to everyone.
+    this.#out.events.push({ type: "view:timeout", view: this.#view });
+    const voted = this.#lastVotedView === this.#view && this.#lastVoteHash !== null;
+    this.#out.sends.push({
+      to: "all",
+      message: {
+        type: "new-view",
+        view: this.#view,
+        highQC: this.#highQC,
+        highTC: this.#highTC,
+        vote: voted ? { nodeHash: this.#lastVoteHash! } : null,
+      },
+    });
+    // Step 2: back off and re-send later if the view still does not change.
+    this.#failures++;
+    this.#armTimer();
+    // Step 3: if we hold proposals waiting for Nodes, we may be behind: catch up.
+    if (this.#pending.size > 0 || !this.#knows(this.#highQC.nodeHash)) this.#requestFetch(null);
+  }
+
+  #armTimer(): void {
+    this.#deadline = this.#now + viewTimeout(this.#pacemaker, this.#failures);
+    this.#out.timerAt = this.#deadline;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Spec 8.4: entering views on signed evidence only.
+
+  #enterView(view: number, reason: "start" | "qc" | "tc"): void {
+    assert(view > this.#view, "views only increase");
+    this.#view = view;
+    this.#out.safetyDirty = true;
+    // Step 1: progress (a QC for the previous view) resets the backoff.
+    if (reason === "qc") this.#failures = 0;
+    this.#armTimer();
+    this.#votes.pruneBelow(view - 1);
+    this.#newViews.pruneBelow(view);
+    for (const v of [...this.#proposals.keys()]) if (v < view - 1) this.#proposals.delete(v);
+    this.#out.events.push({ type: "view:enter", view, leader: this.leader(view), reason });
+    // Step 2: the leader of the new view proposes.
+    this.#maybePropose();
+  }
+
+  /** Spec 8.4 step 3: absorb a verified QC and TC; enter the view they justify. */
+  #absorb(qc: QuorumCertificate, tc: TimeoutCertificate | null, from: PublicKey | null): void {
+    if (qc.view > this.#highQC.view) {
+      this.#highQC = qc;
+      this.#out.safetyDirty = true;
+    }
+    if (tc !== null && tc.view > (this.#highTC?.view ?? -1)) {
+      this.#highTC = tc;
+      this.#out.safetyDirty = true;
+    }
+    const byQC = qc.view + 1;
+    const byTC = tc === null ? 0 : tc.view + 1;
+    if (Math.max(byQC, byTC) > this.#view) {
+      this.#enterView(Math.max(byQC, byTC), byQC >= byTC ? "qc" : "tc");
+    }
+    if (!this.#knows(qc.nodeHash) && qc.view > this.#tree.root.node.view) this.#requestFetch(from);
+  }
+
+  #knows(hash: Hash): boolean {
+    return this.#tree.has(hash) || this.#tree.isCommitted(hash);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Spec 8.5: proposing.
+
+  #maybePropose(): void {
+    const view = this.#view;
+    if (this.#proposedView >= view || !bytesEqual(this.leader(view), this.me)) return;
+    const parent = this.#tree.get(this.#highQC.nodeHash);
+    // Step 1: the parent is the highest QC's Node; wait for it if we do not have it yet.
+    if (parent === undefined) return;
+    // Step 2: a Node not in the view right after its QC carries the TC that justifies its view.
+    let tc: TimeoutCertificate | null = null;
+    if (this.#highQC.view + 1 < view) {
+      if (this.#highTC === null || this.#highTC.view + 1 !== view) return;
+      tc = this.#highTC;
+    }
+    this.#proposedView = view;
+    this.#produceFor = { view, qc: this.#highQC, tc };
+    this.#out.produce = { view, parent: parent.hash, height: parent.node.height + 1 };
+  }
+
+  #onProduced(view: number, command: Uint8Array | null): void {
+    const req = this.#produceFor;
+    // Step 3: only for the request of the current view.
+    if (req === null || req.view !== view || view !== this.#view) return;
+    this.#produceFor = null;
+    if (command === null) return;
+    const parent = this.#tree.get(req.qc.nodeHash);
+    if (parent === undefined) return;
+    const node: Node = {
+      view,
+      height: parent.node.height + 1,
+      parent: parent.hash,
+      justify: req.qc,
+      command,
+      proposer: this.me,
+    };
+    // Step 4: broadcast to everyone, this replica included (it votes like any other).
+    this.#out.sends.push({ to: "all", message: { type: "propose", node, tc: req.tc } });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Messages.
+
+  #onMessage(from: PublicKey, msg: ConsensusMessage): void {
+    switch (msg.type) {
+      case "propose":
+        return this.#onPropose(from, msg);
+      case "vote":
+        return this.#onVote(from, msg);
+      case "new-view":
+        return this.#onNewView(from, msg);
+    }
+  }
+
+  /** Spec 4.1: on PROPOSE. */
+  #onPropose(from: PublicKey, msg: ProposeMessage): void {
+    const node = msg.node;
+    const hash = nodeHash(node);
+    // Step 1: only the view's leader proposes.
+    if (!bytesEqual(node.proposer, this.leader(node.view))) {
+      return this.#reject(from, "propose", "not-leader", `view ${node.view}`);
+    }
+    // Step 2: the justify QC is older than the Node.
+    if (node.justify.view >= node.view) {
+      return this.#reject(from, "propose", "justify-not-older", `view ${node.view}`);
+    }
+    // Step 3: the view is justified by the QC of the previous view or by a TC for it.
+    if (node.justify.view + 1 !== node.view && (msg.tc === null || msg.tc.view + 1 !== node.view)) {
+      return this.#reject(from, "propose", "view-not-justified", `view ${node.view}`);
+    }
+    // Step 4: detect equivocation; handle at most two proposals per view.
+    if (!this.#recordProposal(msg, hash)) return;
+    // Step 5: absorb the certificates it carries (may enter node.view).
+    this.#absorb(node.justify, msg.tc, from);
+    // Step 6: already known or in progress: just consider voting.
+    const known = this.#tree.get(hash);
+    if (known !== undefined) return this.#tryVote(known);
+    if (this.#executing.has(toHex(hash))) return;
+    // Step 7: stale Nodes (at or below the committed head) are ignored.
+    if (node.height <= this.#tree.root.node.height) {
+      return this.#reject(from, "propose", "below-committed", `height ${node.height}`);
+    }
+    // Step 8: unknown parent: buffer the proposal and catch up.
+    if (!this.#tree.has(node.parent)) {
+      this.#bufferPending(msg);
+      return this.#requestFetch(from);
+    }
+    // Step 9: structural checks against the parent; then ask the Application.
+    const problem = this.#checkAttach(node);
+    if (problem !== null) return this.#reject(from, "propose", problem, `view ${node.view}`);
+    this.#startExecute(node, hash, true);
+  }
+
+  /** Returns false when the proposal must be dropped (a third one in a view). */
+  #recordProposal(msg: ProposeMessage, hash: Hash): boolean {
+    const seen = this.#proposals.get(msg.node.view) ?? [];
+    if (seen.some((p) => bytesEqual(nodeHash(p.node), hash))) return true;
+    if (seen.length > 0) {
+      this.#out.events.push({
+        type: "equivocation:detect",
+        evidence: { kind: "double-proposal", first: seen[0]!, second: msg },
+      });
+    }
+    if (seen.length >= 2) return false;
+    if (msg.node.view + 1 >= this.#view) this.#proposals.set(msg.node.view, [...seen, msg]);
+    return true;
+  }
+
+  /** Spec 4.2: can `node` attach under its parent? Returns a reject reason or null. */
+  #checkAttach(node: Node): string | null {
+    const parent = this.#tree.get(node.parent);
+    if (parent === undefined) return "unknown-parent";
+    // Step 1: height is the parent's + 1.
+    if (node.height !== parent.node.height + 1) return "bad-height";
+    // Step 2: views strictly increase along a branch.
+    if (node.view <= parent.node.view) return "view-not-increasing";
+    // Step 3: the justify QC certifies an ancestor (paper, section 5: "the QC in a valid node
+    // refers to its ancestor").
+    const j = node.justify.nodeHash;
+    if (this.#tree.has(j)) {
+      if (!this.#tree.extends(node.parent, j)) return "justify-not-ancestor";
+    } else if (!this.#tree.isCommitted(j)) {
+      return "justify-unknown";
+    }
+    // Step 4: bounded memory.
+    if (this.#tree.size >= this.#limits.treeNodesMax) return "tree-full";
+    return null;
+  }
+
+  #startExecute(node: Node, hash: Hash, proposal: boolean): void {
+    this.#executing.set(toHex(hash), { node, proposal });
+    this.#out.execute.push({ node, hash });
+  }
+
+  #bufferPending(msg: ProposeMessage): void {
+    const key = toHex(msg.node.parent);
+    const list = this.#pending.get(key) ?? [];
+    if (list.length === 0 && this.#pending.size >= this.#limits.pendingProposalsMax) {
+      const oldest = this.#pending.keys().next().value!;
+      this.#pending.delete(oldest);
+    }
+    if (list.length < 2) this.#pending.set(key, [...list, msg]);
+  }
+
+  /** Spec 4.3: the Application's verdict on a Node. */
+  #onExecuted(
+    hash: Hash,
+    result: { ok: true; updates: readonly StateUpdate[] } | { ok: false; reason: string },
+  ): void {
+    const id = toHex(hash);
+    const ex = this.#executing.get(id);
+    if (ex === undefined) return;
+    this.#executing.delete(id);
+    // Step 1: a rejected Node is dropped; so are the fetched Nodes queued behind it.
+    if (!result.ok) {
+      this.#reject(null, "node", "app-rejected", result.reason);
+      if (!ex.proposal) this.#fetchQueue = [];
+      return this.#continueFetched();
+    }
+    // Step 2: the parent may have been pruned by a commit meanwhile.
+    if (!this.#tree.has(ex.node.parent) || this.#tree.has(hash)) return this.#continueFetched();
+    // Step 3: insert and persist.
+    const stored: StoredNode = { node: ex.node, hash, updates: result.updates };
+    this.#tree.insert(stored);
+    this.#out.nodes.push(stored);
+    this.#out.events.push({
+      type: "node:insert",
+      hash,
+      height: ex.node.height,
+      view: ex.node.view,
+    });
+    // Step 4: the chain rules (highest QC, lock, commit).
+    this.#update(stored);
+    // Step 5: vote if it came as the current proposal.
+    if (ex.proposal) this.#tryVote(stored);
+    // Step 6: proposals that waited for this Node; the next fetched Node; our own proposal.
+    this.#wakePending(hash);
+    this.#continueFetched();
+    this.#maybePropose();
+  }
+
+  /** Spec 5.2-5.3: `update(b*)` of the paper's Algorithm 4. */
+  #update(bStar: StoredNode): void {
+    const qc = bStar.node.justify;
+    if (qc.view > this.#highQC.view) {
+      this.#highQC = qc;
+      this.#out.safetyDirty = true;
+    }
+    const b2 = this.#tree.get(qc.nodeHash);
+    if (b2 === undefined || b2 === this.#tree.root && b2.node.height === 0) return;
+    const b1 = this.#tree.get(b2.node.justify.nodeHash);
+    const b0 = b1 === undefined ? undefined : this.#tree.get(b1.node.justify.nodeHash);
+    const chain = { b2, b1, b0 };
+    // Spec 5.2: lock on the head of the 2-chain if it is newer.
+    const lock = lockCandidate(chain);
+    if (lock.view > this.#lockedQC.view) {
+      this.#lockedQC = lock;
+      this.#out.safetyDirty = true;
+      this.#out.events.push({ type: "lock:update", view: lock.view, nodeHash: lock.nodeHash });
+    }
+    // Spec 5.3: commit on the 3-chain with direct parents.
+    const c = commitCandidate(chain);
+    if (c !== undefined && c.node.height > this.#tree.root.node.height) this.#commit(c);
+  }
+
+  /** Spec 5.4: commit `b` and every uncommitted ancestor, in height order. */
+  #commit(b: StoredNode): void {
+    // Step 1: `b` must extend the committed head. If it does not, two conflicting Nodes would
+    // both be committed: HotStuff's safety theorem says this cannot happen below 1/3 Byzantine
+    // power, so it is a bug (or a broken assumption) and the replica stops.
+    assert(
+      this.#tree.extends(b.hash, this.#tree.root.hash),
+      `safety violation: commit of ${toHex(b.hash)} conflicts with committed head`,
+    );
+    const path = this.#tree.commit(b.hash);
+    for (const e of path) {
+      this.#out.commits.push(e);
+      this.#out.events.push({
+        type: "node:commit",
+        hash: e.hash,
+        height: e.node.height,
+        view: e.node.view,
+      });
+    }
+  }
+
+  /** Spec 5.1: vote for the current view's proposal if the safety rules allow it. */
+  #tryVote(stored: StoredNode): void {
+    if (stored.node.view !== this.#view) return;
+    if (this.validators.get(this.me) === undefined) return;
+    if (!safeToVote(this.#tree, stored, this.#lastVotedView, this.#lockedQC)) return;
+    // Step 3: remember the vote before it leaves (the write precedes the send, Spec 10.1).
+    this.#lastVotedView = stored.node.view;
+    this.#lastVoteHash = stored.hash;
+    this.#out.safetyDirty = true;
+    // Step 4: the vote goes to the next view's leader, which forms the QC.
+    this.#out.sends.push({
+      to: this.leader(stored.node.view + 1),
+      message: { type: "vote", view: stored.node.view, nodeHash: stored.hash },
+    });
+    this.#out.events.push({ type: "vote:send", view: stored.node.view, nodeHash: stored.hash });
+  }
+
+  #wakePending(hash: Hash): void {
+    const key = toHex(hash);
+    const waiting = this.#pending.get(key);
+    if (waiting === undefined) return;
+    this.#pending.delete(key);
+    for (const msg of waiting) this.#onPropose(msg.node.proposer, msg);
+  }
+
+  /** Spec 9.1: on VOTE (only the next view's leader collects). */
+  #onVote(from: PublicKey, vote: VoteMessage): void {
+    // Step 1: addressed to the leader of the view after the vote's.
+    if (!bytesEqual(this.leader(vote.view + 1), this.me)) {
+      return this.#reject(from, "vote", "not-next-leader", `view ${vote.view}`);
+    }
+    // Step 2: not stale, not too far ahead.
+    if (vote.view + 1 < this.#view) {
+      return this.#reject(from, "vote", "stale-view", `view ${vote.view}`);
+    }
+    if (vote.view > this.#view + this.#limits.viewsAheadMax) {
+      return this.#reject(from, "vote", "far-future-view", `view ${vote.view}`);
+    }
+    this.#collectVote(from, vote);
+  }
+
+  /** Spec 9.1 steps 3-4: count a vote; on a quorum, form the QC and absorb it. */
+  #collectVote(from: PublicKey, vote: VoteMessage): void {
+    const r = this.#votes.add(vote);
+    if (r.equivocation !== undefined) {
+      this.#out.events.push({ type: "equivocation:detect", evidence: r.equivocation });
+    }
+    // Step 4: a QC: absorb it (enters the next view and proposes).
+    if (r.certificate !== undefined) {
+      this.#out.events.push({
+        type: "qc:form",
+        view: r.certificate.view,
+        nodeHash: r.certificate.nodeHash,
+      });
+      this.#absorb(r.certificate, null, from);
+      this.#maybePropose();
+    }
+  }
+
+  /** Spec 9.2: on NEW-VIEW. */
+  #onNewView(from: PublicKey, msg: NewViewMessage): void {
+    // Step 1: the certificates it carries are signed evidence: absorb them.
+    this.#absorb(msg.highQC, msg.highTC, from);
+    // Step 2: only the current and future views count towards a TC.
+    if (msg.view < this.#view) return;
+    if (msg.view > this.#view + this.#limits.viewsAheadMax) {
+      return this.#reject(from, "new-view", "far-future-view", `view ${msg.view}`);
+    }
+    // Step 3: an attached vote counts towards the QC of its view at every replica, so a QC
+    // forms even when the leader the vote was sent to is down.
+    if (msg.vote !== null) {
+      this.#collectVote(from, {
+        type: "vote",
+        view: msg.view,
+        nodeHash: msg.vote.nodeHash,
+        signer: msg.signer,
+        signature: msg.vote.signature,
+      });
+    }
+    const r = this.#newViews.add(msg);
+    // Step 4: a TC: enter the next view.
+    if (r.certificate !== undefined) {
+      this.#out.events.push({ type: "tc:form", view: r.certificate.view });
+      this.#absorb(this.#highQC, r.certificate, null);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Spec 4.4: the CatchUp flow inside the core.
+
+  #requestFetch(from: PublicKey | null): void {
+    if (this.#fetchInFlight !== null || this.#out.fetch !== null) return;
+    const fromHeight = this.#tree.root.node.height + 1;
+    this.#fetchInFlight = { deadline: this.#now + this.#pacemaker.viewTimeoutMinMs };
+    const peer = from !== null && bytesEqual(from, this.me) ? null : from;
+    this.#out.fetch = { from: peer, fromHeight, limit: this.#limits.catchUpNodesMax };
+    this.#out.events.push({ type: "catchup:request", from: peer, fromHeight });
+  }
+
+  #onFetched(from: PublicKey, nodes: readonly Node[]): void {
+    this.#fetchInFlight = null;
+    this.#out.events.push({ type: "catchup:receive", from, nodes: nodes.length });
+    // Step 1: queue the Nodes we lack, in height order.
+    for (const n of nodes) {
+      const h = nodeHash(n);
+      if (this.#tree.has(h) || this.#executing.has(toHex(h))) continue;
+      if (n.height <= this.#tree.root.node.height) continue;
+      this.#fetchQueue.push(n);
+    }
+    // Step 2: a full answer means there is more: ask again when this batch is done.
+    this.#fetchMoreFrom = nodes.length >= this.#limits.catchUpNodesMax ? from : null;
+    this.#continueFetched();
+  }
+
+  /** Spec 4.4 step 3: execute queued fetched Nodes one at a time, each after its parent. */
+  #continueFetched(): void {
+    for (const ex of this.#executing.values()) if (!ex.proposal) return;
+    while (this.#fetchQueue.length > 0) {
+      const node = this.#fetchQueue.shift()!;
+      const hash = nodeHash(node);
+      if (this.#tree.has(hash)) continue;
+      const problem = this.#checkAttach(node);
+      if (problem !== null) {
+        this.#reject(null, "fetched-node", problem, `height ${node.height}`);
+        continue;
+      }
+      return this.#startExecute(node, hash, false);
+    }
+    if (this.#fetchMoreFrom !== null) {
+      const from = this.#fetchMoreFrom;
+      this.#fetchMoreFrom = null;
+      this.#requestFetch(from);
+    }
+  }
+}

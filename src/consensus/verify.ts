@@ -1,0 +1,180 @@
+/**
+ * Verification of everything a peer signs: messages, QCs, TCs and fetched Nodes. The shell runs
+ * it before a message reaches the core (signatures are async Web Crypto work). See
+ * SPECIFICATION.md section 3.2.
+ *
+ * @module
+ */
+import { genesisQC, nodeHash, signedBytes } from "../codec.ts";
+import { sha256Bytes } from "../crypto.ts";
+import type { Verifier } from "../crypto.ts";
+import { encodeQC } from "../codec.ts";
+import type {
+  ConsensusMessage,
+  Node,
+  QuorumCertificate,
+  SignerSignature,
+  TimeoutCertificate,
+} from "../types.ts";
+import { bytesEqual, SignatureDomain, toHex } from "../types.ts";
+import type { ValidatorSet } from "../validators.ts";
+
+/** The outcome of a verification. */
+export type Verdict = { ok: true } | { ok: false; reason: string; detail: string };
+
+const OK: Verdict = { ok: true };
+
+function fail(reason: string, detail: string): Verdict {
+  return { ok: false, reason, detail };
+}
+
+/**
+ * Verifies messages of one chain against one validator set. Caches verified QCs (a QC is
+ * checked once, however many messages carry it).
+ *
+ * @example
+ * ```ts
+ * // const v = new MessageVerifier("chain", validators, ed25519Verifier());
+ * // const verdict = await v.verifyMessage(msg);
+ * ```
+ */
+export class MessageVerifier {
+  readonly #verified = new Set<string>();
+  readonly #cacheMax: number;
+
+  /**
+   * @param chainId the chain every certificate must name
+   * @param validators who may sign
+   * @param verifier signature checks
+   * @param cacheMax most verified QCs remembered (default 4096)
+   */
+  constructor(
+    readonly chainId: string,
+    readonly validators: ValidatorSet,
+    readonly verifier: Verifier,
+    cacheMax = 4096,
+  ) {
+    this.#cacheMax = cacheMax;
+  }
+
+  /** Spec 3.2 step 1: a QC. */
+  async verifyQC(qc: QuorumCertificate): Promise<Verdict> {
+    if (qc.chainId !== this.chainId) return fail("wrong-chain", `qc chain ${qc.chainId}`);
+    if (qc.view === 0) {
+      // The genesis QC is valid by rule, and it is the only QC of view 0.
+      const g = genesisQC(this.chainId);
+      if (bytesEqual(qc.nodeHash, g.nodeHash) && qc.signatures.length === 0) return OK;
+      return fail("bad-genesis-qc", "a view-0 QC must be the genesis QC");
+    }
+    const key = toHex(sha256Bytes(encodeQC(qc)));
+    if (this.#verified.has(key)) return OK;
+    const v = await this.#verifyCertificate(
+      qc.signatures,
+      signedBytes(SignatureDomain.vote, this.chainId, qc.view, qc.nodeHash),
+      "qc",
+    );
+    if (v.ok) this.#remember(key);
+    return v;
+  }
+
+  /** Spec 3.2 step 2: a TC. */
+  verifyTC(tc: TimeoutCertificate): Promise<Verdict> {
+    if (tc.chainId !== this.chainId) {
+      return Promise.resolve(fail("wrong-chain", `tc chain ${tc.chainId}`));
+    }
+    return this.#verifyCertificate(
+      tc.signatures,
+      signedBytes(SignatureDomain.newView, this.chainId, tc.view),
+      "tc",
+    );
+  }
+
+  async #verifyCertificate(
+    signatures: readonly SignerSignature[],
+    bytes: Uint8Array,
+    what: string,
+  ): Promise<Verdict> {
+    // Membership, distinct signers and quorum power first (cheap), then every signature.
+    const count = this.validators.countQuorum(signatures);
+    if (!count.ok) return fail(count.reason, `${what}: ${count.detail}`);
+    const results = await Promise.all(
+      signatures.map((s) => this.verifier.verify(s.signer, bytes, s.signature)),
+    );
+    const bad = results.indexOf(false);
+    if (bad >= 0) return fail("bad-signature", `${what} signer ${toHex(signatures[bad]!.signer)}`);
+    return OK;
+  }
+
+  #remember(key: string): void {
+    if (this.#verified.size >= this.#cacheMax) this.#verified.clear();
+    this.#verified.add(key);
+  }
+
+  async #verifySigned(
+    signer: Uint8Array,
+    bytes: Uint8Array,
+    signature: Uint8Array,
+    what: string,
+  ): Promise<Verdict> {
+    if (this.validators.get(signer) === undefined) {
+      return fail("unknown-signer", `${what} from ${toHex(signer)}`);
+    }
+    if (!(await this.verifier.verify(signer, bytes, signature))) {
+      return fail("bad-signature", `${what} from ${toHex(signer)}`);
+    }
+    return OK;
+  }
+
+  /** Spec 3.2 step 3: a Node's justify QC (for fetched Nodes, which carry no signature). */
+  verifyNode(node: Node): Promise<Verdict> {
+    return this.verifyQC(node.justify);
+  }
+
+  /** Spec 3.2 step 4: a consensus message, with every certificate it carries. */
+  async verifyMessage(msg: ConsensusMessage): Promise<Verdict> {
+    switch (msg.type) {
+      case "propose": {
+        const n = msg.node;
+        const sig = await this.#verifySigned(
+          n.proposer,
+          signedBytes(SignatureDomain.propose, this.chainId, n.view, nodeHash(n)),
+          msg.signature,
+          "propose",
+        );
+        if (!sig.ok) return sig;
+        const qc = await this.verifyQC(n.justify);
+        if (!qc.ok || msg.tc === null) return qc;
+        return this.verifyTC(msg.tc);
+      }
+      case "vote":
+        if (msg.view === 0) return fail("bad-view", "no votes in view 0");
+        return this.#verifySigned(
+          msg.signer,
+          signedBytes(SignatureDomain.vote, this.chainId, msg.view, msg.nodeHash),
+          msg.signature,
+          "vote",
+        );
+      case "new-view": {
+        const sig = await this.#verifySigned(
+          msg.signer,
+          signedBytes(SignatureDomain.newView, this.chainId, msg.view),
+          msg.signature,
+          "new-view",
+        );
+        if (!sig.ok) return sig;
+        if (msg.vote !== null) {
+          const vote = await this.#verifySigned(
+            msg.signer,
+            signedBytes(SignatureDomain.vote, this.chainId, msg.view, msg.vote.nodeHash),
+            msg.vote.signature,
+            "new-view vote",
+          );
+          if (!vote.ok) return vote;
+        }
+        const qc = await this.verifyQC(msg.highQC);
+        if (!qc.ok || msg.highTC === null) return qc;
+        return this.verifyTC(msg.highTC);
+      }
+    }
+  }
+}

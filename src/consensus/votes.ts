@@ -1,0 +1,162 @@
+/**
+ * Collecting signed VOTEs into QCs and NEW-VIEWs into TCs, with equivocation detection.
+ * See SPECIFICATION.md section 9. Messages reaching here have valid signatures (checked by the
+ * shell); this module counts power and keeps memory bounded.
+ *
+ * @module
+ */
+import type { NewViewMessage, QuorumCertificate, SignerSignature, VoteMessage } from "../types.ts";
+import { bytesCompare, toHex } from "../types.ts";
+import type { TimeoutCertificate } from "../types.ts";
+import type { EquivocationEvidence } from "../events.ts";
+import type { ValidatorSet } from "../validators.ts";
+
+/** What adding a message produced. */
+export interface CollectResult<C> {
+  /** A certificate, the first time the message's view/node reaches a quorum. */
+  readonly certificate?: C;
+  /** Evidence, when the signer already sent a conflicting message in that view. */
+  readonly equivocation?: EquivocationEvidence;
+  /** True if the message added nothing (duplicate or equivocating second message). */
+  readonly ignored: boolean;
+}
+
+function sortedSignatures(sigs: Iterable<SignerSignature>): SignerSignature[] {
+  return [...sigs].sort((a, b) => bytesCompare(a.signer, b.signer));
+}
+
+/**
+ * Collects VOTEs per view. Keeps at most `viewsMax` views (the oldest are dropped) and at most
+ * one vote per signer per view.
+ *
+ * @example
+ * ```ts
+ * // const c = new VoteCollector("chain", validators, 64); c.add(vote)
+ * ```
+ */
+export class VoteCollector {
+  readonly #views = new Map<number, Map<string, VoteMessage>>();
+  readonly #formed = new Set<number>();
+
+  /**
+   * @param chainId chain of the QCs formed
+   * @param validators who may vote, with what power
+   * @param viewsMax most views tracked at once
+   */
+  constructor(
+    readonly chainId: string,
+    readonly validators: ValidatorSet,
+    readonly viewsMax: number,
+  ) {}
+
+  /** Adds a verified vote (Spec 9.1). */
+  add(vote: VoteMessage): CollectResult<QuorumCertificate> {
+    const byViewSigner = this.#viewMap(vote.view);
+    const id = toHex(vote.signer);
+    const prior = byViewSigner.get(id);
+    // Spec 9.1 step 1: one vote per signer per view; a different second vote is evidence.
+    if (prior !== undefined) {
+      if (bytesCompare(prior.nodeHash, vote.nodeHash) === 0) return { ignored: true };
+      return { ignored: true, equivocation: { kind: "double-vote", first: prior, second: vote } };
+    }
+    byViewSigner.set(id, vote);
+    if (this.#formed.has(vote.view)) return { ignored: false };
+    // Spec 9.1 step 2: the votes for this node hash, by distinct signers.
+    const hashId = toHex(vote.nodeHash);
+    const same = [...byViewSigner.values()].filter((v) => toHex(v.nodeHash) === hashId);
+    const signatures = sortedSignatures(
+      same.map((v) => ({ signer: v.signer, signature: v.signature })),
+    );
+    // Spec 9.1 step 3: a QC when their power is a quorum.
+    if (!this.validators.countQuorum(signatures).ok) return { ignored: false };
+    this.#formed.add(vote.view);
+    return {
+      ignored: false,
+      certificate: { chainId: this.chainId, view: vote.view, nodeHash: vote.nodeHash, signatures },
+    };
+  }
+
+  /** Forgets every view below `view`. */
+  pruneBelow(view: number): void {
+    for (const v of [...this.#views.keys()]) {
+      if (v < view) {
+        this.#views.delete(v);
+        this.#formed.delete(v);
+      }
+    }
+  }
+
+  #viewMap(view: number): Map<string, VoteMessage> {
+    let m = this.#views.get(view);
+    if (m === undefined) {
+      m = new Map();
+      this.#views.set(view, m);
+      if (this.#views.size > this.viewsMax) {
+        const oldest = Math.min(...this.#views.keys());
+        this.#views.delete(oldest);
+        this.#formed.delete(oldest);
+      }
+    }
+    return m;
+  }
+}
+
+/**
+ * Collects NEW-VIEWs per view into TCs (Spec 9.2). Same bounds as {@link VoteCollector}.
+ *
+ * @example
+ * ```ts
+ * // const c = new NewViewCollector("chain", validators, 64); c.add(newView)
+ * ```
+ */
+export class NewViewCollector {
+  readonly #views = new Map<number, Map<string, NewViewMessage>>();
+  readonly #formed = new Set<number>();
+
+  /**
+   * @param chainId chain of the TCs formed
+   * @param validators who may sign, with what power
+   * @param viewsMax most views tracked at once
+   */
+  constructor(
+    readonly chainId: string,
+    readonly validators: ValidatorSet,
+    readonly viewsMax: number,
+  ) {}
+
+  /** Adds a verified NEW-VIEW. */
+  add(msg: NewViewMessage): CollectResult<TimeoutCertificate> {
+    let byView = this.#views.get(msg.view);
+    if (byView === undefined) {
+      byView = new Map();
+      this.#views.set(msg.view, byView);
+      if (this.#views.size > this.viewsMax) {
+        const oldest = Math.min(...this.#views.keys());
+        this.#views.delete(oldest);
+        this.#formed.delete(oldest);
+      }
+    }
+    const id = toHex(msg.signer);
+    // Spec 9.2 step 1: one NEW-VIEW per signer per view counts (re-sends are duplicates).
+    if (byView.has(id)) return { ignored: true };
+    byView.set(id, msg);
+    if (this.#formed.has(msg.view)) return { ignored: false };
+    const signatures = sortedSignatures(
+      [...byView.values()].map((m) => ({ signer: m.signer, signature: m.signature })),
+    );
+    // Spec 9.2 step 2: a TC when the signers' power is a quorum.
+    if (!this.validators.countQuorum(signatures).ok) return { ignored: false };
+    this.#formed.add(msg.view);
+    return { ignored: false, certificate: { chainId: this.chainId, view: msg.view, signatures } };
+  }
+
+  /** Forgets every view below `view`. */
+  pruneBelow(view: number): void {
+    for (const v of [...this.#views.keys()]) {
+      if (v < view) {
+        this.#views.delete(v);
+        this.#formed.delete(v);
+      }
+    }
+  }
+}

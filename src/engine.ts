@@ -1,0 +1,430 @@
+/**
+ * The Engine: the runtime shell around the sans-I/O core. It verifies incoming messages, feeds
+ * the core one input at a time, and carries out the core's output in the order the core
+ * prescribes (persist, then sign and send, then notify, then call the Application). The Progress
+ * flow is the core's message handling; the CatchUp flow is the core's fetch requests, served by a
+ * {@link NodeSource}. See SPECIFICATION.md section 10.
+ *
+ * Everything here is serial: one input is fully handled before the next starts, so the same
+ * inputs in the same order give the same outputs (the simulator relies on it).
+ *
+ * @module
+ */
+import { genesisNode, nodeHash, signedBytes } from "./codec.ts";
+import type { Application, StateView } from "./app.ts";
+import { checkValidateResult, DEFAULT_APP_LIMITS } from "./app.ts";
+import type { AppLimits } from "./app.ts";
+import type { CoreInput, CoreLimits, CoreOutput, Outbound } from "./consensus/core.ts";
+import { Core } from "./consensus/core.ts";
+import type { PacemakerOptions } from "./consensus/pacemaker.ts";
+import { MessageVerifier } from "./consensus/verify.ts";
+import type { Signer, Verifier } from "./crypto.ts";
+import type { ConsensusEvent } from "./events.ts";
+import type { Storage, StoredNode } from "./storage/storage.ts";
+import type { ConsensusMessage, Hash, Node, PublicKey } from "./types.ts";
+import { bytesEqual, SignatureDomain, toHex } from "./types.ts";
+import type { ValidatorSet } from "./validators.ts";
+
+/** Where the Engine sends consensus messages. */
+export interface Network {
+  /** Sends to one validator (never called with this replica's own key). */
+  send(to: PublicKey, message: ConsensusMessage): void;
+  /** Sends to every other validator. */
+  broadcast(message: ConsensusMessage): void;
+}
+
+/**
+ * Where the CatchUp flow gets Nodes. `fetch` starts a request and returns at once; the answer
+ * comes back through {@link Engine.receiveNodes} or {@link Engine.receiveFetchFailure}.
+ */
+export interface NodeSource {
+  /** Asks `from` (or any peer when null) for its chain from `fromHeight`, at most `limit`. */
+  fetch(request: { from: PublicKey | null; fromHeight: number; limit: number }): void;
+}
+
+/** The Engine's clock: milliseconds, and one timer. */
+export interface Clock {
+  /** Current time, ms. */
+  now(): number;
+  /** Calls `callback` at time `at` (or soon after). A later call replaces the earlier timer. */
+  setTimer(at: number, callback: () => void): void;
+  /** Cancels the timer. */
+  clearTimer(): void;
+}
+
+/** Options of {@link Engine.open}. */
+export interface EngineOptions {
+  /** Chain id. */
+  readonly chainId: string;
+  /** Validator set. */
+  readonly validators: ValidatorSet;
+  /** This replica's key. */
+  readonly signer: Signer;
+  /** Signature verification. */
+  readonly verifier: Verifier;
+  /** Persistence. */
+  readonly storage: Storage;
+  /** The user's state machine. */
+  readonly app: Application;
+  /** Consensus messages out. */
+  readonly network: Network;
+  /** Catch-up requests out. */
+  readonly nodeSource: NodeSource;
+  /** Time. */
+  readonly clock: Clock;
+  /** Pacemaker timing. */
+  readonly pacemaker?: PacemakerOptions;
+  /** Core memory bounds. */
+  readonly limits?: CoreLimits;
+  /** Bounds on Application results. */
+  readonly appLimits?: AppLimits;
+  /** Observer of every event. */
+  readonly onEvent?: (event: ConsensusEvent) => void;
+  /** Observer of every signed message this replica sends (for tests and the simulator). */
+  readonly onSend?: (message: ConsensusMessage, to: PublicKey | "all") => void;
+}
+
+type Job =
+  | { readonly kind: "input"; readonly input: CoreInput }
+  | { readonly kind: "message"; readonly from: PublicKey; readonly message: ConsensusMessage }
+  | { readonly kind: "self"; readonly message: ConsensusMessage }
+  | { readonly kind: "nodes"; readonly from: PublicKey; readonly nodes: readonly Node[] };
+
+/** Most jobs queued; beyond it incoming peer messages are dropped (and counted). */
+const QUEUE_MAX = 100_000;
+
+/**
+ * One replica's Engine.
+ *
+ * @example
+ * ```ts
+ * // const engine = await Engine.open({ chainId, validators, signer, verifier, storage, app,
+ * //   network, nodeSource, clock });
+ * // engine.start(); network.onMessage((from, m) => engine.receive(from, m));
+ * ```
+ */
+export class Engine {
+  readonly core: Core;
+  readonly #o: EngineOptions;
+  readonly #verifier: MessageVerifier;
+  readonly #appLimits: AppLimits;
+  readonly #queue: Job[] = [];
+  #running: Promise<void> | null = null;
+  #stopped = false;
+  #failure: unknown = null;
+  /** Peer messages dropped because the queue was full. */
+  dropped = 0;
+
+  private constructor(options: EngineOptions, core: Core) {
+    this.#o = options;
+    this.core = core;
+    this.#verifier = new MessageVerifier(options.chainId, options.validators, options.verifier);
+    this.#appLimits = options.appLimits ?? DEFAULT_APP_LIMITS;
+  }
+
+  /** Restores a replica from its storage (Spec 6.2). */
+  static async open(options: EngineOptions): Promise<Engine> {
+    const s = options.storage;
+    const safety = await s.loadSafety();
+    const head = await s.committedHead();
+    const g = genesisNode(options.chainId);
+    let root: StoredNode = { node: g, hash: nodeHash(g), updates: [] };
+    if (head !== null) {
+      const stored = await s.getNode(head.hash);
+      if (stored === null) throw new Error("store has a committed head but not its Node");
+      root = stored;
+    }
+    const uncommitted = await s.uncommittedNodes();
+    const core = new Core({
+      chainId: options.chainId,
+      validators: options.validators,
+      me: options.signer.publicKey,
+      pacemaker: options.pacemaker,
+      limits: options.limits,
+    }, { safety, root, uncommitted });
+    return new Engine(options, core);
+  }
+
+  /** Starts the Progress flow. */
+  start(): void {
+    this.#push({ kind: "input", input: { type: "start", now: this.#o.clock.now() } });
+  }
+
+  /** A consensus message from an authenticated peer. */
+  receive(from: PublicKey, message: ConsensusMessage): void {
+    if (this.#queue.length >= QUEUE_MAX) {
+      this.dropped++;
+      return;
+    }
+    this.#push({ kind: "message", from, message });
+  }
+
+  /** The answer to a {@link NodeSource.fetch}. */
+  receiveNodes(from: PublicKey, nodes: readonly Node[]): void {
+    this.#push({ kind: "nodes", from, nodes });
+  }
+
+  /** A {@link NodeSource.fetch} that failed. */
+  receiveFetchFailure(from: PublicKey | null): void {
+    this.#push({
+      kind: "input",
+      input: { type: "fetch-failed", from, now: this.#o.clock.now() },
+    });
+  }
+
+  /** Resolves when every queued job is done. Rejects if the Engine failed (a bug). */
+  async idle(): Promise<void> {
+    while (this.#running !== null) await this.#running;
+    if (this.#failure !== null) throw this.#failure;
+  }
+
+  /** Stops: no more jobs run; the timer is cleared. Awaits the job in progress. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#queue.length = 0;
+    this.#o.clock.clearTimer();
+    while (this.#running !== null) await this.#running.catch(() => {});
+  }
+
+  /** The failure that stopped the Engine (an assertion: a bug), or null. */
+  get failure(): unknown {
+    return this.#failure;
+  }
+
+  /**
+   * Nodes of this replica's chain from `fromHeight`: committed ones from storage, then the
+   * uncommitted path to the highest QC's Node. For the NodeTree HTTP API and the simulator.
+   */
+  async serveNodes(fromHeight: number, limit: number): Promise<Node[]> {
+    const out: Node[] = [];
+    const root = this.core.tree.root;
+    for (let h = Math.max(1, fromHeight); h <= root.node.height && out.length < limit; h++) {
+      const hash = await this.#o.storage.committedHash(h);
+      const stored = hash === null ? null : await this.#o.storage.getNode(hash);
+      if (stored === null) return out;
+      out.push(stored.node);
+    }
+    const tip = this.core.safety.highQC.nodeHash;
+    if (!this.core.tree.has(tip)) return out;
+    for (const e of this.core.tree.pathFromRoot(tip)) {
+      if (out.length >= limit) break;
+      if (e.node.height >= fromHeight) out.push(e.node);
+    }
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  #push(job: Job): void {
+    if (this.#stopped || this.#failure !== null) return;
+    this.#queue.push(job);
+    if (this.#running === null) {
+      this.#running = this.#pump().finally(() => {
+        this.#running = null;
+      });
+    }
+  }
+
+  async #pump(): Promise<void> {
+    while (this.#queue.length > 0 && !this.#stopped) {
+      const job = this.#queue.shift()!;
+      try {
+        const input = await this.#toInput(job);
+        if (input === null) continue;
+        await this.#carryOut(this.core.step(input));
+      } catch (e) {
+        // A thrown error here is a bug in our code (assertion) or in storage: stop loudly.
+        this.#failure = e;
+        this.#stopped = true;
+        this.#o.clock.clearTimer();
+        return;
+      }
+    }
+  }
+
+  async #toInput(job: Job): Promise<CoreInput | null> {
+    const now = this.#o.clock.now();
+    switch (job.kind) {
+      case "input":
+        return job.input;
+      case "self":
+        return { type: "message", from: this.#o.signer.publicKey, message: job.message, now };
+      case "message": {
+        const v = await this.#verifier.verifyMessage(job.message);
+        if (!v.ok) {
+          this.#emit({
+            type: "message:reject",
+            from: job.from,
+            message: job.message.type,
+            reason: v.reason,
+            detail: v.detail,
+          });
+          return null;
+        }
+        return { type: "message", from: job.from, message: job.message, now };
+      }
+      case "nodes":
+        return { type: "fetched", from: job.from, nodes: await this.#checkFetched(job), now };
+    }
+  }
+
+  /** Spec 4.4 step 0: a fetched chain must be hash-linked, ascending, with valid QCs. */
+  async #checkFetched(job: { from: PublicKey; nodes: readonly Node[] }): Promise<Node[]> {
+    const ok: Node[] = [];
+    let prev: Node | null = null;
+    for (const n of job.nodes) {
+      if (prev !== null && !bytesEqual(n.parent, nodeHash(prev))) break;
+      const v = await this.#verifier.verifyNode(n);
+      if (!v.ok) {
+        this.#emit({
+          type: "message:reject",
+          from: job.from,
+          message: "fetched-node",
+          reason: v.reason,
+          detail: v.detail,
+        });
+        break;
+      }
+      ok.push(n);
+      prev = n;
+    }
+    return ok;
+  }
+
+  async #carryOut(out: CoreOutput): Promise<void> {
+    // Spec 10.1 step 1: durable before anything leaves.
+    if (out.write !== null) await this.#o.storage.write(out.write);
+    // Step 2: sign and send.
+    for (const s of out.sends) await this.#send(s);
+    // Step 3: commit notifications, in order.
+    for (const c of out.committed) {
+      try {
+        await this.#o.app.onCommit?.({ node: c.node, hash: c.hash, updates: c.updates });
+      } catch (e) {
+        this.#emit({
+          type: "message:reject",
+          from: null,
+          message: "app-on-commit",
+          reason: "app-threw",
+          detail: String(e),
+        });
+      }
+    }
+    // Step 4: Application calls; results come back as inputs.
+    for (const x of out.execute) await this.#execute(x.node, x.hash);
+    if (out.produce !== null) await this.#produce(out.produce);
+    // Step 5: catch-up.
+    if (out.fetch !== null) this.#o.nodeSource.fetch(out.fetch);
+    // Step 6: timer.
+    if (out.timerAt !== null) {
+      this.#o.clock.setTimer(out.timerAt, () => {
+        this.#push({ kind: "input", input: { type: "tick", now: this.#o.clock.now() } });
+      });
+    }
+    // Step 7: events.
+    for (const e of out.events) this.#emit(e);
+  }
+
+  async #send(s: Outbound): Promise<void> {
+    const message = await this.#sign(s);
+    this.#o.onSend?.(message, s.to);
+    const me = this.#o.signer.publicKey;
+    if (s.to === "all") {
+      this.#o.network.broadcast(message);
+      this.#push({ kind: "self", message });
+    } else if (bytesEqual(s.to, me)) {
+      this.#push({ kind: "self", message });
+    } else {
+      this.#o.network.send(s.to, message);
+    }
+  }
+
+  async #sign(s: Outbound): Promise<ConsensusMessage> {
+    const { chainId, signer } = this.#o;
+    const m = s.message;
+    switch (m.type) {
+      case "propose": {
+        const bytes = signedBytes(SignatureDomain.propose, chainId, m.node.view, nodeHash(m.node));
+        return { type: "propose", node: m.node, tc: m.tc, signature: await signer.sign(bytes) };
+      }
+      case "vote": {
+        const bytes = signedBytes(SignatureDomain.vote, chainId, m.view, m.nodeHash);
+        return { ...m, signer: signer.publicKey, signature: await signer.sign(bytes) };
+      }
+      case "new-view": {
+        const bytes = signedBytes(SignatureDomain.newView, chainId, m.view);
+        let vote = null;
+        if (m.vote !== null) {
+          const voteBytes = signedBytes(SignatureDomain.vote, chainId, m.view, m.vote.nodeHash);
+          vote = { nodeHash: m.vote.nodeHash, signature: await signer.sign(voteBytes) };
+        }
+        return { ...m, vote, signer: signer.publicKey, signature: await signer.sign(bytes) };
+      }
+    }
+  }
+
+  #stateView(parent: Hash): StateView {
+    const layers = this.core.tree.pendingUpdates(parent);
+    const storage = this.#o.storage;
+    return {
+      get(key: Uint8Array): Promise<Uint8Array | null> {
+        const id = toHex(key);
+        for (const updates of layers) {
+          for (let i = updates.length - 1; i >= 0; i--) {
+            const [k, v] = updates[i]!;
+            if (toHex(k) === id) return Promise.resolve(v);
+          }
+        }
+        return storage.getState(key);
+      },
+    };
+  }
+
+  async #execute(node: Node, hash: Hash): Promise<void> {
+    let result: { ok: true; updates: readonly [Uint8Array, Uint8Array | null][] } | {
+      ok: false;
+      reason: string;
+    };
+    try {
+      const r = await this.#o.app.validateNode({ node, hash, state: this.#stateView(node.parent) });
+      const problem = checkValidateResult(r, this.#appLimits);
+      if (problem !== null) result = { ok: false, reason: `bad application result: ${problem}` };
+      else if (r.ok) result = { ok: true, updates: r.updates.map(([k, v]) => [k, v]) };
+      else result = { ok: false, reason: String(r.reason) };
+    } catch (e) {
+      result = { ok: false, reason: `validateNode threw: ${String(e)}` };
+    }
+    this.#push({
+      kind: "input",
+      input: { type: "executed", hash, result, now: this.#o.clock.now() },
+    });
+  }
+
+  async #produce(req: { view: number; parent: Hash; height: number }): Promise<void> {
+    let command: Uint8Array | null = null;
+    try {
+      const r = await this.#o.app.produceCommand({ ...req, state: this.#stateView(req.parent) });
+      if (!(r?.command instanceof Uint8Array)) throw new Error("command must be a Uint8Array");
+      if (r.command.length > this.#appLimits.commandBytesMax) {
+        throw new Error(`command of ${r.command.length} bytes exceeds the limit`);
+      }
+      command = r.command;
+    } catch (e) {
+      this.#emit({
+        type: "message:reject",
+        from: null,
+        message: "app-produce",
+        reason: "bad-command",
+        detail: String(e),
+      });
+    }
+    this.#push({
+      kind: "input",
+      input: { type: "produced", view: req.view, command, now: this.#o.clock.now() },
+    });
+  }
+
+  #emit(e: ConsensusEvent): void {
+    this.#o.onEvent?.(e);
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * Seeded random fault plans ("mixed faults") for the simulator CLI and tests.
+ *
+ * @module
+ */
+import { Random } from "./random.ts";
+import type { Behaviour, CrashEvent, PartitionWindow, SimOptions } from "./sim.ts";
+
+/** Byzantine behaviours the mixed plans choose from. */
+export const BYZANTINE_BEHAVIOURS: readonly Behaviour[] = [
+  "silent",
+  "equivocator",
+  "double-voter",
+  "stale",
+  "future",
+  "forker",
+  "forger",
+  "twin",
+];
+
+/** Options of {@link mixedScenario}. */
+export interface ScenarioOptions {
+  /** Voting powers; default four validators of power 1. */
+  readonly powers?: readonly number[];
+  /** Allow Byzantine validators (always below 1/3 of the power). Default true. */
+  readonly byzantine?: boolean;
+}
+
+/**
+ * A random but reproducible run: Byzantine validators holding less than 1/3 of the power,
+ * drops, duplicates, delays, partitions, crashes (with restarts) and power losses around writes,
+ * all of which stop at `healAt`.
+ *
+ * @example
+ * ```ts
+ * import { mixedScenario } from "./scenario.ts";
+ * const options = mixedScenario(7, { powers: [1, 1, 1, 1] });
+ * ```
+ */
+export function mixedScenario(seed: number, options: ScenarioOptions = {}): SimOptions {
+  const rng = new Random(seed ^ 0x5eed5eed);
+  const powers = options.powers ?? [1, 1, 1, 1];
+  const total = powers.reduce((a, b) => a + b, 0);
+  const behaviours: Behaviour[] = powers.map(() => "honest");
+  if (options.byzantine ?? true) {
+    let byzPower = 0;
+    for (const v of rng.shuffle(powers.map((_, i) => i))) {
+      if ((byzPower + powers[v]!) * 3 >= total || rng.chance(0.3)) continue;
+      byzPower += powers[v]!;
+      behaviours[v] = rng.pick(BYZANTINE_BEHAVIOURS);
+    }
+  }
+  const endpoints = behaviours.reduce((n, b) => n + (b === "twin" ? 2 : 1), 0);
+  const honestEndpoints: number[] = [];
+  let id = 0;
+  for (const b of behaviours) {
+    if (b === "honest") honestEndpoints.push(id);
+    id += b === "twin" ? 2 : 1;
+  }
+  const healAt = rng.range(1500, 6000);
+  const partitions: PartitionWindow[] = [];
+  for (let i = rng.int(4); i > 0; i--) {
+    const start = rng.int(healAt);
+    const end = Math.min(healAt, start + rng.range(100, 3000));
+    const groupsCount = rng.range(2, 3);
+    const groups: number[][] = Array.from({ length: groupsCount }, () => []);
+    for (let e = 0; e < endpoints; e++) groups[rng.int(groupsCount)]!.push(e);
+    partitions.push({ start, end, groups });
+  }
+  const crashes: CrashEvent[] = [];
+  for (let i = rng.int(3); i > 0; i--) {
+    const endpoint = rng.pick(honestEndpoints);
+    const at = rng.int(healAt);
+    crashes.push({ endpoint, at, restartAt: Math.min(healAt, at + rng.range(20, 2000)) });
+  }
+  return {
+    seed,
+    powers,
+    behaviours,
+    faults: {
+      dropRate: rng.pick([0, 0.01, 0.05, 0.1, 0.3]),
+      duplicateRate: rng.pick([0, 0.02, 0.2]),
+      delayMinMs: 1,
+      delayMaxMs: rng.pick([5, 20, 100, 400]),
+      partitions,
+      crashes,
+      crashOnWriteRate: rng.pick([0, 0, 0.002, 0.02]),
+      healAt,
+    },
+  };
+}
+
+/**
+ * A one-line description of a scenario, enough to replay it with the CLI.
+ *
+ * @example
+ * ```ts
+ * import { describeScenario, mixedScenario } from "./scenario.ts";
+ * describeScenario(mixedScenario(7));
+ * ```
+ */
+export function describeScenario(o: SimOptions): string {
+  const f = o.faults;
+  const byz = (o.behaviours ?? []).map((b, i) => b === "honest" ? "" : `${i}:${b}`).filter(
+    Boolean,
+  );
+  return `powers=${o.powers.join(",")} byzantine=[${byz.join(" ")}] drop=${f.dropRate} ` +
+    `dup=${f.duplicateRate} delay=${f.delayMinMs}-${f.delayMaxMs}ms partitions=${f.partitions.length} ` +
+    `crashes=${f.crashes.length} crashOnWrite=${f.crashOnWriteRate} healAt=${f.healAt}ms`;
+}

@@ -1,0 +1,870 @@
+/**
+ * The deterministic simulator: the real Engine and core of n replicas in one process, a virtual
+ * clock, a seeded network that delays, drops, duplicates, reorders and partitions, crashes and
+ * restarts from storage, and Byzantine replicas. Checkers watch every run for safety and
+ * liveness. The same options and seed give the same run; {@link SimReport.traceHash} shows it.
+ * See SPECIFICATION.md section 11.
+ *
+ * @module
+ */
+import { sha256 } from "@noble/hashes/sha2.js";
+import type { Application } from "../app.ts";
+import { genesisQC, nodeHash, signedBytes } from "../codec.ts";
+import type { PacemakerOptions } from "../consensus/pacemaker.ts";
+import type { Signer, Verifier } from "../crypto.ts";
+import { deriveSecretKey, ed25519Signer, ed25519Verifier } from "../crypto.ts";
+import { Engine } from "../engine.ts";
+import type { Clock, Network, NodeSource } from "../engine.ts";
+import { AssertionError } from "../errors.ts";
+import type { ConsensusEvent } from "../events.ts";
+import { MemoryStorage } from "../storage/memory.ts";
+import type { Storage, WriteBatch } from "../storage/storage.ts";
+import type { ConsensusMessage, Node, QuorumCertificate, TimeoutCertificate } from "../types.ts";
+import { bytesEqual, SignatureDomain, toHex } from "../types.ts";
+import { ValidatorSet } from "../validators.ts";
+import { FastSignatures } from "./fast_signatures.ts";
+import { Random } from "./random.ts";
+import { counterApp } from "./counter_app.ts";
+
+/**
+ * What a simulated validator does.
+ * - `honest`: runs the real Engine.
+ * - `silent`: never sends anything.
+ * - `equivocator`: as leader, sends two different proposals to two halves, later both to all.
+ * - `double-voter`: every vote it casts is followed by a conflicting one.
+ * - `stale`: replays old messages it has seen and sends NEW-VIEWs for old views.
+ * - `future`: also sends far-future NEW-VIEWs, votes and unjustified proposals.
+ * - `forker`: as leader, sends the real proposal to one replica and a fork on an older QC to
+ *   the others.
+ * - `forger`: as leader, forges a 3-chain whose QCs repeat its own signature.
+ * - `twin`: two honest Engines share the validator's key (Twins, Bano et al. 2021).
+ */
+export type Behaviour =
+  | "honest"
+  | "silent"
+  | "equivocator"
+  | "double-voter"
+  | "stale"
+  | "future"
+  | "forker"
+  | "forger"
+  | "twin";
+
+/** A network partition during `[start, end)`: messages pass only inside a group. */
+export interface PartitionWindow {
+  /** Start, virtual ms. */
+  readonly start: number;
+  /** End, virtual ms. */
+  readonly end: number;
+  /** Groups of endpoint ids; an endpoint in no group is isolated. */
+  readonly groups: readonly (readonly number[])[];
+}
+
+/** A crash of an endpoint at `at`, restarted from its storage at `restartAt` (or never). */
+export interface CrashEvent {
+  /** Endpoint id. */
+  readonly endpoint: number;
+  /** When, virtual ms. */
+  readonly at: number;
+  /** When it restarts, or null for never. */
+  readonly restartAt: number | null;
+}
+
+/** The faults of one run. Every fault stops at `healAt`. */
+export interface FaultPlan {
+  /** Probability a message is dropped. */
+  readonly dropRate: number;
+  /** Probability a message is delivered twice. */
+  readonly duplicateRate: number;
+  /** Smallest one-way delay, ms. */
+  readonly delayMinMs: number;
+  /** Largest one-way delay, ms (random delays reorder messages). */
+  readonly delayMaxMs: number;
+  /** Partitions. */
+  readonly partitions: readonly PartitionWindow[];
+  /** Crashes and restarts. */
+  readonly crashes: readonly CrashEvent[];
+  /** Probability that a storage write crashes its replica just before or after it lands. */
+  readonly crashOnWriteRate: number;
+  /** When faults stop: then delays are at most `healedDelayMaxMs`, nothing is lost. */
+  readonly healAt: number;
+  /** Largest delay after healing, ms. Default 20. */
+  readonly healedDelayMaxMs?: number;
+}
+
+/** Options of {@link runSimulation}. */
+export interface SimOptions {
+  /** The seed: same seed and options, same run. */
+  readonly seed: number;
+  /** Voting power of each validator. */
+  readonly powers: readonly number[];
+  /** Behaviour of each validator (default: all honest). */
+  readonly behaviours?: readonly Behaviour[];
+  /** The faults. */
+  readonly faults: FaultPlan;
+  /** After healing, every honest replica must commit within this long. Default 30000. */
+  readonly livenessWindowMs?: number;
+  /** New commits each honest replica must make after healing. Default 3. */
+  readonly livenessCommits?: number;
+  /** Pacemaker timing. Default: 200 ms min, 3200 ms max. */
+  readonly pacemaker?: PacemakerOptions;
+  /** `fast` (default; simulation-only MAC) or `ed25519` (real signatures). */
+  readonly signatures?: "fast" | "ed25519";
+  /** The Application of each endpoint (default: a counter). */
+  readonly app?: (endpoint: number) => Application;
+  /** Receives every trace line (for debugging a seed). */
+  readonly trace?: (line: string) => void;
+  /** Hard stop on processed events (guards against runaway runs). Default 2,000,000. */
+  readonly eventsMax?: number;
+}
+
+/** The outcome of one run. */
+export interface SimReport {
+  /** The seed. */
+  readonly seed: number;
+  /** Safety violations found (empty when safe). */
+  readonly safetyViolations: string[];
+  /** Liveness failures found (empty when live). */
+  readonly livenessFailures: string[];
+  /** SHA-256 over the trace: equal for equal runs. */
+  readonly traceHash: string;
+  /** Highest committed height of each honest endpoint at the end. */
+  readonly committedHeights: number[];
+  /** Highest view any honest endpoint reached. */
+  readonly maxView: number;
+  /** Messages delivered. */
+  readonly delivered: number;
+  /** Virtual time at the end, ms. */
+  readonly endedAt: number;
+  /** Equivocations reported by honest replicas. */
+  readonly equivocationsDetected: number;
+}
+
+/** Thrown by the crash-injecting storage wrapper: the replica "loses power" here. */
+class SimulatedCrash extends Error {}
+
+interface Endpoint {
+  readonly id: number;
+  readonly validator: number;
+  readonly behaviour: Behaviour;
+  readonly signer: Signer;
+  readonly storage: MemoryStorage;
+  engine: Engine | null;
+  timerGen: number;
+  /** Committed hashes (hex) by height - 1, across restarts. */
+  readonly chain: string[];
+  heightAtHeal: number | null;
+  /** Messages seen (stale behaviour replays them). */
+  readonly seen: ConsensusMessage[];
+  /** Fake Nodes a forger serves. */
+  forged: Node[];
+}
+
+interface Scheduled {
+  readonly at: number;
+  readonly seq: number;
+  readonly run: () => Promise<void>;
+}
+
+/** A binary min-heap of scheduled actions ordered by (time, sequence). */
+class Agenda {
+  readonly #heap: Scheduled[] = [];
+  #seq = 0;
+
+  get size(): number {
+    return this.#heap.length;
+  }
+
+  push(at: number, run: () => Promise<void>): void {
+    const h = this.#heap;
+    h.push({ at, seq: this.#seq++, run });
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!Agenda.#less(h[i]!, h[p]!)) break;
+      [h[i], h[p]] = [h[p]!, h[i]!];
+      i = p;
+    }
+  }
+
+  pop(): Scheduled | undefined {
+    const h = this.#heap;
+    const top = h[0];
+    const last = h.pop();
+    if (h.length > 0 && last !== undefined) {
+      h[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1, r = l + 1;
+        let m = i;
+        if (l < h.length && Agenda.#less(h[l]!, h[m]!)) m = l;
+        if (r < h.length && Agenda.#less(h[r]!, h[m]!)) m = r;
+        if (m === i) break;
+        [h[i], h[m]] = [h[m]!, h[i]!];
+        i = m;
+      }
+    }
+    return top;
+  }
+
+  static #less(a: Scheduled, b: Scheduled): boolean {
+    return a.at < b.at || (a.at === b.at && a.seq < b.seq);
+  }
+}
+
+const DEFAULT_SIM_PACEMAKER: PacemakerOptions = { viewTimeoutMinMs: 200, viewTimeoutMaxMs: 3200 };
+const CHAIN_ID = "sim";
+
+/**
+ * One simulation run. Use {@link runSimulation}.
+ */
+class Simulation {
+  readonly o: SimOptions;
+  readonly rng: Random;
+  readonly agenda = new Agenda();
+  readonly validators: ValidatorSet;
+  readonly endpoints: Endpoint[] = [];
+  readonly verifier: Verifier;
+  readonly #hash = sha256.create();
+  readonly safety: string[] = [];
+  readonly liveness: string[] = [];
+  /** height -> committed hash hex (first honest committer). */
+  readonly #committedAt = new Map<number, string>();
+  /** `${validator}:${view}` -> node hash hex, for honest voters. */
+  readonly #votes = new Map<string, string>();
+  time = 0;
+  delivered = 0;
+  equivocations = 0;
+  maxView = 0;
+
+  constructor(options: SimOptions) {
+    this.o = options;
+    this.rng = new Random(options.seed);
+    const behaviours = options.behaviours ?? options.powers.map(() => "honest" as const);
+    const fast = new FastSignatures();
+    const useFast = (options.signatures ?? "fast") === "fast";
+    this.verifier = useFast ? fast.verifier : ed25519Verifier();
+    const signers = options.powers.map((_, i) => {
+      const sk = deriveSecretKey(`sim-validator-${i}`);
+      return useFast ? fast.signer(sk) : ed25519Signer(sk);
+    });
+    this.validators = new ValidatorSet(
+      signers.map((s, i) => ({ publicKey: s.publicKey, power: options.powers[i]! })),
+    );
+    for (let v = 0; v < signers.length; v++) {
+      const b = behaviours[v] ?? "honest";
+      const copies = b === "twin" ? 2 : 1;
+      for (let c = 0; c < copies; c++) {
+        this.endpoints.push({
+          id: this.endpoints.length,
+          validator: v,
+          behaviour: b,
+          signer: signers[v]!,
+          storage: new MemoryStorage(),
+          engine: null,
+          timerGen: 0,
+          chain: [],
+          heightAtHeal: null,
+          seen: [],
+          forged: [],
+        });
+      }
+    }
+  }
+
+  get healAt(): number {
+    return this.o.faults.healAt;
+  }
+
+  get endAt(): number {
+    return this.healAt + (this.o.livenessWindowMs ?? 30_000);
+  }
+
+  honest(e: Endpoint): boolean {
+    return e.behaviour === "honest";
+  }
+
+  trace(line: string): void {
+    const l = `${this.time} ${line}`;
+    this.#hash.update(new TextEncoder().encode(l + "\n"));
+    this.o.trace?.(l);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Running.
+
+  async run(): Promise<SimReport> {
+    for (const e of this.endpoints) {
+      if (e.behaviour !== "silent") this.agenda.push(0, () => this.#boot(e));
+    }
+    for (const c of this.o.faults.crashes) {
+      const e = this.endpoints[c.endpoint];
+      if (e === undefined) continue;
+      this.agenda.push(c.at, () => this.#crash(e, c.restartAt));
+    }
+    this.agenda.push(this.healAt, () => this.#heal());
+    const eventsMax = this.o.eventsMax ?? 2_000_000;
+    let events = 0;
+    while (this.agenda.size > 0) {
+      const next = this.agenda.pop()!;
+      if (next.at > this.endAt) break;
+      this.time = next.at;
+      await next.run();
+      if (++events >= eventsMax) {
+        this.liveness.push(`event budget of ${eventsMax} exhausted at ${this.time} ms`);
+        break;
+      }
+      if (this.time > this.healAt && this.#liveEnough()) break;
+    }
+    for (const e of this.endpoints) await e.engine?.stop();
+    this.#checkLiveness();
+    return {
+      seed: this.o.seed,
+      safetyViolations: this.safety,
+      livenessFailures: this.liveness,
+      traceHash: toHex(this.#hash.digest()),
+      committedHeights: this.endpoints.filter((e) => this.honest(e)).map((e) => e.chain.length),
+      maxView: this.maxView,
+      delivered: this.delivered,
+      endedAt: this.time,
+      equivocationsDetected: this.equivocations,
+    };
+  }
+
+  #liveEnough(): boolean {
+    const need = this.o.livenessCommits ?? 3;
+    return this.endpoints.every((e) =>
+      !this.honest(e) ||
+      (e.heightAtHeal !== null && e.chain.length >= e.heightAtHeal + need)
+    );
+  }
+
+  #checkLiveness(): void {
+    const need = this.o.livenessCommits ?? 3;
+    for (const e of this.endpoints) {
+      if (!this.honest(e)) continue;
+      if (e.engine === null && e.heightAtHeal === null) continue;
+      const base = e.heightAtHeal ?? 0;
+      if (e.chain.length < base + need) {
+        this.liveness.push(
+          `endpoint ${e.id} committed ${e.chain.length - base} of ${need} Nodes within ` +
+            `${this.endAt - this.healAt} ms after healing (height ${e.chain.length}, view ${
+              e.engine?.core.view ?? "down"
+            })`,
+        );
+      }
+    }
+  }
+
+  #heal(): Promise<void> {
+    this.trace("heal");
+    for (const e of this.endpoints) {
+      if (e.behaviour === "silent") continue;
+      e.heightAtHeal = e.chain.length;
+    }
+    return Promise.resolve();
+  }
+
+  async #boot(e: Endpoint): Promise<void> {
+    this.trace(`boot ${e.id}`);
+    // Restart: the committed chain in storage must be exactly what it committed before, plus
+    // whatever landed durably just before a power loss (its commit events were never emitted).
+    const head = await e.storage.committedHead();
+    for (let h = 1; h <= Math.max(e.chain.length, head?.height ?? 0); h++) {
+      const stored = await e.storage.committedHash(h);
+      if (h > e.chain.length && stored !== null) {
+        this.#recordCommit(e, h, toHex(stored));
+      } else if (stored === null || toHex(stored) !== e.chain[h - 1]) {
+        this.safety.push(`endpoint ${e.id} lost or changed committed height ${h} over a restart`);
+        break;
+      }
+    }
+    const engine = await Engine.open({
+      chainId: CHAIN_ID,
+      validators: this.validators,
+      signer: e.signer,
+      verifier: this.verifier,
+      storage: this.#storageFor(e),
+      app: this.o.app?.(e.id) ?? counterApp(),
+      network: this.#networkFor(e),
+      nodeSource: this.#nodeSourceFor(e),
+      clock: this.#clockFor(e),
+      pacemaker: this.o.pacemaker ?? DEFAULT_SIM_PACEMAKER,
+      onEvent: (ev) => this.#onEvent(e, ev),
+      onSend: (m) => this.#onSend(e, m),
+    });
+    e.engine = engine;
+    engine.start();
+    await this.#settle(e);
+  }
+
+  async #crash(e: Endpoint, restartAt: number | null): Promise<void> {
+    if (e.engine === null) return;
+    this.trace(`crash ${e.id}`);
+    const engine = e.engine;
+    e.engine = null;
+    e.timerGen++;
+    await engine.stop();
+    if (restartAt !== null) {
+      this.agenda.push(Math.max(restartAt, this.time + 1), () => this.#boot(e));
+    }
+  }
+
+  /** Waits for an endpoint's Engine to finish its work; classifies a failure. */
+  async #settle(e: Endpoint): Promise<void> {
+    const engine = e.engine;
+    if (engine === null) return;
+    try {
+      await engine.idle();
+    } catch (err) {
+      if (err instanceof SimulatedCrash) {
+        this.trace(`power-loss ${e.id}`);
+        e.engine = null;
+        e.timerGen++;
+        await engine.stop();
+        const restart = this.time + this.rng.range(10, 500);
+        this.agenda.push(restart, () => this.#boot(e));
+        return;
+      }
+      e.engine = null;
+      e.timerGen++;
+      if (this.honest(e)) {
+        const what = err instanceof AssertionError ? err.message : String(err);
+        this.safety.push(`honest endpoint ${e.id} halted: ${what}`);
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Checkers.
+
+  #onEvent(e: Endpoint, ev: ConsensusEvent): void {
+    switch (ev.type) {
+      case "node:commit": {
+        const hex = toHex(ev.hash);
+        this.trace(`commit ${e.id} h${ev.height} v${ev.view} ${hex.slice(0, 12)}`);
+        return this.#recordCommit(e, ev.height, hex);
+      }
+      case "view:enter":
+        if (this.honest(e)) this.maxView = Math.max(this.maxView, ev.view);
+        this.trace(`view ${e.id} ${ev.view} ${ev.reason}`);
+        return;
+      case "equivocation:detect":
+        if (this.honest(e)) this.equivocations++;
+        return;
+      default:
+        return;
+    }
+  }
+
+  #recordCommit(e: Endpoint, height: number, hex: string): void {
+    if (!this.honest(e)) return;
+    // Committed heights are consecutive for one replica.
+    if (height !== e.chain.length + 1) {
+      this.safety.push(`endpoint ${e.id} committed height ${height} after ${e.chain.length}`);
+    }
+    e.chain[height - 1] = hex;
+    // No two honest replicas commit different Nodes at one height.
+    const prior = this.#committedAt.get(height);
+    if (prior === undefined) this.#committedAt.set(height, hex);
+    else if (prior !== hex) {
+      this.safety.push(
+        `conflicting commits at height ${height}: ${prior.slice(0, 16)} and ` +
+          `${hex.slice(0, 16)} (endpoint ${e.id})`,
+      );
+    }
+  }
+
+  #onSend(e: Endpoint, m: ConsensusMessage): void {
+    if (!this.honest(e)) return;
+    if (m.type === "vote") this.#checkVote(e, m.view, m.nodeHash);
+    if (m.type === "new-view" && m.vote !== null) this.#checkVote(e, m.view, m.vote.nodeHash);
+  }
+
+  #checkVote(e: Endpoint, view: number, nodeHash: Uint8Array): void {
+    // An honest validator never signs two different votes in one view.
+    const key = `${e.validator}:${view}`;
+    const hex = toHex(nodeHash);
+    const prior = this.#votes.get(key);
+    if (prior === undefined) this.#votes.set(key, hex);
+    else if (prior !== hex) {
+      this.safety.push(`honest validator ${e.validator} voted twice in view ${view}`);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The shell around each endpoint.
+
+  #clockFor(e: Endpoint): Clock {
+    return {
+      now: () => this.time,
+      setTimer: (at, callback) => {
+        const gen = ++e.timerGen;
+        this.agenda.push(Math.max(at, this.time), async () => {
+          if (e.timerGen !== gen || e.engine === null) return;
+          callback();
+          await this.#settle(e);
+        });
+      },
+      clearTimer: () => {
+        e.timerGen++;
+      },
+    };
+  }
+
+  #storageFor(e: Endpoint): Storage {
+    const inner = e.storage;
+    const faults = this.o.faults;
+    return {
+      loadSafety: () => inner.loadSafety(),
+      getNode: (h) => inner.getNode(h),
+      committedHash: (h) => inner.committedHash(h),
+      committedHead: () => inner.committedHead(),
+      getState: (k) => inner.getState(k),
+      uncommittedNodes: () => inner.uncommittedNodes(),
+      close: () => inner.close(),
+      write: async (batch: WriteBatch) => {
+        const crash = this.time < faults.healAt && this.rng.chance(faults.crashOnWriteRate);
+        // Power loss either before the write lands or right after (before anything is sent).
+        if (crash && this.rng.chance(0.5)) throw new SimulatedCrash("before write");
+        await inner.write(batch);
+        if (crash) throw new SimulatedCrash("after write");
+      },
+    };
+  }
+
+  #reachable(a: Endpoint, b: Endpoint): boolean {
+    if (this.time >= this.healAt) return true;
+    for (const p of this.o.faults.partitions) {
+      if (this.time < p.start || this.time >= p.end) continue;
+      const ga = p.groups.findIndex((g) => g.includes(a.id));
+      const gb = p.groups.findIndex((g) => g.includes(b.id));
+      if (ga < 0 || gb < 0 || ga !== gb) return false;
+    }
+    return true;
+  }
+
+  #delay(): number {
+    const f = this.o.faults;
+    if (this.time >= this.healAt) {
+      return this.rng.range(f.delayMinMs, Math.max(f.delayMinMs, f.healedDelayMaxMs ?? 20));
+    }
+    return this.rng.range(f.delayMinMs, f.delayMaxMs);
+  }
+
+  /** Puts one message on the wire from `src` to `dst`, subject to the faults. */
+  transmit(src: Endpoint, dst: Endpoint, m: ConsensusMessage): void {
+    const f = this.o.faults;
+    const faulty = this.time < this.healAt;
+    if (!this.#reachable(src, dst)) return;
+    if (faulty && this.rng.chance(f.dropRate)) return;
+    const copies = faulty && this.rng.chance(f.duplicateRate) ? 2 : 1;
+    for (let i = 0; i < copies; i++) {
+      this.agenda.push(this.time + this.#delay(), () => this.#deliver(src, dst, m));
+    }
+  }
+
+  async #deliver(src: Endpoint, dst: Endpoint, m: ConsensusMessage): Promise<void> {
+    if (dst.engine === null || !this.#reachable(src, dst)) return;
+    this.delivered++;
+    this.trace(`deliver ${src.id}->${dst.id} ${describe(m)}`);
+    if (dst.behaviour === "stale" && dst.seen.length < 256) dst.seen.push(m);
+    dst.engine.receive(src.signer.publicKey, m);
+    await this.#settle(dst);
+  }
+
+  #networkFor(e: Endpoint): Network {
+    const honestNet: Network = {
+      send: (to, m) => {
+        for (const d of this.endpoints) {
+          if (d !== e && bytesEqual(d.signer.publicKey, to)) this.transmit(e, d, m);
+        }
+      },
+      broadcast: (m) => {
+        for (const d of this.endpoints) if (d !== e) this.transmit(e, d, m);
+      },
+    };
+    if (e.behaviour === "honest" || e.behaviour === "twin") return honestNet;
+    return byzantineNetwork(this, e, honestNet);
+  }
+
+  #nodeSourceFor(e: Endpoint): NodeSource {
+    return {
+      fetch: (req) => {
+        const candidates = this.endpoints.filter((d) =>
+          d !== e && (req.from === null || bytesEqual(d.signer.publicKey, req.from))
+        );
+        if (candidates.length === 0) {
+          this.agenda.push(this.time + 1, async () => {
+            e.engine?.receiveFetchFailure(req.from);
+            await this.#settle(e);
+          });
+          return;
+        }
+        const peer = this.rng.pick(candidates);
+        const there = this.time + this.#delay();
+        this.agenda.push(there, async () => {
+          let nodes: Node[] | null = null;
+          if (peer.engine !== null && this.#reachable(e, peer)) {
+            nodes = peer.forged.length > 0
+              ? peer.forged
+              : await peer.engine.serveNodes(req.fromHeight, req.limit);
+          }
+          const back = this.time + this.#delay();
+          this.agenda.push(back, async () => {
+            if (e.engine === null) return;
+            if (nodes === null || !this.#reachable(e, peer)) {
+              e.engine.receiveFetchFailure(req.from);
+            } else {
+              this.trace(`fetched ${peer.id}->${e.id} ${nodes.length}`);
+              e.engine.receiveNodes(peer.signer.publicKey, nodes);
+            }
+            await this.#settle(e);
+          });
+        });
+      },
+    };
+  }
+}
+
+function describe(m: ConsensusMessage): string {
+  switch (m.type) {
+    case "propose":
+      return `propose v${m.node.view} h${m.node.height} ${toHex(nodeHash(m.node)).slice(0, 8)}`;
+    case "vote":
+      return `vote v${m.view} ${toHex(m.nodeHash).slice(0, 8)}`;
+    case "new-view":
+      return `new-view v${m.view} qc${m.highQC.view}`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Byzantine behaviours: wrappers around the honest Engine's network.
+
+async function signVote(signer: Signer, view: number, hash: Uint8Array): Promise<ConsensusMessage> {
+  const signature = await signer.sign(signedBytes(SignatureDomain.vote, CHAIN_ID, view, hash));
+  return { type: "vote", view, nodeHash: hash, signer: signer.publicKey, signature };
+}
+
+async function signProposal(
+  signer: Signer,
+  node: Node,
+  tc: TimeoutCertificate | null,
+): Promise<ConsensusMessage> {
+  const sig = await signer.sign(
+    signedBytes(SignatureDomain.propose, CHAIN_ID, node.view, nodeHash(node)),
+  );
+  return { type: "propose", node, tc, signature: sig };
+}
+
+/** A QC made of the forger's own vote repeated to reach a quorum (valid only with a bug). */
+async function forgeQC(
+  sim: Simulation,
+  e: Endpoint,
+  view: number,
+  hash: Uint8Array,
+): Promise<QuorumCertificate> {
+  const sig = await e.signer.sign(signedBytes(SignatureDomain.vote, CHAIN_ID, view, hash));
+  const power = sim.validators.powerOf(e.signer.publicKey);
+  const copies = Math.ceil(sim.validators.quorumPower / power);
+  const signatures = Array.from({ length: copies }, () => ({
+    signer: e.signer.publicKey,
+    signature: sig,
+  }));
+  const qc: QuorumCertificate = { chainId: CHAIN_ID, view, nodeHash: hash, signatures };
+  return qc;
+}
+
+function byzantineNetwork(sim: Simulation, e: Endpoint, net: Network): Network {
+  const others = () => sim.endpoints.filter((d) => d !== e);
+  // Async Byzantine work is scheduled as its own agenda item, so runs stay deterministic.
+  const later = (work: () => Promise<void>) => sim.agenda.push(sim.time, work);
+  switch (e.behaviour) {
+    case "silent":
+      return { send: () => {}, broadcast: () => {} };
+    case "equivocator":
+      return {
+        send: net.send,
+        broadcast: (m) => {
+          if (m.type !== "propose") return net.broadcast(m);
+          later(async () => {
+            const alt: Node = { ...m.node, command: new Uint8Array([...m.node.command, 0xee]) };
+            const altMsg = await signProposal(e.signer, alt, m.tc);
+            const peers = sim.rng.shuffle(others());
+            const half = Math.ceil(peers.length / 2);
+            peers.forEach((d, i) => sim.transmit(e, d, i < half ? m : altMsg));
+            // Later, everyone sees both versions.
+            const again = sim.time + sim.rng.range(20, 400);
+            sim.agenda.push(again, () => {
+              peers.forEach((d, i) => sim.transmit(e, d, i < half ? altMsg : m));
+              return Promise.resolve();
+            });
+          });
+        },
+      };
+    case "double-voter":
+      return {
+        broadcast: net.broadcast,
+        send: (to, m) => {
+          net.send(to, m);
+          if (m.type !== "vote") return;
+          later(async () => {
+            const fake = sha256(new Uint8Array([...m.nodeHash, 1]));
+            net.send(to, await signVote(e.signer, m.view, fake));
+          });
+        },
+      };
+    case "stale":
+      return {
+        send: net.send,
+        broadcast: (m) => {
+          net.broadcast(m);
+          if (e.seen.length === 0) return;
+          const old = sim.rng.pick(e.seen);
+          for (const d of others()) sim.transmit(e, d, old);
+        },
+      };
+    case "future":
+      return {
+        send: net.send,
+        broadcast: (m) => {
+          net.broadcast(m);
+          later(async () => {
+            const ahead = (m.type === "propose" ? m.node.view : m.view) + sim.rng.range(2, 5000);
+            net.broadcast(await signVote(e.signer, ahead, new Uint8Array(32).fill(7)));
+            const nv = await e.signer.sign(signedBytes(SignatureDomain.newView, CHAIN_ID, ahead));
+            const qc = e.engine?.core.safety.highQC;
+            if (qc === undefined) return;
+            net.broadcast({
+              type: "new-view",
+              view: ahead,
+              highQC: qc,
+              highTC: null,
+              vote: null,
+              signer: e.signer.publicKey,
+              signature: nv,
+            });
+            if (m.type === "propose") {
+              const node: Node = { ...m.node, view: ahead };
+              net.broadcast(await signProposal(e.signer, node, null));
+            }
+          });
+        },
+      };
+    case "forker":
+      return {
+        send: net.send,
+        broadcast: (m) => {
+          if (m.type !== "propose") return net.broadcast(m);
+          later(async () => {
+            const peers = sim.rng.shuffle(others());
+            const fork = forkOf(e, m.node);
+            const forkMsg = fork === null ? m : await signProposal(e.signer, fork, m.tc);
+            peers.forEach((d, i) => sim.transmit(e, d, i === 0 ? m : forkMsg));
+          });
+        },
+      };
+    case "forger":
+      return {
+        send: net.send,
+        broadcast: (m) => {
+          if (m.type !== "propose") return net.broadcast(m);
+          later(async () => {
+            const fake = await forgeChain(sim, e, m.node.view);
+            const peers = sim.rng.shuffle(others());
+            const half = Math.ceil(peers.length / 2);
+            peers.forEach((d, i) => sim.transmit(e, d, i < half && fake !== null ? fake : m));
+          });
+        },
+      };
+    default:
+      return net;
+  }
+}
+
+/** A Node in `node.view` on an older QC than `node.justify`: a fork below the real parent. */
+function forkOf(e: Endpoint, node: Node): Node | null {
+  const tree = e.engine?.core.tree;
+  if (tree === undefined) return null;
+  let cur = tree.get(node.parent);
+  for (let i = 0; i < 3 && cur !== undefined; i++) {
+    const up = tree.get(cur.node.parent);
+    if (up === undefined) break;
+    cur = up;
+  }
+  if (cur === undefined || bytesEqual(cur.hash, node.parent)) return null;
+  // The QC certifying `cur` is the justify of one of its children on the path.
+  for (const child of tree.entries()) {
+    if (bytesEqual(child.node.justify.nodeHash, cur.hash)) {
+      return {
+        ...node,
+        parent: cur.hash,
+        height: cur.node.height + 1,
+        justify: child.node.justify,
+        command: new Uint8Array([...node.command, 0xf0]),
+      };
+    }
+  }
+  return null;
+}
+
+/** Forges root <- f1 <- f2 <- f3 <- p with QCs of the forger's repeated signature. */
+async function forgeChain(
+  sim: Simulation,
+  e: Endpoint,
+  view: number,
+): Promise<ConsensusMessage | null> {
+  const tree = e.engine?.core.tree;
+  if (tree === undefined) return null;
+  const root = tree.root;
+  if (view - 3 <= root.node.view) return null;
+  const forged: Node[] = [];
+  let parent = root;
+  let qc = root.node.height === 0
+    ? genesisQC(CHAIN_ID)
+    : await forgeQC(sim, e, root.node.view, root.hash);
+  for (let v = view - 3; v < view; v++) {
+    const n: Node = {
+      view: v,
+      height: parent.node.height + 1,
+      parent: parent.hash,
+      justify: qc,
+      command: new Uint8Array([0xfa, v & 0xff]),
+      proposer: sim.validators.leader(v).publicKey,
+    };
+    forged.push(n);
+    parent = { node: n, hash: nodeHash(n), updates: [] };
+    qc = await forgeQC(sim, e, v, parent.hash);
+  }
+  e.forged = forged;
+  const p: Node = {
+    view,
+    height: parent.node.height + 1,
+    parent: parent.hash,
+    justify: qc,
+    command: new Uint8Array([0xfb]),
+    proposer: e.signer.publicKey,
+  };
+  return signProposal(e.signer, p, null);
+}
+
+/**
+ * Runs one simulation and checks it.
+ *
+ * @example
+ * ```ts
+ * import { runSimulation } from "./sim.ts";
+ * const report = await runSimulation({
+ *   seed: 1,
+ *   powers: [1, 1, 1, 1],
+ *   faults: {
+ *     dropRate: 0.05, duplicateRate: 0.05, delayMinMs: 1, delayMaxMs: 50,
+ *     partitions: [], crashes: [], crashOnWriteRate: 0, healAt: 2000,
+ *   },
+ * });
+ * console.log(report.safetyViolations.length, report.traceHash);
+ * ```
+ */
+export function runSimulation(options: SimOptions): Promise<SimReport> {
+  return new Simulation(options).run();
+}
