@@ -36,6 +36,13 @@ export const plantedBugs: {
   countSignerTwice: boolean;
 } = { countSignerTwice: false };
 
+/**
+ * A custom leader schedule: the index (into the key-sorted validators) of the leader of `view`,
+ * or undefined to use the default weighted round robin. Must be deterministic and the same on
+ * every replica. The simulator's Twins scenarios use it to choose each round's leader.
+ */
+export type LeaderSchedule = (view: number) => number | undefined;
+
 /** The largest total power accepted, so that `3 * total` stays a safe integer. */
 export const TOTAL_POWER_MAX: number = Math.floor(Number.MAX_SAFE_INTEGER / 3);
 
@@ -58,12 +65,15 @@ export class ValidatorSet {
   readonly totalPower: number;
   readonly #byKey: Map<string, Validator>;
   #schedule: number[] | undefined;
+  readonly #custom: LeaderSchedule | undefined;
 
   /**
    * @param validators at least one; distinct keys; positive integer powers
+   * @param options `leaderSchedule`: a custom schedule (see {@link LeaderSchedule})
    * @throws {ConfigError} on an empty set, a bad key, a bad power, a duplicate or an overflow
    */
-  constructor(validators: readonly Validator[]) {
+  constructor(validators: readonly Validator[], options: { leaderSchedule?: LeaderSchedule } = {}) {
+    this.#custom = options.leaderSchedule;
     if (validators.length === 0) throw new ConfigError("empty-set", "validator set is empty");
     const sorted = [...validators].sort((a, b) => bytesCompare(a.publicKey, b.publicKey));
     const byKey = new Map<string, Validator>();
@@ -149,6 +159,12 @@ export class ValidatorSet {
    * view onto the cumulative power directly.
    */
   leader(view: number): Validator {
+    const custom = this.#custom?.(view);
+    if (custom !== undefined) {
+      const v = this.validators[custom];
+      if (v === undefined) throw new ConfigError("bad-schedule", `no validator ${custom}`);
+      return v;
+    }
     const period = this.totalPower;
     const slot = view % period;
     if (period <= 1 << 16) {

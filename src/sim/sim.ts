@@ -114,6 +114,14 @@ export interface SimOptions {
   readonly app?: (endpoint: number) => Application;
   /** Receives every trace line (for debugging a seed). */
   readonly trace?: (line: string) => void;
+  /**
+   * Twins-style partitions by view: entry `v - 1` gives the groups for messages of view `v`
+   * (an endpoint in no group is cut off); null or absent means fully connected. Like every
+   * fault, they stop at `faults.healAt`.
+   */
+  readonly viewPartitions?: readonly (readonly (readonly number[])[] | null)[];
+  /** Leader (validator index, in input order) of views 1, 2, ...; then the default schedule. */
+  readonly leaders?: readonly number[];
   /** Hard stop on processed events (guards against runaway runs). Default 2,000,000. */
   readonly eventsMax?: number;
 }
@@ -156,6 +164,8 @@ interface Endpoint {
   heightAtHeal: number | null;
   /** Messages seen (stale behaviour replays them). */
   readonly seen: ConsensusMessage[];
+  /** Nodes a Byzantine endpoint has seen, by hash (bounded). */
+  readonly known: Map<string, Node>;
   /** Fake Nodes a forger serves. */
   forged: Node[];
 }
@@ -248,9 +258,16 @@ class Simulation {
       const sk = deriveSecretKey(`sim-validator-${i}`);
       return useFast ? fast.signer(sk) : ed25519Signer(sk);
     });
-    this.validators = new ValidatorSet(
-      signers.map((s, i) => ({ publicKey: s.publicKey, power: options.powers[i]! })),
+    const members = signers.map((s, i) => ({ publicKey: s.publicKey, power: options.powers[i]! }));
+    const sorted = new ValidatorSet(members).validators;
+    const leaders = options.leaders ?? [];
+    const sortedIndex = leaders.map((v) =>
+      sorted.findIndex((m) => bytesEqual(m.publicKey, signers[v]!.publicKey))
     );
+    this.validators = new ValidatorSet(members, {
+      leaderSchedule: (view) =>
+        view >= 1 && view <= leaders.length ? sortedIndex[view - 1] : undefined,
+    });
     for (let v = 0; v < signers.length; v++) {
       const b = behaviours[v] ?? "honest";
       const copies = b === "twin" ? 2 : 1;
@@ -266,6 +283,7 @@ class Simulation {
           chain: [],
           heightAtHeal: null,
           seen: [],
+          known: new Map(),
           forged: [],
         });
       }
@@ -451,6 +469,13 @@ class Simulation {
         return;
       case "equivocation:detect":
         if (this.honest(e)) this.equivocations++;
+        this.trace(`equivocation ${e.id} ${ev.evidence.kind}`);
+        return;
+      case "message:reject":
+        this.trace(`reject ${e.id} ${ev.message} ${ev.reason} ${ev.detail}`);
+        return;
+      case "vote:send":
+        this.trace(`vote ${e.id} v${ev.view} ${toHex(ev.nodeHash).slice(0, 8)}`);
         return;
       default:
         return;
@@ -533,8 +558,16 @@ class Simulation {
     };
   }
 
-  #reachable(a: Endpoint, b: Endpoint): boolean {
+  #reachable(a: Endpoint, b: Endpoint, m?: ConsensusMessage): boolean {
     if (this.time >= this.healAt) return true;
+    if (m !== undefined && this.o.viewPartitions !== undefined) {
+      const view = m.type === "propose" ? m.node.view : m.view;
+      const groups = this.o.viewPartitions[view - 1];
+      if (groups !== undefined && groups !== null) {
+        const ga = groups.findIndex((g) => g.includes(a.id));
+        if (ga < 0 || ga !== groups.findIndex((g) => g.includes(b.id))) return false;
+      }
+    }
     for (const p of this.o.faults.partitions) {
       if (this.time < p.start || this.time >= p.end) continue;
       const ga = p.groups.findIndex((g) => g.includes(a.id));
@@ -556,7 +589,7 @@ class Simulation {
   transmit(src: Endpoint, dst: Endpoint, m: ConsensusMessage): void {
     const f = this.o.faults;
     const faulty = this.time < this.healAt;
-    if (!this.#reachable(src, dst)) return;
+    if (!this.#reachable(src, dst, m)) return;
     if (faulty && this.rng.chance(f.dropRate)) return;
     const copies = faulty && this.rng.chance(f.duplicateRate) ? 2 : 1;
     for (let i = 0; i < copies; i++) {
@@ -569,6 +602,15 @@ class Simulation {
     this.delivered++;
     this.trace(`deliver ${src.id}->${dst.id} ${describe(m)}`);
     if (dst.behaviour === "stale" && dst.seen.length < 256) dst.seen.push(m);
+    if (!this.honest(dst) && m.type === "propose") remember(dst, m.node);
+    // A forker votes for every proposal it sees, whatever its locks say.
+    if (dst.behaviour === "forker" && m.type === "propose") {
+      const vote = await signVote(dst.signer, m.node.view, nodeHash(m.node));
+      const leader = this.validators.leader(m.node.view + 1).publicKey;
+      for (const d of this.endpoints) {
+        if (d !== dst && bytesEqual(d.signer.publicKey, leader)) this.transmit(dst, d, vote);
+      }
+    }
     dst.engine.receive(src.signer.publicKey, m);
     await this.#settle(dst);
   }
@@ -625,6 +667,11 @@ class Simulation {
       },
     };
   }
+}
+
+function remember(e: Endpoint, node: Node): void {
+  if (e.known.size >= 4096) e.known.clear();
+  e.known.set(toHex(nodeHash(node)), node);
 }
 
 function describe(m: ConsensusMessage): string {
@@ -757,10 +804,15 @@ function byzantineNetwork(sim: Simulation, e: Endpoint, net: Network): Network {
         broadcast: (m) => {
           if (m.type !== "propose") return net.broadcast(m);
           later(async () => {
-            const peers = sim.rng.shuffle(others());
-            const fork = forkOf(e, m.node);
-            const forkMsg = fork === null ? m : await signProposal(e.signer, fork, m.tc);
-            peers.forEach((d, i) => sim.transmit(e, d, i === 0 ? m : forkMsg));
+            // With a TC it may propose on any older QC: fork below the real parent.
+            const fork = m.tc === null ? null : forkOf(e, m.node);
+            if (fork !== null) {
+              net.broadcast(await signProposal(e.signer, fork, m.tc));
+              const leader = sim.validators.leader(fork.view + 1).publicKey;
+              return net.send(leader, await signVote(e.signer, fork.view, nodeHash(fork)));
+            }
+            // Without one, show the real proposal to a single replica and withhold the rest.
+            sim.transmit(e, sim.rng.pick(others()), m);
           });
         },
       };
@@ -782,30 +834,23 @@ function byzantineNetwork(sim: Simulation, e: Endpoint, net: Network): Network {
   }
 }
 
-/** A Node in `node.view` on an older QC than `node.justify`: a fork below the real parent. */
+/**
+ * A Node in `node.view` that conflicts with what the 3-chain under `node.justify` commits: with
+ * `b1 = node.parent` (the highest QC's Node), `b2 = b1.parent`, `b3 = b2.parent`, the fork takes
+ * `b3`'s place (same parent, same justify), so it conflicts with `b3`, which a replica shown the
+ * real proposal commits.
+ */
 function forkOf(e: Endpoint, node: Node): Node | null {
-  const tree = e.engine?.core.tree;
-  if (tree === undefined) return null;
-  let cur = tree.get(node.parent);
-  for (let i = 0; i < 3 && cur !== undefined; i++) {
-    const up = tree.get(cur.node.parent);
-    if (up === undefined) break;
-    cur = up;
-  }
-  if (cur === undefined || bytesEqual(cur.hash, node.parent)) return null;
-  // The QC certifying `cur` is the justify of one of its children on the path.
-  for (const child of tree.entries()) {
-    if (bytesEqual(child.node.justify.nodeHash, cur.hash)) {
-      return {
-        ...node,
-        parent: cur.hash,
-        height: cur.node.height + 1,
-        justify: child.node.justify,
-        command: new Uint8Array([...node.command, 0xf0]),
-      };
-    }
-  }
-  return null;
+  let cur = e.known.get(toHex(node.parent));
+  for (let i = 0; i < 2 && cur !== undefined; i++) cur = e.known.get(toHex(cur.parent));
+  if (cur === undefined || cur.height === 0) return null;
+  return {
+    ...node,
+    parent: cur.parent,
+    height: cur.height,
+    justify: cur.justify,
+    command: new Uint8Array([...node.command, 0xf0]),
+  };
 }
 
 /** Forges root <- f1 <- f2 <- f3 <- p with QCs of the forger's repeated signature. */

@@ -1,0 +1,98 @@
+/**
+ * Twins scenarios (Bano, Sonnino, Chursin, Perelman, Li, Ching, Malkhi: "Twins: BFT Systems Made
+ * Robust", 2021). Validator 0 runs twice with one key (two honest Engines, endpoints 0 and 1),
+ * so equivocation and forgotten locks appear without any attack code. Each round (view) has its
+ * own leader and its own network partition; after the last round the network is whole, and
+ * liveness must return.
+ *
+ * The scenario space for R rounds is (partitions x leaders)^R; a seed picks one scenario
+ * uniformly, so sampling by seed covers the space without enumerating it in memory.
+ *
+ * @module
+ */
+import { Random } from "./random.ts";
+import type { SimOptions } from "./sim.ts";
+
+/** Options of {@link twinsScenario}. */
+export interface TwinsOptions {
+  /** Rounds (views) with chosen leaders and partitions. Default 8. */
+  readonly rounds?: number;
+}
+
+/** Endpoints of a Twins run: validator 0 twice, then validators 1, 2, 3. */
+const ENDPOINTS = 5;
+const VALIDATORS = 4;
+/** The partitions end here (virtual ms): long enough for the chosen rounds to play out. */
+const HEAL_AT_MS = 4000;
+
+/**
+ * All partitions of the 5 endpoints into at most 3 non-empty groups that leave at least one
+ * group able to form a quorum with the twin's help, plus the whole network. Computed once.
+ */
+function partitions(): number[][][] {
+  const out: number[][][] = [];
+  const seen = new Set<string>();
+  // Assign each endpoint a group label 0..2 (restricted growth strings avoid duplicates).
+  const rec = (i: number, labels: number[], maxLabel: number) => {
+    if (i === ENDPOINTS) {
+      const groups: number[][] = [];
+      labels.forEach((g, e) => (groups[g] ??= []).push(e));
+      const key = JSON.stringify(groups);
+      if (!seen.has(key)) {
+        seen.add(key);
+        out.push(groups);
+      }
+      return;
+    }
+    for (let g = 0; g <= Math.min(maxLabel + 1, 2); g++) {
+      rec(i + 1, [...labels, g], Math.max(maxLabel, g));
+    }
+  };
+  rec(0, [], -1);
+  return out;
+}
+
+const PARTITIONS = partitions();
+
+/** How many (partition, leader) choices each round has. */
+export const TWINS_CHOICES_PER_ROUND: number = PARTITIONS.length * VALIDATORS;
+
+/**
+ * One Twins scenario, chosen by `seed`.
+ *
+ * @example
+ * ```ts
+ * import { twinsScenario } from "./twins.ts";
+ * const options = twinsScenario(1, { rounds: 6 });
+ * ```
+ */
+export function twinsScenario(seed: number, options: TwinsOptions = {}): SimOptions {
+  const rounds = options.rounds ?? 8;
+  const rng = new Random(seed ^ 0x7a115);
+  const viewPartitions: number[][][] = [];
+  const leaders: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    viewPartitions.push(PARTITIONS[rng.int(PARTITIONS.length)]!);
+    leaders.push(rng.int(VALIDATORS));
+  }
+  return {
+    seed,
+    powers: [1, 1, 1, 1],
+    behaviours: ["twin", "honest", "honest", "honest"],
+    viewPartitions,
+    leaders,
+    faults: {
+      dropRate: 0,
+      duplicateRate: 0,
+      delayMinMs: 1,
+      delayMaxMs: 10,
+      partitions: [],
+      crashes: [],
+      crashOnWriteRate: 0,
+      healAt: HEAL_AT_MS,
+      healedDelayMaxMs: 10,
+    },
+    livenessWindowMs: 60_000,
+    livenessCommits: 3,
+  };
+}

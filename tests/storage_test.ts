@@ -1,0 +1,565 @@
+/**
+ * One conformance suite for every {@link Storage}: MemoryStorage (the reference semantics) and
+ * DenoKvStorage. Then the Deno KV specifics: crashes between its atomic operations, corrupt
+ * bytes, batches larger than one atomic operation, refusals.
+ */
+import { encodeValue, genesisNode, genesisQC, nodeHash } from "../src/codec.ts";
+import { AssertionError, HotStuffError } from "../src/errors.ts";
+import { DENO_KV_LIMITS, DenoKvStorage } from "../src/storage/deno_kv.ts";
+import type { DenoKvOptions } from "../src/storage/deno_kv.ts";
+import { MemoryStorage } from "../src/storage/memory.ts";
+import type {
+  SafetyState,
+  StateUpdate,
+  Storage,
+  StoredNode,
+  WriteBatch,
+} from "../src/storage/storage.ts";
+import { toHex } from "../src/types.ts";
+import type { Node, QuorumCertificate } from "../src/types.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+const CHAIN = "storage-test";
+const GENESIS = genesisNode(CHAIN);
+const text = (s: string): Uint8Array => new TextEncoder().encode(s);
+
+/** A child of `parent`; `tag` tells siblings apart. */
+function child(parent: Node, options: { command?: Uint8Array; tag?: number } = {}): Node {
+  return {
+    view: parent.view + 1 + (options.tag ?? 0),
+    height: parent.height + 1,
+    parent: nodeHash(parent),
+    justify: genesisQC(CHAIN),
+    command: options.command ?? new Uint8Array([parent.height + 1, options.tag ?? 0]),
+    proposer: new Uint8Array(32),
+  };
+}
+
+function stored(node: Node, updates: StateUpdate[] = []): StoredNode {
+  return { node, hash: nodeHash(node), updates };
+}
+
+/** A chain of `n` stored Nodes above genesis. */
+function chain(n: number, parent: Node = GENESIS): StoredNode[] {
+  const out: StoredNode[] = [];
+  for (let i = 0; i < n; i++) {
+    const node = child(out.length === 0 ? parent : out[out.length - 1]!.node);
+    out.push(stored(node));
+  }
+  return out;
+}
+
+function qc(view: number, signers: number): QuorumCertificate {
+  const signatures = Array.from({ length: signers }, (_, i) => ({
+    signer: new Uint8Array(32).fill(i % 256).map((b, j) => j === 0 ? i >> 8 : b),
+    signature: new Uint8Array(64).fill(7),
+  }));
+  return { chainId: CHAIN, view, nodeHash: new Uint8Array(32).fill(view % 256), signatures };
+}
+
+function safety(view: number, signers = 3): SafetyState {
+  return {
+    currentView: view,
+    lastVotedView: view - 1,
+    lockedQC: qc(view - 2, signers),
+    highQC: qc(view - 1, signers),
+    highTC: { chainId: CHAIN, view: view - 1, signatures: qc(0, signers).signatures },
+  };
+}
+
+/** A Node whose Deno KV record is exactly `bytes` long. */
+function nodeWithRecordBytes(parent: Node, bytes: number): StoredNode {
+  let length = bytes;
+  for (let i = 0; i < 5; i++) {
+    const s = stored(child(parent, { command: new Uint8Array(length).fill(0xab) }));
+    const size = DenoKvStorage.recordBytes(s);
+    if (size === bytes) return s;
+    length += bytes - size;
+  }
+  throw new Error(`cannot build a record of exactly ${bytes} bytes`);
+}
+
+function equal(a: unknown, b: unknown): boolean {
+  if (a instanceof Uint8Array || b instanceof Uint8Array) {
+    return a instanceof Uint8Array && b instanceof Uint8Array && toHex(a) === toHex(b);
+  }
+  if (Array.isArray(a) || Array.isArray(b)) {
+    return Array.isArray(a) && Array.isArray(b) && a.length === b.length &&
+      a.every((x, i) => equal(x, b[i]));
+  }
+  if (typeof a === "object" && a !== null && typeof b === "object" && b !== null) {
+    const ka = Object.keys(a).sort();
+    const kb = Object.keys(b).sort();
+    return equal(ka, kb) &&
+      ka.every((k) => equal((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+  }
+  return Object.is(a, b);
+}
+
+function show(v: unknown): string {
+  return JSON.stringify(v, (_, x) => x instanceof Uint8Array ? `0x${toHex(x.slice(0, 16))}` : x);
+}
+
+function assertEquals(actual: unknown, expected: unknown, what: string): void {
+  if (!equal(actual, expected)) {
+    throw new Error(`${what}: expected ${show(expected)}, got ${show(actual)}`);
+  }
+}
+
+function assert(condition: unknown, what: string): asserts condition {
+  if (!condition) throw new Error(what);
+}
+
+async function assertRejects<E extends Error>(
+  f: () => Promise<unknown>,
+  type: new (...args: never[]) => E,
+  check: (e: E) => boolean = () => true,
+): Promise<E> {
+  try {
+    await f();
+  } catch (e) {
+    if (e instanceof type && check(e)) return e;
+    throw new Error(`unexpected error: ${e instanceof Error ? `${e.name} ${e.message}` : e}`);
+  }
+  throw new Error(`expected a ${type.name}, nothing was thrown`);
+}
+
+function isReason(reason: string): (e: HotStuffError) => boolean {
+  return (e) => e.reason === reason;
+}
+
+/** Everything observable about `nodes`, `keys` and the first `heights` heights. */
+async function snapshot(
+  store: Storage,
+  nodes: readonly StoredNode[],
+  keys: readonly Uint8Array[],
+  heights = 5,
+): Promise<unknown> {
+  const byHash = (a: StoredNode, b: StoredNode) => toHex(a.hash) < toHex(b.hash) ? -1 : 1;
+  return {
+    safety: await store.loadSafety(),
+    head: await store.committedHead(),
+    committed: await Promise.all(
+      Array.from({ length: heights }, (_, i) => store.committedHash(i + 1)),
+    ),
+    nodes: await Promise.all(nodes.map((n) => store.getNode(n.hash))),
+    state: await Promise.all(keys.map((k) => store.getState(k))),
+    uncommitted: (await store.uncommittedNodes()).sort(byHash),
+  };
+}
+
+function hashesOf(nodes: readonly StoredNode[]): string[] {
+  return nodes.map((n) => toHex(n.hash)).sort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The implementations under test
+
+/** A store, and a way to "restart" it: close and open again over the same data. */
+interface Harness {
+  readonly store: Storage;
+  reopen(): Promise<Storage>;
+  dispose(): Promise<void>;
+}
+
+interface Implementation {
+  readonly name: string;
+  create(): Promise<Harness>;
+}
+
+const memory: Implementation = {
+  name: "MemoryStorage",
+  create(): Promise<Harness> {
+    // The memory store models the disk: a restart keeps the same object.
+    const store = new MemoryStorage();
+    return Promise.resolve({
+      store,
+      reopen: () => Promise.resolve(store),
+      dispose: () => store.close(),
+    });
+  },
+};
+
+const denoKv: Implementation = {
+  name: "DenoKvStorage",
+  async create(): Promise<Harness> {
+    const dir = await Deno.makeTempDir({ prefix: "hotstuff-kv-" });
+    const path = `${dir}/store.kv`;
+    let store = await DenoKvStorage.open(path);
+    let open = true;
+    return {
+      get store() {
+        return store;
+      },
+      async reopen() {
+        await store.close();
+        open = false;
+        store = await DenoKvStorage.open(path);
+        open = true;
+        return store;
+      },
+      async dispose() {
+        if (open) await store.close();
+        await Deno.remove(dir, { recursive: true });
+      },
+    };
+  },
+};
+
+async function withStore(impl: Implementation, f: (h: Harness) => Promise<void>): Promise<void> {
+  const h = await impl.create();
+  try {
+    await f(h);
+  } finally {
+    await h.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conformance suite
+
+for (const impl of [memory, denoKv]) {
+  const test = (name: string, f: (h: Harness) => Promise<void>) =>
+    Deno.test(`${impl.name}: ${name}`, () => withStore(impl, f));
+
+  test("empty store: no safety state, no head, no nodes, no state", async ({ store }) => {
+    assertEquals(await store.loadSafety(), null, "safety");
+    assertEquals(await store.committedHead(), null, "head");
+    assertEquals(await store.committedHash(1), null, "committed hash at 1");
+    assertEquals(await store.committedHash(0), null, "committed hash at 0");
+    assertEquals(await store.getNode(nodeHash(child(GENESIS))), null, "node");
+    assertEquals(await store.getState(text("k")), null, "state");
+    assertEquals(await store.uncommittedNodes(), [], "uncommitted");
+    await store.write({}); // an empty batch is fine
+    assertEquals(await store.committedHead(), null, "head after empty batch");
+  });
+
+  test("safety state: round trip, overwrite, no TC, certificates over 64 KiB", async (h) => {
+    await h.store.write({ safety: safety(5) });
+    assertEquals(await h.store.loadSafety(), safety(5), "first");
+    const noTC = { ...safety(9), highTC: null };
+    await h.store.write({ safety: noTC });
+    assertEquals(await h.store.loadSafety(), noTC, "overwritten, no TC");
+    const large = safety(12, 1024); // three certificates of 1024 signatures: ~300 KiB
+    await h.store.write({ safety: large });
+    assertEquals(await h.store.loadSafety(), large, "large");
+    await h.store.write({ safety: safety(13) });
+    assertEquals(await (await h.reopen()).loadSafety(), safety(13), "small again, after reopen");
+  });
+
+  test("nodes: round trip incl. 300 KiB command and inline/chunk boundary sizes", async (h) => {
+    const { inlineRecordBytesMax: inline, chunkBytes: chunk } = DENO_KV_LIMITS;
+    const small = stored(child(GENESIS), [[text("a"), text("1")], [text("b"), null]]);
+    const big = stored(child(GENESIS, { command: new Uint8Array(300 * 1024).fill(3), tag: 1 }));
+    const sizes = [inline - 1, inline, inline + 1, chunk, 2 * chunk, 2 * chunk + 1];
+    const boundary = sizes.map((n) => nodeWithRecordBytes(GENESIS, n));
+    const all = [small, big, ...boundary];
+    await h.store.write({ nodes: all });
+    for (const n of all) assertEquals(await h.store.getNode(n.hash), n, `node ${n.node.height}`);
+    assertEquals(hashesOf(await h.store.uncommittedNodes()), hashesOf(all), "uncommitted");
+    const reopened = await h.reopen();
+    for (const n of all) assertEquals(await reopened.getNode(n.hash), n, "after reopen");
+  });
+
+  test("commits: updates in order, head and heights move, committed leave uncommitted", async (h) => {
+    const [n1, n2, n3, n4] = chain(4);
+    const fork = stored(child(GENESIS, { tag: 9 }));
+    const c1 = stored(n1!.node, [[text("x"), text("1")], [text("y"), text("2")]]);
+    const c2 = stored(n2!.node, [[text("x"), null], [text("y"), text("3")], [text("z"), null]]);
+    const c3 = stored(n3!.node, [[text("w"), text("4")], [text("w"), null], [
+      text("v"),
+      text("5"),
+    ]]);
+    await h.store.write({ nodes: [n1!, n2!, n3!, n4!, fork], safety: safety(4) });
+    await h.store.write({ commits: [c1] });
+    assertEquals(await h.store.committedHead(), { height: 1, hash: c1.hash }, "head 1");
+    assertEquals(await h.store.getState(text("x")), text("1"), "x after c1");
+    await h.store.write({ commits: [c2, c3], safety: safety(6) });
+    assertEquals(await h.store.committedHead(), { height: 3, hash: c3.hash }, "head 3");
+    for (const [i, c] of [c1, c2, c3].entries()) {
+      assertEquals(await h.store.committedHash(i + 1), c.hash, `height ${i + 1}`);
+      assertEquals(await h.store.getNode(c.hash), c, `committed node ${i + 1}`);
+    }
+    assertEquals(await h.store.committedHash(4), null, "height 4");
+    assertEquals(await h.store.getState(text("x")), null, "x deleted by c2");
+    assertEquals(await h.store.getState(text("y")), text("3"), "y overwritten by c2");
+    assertEquals(await h.store.getState(text("w")), null, "w set then deleted in c3");
+    assertEquals(await h.store.getState(text("v")), text("5"), "v");
+    assertEquals(hashesOf(await h.store.uncommittedNodes()), hashesOf([n4!, fork]), "uncommitted");
+    // Inserting a committed Node again does not make it uncommitted.
+    await h.store.write({ nodes: [c2] });
+    assertEquals(hashesOf(await h.store.uncommittedNodes()), hashesOf([n4!, fork]), "re-insert");
+    // A Node inserted and committed in the same batch is committed.
+    const n5 = stored(child(n4!.node), [[text("u"), text("6")]]);
+    await h.store.write({ nodes: [n5], commits: [n4!, n5] });
+    assertEquals(await h.store.committedHead(), { height: 5, hash: n5.hash }, "head 5");
+    assertEquals(await h.store.getState(text("u")), text("6"), "u");
+    assertEquals(hashesOf(await h.store.uncommittedNodes()), hashesOf([fork]), "only the fork");
+  });
+
+  test("a commit that does not extend the head is refused, store unchanged", async (h) => {
+    const [n1, n2, n3] = chain(3);
+    const fork2 = stored(child(n1!.node, { tag: 5 }));
+    const sibling = stored(child(fork2.node), [[text("k"), text("bad")]]);
+    await h.store.write({ nodes: [n1!, n2!, n3!], commits: [n1!, n2!], safety: safety(3) });
+    const before = await snapshot(h.store, [n1!, n2!, n3!, fork2, sibling], [text("k")]);
+    const refused: WriteBatch[] = [
+      { commits: [sibling], nodes: [fork2], safety: safety(9) }, // height 3, wrong parent
+      { commits: [n2!] }, // height 2 again
+      { commits: [stored(child(n3!.node))] }, // height 4: skips 3
+      { commits: [n3!, sibling] }, // the second one does not extend the first
+    ];
+    for (const batch of refused) await assertRejects(() => h.store.write(batch), AssertionError);
+    assertEquals(
+      await snapshot(h.store, [n1!, n2!, n3!, fork2, sibling], [text("k")]),
+      before,
+      "unchanged",
+    );
+    await h.store.write({ commits: [n3!] }); // the store still works
+    assertEquals((await h.store.committedHead())?.height, 3, "head");
+  });
+
+  test("reopen: safety, nodes, commits and state survive a restart", async (h) => {
+    const nodes = chain(3);
+    const big = stored(child(nodes[2]!.node, { command: new Uint8Array(200_000).fill(1) }));
+    const c1 = stored(nodes[0]!.node, [[text("a"), text("A")]]);
+    await h.store.write({ nodes: [...nodes, big], safety: safety(7) });
+    await h.store.write({ commits: [c1] });
+    const keys = [text("a"), text("b")];
+    const before = await snapshot(h.store, [...nodes, big], keys);
+    const reopened = await h.reopen();
+    assertEquals(await snapshot(reopened, [...nodes, big], keys), before, "after reopen");
+    await reopened.write({ commits: [nodes[1]!] }); // and it keeps working
+    assertEquals((await reopened.committedHead())?.height, 2, "head");
+  });
+
+  test("writes issued without waiting apply in call order", async ({ store }) => {
+    const nodes = chain(3).map((n, i) => stored(n.node, [[text("n"), new Uint8Array([i])]]));
+    await Promise.all(nodes.map((n) => store.write({ commits: [n] })));
+    assertEquals(await store.committedHead(), { height: 3, hash: nodes[2]!.hash }, "head");
+    assertEquals(await store.getState(text("n")), new Uint8Array([2]), "last update");
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deno KV specifics
+
+/** A KV file opened by hand, so that tests can see and damage the raw entries. */
+class KvFile {
+  private constructor(
+    readonly dir: string,
+    public kv: Deno.Kv,
+    public store: DenoKvStorage,
+  ) {}
+
+  static async create(options: DenoKvOptions = {}): Promise<KvFile> {
+    const dir = await Deno.makeTempDir({ prefix: "hotstuff-kv-" });
+    const kv = await Deno.openKv(`${dir}/store.kv`);
+    return new KvFile(dir, kv, DenoKvStorage.wrap(kv, options));
+  }
+
+  /** "Restart": drop the store and the KV handle, open the file again. */
+  async reopen(options: DenoKvOptions = {}): Promise<DenoKvStorage> {
+    await this.store.close();
+    this.kv.close();
+    this.kv = await Deno.openKv(`${this.dir}/store.kv`);
+    this.store = DenoKvStorage.wrap(this.kv, options);
+    return this.store;
+  }
+
+  async count(prefix: Deno.KvKey): Promise<number> {
+    let n = 0;
+    for await (const _ of this.kv.list({ prefix })) n++;
+    return n;
+  }
+
+  async dispose(): Promise<void> {
+    await this.store.close();
+    this.kv.close();
+    await Deno.remove(this.dir, { recursive: true });
+  }
+}
+
+function kvTest(name: string, f: (file: KvFile) => Promise<void>, options?: DenoKvOptions): void {
+  Deno.test(`DenoKvStorage: ${name}`, async () => {
+    const file = await KvFile.create(options);
+    try {
+      await f(file);
+    } finally {
+      await file.dispose();
+    }
+  });
+}
+
+class Crash extends Error {}
+
+kvTest("crash after the chunk writes, before the final atomic op: nothing visible", async (f) => {
+  const [n1] = chain(1);
+  const big = stored(child(n1!.node, { command: new Uint8Array(300 * 1024).fill(9) }));
+  await f.store.write({ nodes: [n1!], safety: safety(2) });
+  const before = await snapshot(f.store, [n1!, big], [text("s")]);
+  const crashing = await f.reopen({
+    beforeFinalCommit: () => {
+      throw new Crash("power cut");
+    },
+  });
+  const batch = { nodes: [big], commits: [stored(n1!.node, [[text("s"), text("v")]])] };
+  await assertRejects(() => crashing.write({ ...batch, safety: safety(3) }), Crash);
+  const restarted = await f.reopen();
+  assert(await f.count(["chunk"]) >= 5, "the chunks of the 300 KiB node were written");
+  assertEquals(await snapshot(restarted, [n1!, big], [text("s")]), before, "nothing visible");
+  await restarted.write({ ...batch, safety: safety(3) }); // the same batch again now lands
+  assertEquals(await restarted.getNode(big.hash), big, "big node");
+  assertEquals(await restarted.getState(text("s")), text("v"), "state");
+  assertEquals(hashesOf(await restarted.uncommittedNodes()), hashesOf([big]), "uncommitted");
+  assertEquals(await restarted.loadSafety(), safety(3), "safety");
+});
+
+kvTest("corrupt bytes under a key give a corrupt-store error", async (f) => {
+  const [n1, n2, n3] = chain(3);
+  const big = stored(child(n3!.node, { command: new Uint8Array(150_000).fill(4) }));
+  await f.store.write({ nodes: [n1!, n2!, n3!, big], commits: [n1!], safety: safety(3) });
+  const before = await snapshot(f.store, [n1!, n2!, n3!, big], [text("k")]);
+  const corruptions: [Deno.KvKey, unknown, () => Promise<unknown>][] = [
+    [["node", n2!.hash], new Uint8Array([0xff, 0x00]), () => f.store.getNode(n2!.hash)],
+    [["node", n2!.hash], "not bytes", () => f.store.getNode(n2!.hash)],
+    [["node", n2!.hash], encodeValue([1, encodeValue([1, 2])]), () => f.store.getNode(n2!.hash)],
+    [["node", n2!.hash], encodeValue([7, 1]), () => f.store.getNode(n2!.hash)],
+    // A well-formed record of another Node under this hash.
+    [["node", n2!.hash], null, () => f.store.getNode(n2!.hash)],
+    [
+      ["node", n3!.hash],
+      encodeValue([2, new Uint8Array(32), 1, 10]),
+      () => f.store.uncommittedNodes(),
+    ],
+    [["safety"], encodeValue([1]), () => f.store.loadSafety()],
+    [["safety", 0], encodeValue([1, 2, 3, 4, 5]), () => f.store.loadSafety()],
+    [["head"], encodeValue([1, new Uint8Array(3)]), () => f.store.committedHead()],
+    [["committed", 1], new Uint8Array(5), () => f.store.committedHash(1)],
+    [["app", text("k")], 42, () => f.store.getState(text("k"))],
+  ];
+  for (const [key, value, read] of corruptions) {
+    const original = await f.kv.get(key);
+    const damage = value ?? (await f.kv.get(["node", n3!.hash])).value;
+    await f.kv.set(key, damage);
+    await assertRejects(read, HotStuffError, isReason("corrupt-store"));
+    if (original.value === null) await f.kv.delete(key);
+    else await f.kv.set(key, original.value);
+  }
+  const after = await snapshot(f.store, [n1!, n2!, n3!, big], [text("k")]);
+  assertEquals(after, before, "readable again once the bytes are restored");
+  // A missing chunk of a chunked Node.
+  for await (const entry of f.kv.list({ prefix: ["chunk", big.hash] })) {
+    await f.kv.delete(entry.key);
+    break;
+  }
+  await assertRejects(() => f.store.getNode(big.hash), HotStuffError, isReason("corrupt-store"));
+});
+
+kvTest(
+  "a batch larger than one atomic op is split by commits; a crash keeps a prefix",
+  async (f) => {
+    // Each commit carries ~420 KiB of updates: two cannot share one atomic operation.
+    const updates = (tag: number): StateUpdate[] =>
+      Array.from({ length: 7 }, (_, i) => [text(`k${tag}-${i}`), new Uint8Array(60_000).fill(tag)]);
+    const commits = chain(3).map((n, i) => stored(n.node, updates(i + 1)));
+    const steps: string[] = [];
+    const crashing = await f.reopen({
+      beforeFinalCommit: ({ index, count }) => {
+        steps.push(`${index}/${count}`);
+        if (index === 2) throw new Crash("after two of three operations");
+      },
+    });
+    await assertRejects(() => crashing.write({ commits, safety: safety(4) }), Crash);
+    assertEquals(steps, ["0/3", "1/3", "2/3"], "three operations");
+    const restarted = await f.reopen();
+    assertEquals(await restarted.committedHead(), { height: 2, hash: commits[1]!.hash }, "prefix");
+    assertEquals(await restarted.getState(text("k2-6")), new Uint8Array(60_000).fill(2), "c2");
+    assertEquals(await restarted.getState(text("k3-0")), null, "c3 not applied");
+    assertEquals(await restarted.loadSafety(), null, "safety comes last");
+    await restarted.write({ commits: [commits[2]!], safety: safety(4) });
+    assertEquals(await restarted.getState(text("k3-6")), new Uint8Array(60_000).fill(3), "c3");
+    assertEquals(await restarted.loadSafety(), safety(4), "safety");
+  },
+);
+
+kvTest("many large inline nodes are chunked so that the batch stays one atomic op", async (f) => {
+  const steps: number[] = [];
+  const store = await f.reopen({ beforeFinalCommit: ({ count }) => void steps.push(count) });
+  // 20 records of ~50 KiB: about 1 MiB inline, more than one atomic operation holds.
+  const nodes = Array.from(
+    { length: 20 },
+    (_, i) => stored(child(GENESIS, { command: new Uint8Array(50_000).fill(i), tag: i })),
+  );
+  await store.write({ nodes });
+  assertEquals(steps, [1], "one final operation");
+  for (const n of nodes) assertEquals(await store.getNode(n.hash), n, "node");
+});
+
+kvTest(
+  "refusals: oversized commit, key, value and command leave the store unchanged",
+  async (f) => {
+    const [n1] = chain(1);
+    await f.store.write({ safety: safety(2) });
+    const before = await snapshot(f.store, [n1!], [text("k")]);
+    const many = Array.from({ length: 14 }, (_, i): StateUpdate => [
+      text(`k${i}`),
+      new Uint8Array(60_000),
+    ]);
+    const cases: [WriteBatch, string][] = [
+      [{ commits: [stored(n1!.node, many)] }, "batch-too-large"],
+      [{ nodes: [stored(n1!.node, many)] }, "batch-too-large"], // could never be committed
+      [{ nodes: [stored(n1!.node, [[new Uint8Array(1021), text("v")]])] }, "key-too-large"],
+      [{ nodes: [stored(n1!.node, [[text("k"), new Uint8Array(65_537)]])] }, "value-too-large"],
+      [
+        { nodes: [stored(child(GENESIS, { command: new Uint8Array(4 * 1024 * 1024 + 1) }))] },
+        "command-too-large",
+      ],
+    ];
+    for (const [batch, reason] of cases) {
+      await assertRejects(() => f.store.write(batch), HotStuffError, isReason(reason));
+    }
+    assertEquals(await snapshot(f.store, [n1!], [text("k")]), before, "unchanged");
+    assertEquals(await f.count(["chunk"]), 0, "no chunks written");
+    // The largest key and value that fit are accepted.
+    const fits = stored(n1!.node, [[new Uint8Array(1020), new Uint8Array(65_536).fill(1)]]);
+    await f.store.write({ commits: [fits] });
+    assertEquals(
+      await f.store.getState(new Uint8Array(1020)),
+      new Uint8Array(65_536).fill(1),
+      "ok",
+    );
+    assertEquals(await f.store.getState(new Uint8Array(3000)), null, "unstorable key reads null");
+  },
+);
+
+kvTest("rewriting a chunked node with other updates replaces its chunks", async (f) => {
+  const command = new Uint8Array(200_000).fill(5);
+  const first = stored(child(GENESIS, { command }), [[text("a"), text("1")]]);
+  const second = stored(first.node, [[text("a"), text("2")]]);
+  await f.store.write({ nodes: [first] });
+  const chunks = await f.count(["chunk"]);
+  await f.store.write({ nodes: [first] }); // the same record: nothing new
+  assertEquals(await f.count(["chunk"]), chunks, "same record, same chunks");
+  await f.store.write({ commits: [second] });
+  assertEquals(await f.count(["chunk"]), chunks, "old chunks deleted with the new marker");
+  assertEquals(await f.store.getNode(first.hash), second, "second record");
+});
+
+kvTest("another writer moving the head is detected", async (f) => {
+  const [n1] = chain(1);
+  let other: DenoKvStorage | null = null;
+  const racing = await f.reopen({
+    beforeFinalCommit: () => other!.write({ commits: [n1!] }),
+  });
+  other = DenoKvStorage.wrap(f.kv);
+  await assertRejects(
+    () => racing.write({ commits: [n1!] }),
+    HotStuffError,
+    isReason("concurrent-write"),
+  );
+  assertEquals(await racing.committedHead(), { height: 1, hash: n1!.hash }, "other's commit");
+  await other!.close();
+});
