@@ -14,13 +14,19 @@ import { genesisNode, nodeHash, signedBytes } from "./codec.ts";
 import type { Application, StateView } from "./app.ts";
 import { checkValidateResult, DEFAULT_APP_LIMITS } from "./app.ts";
 import type { AppLimits } from "./app.ts";
-import type { CoreInput, CoreLimits, CoreOutput, Outbound } from "./consensus/core.ts";
+import type {
+  CoreInput,
+  CoreLimits,
+  CoreOutput,
+  FetchRequest,
+  Outbound,
+} from "./consensus/core.ts";
 import { Core } from "./consensus/core.ts";
 import type { PacemakerOptions } from "./consensus/pacemaker.ts";
 import { MessageVerifier } from "./consensus/verify.ts";
 import type { Signer, Verifier } from "./crypto.ts";
 import type { ConsensusEvent } from "./events.ts";
-import type { Storage, StoredNode } from "./storage/storage.ts";
+import type { StateUpdate, Storage, StoredNode } from "./storage/storage.ts";
 import type { ConsensusMessage, Hash, Node, PublicKey } from "./types.ts";
 import { bytesEqual, SignatureDomain, toHex } from "./types.ts";
 import type { ValidatorSet } from "./validators.ts";
@@ -39,7 +45,7 @@ export interface Network {
  */
 export interface NodeSource {
   /** Asks `from` (or any peer when null) for its chain from `fromHeight`, at most `limit`. */
-  fetch(request: { from: PublicKey | null; fromHeight: number; limit: number }): void;
+  fetch(request: FetchRequest): void;
 }
 
 /** The Engine's clock: milliseconds, and one timer. */
@@ -104,6 +110,7 @@ const QUEUE_MAX = 100_000;
  * ```
  */
 export class Engine {
+  /** The sans-I/O core (read its state; feed it only through the Engine). */
   readonly core: Core;
   readonly #o: EngineOptions;
   readonly #verifier: MessageVerifier;
@@ -246,7 +253,9 @@ export class Engine {
     const now = this.#o.clock.now();
     switch (job.kind) {
       case "input":
-        return job.input;
+        // The time it is handled, not queued: a job queued behind a slow one must not carry a
+        // time earlier than the job before it (Core asserts that time never goes back).
+        return { ...job.input, now: Math.max(job.input.now, now) };
       case "self":
         return { type: "message", from: this.#o.signer.publicKey, message: job.message, now };
       case "message": {
@@ -294,9 +303,9 @@ export class Engine {
   async #carryOut(out: CoreOutput): Promise<void> {
     // Spec 10.1 step 1: durable before anything leaves.
     if (out.write !== null) await this.#o.storage.write(out.write);
-    // Step 2: sign and send.
+    // Spec 10.1 step 2: sign and send.
     for (const s of out.sends) await this.#send(s);
-    // Step 3: commit notifications, in order.
+    // Spec 10.1 step 3: commit notifications, in order.
     for (const c of out.committed) {
       try {
         await this.#o.app.onCommit?.({ node: c.node, hash: c.hash, updates: c.updates });
@@ -310,18 +319,18 @@ export class Engine {
         });
       }
     }
-    // Step 4: Application calls; results come back as inputs.
+    // Spec 10.1 step 4: Application calls; results come back as inputs.
     for (const x of out.execute) await this.#execute(x.node, x.hash);
     if (out.produce !== null) await this.#produce(out.produce);
-    // Step 5: catch-up.
+    // Spec 10.1 step 5: catch-up.
     if (out.fetch !== null) this.#o.nodeSource.fetch(out.fetch);
-    // Step 6: timer.
+    // Spec 10.1 step 6: timer.
     if (out.timerAt !== null) {
       this.#o.clock.setTimer(out.timerAt, () => {
         this.#push({ kind: "input", input: { type: "tick", now: this.#o.clock.now() } });
       });
     }
-    // Step 7: events.
+    // Spec 10.1 step 7: events.
     for (const e of out.events) this.#emit(e);
   }
 
@@ -370,10 +379,8 @@ export class Engine {
       get(key: Uint8Array): Promise<Uint8Array | null> {
         const id = toHex(key);
         for (const updates of layers) {
-          for (let i = updates.length - 1; i >= 0; i--) {
-            const [k, v] = updates[i]!;
-            if (toHex(k) === id) return Promise.resolve(v);
-          }
+          const index = updatesIndex(updates);
+          if (index.has(id)) return Promise.resolve(index.get(id)!);
         }
         return storage.getState(key);
       },
@@ -427,4 +434,18 @@ export class Engine {
   #emit(e: ConsensusEvent): void {
     this.#o.onEvent?.(e);
   }
+}
+
+/** Per-Node update indexes (key hex -> value, last update wins), built once per Node. */
+const UPDATE_INDEXES = new WeakMap<readonly StateUpdate[], Map<string, Uint8Array | null>>();
+
+/** A lookup table for one Node's updates, so a state read costs O(layers), not O(updates). */
+function updatesIndex(updates: readonly StateUpdate[]): Map<string, Uint8Array | null> {
+  let index = UPDATE_INDEXES.get(updates);
+  if (index === undefined) {
+    index = new Map();
+    for (const [k, v] of updates) index.set(toHex(k), v);
+    UPDATE_INDEXES.set(updates, index);
+  }
+  return index;
 }

@@ -13,6 +13,8 @@ export class HotStuffError extends Error {
   readonly reason: string;
 
   /**
+   * Creates an error with a reason and a message.
+   *
    * @param reason machine-readable reason
    * @param message what was wrong, with the offending value
    * @example
@@ -40,6 +42,8 @@ export class HotStuffError extends Error {
  */
 export class DecodeError extends HotStuffError {
   /**
+   * Creates the error.
+   *
    * @param reason machine-readable reason
    * @param message what was wrong
    */
@@ -60,6 +64,8 @@ export class DecodeError extends HotStuffError {
  */
 export class ValidationError extends HotStuffError {
   /**
+   * Creates the error.
+   *
    * @param reason machine-readable reason
    * @param message what was wrong
    */
@@ -79,6 +85,8 @@ export class ValidationError extends HotStuffError {
  */
 export class ConfigError extends HotStuffError {
   /**
+   * Creates the error.
+   *
    * @param reason machine-readable reason
    * @param message what was wrong
    */
@@ -98,7 +106,11 @@ export class ConfigError extends HotStuffError {
  * ```
  */
 export class AssertionError extends Error {
-  /** @param message the invariant that failed */
+  /**
+   * Creates the error.
+   *
+   * @param message the invariant that failed
+   */
   constructor(message: string) {
     super(message);
     this.name = "AssertionError";

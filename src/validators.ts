@@ -68,6 +68,8 @@ export class ValidatorSet {
   readonly #custom: LeaderSchedule | undefined;
 
   /**
+   * Builds and checks a validator set.
+   *
    * @param validators at least one; distinct keys; positive integer powers
    * @param options `leaderSchedule`: a custom schedule (see {@link LeaderSchedule})
    * @throws {ConfigError} on an empty set, a bad key, a bad power, a duplicate or an overflow

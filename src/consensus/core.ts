@@ -218,8 +218,11 @@ class Output {
  * ```
  */
 export class Core {
+  /** The chain id. */
   readonly chainId: string;
+  /** The validator set. */
   readonly validators: ValidatorSet;
+  /** This replica's key. */
   readonly me: PublicKey;
   readonly #pacemaker: PacemakerOptions;
   readonly #limits: CoreLimits;
@@ -254,6 +257,8 @@ export class Core {
   #out = new Output();
 
   /**
+   * Restores a core from what storage holds.
+   *
    * @param options chain, validators, identity, timing, limits
    * @param restored what storage holds (see {@link CoreRestore})
    */
@@ -398,8 +403,8 @@ export class Core {
       this.#fetchInFlight = null;
     }
     if (this.#now < this.#deadline) return;
-    // Step 1: give up on the view: NEW-VIEW with our highest QC and TC, and our vote in this
-    // view if we cast one, to everyone.
+    // Spec 8.3 step 1: give up on the view: NEW-VIEW with our highest QC and TC, and our vote in
+    // this view if we cast one, to everyone.
     this.#out.events.push({ type: "view:timeout", view: this.#view });
     const voted = this.#lastVotedView === this.#view && this.#lastVoteHash !== null;
     this.#out.sends.push({
@@ -412,10 +417,10 @@ export class Core {
         vote: voted ? { nodeHash: this.#lastVoteHash! } : null,
       },
     });
-    // Step 2: back off and re-send later if the view still does not change.
+    // Spec 8.3 step 2: back off and re-send later if the view still does not change.
     this.#failures++;
     this.#armTimer();
-    // Step 3: if we hold proposals waiting for Nodes, we may be behind: catch up.
+    // Spec 8.3 step 3: if we hold proposals waiting for Nodes, we may be behind: catch up.
     if (this.#pending.size > 0 || !this.#knows(this.#highQC.nodeHash)) this.#requestFetch(null);
   }
 
@@ -431,14 +436,14 @@ export class Core {
     assert(view > this.#view, "views only increase");
     this.#view = view;
     this.#out.safetyDirty = true;
-    // Step 1: progress (a QC for the previous view) resets the backoff.
+    // Spec 8.4 step 1: progress (a QC for the previous view) resets the backoff.
     if (reason === "qc") this.#failures = 0;
     this.#armTimer();
     this.#votes.pruneBelow(view - 1);
     this.#newViews.pruneBelow(view);
     for (const v of [...this.#proposals.keys()]) if (v < view - 1) this.#proposals.delete(v);
     this.#out.events.push({ type: "view:enter", view, leader: this.leader(view), reason });
-    // Step 2: the leader of the new view proposes.
+    // Spec 8.4 step 2: the leader of the new view proposes.
     this.#maybePropose();
   }
 
@@ -471,9 +476,9 @@ export class Core {
     const view = this.#view;
     if (this.#proposedView >= view || !bytesEqual(this.leader(view), this.me)) return;
     const parent = this.#tree.get(this.#highQC.nodeHash);
-    // Step 1: the parent is the highest QC's Node; wait for it if we do not have it yet.
+    // Spec 8.5 step 1: the parent is the highest QC's Node; wait for it if we do not have it yet.
     if (parent === undefined) return;
-    // Step 2: a Node not in the view right after its QC carries the TC that justifies its view.
+    // Spec 8.5 step 2: a Node not in the view right after its QC carries the TC for its view.
     let tc: TimeoutCertificate | null = null;
     if (this.#highQC.view + 1 < view) {
       if (this.#highTC === null || this.#highTC.view + 1 !== view) return;
@@ -486,7 +491,7 @@ export class Core {
 
   #onProduced(view: number, command: Uint8Array | null): void {
     const req = this.#produceFor;
-    // Step 3: only for the request of the current view.
+    // Spec 8.5 step 3: only for the request of the current view.
     if (req === null || req.view !== view || view !== this.#view) return;
     this.#produceFor = null;
     if (command === null) return;
@@ -500,7 +505,7 @@ export class Core {
       command,
       proposer: this.me,
     };
-    // Step 4: broadcast to everyone, this replica included (it votes like any other).
+    // Spec 8.5 step 4: broadcast to everyone, this replica included (it votes like any other).
     this.#out.sends.push({ to: "all", message: { type: "propose", node, tc: req.tc } });
   }
 
@@ -522,36 +527,36 @@ export class Core {
   #onPropose(from: PublicKey, msg: ProposeMessage): void {
     const node = msg.node;
     const hash = nodeHash(node);
-    // Step 1: only the view's leader proposes.
+    // Spec 4.1 step 1: only the view's leader proposes.
     if (!bytesEqual(node.proposer, this.leader(node.view))) {
       return this.#reject(from, "propose", "not-leader", `view ${node.view}`);
     }
-    // Step 2: the justify QC is older than the Node.
+    // Spec 4.1 step 2: the justify QC is older than the Node.
     if (node.justify.view >= node.view) {
       return this.#reject(from, "propose", "justify-not-older", `view ${node.view}`);
     }
-    // Step 3: the view is justified by the QC of the previous view or by a TC for it.
+    // Spec 4.1 step 3: the view is justified by the QC of the previous view or by a TC for it.
     if (node.justify.view + 1 !== node.view && (msg.tc === null || msg.tc.view + 1 !== node.view)) {
       return this.#reject(from, "propose", "view-not-justified", `view ${node.view}`);
     }
-    // Step 4: detect equivocation; handle at most two proposals per view.
+    // Spec 4.1 step 4: detect equivocation; handle at most two proposals per view.
     if (!this.#recordProposal(msg, hash)) return;
-    // Step 5: absorb the certificates it carries (may enter node.view).
+    // Spec 4.1 step 5: absorb the certificates it carries (may enter node.view).
     this.#absorb(node.justify, msg.tc, from);
-    // Step 6: already known or in progress: just consider voting.
+    // Spec 4.1 step 6: already known or in progress: just consider voting.
     const known = this.#tree.get(hash);
     if (known !== undefined) return this.#tryVote(known);
     if (this.#executing.has(toHex(hash))) return;
-    // Step 7: stale Nodes (at or below the committed head) are ignored.
+    // Spec 4.1 step 7: stale Nodes (at or below the committed head) are ignored.
     if (node.height <= this.#tree.root.node.height) {
       return this.#reject(from, "propose", "below-committed", `height ${node.height}`);
     }
-    // Step 8: unknown parent: buffer the proposal and catch up.
+    // Spec 4.1 step 8: unknown parent: buffer the proposal and catch up.
     if (!this.#tree.has(node.parent)) {
       this.#bufferPending(msg);
       return this.#requestFetch(from);
     }
-    // Step 9: structural checks against the parent; then ask the Application.
+    // Spec 4.1 step 9: structural checks against the parent; then ask the Application.
     const problem = this.#checkAttach(node);
     if (problem !== null) return this.#reject(from, "propose", problem, `view ${node.view}`);
     this.#startExecute(node, hash, true);
@@ -576,19 +581,19 @@ export class Core {
   #checkAttach(node: Node): string | null {
     const parent = this.#tree.get(node.parent);
     if (parent === undefined) return "unknown-parent";
-    // Step 1: height is the parent's + 1.
+    // Spec 4.2 step 1: height is the parent's + 1.
     if (node.height !== parent.node.height + 1) return "bad-height";
-    // Step 2: views strictly increase along a branch.
+    // Spec 4.2 step 2: views strictly increase along a branch.
     if (node.view <= parent.node.view) return "view-not-increasing";
-    // Step 3: the justify QC certifies an ancestor (paper, section 5: "the QC in a valid node
-    // refers to its ancestor").
+    // Spec 4.2 step 3: the justify QC certifies an ancestor (paper, section 5: "the QC in a
+    // valid node refers to its ancestor").
     const j = node.justify.nodeHash;
     if (this.#tree.has(j)) {
       if (!this.#tree.extends(node.parent, j)) return "justify-not-ancestor";
     } else if (!this.#tree.isCommitted(j)) {
       return "justify-unknown";
     }
-    // Step 4: bounded memory.
+    // Spec 4.2 step 4: bounded memory.
     if (this.#tree.size >= this.#limits.treeNodesMax) return "tree-full";
     return null;
   }
@@ -617,15 +622,15 @@ export class Core {
     const ex = this.#executing.get(id);
     if (ex === undefined) return;
     this.#executing.delete(id);
-    // Step 1: a rejected Node is dropped; so are the fetched Nodes queued behind it.
+    // Spec 4.3 step 1: a rejected Node is dropped; so are the fetched Nodes queued behind it.
     if (!result.ok) {
       this.#reject(null, "node", "app-rejected", result.reason);
       if (!ex.proposal) this.#fetchQueue = [];
       return this.#continueFetched();
     }
-    // Step 2: the parent may have been pruned by a commit meanwhile.
+    // Spec 4.3 step 2: the parent may have been pruned by a commit meanwhile.
     if (!this.#tree.has(ex.node.parent) || this.#tree.has(hash)) return this.#continueFetched();
-    // Step 3: insert and persist.
+    // Spec 4.3 step 3: insert and persist.
     const stored: StoredNode = { node: ex.node, hash, updates: result.updates };
     this.#tree.insert(stored);
     this.#out.nodes.push(stored);
@@ -635,11 +640,11 @@ export class Core {
       height: ex.node.height,
       view: ex.node.view,
     });
-    // Step 4: the chain rules (highest QC, lock, commit).
+    // Spec 4.3 step 4: the chain rules (highest QC, lock, commit).
     this.#update(stored);
-    // Step 5: vote if it came as the current proposal.
+    // Spec 4.3 step 5: vote if it came as the current proposal.
     if (ex.proposal) this.#tryVote(stored);
-    // Step 6: proposals that waited for this Node; the next fetched Node; our own proposal.
+    // Spec 4.3 step 6: proposals waiting for this Node; the next fetched Node; our proposal.
     this.#wakePending(hash);
     this.#continueFetched();
     this.#maybePropose();
@@ -671,13 +676,15 @@ export class Core {
 
   /** Spec 5.4: commit `b` and every uncommitted ancestor, in height order. */
   #commit(b: StoredNode): void {
-    // Step 1: `b` must extend the committed head. If it does not, two conflicting Nodes would
-    // both be committed: HotStuff's safety theorem says this cannot happen below 1/3 Byzantine
-    // power, so it is a bug (or a broken assumption) and the replica stops.
+    // Spec 5.4 step 1: `b` must extend the committed head. If it does not, two conflicting Nodes
+    // would both be committed: HotStuff's safety theorem says this cannot happen below 1/3
+    // Byzantine power, so it is a bug (or a broken assumption) and the replica stops.
     assert(
       this.#tree.extends(b.hash, this.#tree.root.hash),
       `safety violation: commit of ${toHex(b.hash)} conflicts with committed head`,
     );
+    // Spec 5.4 step 2: every uncommitted ancestor first, in height order; the tree drops the
+    // branches that do not descend from the new head.
     const path = this.#tree.commit(b.hash);
     for (const e of path) {
       this.#out.commits.push(e);
@@ -695,11 +702,11 @@ export class Core {
     if (stored.node.view !== this.#view) return;
     if (this.validators.get(this.me) === undefined) return;
     if (!safeToVote(this.#tree, stored, this.#lastVotedView, this.#lockedQC)) return;
-    // Step 3: remember the vote before it leaves (the write precedes the send, Spec 10.1).
+    // Spec 5.1 step 3: remember the vote before it leaves (the write precedes the send, 10.1).
     this.#lastVotedView = stored.node.view;
     this.#lastVoteHash = stored.hash;
     this.#out.safetyDirty = true;
-    // Step 4: the vote goes to the next view's leader, which forms the QC.
+    // Spec 5.1 step 4: the vote goes to the next view's leader, which forms the QC.
     this.#out.sends.push({
       to: this.leader(stored.node.view + 1),
       message: { type: "vote", view: stored.node.view, nodeHash: stored.hash },
@@ -717,11 +724,11 @@ export class Core {
 
   /** Spec 9.1: on VOTE (only the next view's leader collects). */
   #onVote(from: PublicKey, vote: VoteMessage): void {
-    // Step 1: addressed to the leader of the view after the vote's.
+    // Spec 9.1 step 1: addressed to the leader of the view after the vote's.
     if (!bytesEqual(this.leader(vote.view + 1), this.me)) {
       return this.#reject(from, "vote", "not-next-leader", `view ${vote.view}`);
     }
-    // Step 2: not stale, not too far ahead.
+    // Spec 9.1 step 2: not stale, not too far ahead.
     if (vote.view + 1 < this.#view) {
       return this.#reject(from, "vote", "stale-view", `view ${vote.view}`);
     }
@@ -737,7 +744,7 @@ export class Core {
     if (r.equivocation !== undefined) {
       this.#out.events.push({ type: "equivocation:detect", evidence: r.equivocation });
     }
-    // Step 4: a QC: absorb it (enters the next view and proposes).
+    // Spec 9.1 step 4: a QC: absorb it (enters the next view and proposes).
     if (r.certificate !== undefined) {
       this.#out.events.push({
         type: "qc:form",
@@ -751,15 +758,15 @@ export class Core {
 
   /** Spec 9.2: on NEW-VIEW. */
   #onNewView(from: PublicKey, msg: NewViewMessage): void {
-    // Step 1: the certificates it carries are signed evidence: absorb them.
+    // Spec 9.2 step 1: the certificates it carries are signed evidence: absorb them.
     this.#absorb(msg.highQC, msg.highTC, from);
-    // Step 2: only the current and future views count towards a TC.
+    // Spec 9.2 step 2: only the current and future views count towards a TC.
     if (msg.view < this.#view) return;
     if (msg.view > this.#view + this.#limits.viewsAheadMax) {
       return this.#reject(from, "new-view", "far-future-view", `view ${msg.view}`);
     }
-    // Step 3: an attached vote counts towards the QC of its view at every replica, so a QC
-    // forms even when the leader the vote was sent to is down.
+    // Spec 9.2 step 3: an attached vote counts towards the QC of its view at every replica, so
+    // a QC forms even when the leader the vote was sent to is down.
     if (msg.vote !== null) {
       this.#collectVote(from, {
         type: "vote",
@@ -770,7 +777,7 @@ export class Core {
       });
     }
     const r = this.#newViews.add(msg);
-    // Step 4: a TC: enter the next view.
+    // Spec 9.2 step 4: a TC: enter the next view.
     if (r.certificate !== undefined) {
       this.#out.events.push({ type: "tc:form", view: r.certificate.view });
       this.#absorb(this.#highQC, r.certificate, null);
@@ -792,14 +799,14 @@ export class Core {
   #onFetched(from: PublicKey, nodes: readonly Node[]): void {
     this.#fetchInFlight = null;
     this.#out.events.push({ type: "catchup:receive", from, nodes: nodes.length });
-    // Step 1: queue the Nodes we lack, in height order.
+    // Spec 4.4 step 1: queue the Nodes we lack, in height order.
     for (const n of nodes) {
       const h = nodeHash(n);
       if (this.#tree.has(h) || this.#executing.has(toHex(h))) continue;
       if (n.height <= this.#tree.root.node.height) continue;
       this.#fetchQueue.push(n);
     }
-    // Step 2: a full answer means there is more: ask again when this batch is done.
+    // Spec 4.4 step 2: a full answer means there is more: ask again when this batch is done.
     this.#fetchMoreFrom = nodes.length >= this.#limits.catchUpNodesMax ? from : null;
     this.#continueFetched();
   }

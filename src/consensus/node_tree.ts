@@ -36,7 +36,11 @@ export class NodeTree {
   /** hash hex -> height of recently committed Nodes (including the root). */
   readonly #committedRecent = new Map<string, number>();
 
-  /** @param root the committed head (genesis on a fresh replica) */
+  /**
+   * Starts a tree at its root.
+   *
+   * @param root the committed head (genesis on a fresh replica)
+   */
   constructor(root: StoredNode) {
     this.#root = root;
     this.#entries.set(toHex(root.hash), root);

@@ -58,10 +58,11 @@ export interface Chain {
  * lock only ever moves to a higher view.
  */
 export function lockCandidate(chain: Chain): QuorumCertificate {
+  // Spec 5.2: the head of the 2-chain; the caller moves the lock only to a higher view.
   return chain.b2.node.justify;
 }
 
-/** True iff `child` is `parent`'s direct child in the next view (Spec 5.3 step 3). */
+/** True iff `child` is `parent`'s direct child (Spec 5.3 step 2) in the next view (step 3). */
 function direct(child: Node, parent: StoredNode): boolean {
   if (plantedSafetyBugs.commitWithoutDirectParents) return bytesEqual(child.parent, parent.hash);
   return bytesEqual(child.parent, parent.hash) && child.view === parent.node.view + 1;
@@ -76,9 +77,10 @@ function direct(child: Node, parent: StoredNode): boolean {
  */
 export function commitCandidate(chain: Chain): StoredNode | undefined {
   const { b2, b1, b0 } = chain;
+  // Spec 5.3 step 1: the whole 3-chain is known.
   if (b1 === undefined || b0 === undefined) return undefined;
-  if (!bytesEqual(b2.node.justify.nodeHash, b1.hash)) return undefined;
-  if (!bytesEqual(b1.node.justify.nodeHash, b0.hash)) return undefined;
+  // Spec 5.3 steps 2-3: direct parents, consecutive views.
   if (!direct(b2.node, b1) || !direct(b1.node, b0)) return undefined;
+  // Spec 5.3 step 4: the caller commits `b` if it is above the committed head.
   return b0;
 }

@@ -54,20 +54,19 @@ export class VoteCollector {
     const byViewSigner = this.#viewMap(vote.view);
     const id = toHex(vote.signer);
     const prior = byViewSigner.get(id);
-    // Spec 9.1 step 1: one vote per signer per view; a different second vote is evidence.
+    // Spec 9.1 step 3: one vote per signer per view; a different second vote is evidence.
     if (prior !== undefined) {
       if (bytesCompare(prior.nodeHash, vote.nodeHash) === 0) return { ignored: true };
       return { ignored: true, equivocation: { kind: "double-vote", first: prior, second: vote } };
     }
     byViewSigner.set(id, vote);
     if (this.#formed.has(vote.view)) return { ignored: false };
-    // Spec 9.1 step 2: the votes for this node hash, by distinct signers.
     const hashId = toHex(vote.nodeHash);
     const same = [...byViewSigner.values()].filter((v) => toHex(v.nodeHash) === hashId);
     const signatures = sortedSignatures(
       same.map((v) => ({ signer: v.signer, signature: v.signature })),
     );
-    // Spec 9.1 step 3: a QC when their power is a quorum.
+    // Spec 9.1 step 4: a QC when the votes for this Node hash reach a quorum.
     if (!this.validators.countQuorum(signatures).ok) return { ignored: false };
     this.#formed.add(vote.view);
     return {
@@ -137,14 +136,14 @@ export class NewViewCollector {
       }
     }
     const id = toHex(msg.signer);
-    // Spec 9.2 step 1: one NEW-VIEW per signer per view counts (re-sends are duplicates).
+    // Spec 9.2 step 4: one NEW-VIEW per signer per view counts (re-sends are duplicates).
     if (byView.has(id)) return { ignored: true };
     byView.set(id, msg);
     if (this.#formed.has(msg.view)) return { ignored: false };
     const signatures = sortedSignatures(
       [...byView.values()].map((m) => ({ signer: m.signer, signature: m.signature })),
     );
-    // Spec 9.2 step 2: a TC when the signers' power is a quorum.
+    // Spec 9.2 step 4: a TC when the signers' power is a quorum.
     if (!this.validators.countQuorum(signatures).ok) return { ignored: false };
     this.#formed.add(msg.view);
     return { ignored: false, certificate: { chainId: this.chainId, view: msg.view, signatures } };

@@ -91,6 +91,93 @@ export function mixedScenario(seed: number, options: ScenarioOptions = {}): SimO
 }
 
 /**
+ * A forker (validator 0, a quarter of the power) that leads about half of the first rounds, with
+ * random partitions by view: the adversary that needs the lock check (SPECIFICATION.md 5.1 step
+ * 2) to be stopped. Leaders and partitions are chosen per round, as in Twins.
+ *
+ * @example
+ * ```ts
+ * import { forkerScenario } from "./scenario.ts";
+ * const options = forkerScenario(78);
+ * ```
+ */
+export function forkerScenario(seed: number, rounds = 12): SimOptions {
+  const rng = new Random(seed);
+  const leaders = Array.from({ length: rounds }, () => rng.chance(0.5) ? 0 : 1 + rng.int(3));
+  const viewPartitions = Array.from({ length: rounds }, () => {
+    if (rng.chance(0.7)) return null;
+    const groups: number[][] = [[], []];
+    for (let e = 0; e < 4; e++) groups[rng.int(2)]!.push(e);
+    return groups;
+  });
+  return {
+    seed,
+    powers: [1, 1, 1, 1],
+    behaviours: ["forker", "honest", "honest", "honest"],
+    leaders,
+    viewPartitions,
+    faults: quietFaults(5000),
+  };
+}
+
+/**
+ * An equivocating leader (validator 0) while honest replicas crash and restart twenty times in
+ * three seconds: the adversary that needs the last voted view to survive restarts
+ * (SPECIFICATION.md 6.2 step 1).
+ *
+ * @example
+ * ```ts
+ * import { crashStormScenario } from "./scenario.ts";
+ * const options = crashStormScenario(2);
+ * ```
+ */
+export function crashStormScenario(seed: number): SimOptions {
+  const rng = new Random(seed);
+  const crashes: CrashEvent[] = Array.from({ length: 20 }, () => {
+    const at = rng.int(3000);
+    return { endpoint: 1 + rng.int(3), at, restartAt: at + rng.range(5, 60) };
+  });
+  return {
+    seed,
+    powers: [1, 1, 1, 1],
+    behaviours: ["equivocator", "honest", "honest", "honest"],
+    faults: { ...quietFaults(3000), delayMaxMs: 30, crashes },
+  };
+}
+
+/**
+ * A forger (validator 0) that, as leader, forges a 3-chain whose QCs repeat its own signature:
+ * the adversary that needs each signer counted once (SPECIFICATION.md 3.1 step 2).
+ *
+ * @example
+ * ```ts
+ * import { forgerScenario } from "./scenario.ts";
+ * const options = forgerScenario(1);
+ * ```
+ */
+export function forgerScenario(seed: number): SimOptions {
+  return {
+    seed,
+    powers: [1, 1, 1, 1],
+    behaviours: ["forger", "honest", "honest", "honest"],
+    faults: { ...quietFaults(3000), delayMaxMs: 30 },
+  };
+}
+
+function quietFaults(healAt: number): SimOptions["faults"] {
+  return {
+    dropRate: 0,
+    duplicateRate: 0,
+    delayMinMs: 1,
+    delayMaxMs: 10,
+    partitions: [],
+    crashes: [],
+    crashOnWriteRate: 0,
+    healAt,
+  };
+}
+
+/**
  * A one-line description of a scenario, enough to replay it with the CLI.
  *
  * @example

@@ -9,7 +9,7 @@
  */
 import { sha256 } from "@noble/hashes/sha2.js";
 import type { Application } from "../app.ts";
-import { genesisQC, nodeHash, signedBytes } from "../codec.ts";
+import { nodeHash, signedBytes } from "../codec.ts";
 import type { PacemakerOptions } from "../consensus/pacemaker.ts";
 import type { Signer, Verifier } from "../crypto.ts";
 import { deriveSecretKey, ed25519Signer, ed25519Verifier } from "../crypto.ts";
@@ -36,7 +36,8 @@ import { counterApp } from "./counter_app.ts";
  * - `future`: also sends far-future NEW-VIEWs, votes and unjustified proposals.
  * - `forker`: as leader, sends the real proposal to one replica and a fork on an older QC to
  *   the others.
- * - `forger`: as leader, forges a 3-chain whose QCs repeat its own signature.
+ * - `forger`: as leader, forges a 3-chain whose QCs repeat its own signature, a different one
+ *   for each of two replicas.
  * - `twin`: two honest Engines share the validator's key (Twins, Bano et al. 2021).
  */
 export type Behaviour =
@@ -48,7 +49,41 @@ export type Behaviour =
   | "future"
   | "forker"
   | "forger"
-  | "twin";
+  | "twin"
+  | "scripted";
+
+/**
+ * What a scripted Byzantine validator may do (see {@link SimOptions.adversaries}). It signs only
+ * with its own key.
+ */
+export interface AdversaryApi {
+  /** Virtual time, ms. */
+  readonly time: number;
+  /** The validator set (leader schedule, quorum maths). */
+  readonly validators: ValidatorSet;
+  /** The adversary's own endpoint id. */
+  readonly self: number;
+  /** Its own honest Engine (read its core's state; it keeps running underneath). */
+  readonly engine: Engine | null;
+  /** Sends a message to one endpoint (subject to the network's faults). */
+  send(to: number, message: ConsensusMessage): void;
+  /** Sends a message to every other endpoint. */
+  broadcast(message: ConsensusMessage): void;
+  /** Signs a proposal of `node`. */
+  propose(node: Node, tc: TimeoutCertificate | null): Promise<ConsensusMessage>;
+  /** Signs a vote. */
+  vote(view: number, nodeHash: Uint8Array): Promise<ConsensusMessage>;
+  /** Endpoint ids of a validator's key. */
+  endpointsOf(publicKey: Uint8Array): number[];
+}
+
+/** A scripted Byzantine validator: hooks the simulator calls instead of its Engine's sends. */
+export interface Adversary {
+  /** Its Engine wants to send `message`; nothing is sent unless the hook sends it. */
+  onSend?(api: AdversaryApi, message: ConsensusMessage, to: Uint8Array | "all"): Promise<void>;
+  /** A message was delivered to it (after its Engine got it). */
+  onDeliver?(api: AdversaryApi, from: number, message: ConsensusMessage): Promise<void>;
+}
 
 /** A network partition during `[start, end)`: messages pass only inside a group. */
 export interface PartitionWindow {
@@ -124,6 +159,8 @@ export interface SimOptions {
   readonly leaders?: readonly number[];
   /** Hard stop on processed events (guards against runaway runs). Default 2,000,000. */
   readonly eventsMax?: number;
+  /** Scripted Byzantine validators (behaviour `scripted`), by validator index. */
+  readonly adversaries?: Readonly<Record<number, Adversary>>;
 }
 
 /** The outcome of one run. */
@@ -166,8 +203,10 @@ interface Endpoint {
   readonly seen: ConsensusMessage[];
   /** Nodes a Byzantine endpoint has seen, by hash (bounded). */
   readonly known: Map<string, Node>;
-  /** Fake Nodes a forger serves. */
-  forged: Node[];
+  /** QCs a Byzantine endpoint has seen (bounded). */
+  readonly qcs: QuorumCertificate[];
+  /** Fake Nodes a forger serves, by the endpoint it forged them for. */
+  readonly forged: Map<number, Node[]>;
 }
 
 interface Scheduled {
@@ -284,7 +323,8 @@ class Simulation {
           heightAtHeal: null,
           seen: [],
           known: new Map(),
-          forged: [],
+          qcs: [],
+          forged: new Map(),
         });
       }
     }
@@ -603,6 +643,10 @@ class Simulation {
     this.trace(`deliver ${src.id}->${dst.id} ${describe(m)}`);
     if (dst.behaviour === "stale" && dst.seen.length < 256) dst.seen.push(m);
     if (!this.honest(dst) && m.type === "propose") remember(dst, m.node);
+    if (!this.honest(dst) && m.type === "new-view") rememberQC(dst, m.highQC);
+    if (dst.behaviour === "scripted") {
+      await this.o.adversaries?.[dst.validator]?.onDeliver?.(this.api(dst), src.id, m);
+    }
     // A forker votes for every proposal it sees, whatever its locks say.
     if (dst.behaviour === "forker" && m.type === "propose") {
       const vote = await signVote(dst.signer, m.node.view, nodeHash(m.node));
@@ -627,7 +671,37 @@ class Simulation {
       },
     };
     if (e.behaviour === "honest" || e.behaviour === "twin") return honestNet;
+    if (e.behaviour === "scripted") {
+      const adversary = this.o.adversaries?.[e.validator];
+      return {
+        send: (to, m) =>
+          this.agenda.push(this.time, () => adversary?.onSend?.(this.api(e), m, to) ?? noop()),
+        broadcast: (m) =>
+          this.agenda.push(this.time, () => adversary?.onSend?.(this.api(e), m, "all") ?? noop()),
+      };
+    }
     return byzantineNetwork(this, e, honestNet);
+  }
+
+  /** The {@link AdversaryApi} of a scripted endpoint. */
+  api(e: Endpoint): AdversaryApi {
+    return {
+      time: this.time,
+      validators: this.validators,
+      self: e.id,
+      engine: e.engine,
+      send: (to, m) => {
+        const d = this.endpoints[to];
+        if (d !== undefined && d !== e) this.transmit(e, d, m);
+      },
+      broadcast: (m) => {
+        for (const d of this.endpoints) if (d !== e) this.transmit(e, d, m);
+      },
+      propose: (node, tc) => signProposal(e.signer, node, tc),
+      vote: (view, hash) => signVote(e.signer, view, hash),
+      endpointsOf: (key) =>
+        this.endpoints.filter((d) => bytesEqual(d.signer.publicKey, key)).map((d) => d.id),
+    };
   }
 
   #nodeSourceFor(e: Endpoint): NodeSource {
@@ -648,9 +722,8 @@ class Simulation {
         this.agenda.push(there, async () => {
           let nodes: Node[] | null = null;
           if (peer.engine !== null && this.#reachable(e, peer)) {
-            nodes = peer.forged.length > 0
-              ? peer.forged
-              : await peer.engine.serveNodes(req.fromHeight, req.limit);
+            nodes = peer.forged.get(e.id) ??
+              await peer.engine.serveNodes(req.fromHeight, req.limit);
           }
           const back = this.time + this.#delay();
           this.agenda.push(back, async () => {
@@ -669,9 +742,20 @@ class Simulation {
   }
 }
 
+function noop(): Promise<void> {
+  return Promise.resolve();
+}
+
 function remember(e: Endpoint, node: Node): void {
   if (e.known.size >= 4096) e.known.clear();
   e.known.set(toHex(nodeHash(node)), node);
+  rememberQC(e, node.justify);
+}
+
+function rememberQC(e: Endpoint, qc: QuorumCertificate): void {
+  if (e.qcs.some((q) => q.view === qc.view && bytesEqual(q.nodeHash, qc.nodeHash))) return;
+  if (e.qcs.length >= 256) e.qcs.shift();
+  e.qcs.push(qc);
 }
 
 function describe(m: ConsensusMessage): string {
@@ -805,14 +889,17 @@ function byzantineNetwork(sim: Simulation, e: Endpoint, net: Network): Network {
           if (m.type !== "propose") return net.broadcast(m);
           later(async () => {
             // With a TC it may propose on any older QC: fork below the real parent.
-            const fork = m.tc === null ? null : forkOf(e, m.node);
+            remember(e, m.node);
+            const high = e.engine?.core.safety.highQC;
+            if (high !== undefined) rememberQC(e, high);
+            const fork = m.tc === null ? null : forkOf(sim, e, m.node);
             if (fork !== null) {
               net.broadcast(await signProposal(e.signer, fork, m.tc));
               const leader = sim.validators.leader(fork.view + 1).publicKey;
               return net.send(leader, await signVote(e.signer, fork.view, nodeHash(fork)));
             }
-            // Without one, show the real proposal to a single replica and withhold the rest.
-            sim.transmit(e, sim.rng.pick(others()), m);
+            // Without one, show the real proposal to some replicas and withhold it from the rest.
+            for (const d of others()) if (sim.rng.chance(0.5)) sim.transmit(e, d, m);
           });
         },
       };
@@ -822,10 +909,13 @@ function byzantineNetwork(sim: Simulation, e: Endpoint, net: Network): Network {
         broadcast: (m) => {
           if (m.type !== "propose") return net.broadcast(m);
           later(async () => {
-            const fake = await forgeChain(sim, e, m.node.view);
+            // Two victims each get their own forged chain on the same base, so they commit
+            // different Nodes at one height; the others get the real proposal.
             const peers = sim.rng.shuffle(others());
-            const half = Math.ceil(peers.length / 2);
-            peers.forEach((d, i) => sim.transmit(e, d, i < half && fake !== null ? fake : m));
+            for (const [i, d] of peers.entries()) {
+              const fake = i < 2 ? await forgeChain(sim, e, d, m.node.view) : null;
+              sim.transmit(e, d, fake ?? m);
+            }
           });
         },
       };
@@ -835,55 +925,77 @@ function byzantineNetwork(sim: Simulation, e: Endpoint, net: Network): Network {
 }
 
 /**
- * A Node in `node.view` that conflicts with what the 3-chain under `node.justify` commits: with
- * `b1 = node.parent` (the highest QC's Node), `b2 = b1.parent`, `b3 = b2.parent`, the fork takes
- * `b3`'s place (same parent, same justify), so it conflicts with `b3`, which a replica shown the
- * real proposal commits.
+ * A Node in `node.view` on an older QC than `node.justify` (legal only with a TC for the previous
+ * view): either the Node that takes the place of what the real proposal's 3-chain commits (with
+ * `b1 = node.parent`, `b2 = b1.parent`, `b3 = b2.parent`: same parent and justify as `b3`), or,
+ * half of the time, a child of a random older certified Node this replica has seen.
  */
-function forkOf(e: Endpoint, node: Node): Node | null {
-  let cur = e.known.get(toHex(node.parent));
-  for (let i = 0; i < 2 && cur !== undefined; i++) cur = e.known.get(toHex(cur.parent));
-  if (cur === undefined || cur.height === 0) return null;
+function forkOf(sim: Simulation, e: Endpoint, node: Node): Node | null {
+  let target: { parent: Uint8Array; height: number; justify: QuorumCertificate } | null = null;
+  if (sim.rng.chance(0.5)) {
+    let cur = e.known.get(toHex(node.parent));
+    for (let i = 0; i < 2 && cur !== undefined; i++) cur = e.known.get(toHex(cur.parent));
+    if (cur !== undefined && cur.height > 0) {
+      target = { parent: cur.parent, height: cur.height, justify: cur.justify };
+    }
+  } else {
+    const older = e.qcs.filter((q) =>
+      q.view < node.justify.view && (q.view === 0 || e.known.has(toHex(q.nodeHash)))
+    );
+    if (older.length > 0) {
+      const q = sim.rng.pick(older);
+      const height = q.view === 0 ? 0 : e.known.get(toHex(q.nodeHash))!.height;
+      target = { parent: q.nodeHash, height: height + 1, justify: q };
+    }
+  }
+  if (target === null) return null;
   return {
     ...node,
-    parent: cur.parent,
-    height: cur.height,
-    justify: cur.justify,
+    parent: target.parent,
+    height: target.height,
+    justify: target.justify,
     command: new Uint8Array([...node.command, 0xf0]),
   };
 }
 
-/** Forges root <- f1 <- f2 <- f3 <- p with QCs of the forger's repeated signature. */
+/**
+ * Forges `base <- f1 <- f2 <- f3 <- p` where `base` is the forger's highest QC's Node, `f1..f3`
+ * sit in the three views before the next view `w` the forger leads, `p` is its proposal for `w`,
+ * and every QC repeats the forger's own vote. Replicas that count a signer once reject them all.
+ */
 async function forgeChain(
   sim: Simulation,
   e: Endpoint,
+  victim: Endpoint,
   view: number,
 ): Promise<ConsensusMessage | null> {
-  const tree = e.engine?.core.tree;
-  if (tree === undefined) return null;
-  const root = tree.root;
-  if (view - 3 <= root.node.view) return null;
+  const core = e.engine?.core;
+  if (core === undefined) return null;
+  const base = core.tree.get(core.safety.highQC.nodeHash);
+  if (base === undefined) return null;
+  let w = view + 4;
+  while (!bytesEqual(sim.validators.leader(w).publicKey, e.signer.publicKey)) {
+    if (++w > view + 1000) return null;
+  }
   const forged: Node[] = [];
-  let parent = root;
-  let qc = root.node.height === 0
-    ? genesisQC(CHAIN_ID)
-    : await forgeQC(sim, e, root.node.view, root.hash);
-  for (let v = view - 3; v < view; v++) {
+  let parent = base;
+  let qc = core.safety.highQC;
+  for (let v = w - 3; v < w; v++) {
     const n: Node = {
       view: v,
       height: parent.node.height + 1,
       parent: parent.hash,
       justify: qc,
-      command: new Uint8Array([0xfa, v & 0xff]),
+      command: new Uint8Array([0xfa, victim.id, v & 0xff]),
       proposer: sim.validators.leader(v).publicKey,
     };
     forged.push(n);
     parent = { node: n, hash: nodeHash(n), updates: [] };
     qc = await forgeQC(sim, e, v, parent.hash);
   }
-  e.forged = forged;
+  e.forged.set(victim.id, forged);
   const p: Node = {
-    view,
+    view: w,
     height: parent.node.height + 1,
     parent: parent.hash,
     justify: qc,
