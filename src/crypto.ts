@@ -184,7 +184,10 @@ export function ed25519Verifier(options: VerifierOptions = {}): Verifier {
     async verify(publicKey, message, signature): Promise<boolean> {
       if (publicKey.length !== 32 || signature.length !== 64) return false;
       try {
-        if (!(await hasWebCryptoEd25519())) return ed.verify(signature, message, publicKey);
+        if (!(await hasWebCryptoEd25519())) {
+          // Strict RFC 8032 checks, as Web Crypto does: replicas must agree on validity.
+          return ed.verify(signature, message, publicKey, { zip215: false });
+        }
         const k = await keyFor(publicKey);
         if (k === null) return false;
         return await crypto.subtle.verify(

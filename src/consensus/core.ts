@@ -254,6 +254,9 @@ export class Core {
   #fetchQueue: Node[] = [];
   #fetchInFlight: { deadline: number } | null = null;
   #fetchMoreFrom: PublicKey | null = null;
+  #wasFull = false;
+  /** Nodes of the current catch-up answer inserted so far. */
+  #fetchInserted = 0;
   #out = new Output();
 
   /**
@@ -640,6 +643,7 @@ export class Core {
       height: ex.node.height,
       view: ex.node.view,
     });
+    if (!ex.proposal) this.#fetchInserted++;
     // Spec 4.3 step 4: the chain rules (highest QC, lock, commit).
     this.#update(stored);
     // Spec 4.3 step 5: vote if it came as the current proposal.
@@ -806,8 +810,13 @@ export class Core {
       if (n.height <= this.#tree.root.node.height) continue;
       this.#fetchQueue.push(n);
     }
-    // Spec 4.4 step 2: a full answer means there is more: ask again when this batch is done.
-    this.#fetchMoreFrom = nodes.length >= this.#limits.catchUpNodesMax ? from : null;
+    // Spec 4.4 step 2: a full answer means there is more; so does a non-empty one that still
+    // leaves us without the highest QC's Node. Ask again when this batch is done.
+    const more = nodes.length >= this.#limits.catchUpNodesMax ||
+      (nodes.length > 0 && !this.#knows(this.#highQC.nodeHash));
+    this.#fetchMoreFrom = more ? from : null;
+    this.#wasFull = nodes.length >= this.#limits.catchUpNodesMax;
+    this.#fetchInserted = 0;
     this.#continueFetched();
   }
 
@@ -828,7 +837,12 @@ export class Core {
     if (this.#fetchMoreFrom !== null) {
       const from = this.#fetchMoreFrom;
       this.#fetchMoreFrom = null;
-      this.#requestFetch(from);
+      // Only a peer whose last answer made progress is asked again: a Byzantine peer that
+      // serves useless Nodes cannot keep the CatchUp flow busy forever.
+      const progress = this.#fetchInserted > 0;
+      const wanted = !this.#knows(this.#highQC.nodeHash) || this.#pending.size > 0 ||
+        this.#wasFull;
+      if (progress && wanted) this.#requestFetch(from);
     }
   }
 }
