@@ -133,6 +133,7 @@ export {
   forgerScenario,
   forkerScenario,
   mixedScenario,
+  quietFaults,
   type ScenarioOptions,
 } from "./src/sim/scenario.ts";
 export { type TwinsOptions, twinsScenario } from "./src/sim/twins.ts";

@@ -5,7 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { plantedSafetyBugs } from "../src/consensus/safety.ts";
-import { crashStormScenario, forgerScenario, forkerScenario } from "../src/sim/scenario.ts";
+import {
+  crashStormScenario,
+  forgerScenario,
+  forkerScenario,
+  quietFaults,
+} from "../src/sim/scenario.ts";
 import type { SimOptions } from "../src/sim/sim.ts";
 import { runSimulation } from "../src/sim/sim.ts";
 import { plantedBugs } from "../src/validators.ts";
@@ -82,16 +87,7 @@ Deno.test("planted bug: committing on a 3-chain with a view gap is exploited by 
       behaviours: ["scripted", "honest", "honest", "honest"],
       adversaries: { 0: gapAttacker() },
       leaders: GAP_ATTACK_LEADERS,
-      faults: {
-        dropRate: 0,
-        duplicateRate: 0,
-        delayMinMs: 1,
-        delayMaxMs: 10,
-        partitions: [],
-        crashes: [],
-        crashOnWriteRate: 0,
-        healAt: 3000,
-      },
+      faults: quietFaults(3000),
     });
   const clean = await run();
   assert.deepEqual(clean.safetyViolations, [], "clean without the bug");

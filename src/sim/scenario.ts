@@ -164,7 +164,17 @@ export function forgerScenario(seed: number): SimOptions {
   };
 }
 
-function quietFaults(healAt: number): SimOptions["faults"] {
+/**
+ * A fault plan with nothing but small delays (1-10 ms) until `healAt`: the base of scripted and
+ * Twins scenarios, which bring their own adversity.
+ *
+ * @example
+ * ```ts
+ * import { quietFaults } from "./scenario.ts";
+ * const faults = { ...quietFaults(3000), dropRate: 0.1 };
+ * ```
+ */
+export function quietFaults(healAt: number): SimOptions["faults"] {
   return {
     dropRate: 0,
     duplicateRate: 0,

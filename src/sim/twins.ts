@@ -11,6 +11,7 @@
  * @module
  */
 import { Random } from "./random.ts";
+import { quietFaults } from "./scenario.ts";
 import type { SimOptions } from "./sim.ts";
 
 /** Options of {@link twinsScenario}. */
@@ -81,17 +82,7 @@ export function twinsScenario(seed: number, options: TwinsOptions = {}): SimOpti
     behaviours: ["twin", "honest", "honest", "honest"],
     viewPartitions,
     leaders,
-    faults: {
-      dropRate: 0,
-      duplicateRate: 0,
-      delayMinMs: 1,
-      delayMaxMs: 10,
-      partitions: [],
-      crashes: [],
-      crashOnWriteRate: 0,
-      healAt: HEAL_AT_MS,
-      healedDelayMaxMs: 10,
-    },
+    faults: { ...quietFaults(HEAL_AT_MS), healedDelayMaxMs: 10 },
     livenessWindowMs: 60_000,
     livenessCommits: 3,
   };
