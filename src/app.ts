@@ -107,19 +107,27 @@ export interface AppLimits {
   readonly commandBytesMax: number;
   /** Most updates per Node. Default 512. */
   readonly updatesMax: number;
-  /** Largest key, bytes. Default 1024. */
+  /** Largest key, bytes. Default 512. */
   readonly updateKeyBytesMax: number;
+  /** Largest sum of the keys of one Node's updates, bytes. Default 32 KiB. */
+  readonly updateKeysBytesMax: number;
   /** Largest value, bytes. Default 60 KiB (fits one Deno KV value). */
   readonly updateValueBytesMax: number;
   /** Largest sum of keys and values of one Node's updates. Default 512 KiB. */
   readonly updatesBytesMax: number;
 }
 
-/** The default {@link AppLimits}. */
+/**
+ * The default {@link AppLimits}. They keep one Node's updates inside one Deno KV atomic operation
+ * in the worst case (a key part costs up to twice its length once zero bytes are escaped; keys of
+ * one operation may total 80 KiB, keys and values 800 KiB), so that storage never refuses a Node
+ * that every replica has accepted. Every replica of a chain must use the same limits.
+ */
 export const DEFAULT_APP_LIMITS: AppLimits = {
   commandBytesMax: 1024 * 1024,
   updatesMax: 512,
-  updateKeyBytesMax: 1024,
+  updateKeyBytesMax: 512,
+  updateKeysBytesMax: 32 * 1024,
   updateValueBytesMax: 60 * 1024,
   updatesBytesMax: 512 * 1024,
 };
@@ -144,6 +152,7 @@ export function checkValidateResult(result: unknown, limits: AppLimits): string 
     return `${r.updates.length} updates exceed the limit ${limits.updatesMax}`;
   }
   let bytes = 0;
+  let keyBytes = 0;
   for (const u of r.updates) {
     if (!Array.isArray(u) || u.length !== 2) return "each update must be [key, value]";
     const [k, v] = u as unknown[];
@@ -154,6 +163,10 @@ export function checkValidateResult(result: unknown, limits: AppLimits): string 
       return `update value of ${v.length} bytes too large`;
     }
     bytes += k.length + (v?.length ?? 0);
+    keyBytes += k.length;
+  }
+  if (keyBytes > limits.updateKeysBytesMax) {
+    return `update keys total ${keyBytes} bytes exceed the limit`;
   }
   if (bytes > limits.updatesBytesMax) return `updates total ${bytes} bytes exceed the limit`;
   return null;

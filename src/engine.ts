@@ -116,7 +116,10 @@ export class Engine {
   readonly #verifier: MessageVerifier;
   readonly #appLimits: AppLimits;
   readonly #queue: Job[] = [];
-  #running: Promise<void> | null = null;
+  /** The current pump; meaningful while `#pumping`. */
+  #running: Promise<void> = Promise.resolve();
+  /** True from a pump's start until its loop ends (cleared synchronously, so no push is lost). */
+  #pumping = false;
   #stopped = false;
   #failure: unknown = null;
   /** Peer messages dropped because the queue was full. */
@@ -181,7 +184,7 @@ export class Engine {
 
   /** Resolves when every queued job is done. Rejects if the Engine failed (a bug). */
   async idle(): Promise<void> {
-    while (this.#running !== null) await this.#running;
+    while (this.#pumping) await this.#running;
     if (this.#failure !== null) throw this.#failure;
   }
 
@@ -190,7 +193,7 @@ export class Engine {
     this.#stopped = true;
     this.#queue.length = 0;
     this.#o.clock.clearTimer();
-    while (this.#running !== null) await this.#running.catch(() => {});
+    while (this.#pumping) await this.#running.catch(() => {});
   }
 
   /** The failure that stopped the Engine (an assertion: a bug), or null. */
@@ -225,27 +228,29 @@ export class Engine {
   #push(job: Job): void {
     if (this.#stopped || this.#failure !== null) return;
     this.#queue.push(job);
-    if (this.#running === null) {
-      this.#running = this.#pump().finally(() => {
-        this.#running = null;
-      });
+    if (!this.#pumping) {
+      this.#pumping = true;
+      this.#running = this.#pump();
     }
   }
 
   async #pump(): Promise<void> {
-    while (this.#queue.length > 0 && !this.#stopped) {
-      const job = this.#queue.shift()!;
-      try {
+    try {
+      while (this.#queue.length > 0 && !this.#stopped) {
+        const job = this.#queue.shift()!;
         const input = await this.#toInput(job);
         if (input === null) continue;
         await this.#carryOut(this.core.step(input));
-      } catch (e) {
-        // A thrown error here is a bug in our code (assertion) or in storage: stop loudly.
-        this.#failure = e;
-        this.#stopped = true;
-        this.#o.clock.clearTimer();
-        return;
       }
+    } catch (e) {
+      // A thrown error here is a bug in our code (assertion) or in storage: stop loudly.
+      this.#failure = e;
+      this.#stopped = true;
+      this.#o.clock.clearTimer();
+    } finally {
+      // Cleared in the same turn as the loop's last check of the queue: a job pushed after this
+      // starts a new pump; one pushed before was seen by the loop.
+      this.#pumping = false;
     }
   }
 

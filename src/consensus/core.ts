@@ -405,7 +405,11 @@ export class Core {
     if (this.#fetchInFlight !== null && this.#now >= this.#fetchInFlight.deadline) {
       this.#fetchInFlight = null;
     }
-    if (this.#now < this.#deadline) return;
+    // A timer may fire a little early (clocks round): keep it armed for the real deadline.
+    if (this.#now < this.#deadline) {
+      this.#out.timerAt = this.#deadline;
+      return;
+    }
     // Spec 8.3 step 1: give up on the view: NEW-VIEW with our highest QC and TC, and our vote in
     // this view if we cast one, to everyone.
     this.#out.events.push({ type: "view:timeout", view: this.#view });
@@ -792,7 +796,9 @@ export class Core {
   // Spec 4.4: the CatchUp flow inside the core.
 
   #requestFetch(from: PublicKey | null): void {
+    // One catch-up at a time: none while a request is out or its Nodes are still being executed.
     if (this.#fetchInFlight !== null || this.#out.fetch !== null) return;
+    if (this.#fetchQueue.length > 0) return;
     const fromHeight = this.#tree.root.node.height + 1;
     this.#fetchInFlight = { deadline: this.#now + this.#pacemaker.viewTimeoutMinMs };
     const peer = from !== null && bytesEqual(from, this.me) ? null : from;

@@ -1,0 +1,170 @@
+/**
+ * The benchmark harness: `deno task bench [--quick] [--long] [--only c,d] [--json FILE]`.
+ *
+ * Sections, as lettered in the issue:
+ * - a: saturated throughput, 4 replica processes (not measured yet: needs the replica runtime);
+ * - b: light-load latency (idem);
+ * - c: scaling, n ∈ {4, 16, 64, 128} replicas in one process with real signatures;
+ * - d: catch-up rate of a replica 10,000 Nodes behind;
+ * - e: restart time with 100,000 committed Nodes on disk;
+ * - f: memory over a run at full load (idem a).
+ *
+ * It prints a table (section, figure, value, unit, target) and, with `--json FILE`, writes every
+ * figure with its details. `--quick` runs a short subset (under 60 s). The bench reports; it
+ * never passes or fails on a figure (the exit code is non-zero only when the harness breaks).
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { runCatchUpSection } from "./catchup.ts";
+import type { BenchContext, Section, SectionResult } from "./figures.ts";
+import { formatTable, notMeasured } from "./figures.ts";
+import { runLightLoad, runMemory, runSaturated } from "./pending.ts";
+import { runRestart } from "./restart.ts";
+import { runScaling } from "./scaling.ts";
+
+/** Every section, in order. */
+export const SECTIONS: readonly Section[] = [
+  { id: "a", title: "Saturated throughput", run: runSaturated },
+  { id: "b", title: "Light-load latency", run: runLightLoad },
+  { id: "c", title: "Scaling", run: runScaling },
+  { id: "d", title: "Catch-up", run: runCatchUpSection },
+  { id: "e", title: "Restart", run: runRestart },
+  { id: "f", title: "Memory", run: runMemory },
+];
+
+const USAGE = `Usage: deno task bench [options]
+
+  --quick        a short subset (whole run under 60 s)
+  --long         the long memory run (section f)
+  --only a,b,..  only these sections (letters a-f)
+  --json FILE    also write every figure and its details to FILE
+  --help         this text`;
+
+/** Parsed command line. */
+export interface BenchArgs {
+  /** `--quick`. */
+  readonly quick: boolean;
+  /** `--long`. */
+  readonly long: boolean;
+  /** Sections to run. */
+  readonly only: readonly string[];
+  /** `--json FILE`, or null. */
+  readonly json: string | null;
+  /** `--help`. */
+  readonly help: boolean;
+}
+
+/**
+ * Parses the bench's command line.
+ *
+ * @example
+ * ```ts
+ * import { parseBenchArgs } from "./main.ts";
+ * parseBenchArgs(["--quick", "--only", "c,d"]).only; // ["c", "d"]
+ * ```
+ */
+export function parseBenchArgs(args: readonly string[]): BenchArgs {
+  const { values } = parseArgs({
+    args: [...args],
+    options: {
+      quick: { type: "boolean", default: false },
+      long: { type: "boolean", default: false },
+      only: { type: "string" },
+      json: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  const known = SECTIONS.map((s) => s.id);
+  const only = values.only === undefined
+    ? known
+    : values.only.split(",").map((s) => s.trim().toLowerCase()).filter((s) => s !== "");
+  const unknown = only.filter((s) => !known.includes(s));
+  if (unknown.length > 0) {
+    throw new Error(`--only: unknown section(s) ${unknown.join(", ")}; known: ${known.join(",")}`);
+  }
+  return {
+    quick: values.quick,
+    long: values.long,
+    only,
+    json: values.json ?? null,
+    help: values.help,
+  };
+}
+
+/** Runs one section; a thrown error becomes a not-measured figure, and the bench goes on. */
+async function runSection(section: Section, ctx: BenchContext): Promise<SectionResult> {
+  const started = performance.now();
+  try {
+    const r = await section.run(ctx);
+    return { ...r, elapsedMs: performance.now() - started };
+  } catch (e) {
+    const why = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+    ctx.log(`${section.id}: failed: ${why}`);
+    return {
+      section: section.id,
+      title: section.title,
+      figures: [notMeasured(section.id, "section", "", `failed: ${why}`)],
+      notes: [e instanceof Error && e.stack !== undefined ? e.stack : why],
+      elapsedMs: performance.now() - started,
+    };
+  }
+}
+
+function machine(): Record<string, unknown> {
+  let os: string | null = null;
+  try {
+    os = `${Deno.build.os} ${Deno.osRelease()}`;
+  } catch {
+    os = Deno.build.os;
+  }
+  return {
+    cores: navigator.hardwareConcurrency,
+    os,
+    arch: Deno.build.arch,
+    deno: Deno.version.deno,
+    v8: Deno.version.v8,
+  };
+}
+
+async function main(): Promise<number> {
+  let args: BenchArgs;
+  try {
+    args = parseBenchArgs(Deno.args);
+  } catch (e) {
+    console.error(`${e instanceof Error ? e.message : String(e)}\n\n${USAGE}`);
+    return 2;
+  }
+  if (args.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const started = performance.now();
+  const log = (line: string): void => {
+    console.error(`[${((performance.now() - started) / 1000).toFixed(1)} s] ${line}`);
+  };
+  const ctx: BenchContext = { quick: args.quick, long: args.long, log };
+  const results: SectionResult[] = [];
+  for (const section of SECTIONS.filter((s) => args.only.includes(s.id))) {
+    log(`section ${section.id}: ${section.title}`);
+    results.push(await runSection(section, ctx));
+  }
+  const elapsedMs = performance.now() - started;
+  console.log(formatTable(results));
+  console.log(`\n${args.quick ? "quick" : "full"} run, ${(elapsedMs / 1000).toFixed(1)} s`);
+  if (args.json !== null) {
+    const report = {
+      version: 1,
+      startedAt: new Date(Date.now() - elapsedMs).toISOString(),
+      elapsedMs,
+      args,
+      machine: machine(),
+      sections: results,
+    };
+    await Deno.writeTextFile(args.json, JSON.stringify(report, null, 2) + "\n");
+    log(`wrote ${args.json}`);
+  }
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());

@@ -1,0 +1,25 @@
+/**
+ * `deno task replica`: one replica of the replicated key-value store.
+ *
+ * ```
+ * deno task replica --config DIR/cluster.json --key KEYFILE --data DATADIR
+ *                   [--listen-consensus HOST:PORT] [--listen-http HOST:PORT]
+ *                   [--log-level debug|info|warn|error|silent] [--view-timeout-ms MS]
+ * ```
+ *
+ * See `src/cli/replica.ts` for the flags and exit codes, `routes.ts` for the key-value HTTP API
+ * and `src/replica.ts` for the command API (`POST /commands`) and the NodeTree HTTP API.
+ *
+ * @module
+ */
+import { replicaMain } from "../../src/cli/replica.ts";
+import { runMain } from "../../src/cli/flags.ts";
+import { kvMachine } from "./app.ts";
+import { kvRoutes } from "./routes.ts";
+
+if (import.meta.main) {
+  await runMain(
+    () => replicaMain(Deno.args, { program: "replica", machine: kvMachine, routes: kvRoutes }),
+    "replica",
+  );
+}

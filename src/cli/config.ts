@@ -1,0 +1,356 @@
+/**
+ * The cluster file (`cluster.json`) and secret key files that `deno task init` writes and
+ * `deno task replica` reads, with strict validation: every problem is a {@link ConfigError} whose
+ * message names the file, the field and the offending value.
+ *
+ * ## `cluster.json`
+ *
+ * ```json
+ * {
+ *   "chainId": "kv-3f9c0a1b",
+ *   "validators": [
+ *     {
+ *       "name": "replica-0",
+ *       "publicKey": "64 hex digits",
+ *       "power": 1,
+ *       "consensus": "127.0.0.1:9000",
+ *       "http": "127.0.0.1:9001"
+ *     }
+ *   ]
+ * }
+ * ```
+ *
+ * Rules: no other fields; `chainId` 1 to 64 UTF-8 bytes; 1 to {@link VALIDATORS_MAX}
+ * validators; names 1 to 64 characters of `[A-Za-z0-9._-]`, distinct; public keys exactly 64 hex
+ * digits, distinct; power a positive integer (total at most `TOTAL_POWER_MAX`); addresses
+ * `host:port` with a port 1 to 65535 (`[v6]:port` for IPv6), each used once.
+ *
+ * ## Key files
+ *
+ * One per replica, mode 0600: the 32-byte Ed25519 secret key as 64 hex digits and a newline.
+ *
+ * @module
+ */
+import { publicKeyOf } from "../crypto.ts";
+import { ConfigError } from "../errors.ts";
+import { fromHex, toHex } from "../types.ts";
+import { ValidatorSet } from "../validators.ts";
+
+// The library types this module's signatures mention, so that its documentation is complete.
+export { ConfigError, HotStuffError } from "../errors.ts";
+export type { QuorumCount, Validator, ValidatorSet } from "../validators.ts";
+export type { PublicKey, Signature, SignerSignature } from "../types.ts";
+
+/** Most validators in a cluster file. */
+export const VALIDATORS_MAX = 256;
+
+/** A `host:port` address. */
+export interface HostPort {
+  /** Host name or IP address (without brackets). */
+  readonly hostname: string;
+  /** TCP port, 1 to 65535 (0 only where a listen address allows it). */
+  readonly port: number;
+}
+
+/** One validator of the cluster file. */
+export interface ClusterValidator {
+  /** A short name for logs, e.g. `replica-0`. */
+  readonly name: string;
+  /** Ed25519 public key. */
+  readonly publicKey: Uint8Array;
+  /** Voting power. */
+  readonly power: number;
+  /** Where its Consensus TCP API listens. */
+  readonly consensus: HostPort;
+  /** Where its HTTP API listens. */
+  readonly http: HostPort;
+}
+
+/** The cluster file. */
+export interface ClusterConfig {
+  /** Chain id. */
+  readonly chainId: string;
+  /** The validators, in file order. */
+  readonly validators: readonly ClusterValidator[];
+}
+
+const NAME = /^[A-Za-z0-9._-]{1,64}$/;
+const HEX64 = /^[0-9a-fA-F]{64}$/;
+const HOST = /^[A-Za-z0-9.-]{1,253}$/;
+const IPV6 = /^[0-9A-Fa-f:.]{2,45}$/;
+const PORT = /^[0-9]{1,5}$/;
+
+/**
+ * Parses `host:port` (or `[v6]:port`).
+ *
+ * @param text the address
+ * @param what what it is, for the error message
+ * @param options `allowZero`: accept port 0 (listen addresses: the OS chooses)
+ * @throws {ConfigError} `bad-address`
+ * @example
+ * ```ts
+ * import { parseHostPort } from "./config.ts";
+ * parseHostPort("127.0.0.1:9000", "--listen-http"); // { hostname: "127.0.0.1", port: 9000 }
+ * ```
+ */
+export function parseHostPort(
+  text: string,
+  what: string,
+  options: { allowZero?: boolean } = {},
+): HostPort {
+  const bad = (why: string): ConfigError =>
+    new ConfigError("bad-address", `${what}: ${why}: ${JSON.stringify(text)}`);
+  if (typeof text !== "string") throw bad("must be a string host:port");
+  const colon = text.lastIndexOf(":");
+  if (colon < 0) throw bad("must be host:port");
+  let hostname = text.slice(0, colon);
+  const portText = text.slice(colon + 1);
+  if (hostname.startsWith("[") && hostname.endsWith("]")) {
+    hostname = hostname.slice(1, -1);
+    if (!IPV6.test(hostname)) throw bad("bad IPv6 address");
+  } else if (!HOST.test(hostname)) {
+    throw bad("bad host");
+  }
+  const min = options.allowZero === true ? 0 : 1;
+  const port = PORT.test(portText) ? Number(portText) : NaN;
+  if (!Number.isInteger(port) || port < min || port > 65535) {
+    throw bad(`port must be an integer ${min}..65535`);
+  }
+  return { hostname, port };
+}
+
+/**
+ * Formats an address as `host:port` (brackets around IPv6).
+ *
+ * @example
+ * ```ts
+ * import { formatHostPort } from "./config.ts";
+ * formatHostPort({ hostname: "::1", port: 1 }); // "[::1]:1"
+ * ```
+ */
+export function formatHostPort(a: HostPort): string {
+  return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
+}
+
+/**
+ * Parses and validates the text of a cluster file.
+ *
+ * @param text the file's contents
+ * @param source the file name, for error messages
+ * @throws {ConfigError} naming the first problem
+ * @example
+ * ```ts
+ * import { parseClusterConfig } from "./config.ts";
+ * try {
+ *   parseClusterConfig("{}", "cluster.json");
+ * } catch (e) {
+ *   console.log((e as Error).message); // cluster.json: chainId: ...
+ * }
+ * ```
+ */
+export function parseClusterConfig(text: string, source: string): ClusterConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError("bad-json", `${source}: not valid JSON: ${(e as Error).message}`);
+  }
+  const fail = (reason: string, message: string): never => {
+    throw new ConfigError(reason, `${source}: ${message}`);
+  };
+  const top = record(raw, "the top level", fail);
+  onlyFields(top, ["chainId", "validators"], "the top level", fail);
+  const chainId = top.chainId;
+  if (typeof chainId !== "string" || chainId.length === 0) {
+    fail("bad-chain-id", `chainId must be a non-empty string: ${JSON.stringify(chainId)}`);
+  }
+  if (new TextEncoder().encode(chainId as string).length > 64) {
+    fail("bad-chain-id", "chainId must be at most 64 bytes");
+  }
+  const list = top.validators;
+  if (!Array.isArray(list) || list.length === 0 || list.length > VALIDATORS_MAX) {
+    fail("bad-validators", `validators must be an array of 1..${VALIDATORS_MAX} entries`);
+  }
+  const validators = (list as unknown[]).map((v, i) => parseValidator(v, i, fail));
+  checkDistinct(validators, fail);
+  try {
+    validatorSetOf({ chainId: chainId as string, validators });
+  } catch (e) {
+    fail((e as ConfigError).reason ?? "bad-validators", (e as Error).message);
+  }
+  return { chainId: chainId as string, validators };
+}
+
+type Fail = (reason: string, message: string) => never;
+
+function record(v: unknown, what: string, fail: Fail): Record<string, unknown> {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    fail("bad-type", `${what} must be an object`);
+  }
+  return v as Record<string, unknown>;
+}
+
+function onlyFields(o: Record<string, unknown>, allowed: string[], what: string, fail: Fail): void {
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k)) fail("unknown-field", `${what}: unknown field ${JSON.stringify(k)}`);
+  }
+  for (const k of allowed) if (!(k in o)) fail("missing-field", `${what}: missing field ${k}`);
+}
+
+function parseValidator(v: unknown, i: number, fail: Fail): ClusterValidator {
+  const what = `validators[${i}]`;
+  const o = record(v, what, fail);
+  onlyFields(o, ["name", "publicKey", "power", "consensus", "http"], what, fail);
+  if (typeof o.name !== "string" || !NAME.test(o.name)) {
+    fail(
+      "bad-name",
+      `${what}.name must be 1..64 characters of A-Z a-z 0-9 . _ -: ${JSON.stringify(o.name)}`,
+    );
+  }
+  if (typeof o.publicKey !== "string" || !HEX64.test(o.publicKey)) {
+    fail("bad-key", `${what}.publicKey must be 64 hex digits: ${JSON.stringify(o.publicKey)}`);
+  }
+  if (typeof o.power !== "number" || !Number.isSafeInteger(o.power) || o.power <= 0) {
+    fail("bad-power", `${what}.power must be a positive integer: ${JSON.stringify(o.power)}`);
+  }
+  const address = (field: "consensus" | "http"): HostPort => {
+    try {
+      return parseHostPort(o[field] as string, `${what}.${field}`);
+    } catch (e) {
+      return fail("bad-address", (e as Error).message);
+    }
+  };
+  return {
+    name: o.name as string,
+    publicKey: fromHex(o.publicKey as string)!,
+    power: o.power as number,
+    consensus: address("consensus"),
+    http: address("http"),
+  };
+}
+
+function checkDistinct(validators: readonly ClusterValidator[], fail: Fail): void {
+  const names = new Set<string>();
+  const keys = new Set<string>();
+  const addresses = new Set<string>();
+  for (const [i, v] of validators.entries()) {
+    if (names.has(v.name)) fail("duplicate-name", `validators[${i}]: duplicate name ${v.name}`);
+    names.add(v.name);
+    const key = toHex(v.publicKey);
+    if (keys.has(key)) fail("duplicate-key", `validators[${i}]: duplicate publicKey ${key}`);
+    keys.add(key);
+    for (const a of [v.consensus, v.http]) {
+      const text = formatHostPort(a);
+      if (addresses.has(text)) {
+        fail("duplicate-address", `validators[${i}]: address ${text} is used twice`);
+      }
+      addresses.add(text);
+    }
+  }
+}
+
+/**
+ * The cluster file's JSON text (what {@link parseClusterConfig} reads back).
+ *
+ * @example
+ * ```ts
+ * import { formatClusterConfig } from "./config.ts";
+ * formatClusterConfig({ chainId: "c", validators: [] });
+ * ```
+ */
+export function formatClusterConfig(config: ClusterConfig): string {
+  const validators = config.validators.map((v) => ({
+    name: v.name,
+    publicKey: toHex(v.publicKey),
+    power: v.power,
+    consensus: formatHostPort(v.consensus),
+    http: formatHostPort(v.http),
+  }));
+  return JSON.stringify({ chainId: config.chainId, validators }, null, 2) + "\n";
+}
+
+/**
+ * The validator set of a cluster.
+ *
+ * @throws {ConfigError} from {@link ValidatorSet} (e.g. total power overflow)
+ * @example
+ * ```ts
+ * import { validatorSetOf } from "./config.ts";
+ * // validatorSetOf(parseClusterConfig(text, path)).totalPower
+ * ```
+ */
+export function validatorSetOf(config: ClusterConfig): ValidatorSet {
+  return new ValidatorSet(
+    config.validators.map((v) => ({ publicKey: v.publicKey, power: v.power })),
+  );
+}
+
+/**
+ * Reads and validates a cluster file.
+ *
+ * @throws {ConfigError} `unreadable` or a parse problem
+ * @example
+ * ```ts
+ * import { readClusterConfig } from "./config.ts";
+ * // const config = await readClusterConfig("cluster/cluster.json");
+ * ```
+ */
+export async function readClusterConfig(path: string): Promise<ClusterConfig> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new ConfigError("unreadable", `${path}: cannot read: ${(e as Error).message}`);
+  }
+  return parseClusterConfig(text, path);
+}
+
+/**
+ * Parses a key file's text: 64 hex digits (surrounding white space ignored).
+ *
+ * @throws {ConfigError} `bad-key-file`
+ * @example
+ * ```ts
+ * import { parseSecretKey } from "./config.ts";
+ * parseSecretKey("00".repeat(32) + "\n", "k.key").length; // 32
+ * ```
+ */
+export function parseSecretKey(text: string, source: string): Uint8Array {
+  const hex = text.trim();
+  if (!HEX64.test(hex)) {
+    throw new ConfigError("bad-key-file", `${source}: must hold a secret key as 64 hex digits`);
+  }
+  return fromHex(hex)!;
+}
+
+/**
+ * Reads a key file and finds its validator in the cluster.
+ *
+ * @throws {ConfigError} `unreadable`, `bad-key-file`, `unknown-key` (no validator has its key)
+ * @example
+ * ```ts
+ * import { readSecretKey } from "./config.ts";
+ * // const { secretKey, index } = await readSecretKey("cluster/replica-0.key", config);
+ * ```
+ */
+export async function readSecretKey(
+  path: string,
+  config: ClusterConfig,
+): Promise<{ secretKey: Uint8Array; index: number }> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new ConfigError("unreadable", `${path}: cannot read: ${(e as Error).message}`);
+  }
+  const secretKey = parseSecretKey(text, path);
+  const publicKey = toHex(publicKeyOf(secretKey));
+  const index = config.validators.findIndex((v) => toHex(v.publicKey) === publicKey);
+  if (index < 0) {
+    throw new ConfigError(
+      "unknown-key",
+      `${path}: its public key ${publicKey} is not a validator of the cluster file`,
+    );
+  }
+  return { secretKey, index };
+}

@@ -1,0 +1,190 @@
+/**
+ * `deno task init`: creates a cluster: `DIR/cluster.json` and one secret key file per replica
+ * (`DIR/replica-i.key`, mode 0600).
+ *
+ * ```
+ * deno task init --replicas N --dir DIR [--base-port P] [--powers 1,1,2,...]
+ *                [--host 127.0.0.1] [--chain-id ID] [--force]
+ * ```
+ *
+ * Replica `i` gets the consensus address `host:(P + 2i)` and the HTTP address `host:(P + 2i + 1)`
+ * (base port 9000 by default). Existing files are not overwritten unless `--force`. Bad flags
+ * print one line and exit 2.
+ *
+ * @module
+ */
+import { generateSecretKey, publicKeyOf } from "../crypto.ts";
+import { ConfigError } from "../errors.ts";
+import { toHex } from "../types.ts";
+import {
+  type ClusterConfig,
+  type ClusterValidator,
+  formatClusterConfig,
+  type HostPort,
+  parseClusterConfig,
+  VALIDATORS_MAX,
+} from "./config.ts";
+import { intFlag, parseFlags, requireFlag, runMain } from "./flags.ts";
+
+export type { ClusterConfig, ClusterValidator, HostPort } from "./config.ts";
+
+/** Options of {@link initCluster}. */
+export interface InitOptions {
+  /** Number of replicas, 1 to 256. */
+  readonly replicas: number;
+  /** Directory to write into (created if missing). */
+  readonly dir: string;
+  /** Host of every address. Default `127.0.0.1`. */
+  readonly host?: string;
+  /** First port: replica i uses base + 2i (consensus) and base + 2i + 1 (HTTP). Default 9000. */
+  readonly basePort?: number;
+  /** Explicit ports per replica (instead of `basePort`). */
+  readonly ports?: ReadonlyArray<{ readonly consensus: number; readonly http: number }>;
+  /** Voting powers, one per replica. Default all 1. */
+  readonly powers?: readonly number[];
+  /** Chain id. Default `kv-` and 8 random hex digits. */
+  readonly chainId?: string;
+  /** Overwrite existing files. */
+  readonly force?: boolean;
+}
+
+/** What {@link initCluster} wrote. */
+export interface InitResult {
+  /** The cluster file. */
+  readonly configPath: string;
+  /** Key file of each replica, in validator order. */
+  readonly keyPaths: string[];
+  /** The cluster written. */
+  readonly config: ClusterConfig;
+}
+
+/**
+ * Writes a cluster file and its key files.
+ *
+ * @throws {ConfigError} on bad options or when a file exists (without `force`)
+ * @example
+ * ```ts
+ * import { initCluster } from "./init.ts";
+ * const dir = await Deno.makeTempDir();
+ * const { configPath } = await initCluster({ replicas: 4, dir });
+ * console.log(configPath);
+ * ```
+ */
+export async function initCluster(options: InitOptions): Promise<InitResult> {
+  const n = options.replicas;
+  if (!Number.isSafeInteger(n) || n < 1 || n > VALIDATORS_MAX) {
+    throw new ConfigError("bad-flag", `--replicas must be an integer 1..${VALIDATORS_MAX}: ${n}`);
+  }
+  const powers = options.powers ?? Array<number>(n).fill(1);
+  if (powers.length !== n) {
+    throw new ConfigError("bad-flag", `--powers has ${powers.length} values for ${n} replicas`);
+  }
+  const ports = options.ports ?? portsFrom(options.basePort ?? 9000, n);
+  const host = options.host ?? "127.0.0.1";
+  const chainId = options.chainId ?? `kv-${toHex(crypto.getRandomValues(new Uint8Array(4)))}`;
+  const secrets = Array.from({ length: n }, () => generateSecretKey());
+  const validators: ClusterValidator[] = secrets.map((secret, i) => ({
+    name: `replica-${i}`,
+    publicKey: publicKeyOf(secret),
+    power: powers[i]!,
+    consensus: { hostname: host, port: ports[i]!.consensus } satisfies HostPort,
+    http: { hostname: host, port: ports[i]!.http } satisfies HostPort,
+  }));
+  const config: ClusterConfig = { chainId, validators };
+  const text = formatClusterConfig(config);
+  // Whatever we write must read back: the same strict checks as `deno task replica`.
+  parseClusterConfig(text, "the generated cluster file");
+  await Deno.mkdir(options.dir, { recursive: true });
+  const configPath = `${options.dir}/cluster.json`;
+  const keyPaths = validators.map((v) => `${options.dir}/${v.name}.key`);
+  if (options.force !== true) {
+    for (const path of [configPath, ...keyPaths]) await refuseExisting(path);
+  }
+  for (const [i, path] of keyPaths.entries()) {
+    await Deno.writeTextFile(path, `${toHex(secrets[i]!)}\n`, { mode: 0o600 });
+    await Deno.chmod(path, 0o600);
+  }
+  await Deno.writeTextFile(configPath, text);
+  return { configPath, keyPaths, config };
+}
+
+function portsFrom(base: number, n: number): Array<{ consensus: number; http: number }> {
+  if (!Number.isSafeInteger(base) || base < 1 || base + 2 * n - 1 > 65535) {
+    throw new ConfigError(
+      "bad-flag",
+      `--base-port ${base} leaves no room for ${2 * n} ports up to 65535`,
+    );
+  }
+  return Array.from({ length: n }, (_, i) => ({ consensus: base + 2 * i, http: base + 2 * i + 1 }));
+}
+
+async function refuseExisting(path: string): Promise<void> {
+  try {
+    await Deno.lstat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw e;
+  }
+  throw new ConfigError("exists", `${path} already exists (use --force to overwrite)`);
+}
+
+function parsePowers(text: string): number[] {
+  return text.split(",").map((p) => {
+    const n = /^[0-9]{1,15}$/.test(p.trim()) ? Number(p.trim()) : NaN;
+    if (!Number.isSafeInteger(n) || n <= 0) {
+      throw new ConfigError("bad-flag", `--powers must be positive integers: ${JSON.stringify(p)}`);
+    }
+    return n;
+  });
+}
+
+const FLAGS = {
+  replicas: { type: "string" },
+  dir: { type: "string" },
+  "base-port": { type: "string" },
+  powers: { type: "string" },
+  host: { type: "string" },
+  "chain-id": { type: "string" },
+  force: { type: "boolean" },
+} as const;
+
+/**
+ * The `init` command: parses flags, writes the cluster, prints what it wrote. Returns the exit
+ * code.
+ *
+ * @throws {ConfigError} on bad flags
+ * @example
+ * ```ts
+ * import { initMain } from "./init.ts";
+ * // Deno.exit(await initMain(["--replicas", "4", "--dir", "cluster"]));
+ * ```
+ */
+export async function initMain(args: readonly string[]): Promise<number> {
+  const f = parseFlags(args, FLAGS);
+  const dir = requireFlag(f, "dir");
+  const replicas = intFlag(f, "replicas", 1, VALIDATORS_MAX, NaN);
+  if (Number.isNaN(replicas)) throw new ConfigError("bad-flag", "missing required flag --replicas");
+  const basePort = intFlag(f, "base-port", 1, 65535, 9000);
+  const powers = typeof f.powers === "string" ? parsePowers(f.powers) : undefined;
+  const host = typeof f.host === "string" ? f.host : undefined;
+  const chainId = typeof f["chain-id"] === "string" ? f["chain-id"] : undefined;
+  const r = await initCluster({
+    replicas,
+    dir,
+    basePort,
+    powers,
+    host,
+    chainId,
+    force: f.force === true,
+  });
+  console.log(`wrote ${r.configPath} (chain ${r.config.chainId}, ${replicas} replicas)`);
+  for (const [i, v] of r.config.validators.entries()) {
+    console.log(
+      `  ${v.name}: power ${v.power}, consensus ${v.consensus.hostname}:${v.consensus.port}, ` +
+        `http ${v.http.hostname}:${v.http.port}, key ${r.keyPaths[i]} (mode 0600)`,
+    );
+  }
+  return 0;
+}
+
+if (import.meta.main) await runMain(() => initMain(Deno.args), "init");

@@ -1,0 +1,165 @@
+/**
+ * Runs one replica of a cluster from the command line, for any {@link CommandMachine}
+ * (the key-value store's entry point, `examples/kv_store/replica.ts`, is one call to
+ * {@link replicaMain}).
+ *
+ * ```
+ * replica --config DIR/cluster.json --key KEYFILE --data DATADIR
+ *         [--listen-consensus HOST:PORT] [--listen-http HOST:PORT]
+ *         [--log-level debug|info|warn|error|silent] [--view-timeout-ms MS]
+ * ```
+ *
+ * - The key file decides which validator this is. The listen flags override that validator's own
+ *   addresses from the cluster file (so a proxy can sit between replicas); peers are always
+ *   dialed at the addresses in the cluster file.
+ * - State lives in `DATADIR/replica.kv` (Deno KV). `DATADIR/lock` keeps a second process off the
+ *   same data directory.
+ * - SIGINT and SIGTERM stop the replica cleanly (exit 0). An Engine failure (a bug, or a storage
+ *   error) is logged at level `fatal` and exits 1. Bad flags, a bad cluster file, a key file that
+ *   matches no validator, or a data directory in use print one line and exit 2.
+ *
+ * @module
+ */
+import type { CommandMachine } from "../mempool.ts";
+import { ed25519Signer } from "../crypto.ts";
+import { ConfigError } from "../errors.ts";
+import { isLogLevel, type LogLevel, type Replica, startReplica } from "../replica.ts";
+import { DenoKvStorage } from "../storage/deno_kv.ts";
+import {
+  type ClusterConfig,
+  formatHostPort,
+  type HostPort,
+  parseHostPort,
+  readClusterConfig,
+  readSecretKey,
+  validatorSetOf,
+} from "./config.ts";
+import { intFlag, parseFlags, requireFlag } from "./flags.ts";
+
+export type { CommandMachine } from "../mempool.ts";
+export type { Replica } from "../replica.ts";
+
+/** The pacemaker's minimum view timeout for a LAN or loopback cluster, ms. */
+export const LAN_VIEW_TIMEOUT_MIN_MS = 500;
+/** The pacemaker's maximum view timeout, ms. */
+export const LAN_VIEW_TIMEOUT_MAX_MS = 8_000;
+
+/** What {@link replicaMain} runs. */
+export interface ReplicaProgram {
+  /** Program name for error lines. */
+  readonly program: string;
+  /** The application. */
+  readonly machine: CommandMachine;
+  /** The application's HTTP routes. */
+  readonly routes?: (request: Request, url: URL, replica: Replica) => Promise<Response | null>;
+}
+
+const FLAGS = {
+  config: { type: "string" },
+  key: { type: "string" },
+  data: { type: "string" },
+  "listen-consensus": { type: "string" },
+  "listen-http": { type: "string" },
+  "log-level": { type: "string" },
+  "view-timeout-ms": { type: "string" },
+} as const;
+
+/**
+ * Runs a replica until SIGINT or SIGTERM (returns 0) or an Engine failure (returns 1).
+ *
+ * @throws {ConfigError} on bad flags, a bad cluster or key file, or a data directory in use
+ * @example
+ * ```ts
+ * import { replicaMain } from "./replica.ts";
+ * // Deno.exit(await replicaMain(Deno.args, { program: "kv-replica", machine: kvMachine }));
+ * ```
+ */
+export async function replicaMain(args: readonly string[], p: ReplicaProgram): Promise<number> {
+  const f = parseFlags(args, FLAGS);
+  const configPath = requireFlag(f, "config");
+  const keyPath = requireFlag(f, "key");
+  const dataDir = requireFlag(f, "data");
+  const logLevel = (f["log-level"] ?? "info") as string;
+  if (!isLogLevel(logLevel)) {
+    throw new ConfigError("bad-flag", `--log-level must be debug, info, warn, error or silent`);
+  }
+  const viewTimeoutMinMs = intFlag(f, "view-timeout-ms", 10, 60_000, LAN_VIEW_TIMEOUT_MIN_MS);
+  const listenConsensus = optionalAddress(f["listen-consensus"], "--listen-consensus");
+  const listenHttp = optionalAddress(f["listen-http"], "--listen-http");
+  const config = await readClusterConfig(configPath);
+  const { secretKey, index } = await readSecretKey(keyPath, config);
+  await Deno.mkdir(dataDir, { recursive: true });
+  const lock = await lockDataDir(dataDir);
+  const me = config.validators[index]!;
+  const storage = await DenoKvStorage.open(`${dataDir}/replica.kv`);
+  const stop = new AbortController();
+  let failed = false;
+  const onSignal = (): void => stop.abort();
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    const replica = await startReplica({
+      chainId: config.chainId,
+      validators: validatorSetOf(config),
+      signer: ed25519Signer(secretKey),
+      storage,
+      machine: p.machine,
+      routes: p.routes,
+      listenConsensus: listenConsensus ?? me.consensus,
+      listenHttp: listenHttp ?? me.http,
+      peers: peersOf(config),
+      pacemaker: { viewTimeoutMinMs, viewTimeoutMaxMs: LAN_VIEW_TIMEOUT_MAX_MS },
+      logLevel: logLevel as LogLevel,
+      name: me.name,
+      signal: stop.signal,
+      onFailure: () => {
+        failed = true;
+        stop.abort();
+      },
+    }).catch((e) => {
+      if (e instanceof Deno.errors.AddrInUse) {
+        throw new ConfigError("address-in-use", `cannot listen: ${(e as Error).message}`);
+      }
+      throw e;
+    });
+    await new Promise<void>((resolve) => {
+      if (stop.signal.aborted) resolve();
+      stop.signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    await replica.close();
+    return failed ? 1 : 0;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    lock.close();
+  }
+}
+
+function optionalAddress(value: unknown, flag: string): HostPort | null {
+  if (value === undefined) return null;
+  return parseHostPort(value as string, flag, { allowZero: true });
+}
+
+/** Every validator of the cluster as a peer (the replica skips its own entry). */
+function peersOf(config: ClusterConfig) {
+  return config.validators.map((v) => ({
+    publicKey: v.publicKey,
+    consensus: v.consensus,
+    httpUrl: `http://${formatHostPort(v.http)}`,
+  }));
+}
+
+/** Takes an exclusive lock on `DIR/lock`; refuses when another process holds it. */
+async function lockDataDir(dir: string): Promise<Deno.FsFile> {
+  const file = await Deno.open(`${dir}/lock`, { create: true, write: true });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), 2_000);
+  });
+  const result = await Promise.race([file.lock(true).then(() => "locked" as const), timeout]);
+  clearTimeout(timer);
+  if (result === "timeout") {
+    throw new ConfigError("data-dir-in-use", `${dir} is in use by another replica process`);
+  }
+  return file;
+}

@@ -1,0 +1,1185 @@
+/**
+ * The replica runtime: one process's replica, wiring the {@link Engine} (the sans-I/O core and
+ * its shell) to real I/O: the Consensus TCP API, the NodeTree HTTP API, catch-up over HTTP, a
+ * {@link Storage} (Deno KV by default), a `setTimeout` clock, and the {@link Mempool} of client
+ * commands with its batching Application.
+ *
+ * ## HTTP routes it adds to the NodeTree HTTP API
+ *
+ * | method and path | body | answer |
+ * |---|---|---|
+ * | `POST /commands` | one raw command (`Content-Type: application/octet-stream`) | `202 {"id"}`; with `?wait=commit`, `200 {"id", "height", "node"}` once committed |
+ * | `POST /commands` | CBOR array of commands (`Content-Type: application/cbor`): the batched path | `202 {"ids": [...]}`; with `?wait=commit`, `200 [{"id", "height", "node"}, ...]` |
+ * | `POST /mempool` | CBOR array of commands (replica to replica forwarding) | `200 {"added": n}` |
+ *
+ * A command id is the SHA-256 of its bytes (hex in answers). `node` is the hash of the Node that
+ * committed the command. Refusals are JSON `{"error": message, "reason": reason}`:
+ * `400 bad-command | bad-body | unknown-parameter`, `413 command-too-large | body-too-large`,
+ * `415 unsupported-media-type`, `422 command-rejected`, `503 pool-full | too-many-waiters |
+ * closed` (with `Retry-After`), `504 wait-timeout`.
+ *
+ * A replica forwards every command a client gives it, and that was new to its pool, to every
+ * peer (`POST /mempool`, batched, one request in flight per peer, a bounded queue per peer), so
+ * whoever leads next can propose it.
+ *
+ * ## Lifecycle
+ *
+ * {@link startReplica} refuses to start when a planted-bug switch is on, then opens the Engine
+ * from storage, starts the Consensus TCP API and the HTTP API and starts the Engine.
+ * {@link Replica.close} (or the `signal`) stops the Engine, the network, the HTTP server and the
+ * storage, in that order, awaiting each. An Engine failure (a failed assertion: a bug, or a
+ * storage error) is logged at level `fatal`, reported to `onFailure`, and closes the replica.
+ *
+ * ## Logs
+ *
+ * One JSON object per line (to stderr by default): `{"time", "level", "event", ...fields}`, with
+ * byte fields in hex and a `reason` field on every rejection. `logLevel` keeps them quiet.
+ *
+ * @module
+ */
+import type { Application } from "./app.ts";
+import { DEFAULT_APP_LIMITS } from "./app.ts";
+import { decodeValue, encodeValue } from "./codec.ts";
+import type { CoreLimits } from "./consensus/core.ts";
+import type { PacemakerOptions } from "./consensus/pacemaker.ts";
+import { plantedSafetyBugs } from "./consensus/safety.ts";
+import type { Signer, Verifier } from "./crypto.ts";
+import { ed25519Verifier } from "./crypto.ts";
+import type { Clock, Network } from "./engine.ts";
+import { Engine } from "./engine.ts";
+import { ConfigError, HotStuffError } from "./errors.ts";
+import type { ConsensusEvent } from "./events.ts";
+import {
+  commandIdKey,
+  type CommandMachine,
+  type CommittedCommand,
+  decodeCommittedRecord,
+  Mempool,
+  MempoolError,
+  type MempoolOptions,
+} from "./mempool.ts";
+import { HttpNodeSource } from "./net/catchup.ts";
+import type { ConnectionLimits, ListenAddress } from "./net/connections.ts";
+import type { HttpApiLimits, NodeTreeView, NodeWithCertificate } from "./net/http.ts";
+import { NodeTreeHttpApi, readBodyLimited } from "./net/http.ts";
+import { ConsensusTcp } from "./net/tcp.ts";
+import type { Storage, StoredNode, WriteBatch } from "./storage/storage.ts";
+import type { Hash, Node, PublicKey, QuorumCertificate } from "./types.ts";
+import { bytesEqual, fromHex, toHex } from "./types.ts";
+import type { ValidatorSet } from "./validators.ts";
+import { plantedBugs } from "./validators.ts";
+
+// The library types this module's signatures mention, so that its documentation is complete.
+export type {
+  CommitNotice,
+  ProduceRequest,
+  ProduceResult,
+  ValidateRequest,
+  ValidateResult,
+} from "./app.ts";
+export { HotStuffError } from "./errors.ts";
+export type { ApplyRequest, ApplyResult, BatchLimits, SubmitResult } from "./mempool.ts";
+export type { CommittedHead, SafetyState, StoredNode, WriteBatch } from "./storage/storage.ts";
+export type { ConsensusMessage, Signature, SignerSignature } from "./types.ts";
+export type { QuorumCount, Validator } from "./validators.ts";
+export type {
+  Core,
+  CoreInput,
+  CoreOptions,
+  CoreOutput,
+  CoreRestore,
+  ExecuteRequest,
+  FetchRequest,
+  Outbound,
+  ProduceCommandRequest,
+  UnsignedMessage,
+} from "./consensus/core.ts";
+export type { NodeTree } from "./consensus/node_tree.ts";
+export type { ConsensusEvent, EquivocationEvidence } from "./events.ts";
+export type { StateUpdate, StateView } from "./app.ts";
+export type { NewViewMessage, ProposeMessage, TimeoutCertificate, VoteMessage } from "./types.ts";
+export type { Application } from "./app.ts";
+export type { CoreLimits } from "./consensus/core.ts";
+export type { PacemakerOptions } from "./consensus/pacemaker.ts";
+export type { Signer, Verifier } from "./crypto.ts";
+export type { Clock } from "./engine.ts";
+export type { Engine } from "./engine.ts";
+export type { CommandMachine, CommittedCommand, Mempool, MempoolOptions } from "./mempool.ts";
+export type { ConnectionLimits, ListenAddress } from "./net/connections.ts";
+export type { HttpApiLimits, NodeTreeView, NodeWithCertificate } from "./net/http.ts";
+export type { Storage } from "./storage/storage.ts";
+export type { Hash, Node, PublicKey, QuorumCertificate } from "./types.ts";
+export type { ValidatorSet } from "./validators.ts";
+
+/** Log levels, quietest last. `fatal` lines (an Engine failure) are written unless `silent`. */
+export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
+
+const LEVELS: Record<LogLevel | "fatal", number> = {
+  debug: 10,
+  info: 20,
+  warn: 30,
+  error: 40,
+  fatal: 50,
+  silent: 100,
+};
+
+/**
+ * Whether `value` names a {@link LogLevel}.
+ *
+ * @example
+ * ```ts
+ * import { isLogLevel } from "./replica.ts";
+ * isLogLevel("warn"); // true
+ * ```
+ */
+export function isLogLevel(value: string): value is LogLevel {
+  return value !== "fatal" && Object.hasOwn(LEVELS, value);
+}
+
+/** Another replica, as this one reaches it. */
+export interface ReplicaPeer {
+  /** The peer's validator key. */
+  readonly publicKey: PublicKey;
+  /** Where its Consensus TCP API listens. */
+  readonly consensus: { readonly hostname: string; readonly port: number };
+  /** Base URL of its HTTP API, e.g. `http://127.0.0.1:9001`. */
+  readonly httpUrl: string;
+}
+
+/** Options of {@link startReplica}. */
+export interface ReplicaOptions {
+  /** Chain id. */
+  readonly chainId: string;
+  /** The validator set. */
+  readonly validators: ValidatorSet;
+  /** This replica's key (a validator's). */
+  readonly signer: Signer;
+  /** Signature verification. Default {@link ed25519Verifier}. */
+  readonly verifier?: Verifier;
+  /** Persistence; the replica closes it on {@link Replica.close}. */
+  readonly storage: Storage;
+  /** The application: a per-command state machine, batched through the mempool. */
+  readonly machine: CommandMachine;
+  /** Where the Consensus TCP API listens (port 0: the OS chooses). */
+  readonly listenConsensus: ListenAddress;
+  /** Where the HTTP API listens (port 0: the OS chooses). */
+  readonly listenHttp: ListenAddress;
+  /** The other validators (an entry with this replica's key is skipped). */
+  readonly peers: readonly ReplicaPeer[];
+  /** Pacemaker timing. Default: 1000 ms minimum view timeout, 30 s maximum. */
+  readonly pacemaker?: PacemakerOptions;
+  /** Core memory bounds. */
+  readonly coreLimits?: CoreLimits;
+  /** Mempool and batch limits (batch limits must match on every replica). */
+  readonly mempool?: Omit<MempoolOptions, "lookupCommitted" | "onCommitted" | "onDropped">;
+  /** Consensus TCP limits. */
+  readonly network?: ConnectionLimits;
+  /** HTTP API limits. Default request timeout 60 s (to let `?wait=commit` wait). */
+  readonly http?: Partial<HttpApiLimits>;
+  /**
+   * Application state values cached in memory (exact: every write goes through the cache), so
+   * the at-most-once check of each command rarely waits for a Deno KV read. Default 200,000.
+   */
+  readonly stateCacheEntriesMax?: number;
+  /** Longest `?wait=commit` wait, ms. Default 30,000. */
+  readonly commitWaitTimeoutMs?: number;
+  /** Commands queued for one peer's forwarding; beyond it the oldest are dropped. Default 50,000. */
+  readonly forwardQueueMax?: number;
+  /** Largest forwarding request body, bytes. Default 512 KiB. */
+  readonly forwardBatchBytesMax?: number;
+  /** Application routes tried before the replica's own (e.g. the key-value API). */
+  readonly routes?: (request: Request, url: URL, replica: Replica) => Promise<Response | null>;
+  /** Least level logged. Default `"info"`. */
+  readonly logLevel?: LogLevel;
+  /** Where log lines go. Default: stderr. */
+  readonly logSink?: (line: string) => void;
+  /** A name for logs and status (e.g. `"replica-0"`). */
+  readonly name?: string;
+  /** Aborting it closes the replica. */
+  readonly signal?: AbortSignal;
+  /** Called once if the Engine fails (a bug); the replica then closes itself. */
+  readonly onFailure?: (error: unknown) => void;
+}
+
+/**
+ * A `setTimeout` clock with one timer: monotonic milliseconds (`performance.now`).
+ *
+ * @example
+ * ```ts
+ * import { systemClock } from "./replica.ts";
+ * const clock = systemClock();
+ * clock.setTimer(clock.now() + 10, () => console.log("tick"));
+ * clock.clearTimer();
+ * ```
+ */
+export function systemClock(): Clock {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return {
+    now: () => performance.now(),
+    setTimer(at: number, callback: () => void): void {
+      clearTimeout(timer);
+      // Never early: setTimeout truncates fractional delays and may fire a little before `at`,
+      // and the core ignores a tick before its deadline (without arming a new timer).
+      const delay = (): number => Math.max(0, Math.ceil(at - performance.now()));
+      const fire = (): void => {
+        if (performance.now() < at) {
+          timer = setTimeout(fire, delay());
+          return;
+        }
+        timer = undefined;
+        callback();
+      };
+      timer = setTimeout(fire, delay());
+    },
+    clearTimer(): void {
+      clearTimeout(timer);
+      timer = undefined;
+    },
+  };
+}
+
+/**
+ * Throws unless every planted-bug switch (test-only) is off.
+ *
+ * @throws {ConfigError} `planted-bug` naming the switches that are on
+ * @example
+ * ```ts
+ * import { refusePlantedBugs } from "./replica.ts";
+ * refusePlantedBugs(); // fine: all switches are off
+ * ```
+ */
+export function refusePlantedBugs(): void {
+  const on = [
+    ...Object.entries(plantedSafetyBugs).filter(([, v]) => v).map(([k]) => `safety.${k}`),
+    ...Object.entries(plantedBugs).filter(([, v]) => v).map(([k]) => `validators.${k}`),
+  ];
+  if (on.length > 0) {
+    throw new ConfigError("planted-bug", `refusing to start: planted bug switch on: ${on}`);
+  }
+}
+
+/**
+ * Starts a replica. Resolves once it listens on both ports and its Engine runs.
+ *
+ * @param options identity, cluster, storage, application, addresses, limits, logging
+ * @throws {ConfigError} `planted-bug` when a test-only bug switch is on; on bad options
+ * @example
+ * ```ts
+ * // const replica = await startReplica({ chainId, validators, signer, storage, machine,
+ * //   listenConsensus, listenHttp, peers });
+ * // console.log(replica.status()); await replica.close();
+ * ```
+ */
+export async function startReplica(options: ReplicaOptions): Promise<Replica> {
+  refusePlantedBugs();
+  if (options.validators.get(options.signer.publicKey) === undefined) {
+    throw new ConfigError("not-a-validator", "the signer's key is not in the validator set");
+  }
+  const replica = new Replica(options);
+  try {
+    await replica.start();
+  } catch (e) {
+    await replica.close();
+    throw e;
+  }
+  return replica;
+}
+
+/**
+ * A running replica. Implements the {@link NodeTreeView} its HTTP API serves.
+ *
+ * @example
+ * ```ts
+ * // const replica = await startReplica(options);
+ * // const [done] = await replica.submit([command], { wait: true });
+ * // console.log(done.height, replica.status());
+ * // await replica.close();
+ * ```
+ */
+export class Replica implements NodeTreeView {
+  /** The pool of client commands. */
+  readonly mempool: Mempool;
+  readonly #o: ReplicaOptions;
+  readonly #log: ReplicaLog;
+  readonly #tcp: ConsensusTcp;
+  readonly #http: NodeTreeHttpApi;
+  readonly #source: HttpNodeSource;
+  readonly #forwarder: Forwarder;
+  readonly #storage: CachedStateStorage;
+  readonly #started = performance.now();
+  #engine: Engine | null = null;
+  #watchdog: ReturnType<typeof setInterval> | undefined;
+  #closing: Promise<void> | null = null;
+  #failure: unknown = null;
+  #lastProgressLog = performance.now();
+
+  /** Use {@link startReplica}. */
+  constructor(options: ReplicaOptions) {
+    this.#o = options;
+    this.#log = new ReplicaLog(options.logLevel ?? "info", options.logSink, options.name);
+    this.#storage = new CachedStateStorage(
+      options.storage,
+      options.stateCacheEntriesMax ?? 200_000,
+    );
+    const me = options.signer.publicKey;
+    const peers = options.peers.filter((p) => !bytesEqual(p.publicKey, me));
+    this.mempool = new Mempool(options.machine, {
+      ...options.mempool,
+      lookupCommitted: (id) => this.#lookupCommitted(id),
+      onDropped: (id, reason) => this.#log.write("warn", "mempool:drop", { id, reason }),
+    });
+    const netLog = (event: string, fields: Record<string, unknown>): void =>
+      this.#log.write(netLevel(event), event, fields);
+    this.#tcp = new ConsensusTcp({
+      ...options.network,
+      chainId: options.chainId,
+      signer: options.signer,
+      verifier: options.verifier ?? ed25519Verifier(),
+      validators: options.validators,
+      listen: options.listenConsensus,
+      peers: peers.map((p) => ({ publicKey: p.publicKey, ...p.consensus })),
+      log: netLog,
+    });
+    this.#source = new HttpNodeSource({
+      peers: peers.map((p) => ({ publicKey: p.publicKey, url: p.httpUrl })),
+      log: netLog,
+    });
+    this.#http = new NodeTreeHttpApi({
+      requestTimeoutMs: 60_000,
+      ...options.http,
+      hostname: options.listenHttp.hostname,
+      port: options.listenHttp.port,
+      view: this,
+      extraRoutes: (request, url) => this.#routes(request, url),
+      log: netLog,
+    });
+    this.#forwarder = new Forwarder(peers.map((p) => p.httpUrl), {
+      queueMax: options.forwardQueueMax ?? 50_000,
+      batchBytesMax: options.forwardBatchBytesMax ?? 512 * 1024,
+      log: (event, fields) => this.#log.write("warn", event, fields),
+    });
+  }
+
+  /** Opens the Engine and starts the network, the HTTP API and the Engine. Called once. */
+  async start(): Promise<void> {
+    const o = this.#o;
+    const tcp = this.#tcp;
+    const network: Network = {
+      send: (to, message) => void tcp.send(to, message),
+      broadcast: (message) => tcp.broadcast(message),
+    };
+    const app: Application = this.mempool.application;
+    const engine = await Engine.open({
+      chainId: o.chainId,
+      validators: o.validators,
+      signer: o.signer,
+      verifier: o.verifier ?? ed25519Verifier(),
+      storage: this.#storage,
+      app,
+      network,
+      nodeSource: this.#source,
+      clock: systemClock(),
+      // Batches may carry more updates than the Engine's default allows (see BatchLimits).
+      appLimits: {
+        ...DEFAULT_APP_LIMITS,
+        updatesMax: Math.max(DEFAULT_APP_LIMITS.updatesMax, this.mempool.limits.batchUpdatesMax),
+      },
+      pacemaker: o.pacemaker,
+      limits: o.coreLimits,
+      onEvent: (e) => this.#onEvent(e),
+    });
+    this.#engine = engine;
+    this.#source.attach(engine);
+    tcp.onMessage((from, message) => engine.receive(from, message));
+    if (this.#closing !== null) return;
+    await tcp.start();
+    await this.#http.start();
+    engine.start();
+    this.#watchdog = setInterval(() => this.#watch(), 100);
+    o.signal?.addEventListener("abort", () => void this.close(), { once: true });
+    if (o.signal?.aborted) void this.close();
+    this.#log.write("info", "replica:start", {
+      publicKey: toHex(o.signer.publicKey),
+      consensus: `${o.listenConsensus.hostname}:${tcp.port}`,
+      http: `${o.listenHttp.hostname}:${this.#http.port}`,
+      view: engine.core.view,
+      committedHeight: engine.core.tree.root.node.height,
+    });
+  }
+
+  /** The Engine (for tests and observers). */
+  get engine(): Engine {
+    if (this.#engine === null) throw new HotStuffError("not-started", "the replica is not started");
+    return this.#engine;
+  }
+
+  /** The port of the Consensus TCP API. */
+  get consensusPort(): number {
+    return this.#tcp.port;
+  }
+
+  /** The port of the HTTP API. */
+  get httpPort(): number {
+    return this.#http.port;
+  }
+
+  /** The Engine's failure (a bug, or a storage error), or null. */
+  get failure(): unknown {
+    return this.#failure;
+  }
+
+  /** True once {@link Replica.close} has been called (or the replica failed). */
+  get closed(): boolean {
+    return this.#closing !== null;
+  }
+
+  /**
+   * Stops the Engine, the network, the HTTP server and the storage, in that order, awaiting each.
+   * Clients still waiting for commits are answered `503 closed`. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown();
+    return this.#closing;
+  }
+
+  async #shutdown(): Promise<void> {
+    clearInterval(this.#watchdog);
+    await this.#engine?.stop();
+    await this.#tcp.close();
+    this.mempool.close();
+    await this.#forwarder.close();
+    await this.#http.close();
+    await this.#source.close();
+    await this.#storage.close();
+    this.#log.write("info", "replica:closed", {});
+    this.#log.flush();
+  }
+
+  /**
+   * Submits commands as a client would: adds them to the pool and forwards the new ones to the
+   * peers. With `wait`, resolves when every one is committed.
+   *
+   * @throws {MempoolError} see {@link Mempool.submit} and {@link Mempool.waitForCommit}
+   */
+  async submit(
+    commands: readonly Uint8Array[],
+    options: { wait?: boolean; signal?: AbortSignal } = {},
+  ): Promise<Array<{ id: string; height: number | null; node: string | null }>> {
+    const r = await this.mempool.submit(commands, { lookupCommitted: true });
+    this.#forwarder.push(r.added);
+    this.#storage.prefetch(r.addedIds.map(idKeyOf));
+    if (options.wait !== true) return r.ids.map((id) => ({ id, height: null, node: null }));
+    const timeoutMs = this.#o.commitWaitTimeoutMs ?? 30_000;
+    return await Promise.all(r.ids.map((id, i) =>
+      r.committed.get(i) ??
+        this.mempool.waitForCommit(id, { timeoutMs, signal: options.signal })
+    ));
+  }
+
+  /** Committed application state for `key`, or null. */
+  committedState(key: Uint8Array): Promise<Uint8Array | null> {
+    return this.#storage.getState(key);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // NodeTreeView
+
+  /** See {@link NodeTreeView.status}. */
+  status(): Record<string, unknown> {
+    const core = this.engine.core;
+    const s = core.safety;
+    const root = core.tree.root;
+    return {
+      name: this.#o.name ?? null,
+      chainId: this.#o.chainId,
+      publicKey: toHex(this.#o.signer.publicKey),
+      view: core.view,
+      leader: toHex(core.leader(core.view)),
+      committed: { height: root.node.height, hash: toHex(root.hash) },
+      lock: { view: s.lockedQC.view, node: toHex(s.lockedQC.nodeHash) },
+      highQC: { view: s.highQC.view, node: toHex(s.highQC.nodeHash) },
+      highTC: s.highTC === null ? null : { view: s.highTC.view },
+      lastVotedView: s.lastVotedView,
+      peers: this.#tcp.status(),
+      mempool: {
+        commands: this.mempool.size,
+        bytes: this.mempool.bytes,
+        waiting: this.mempool.waiting,
+        committedCommands: this.mempool.committedCommands,
+      },
+      engine: { droppedMessages: this.engine.dropped, failed: this.#failure !== null },
+      uptimeMs: Math.round(performance.now() - this.#started),
+    };
+  }
+
+  /** See {@link NodeTreeView.nodeByHash}. */
+  async nodeByHash(hash: Uint8Array): Promise<NodeWithCertificate | null> {
+    const storage = this.#o.storage;
+    const node = (await storage.getNode(hash))?.node ?? this.engine.core.tree.get(hash)?.node;
+    if (node === undefined) return null;
+    const atHeight = await storage.committedHash(node.height);
+    const committed = atHeight !== null && bytesEqual(atHeight, hash);
+    let certificate: QuorumCertificate | null = null;
+    if (committed) {
+      const nextHash = await storage.committedHash(node.height + 1);
+      const next = nextHash === null ? null : await storage.getNode(nextHash);
+      if (next !== null) certificate = certifies(next.node, hash);
+    }
+    return { node, hash, certificate: certificate ?? this.#certificateInTree(hash), committed };
+  }
+
+  /** See {@link NodeTreeView.committedRange}. */
+  async committedRange(fromHeight: number, toHeight: number): Promise<NodeWithCertificate[]> {
+    const storage = this.#o.storage;
+    const nodes: Array<{ node: Node; hash: Hash }> = [];
+    // One Node beyond the range: its justify certifies the last one.
+    for (let h = Math.max(1, fromHeight); h <= toHeight + 1; h++) {
+      const hash = await storage.committedHash(h);
+      const stored = hash === null ? null : await storage.getNode(hash);
+      if (stored === null) break;
+      nodes.push({ node: stored.node, hash: stored.hash });
+    }
+    const out: NodeWithCertificate[] = [];
+    for (const [i, n] of nodes.entries()) {
+      if (n.node.height > toHeight) break;
+      const next = nodes[i + 1];
+      const certificate = next === undefined
+        ? this.#certificateInTree(n.hash)
+        : certifies(next.node, n.hash);
+      out.push({ node: n.node, hash: n.hash, certificate, committed: true });
+    }
+    return out;
+  }
+
+  /** See {@link NodeTreeView.chainFrom}. */
+  chainFrom(fromHeight: number, limit: number): Promise<Node[]> {
+    return this.engine.serveNodes(fromHeight, limit);
+  }
+
+  /** A QC for `hash` known to the NodeTree: a child's justify, or the highest QC. */
+  #certificateInTree(hash: Hash): QuorumCertificate | null {
+    const core = this.engine.core;
+    if (bytesEqual(core.safety.highQC.nodeHash, hash)) return core.safety.highQC;
+    for (const e of core.tree.entries()) {
+      if (bytesEqual(e.node.justify.nodeHash, hash)) return e.node.justify;
+    }
+    return null;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // HTTP routes: commands and forwarding
+
+  async #routes(request: Request, url: URL): Promise<Response | null> {
+    try {
+      const own = this.#o.routes === undefined ? null : await this.#o.routes(request, url, this);
+      if (own !== null) return own;
+      if (url.pathname === "/commands") return await this.#postCommands(request, url);
+      if (url.pathname === "/mempool") return await this.#postMempool(request, url);
+      return null;
+    } catch (e) {
+      const refusal = asRouteError(e);
+      if (refusal === null) throw e;
+      return errorJson(refusal.status, refusal.reason, refusal.message);
+    }
+  }
+
+  async #postCommands(request: Request, url: URL): Promise<Response> {
+    requirePost(request);
+    const wait = readWait(url);
+    const type = mediaType(request);
+    const body = await readBodyLimited(request, this.#bodyBytesMax());
+    let commands: Uint8Array[];
+    let single = false;
+    if (type === "application/cbor") commands = decodeCommandArray(body);
+    else if (type === "application/octet-stream" || type === null) {
+      commands = [body];
+      single = true;
+    } else {
+      throw new RouteError(415, "unsupported-media-type", `Content-Type ${type} is not supported`);
+    }
+    if (commands.length === 0) throw new RouteError(400, "bad-command", "no commands given");
+    const results = await this.submit(commands, { wait });
+    if (!wait) {
+      const ids = results.map((r) => r.id);
+      return jsonResponse(single ? { id: ids[0] } : { ids }, 202);
+    }
+    return jsonResponse(single ? results[0] : results, 200);
+  }
+
+  async #postMempool(request: Request, url: URL): Promise<Response> {
+    requirePost(request);
+    const name = url.searchParams.keys().next().value;
+    if (name !== undefined) {
+      throw new RouteError(400, "unknown-parameter", `unknown query parameter ${name}`);
+    }
+    const commands = decodeCommandArray(await readBodyLimited(request, this.#bodyBytesMax()));
+    const r = await this.mempool.submit(commands);
+    this.#storage.prefetch(r.addedIds.map(idKeyOf));
+    return jsonResponse({ added: r.added.length }, 200);
+  }
+
+  #bodyBytesMax(): number {
+    return this.#o.http?.bodyBytesMax ?? 1024 * 1024;
+  }
+
+  async #lookupCommitted(id: Uint8Array): Promise<CommittedCommand | null> {
+    const value = await this.#storage.getState(commandIdKey(id));
+    return value === null ? null : decodeCommittedRecord(toHex(id), value);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Events, failure, logs
+
+  #onEvent(e: ConsensusEvent): void {
+    const { level, fields } = eventLog(e);
+    this.#log.write(level, e.type, fields);
+  }
+
+  #watch(): void {
+    const engine = this.#engine;
+    if (engine === null || this.#closing !== null) return;
+    if (engine.failure !== null) return this.#fail(engine.failure);
+    const now = performance.now();
+    if (now - this.#lastProgressLog >= 10_000) {
+      this.#lastProgressLog = now;
+      const core = engine.core;
+      this.#log.write("info", "replica:progress", {
+        view: core.view,
+        committedHeight: core.tree.root.node.height,
+        committedCommands: this.mempool.committedCommands,
+        poolCommands: this.mempool.size,
+      });
+    }
+  }
+
+  #fail(error: unknown): void {
+    if (this.#failure !== null) return;
+    this.#failure = error;
+    this.#log.write("fatal", "engine:failure", {
+      reason: error instanceof HotStuffError ? error.reason : "assertion",
+      error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+      stack: error instanceof Error ? error.stack ?? null : null,
+    });
+    try {
+      this.#o.onFailure?.(error);
+    } finally {
+      void this.close();
+    }
+  }
+}
+
+function idKeyOf(idHex: string): Uint8Array {
+  return commandIdKey(fromHex(idHex)!);
+}
+
+/** The certificate `child` carries for `hash`, if it certifies it. */
+function certifies(child: Node, hash: Hash): QuorumCertificate | null {
+  return bytesEqual(child.justify.nodeHash, hash) ? child.justify : null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP helpers
+
+function requirePost(request: Request): void {
+  if (request.method !== "POST") {
+    throw new RouteError(405, "method-not-allowed", `${request.method} is not allowed; use POST`);
+  }
+}
+
+function readWait(url: URL): boolean {
+  let wait = false;
+  for (const [name, value] of url.searchParams) {
+    if (name !== "wait") {
+      throw new RouteError(400, "unknown-parameter", `unknown query parameter ${name}`);
+    }
+    if (value !== "commit") {
+      throw new RouteError(400, "bad-parameter", `wait must be "commit": ${JSON.stringify(value)}`);
+    }
+    wait = true;
+  }
+  return wait;
+}
+
+function mediaType(request: Request): string | null {
+  const header = request.headers.get("content-type");
+  if (header === null) return null;
+  return header.split(";")[0]!.trim().toLowerCase();
+}
+
+/** Most commands in one CBOR array body. */
+const SUBMIT_COMMANDS_MAX = 65_536;
+
+function decodeCommandArray(body: Uint8Array): Uint8Array[] {
+  let value: unknown;
+  try {
+    value = decodeValue(body);
+  } catch (e) {
+    throw new RouteError(400, "bad-body", `body is not CBOR: ${(e as Error).message}`);
+  }
+  if (!Array.isArray(value) || !value.every((c) => c instanceof Uint8Array)) {
+    throw new RouteError(400, "bad-body", "body must be a CBOR array of byte strings");
+  }
+  if (value.length > SUBMIT_COMMANDS_MAX) {
+    throw new RouteError(400, "bad-body", `${value.length} commands exceed ${SUBMIT_COMMANDS_MAX}`);
+  }
+  return value as Uint8Array[];
+}
+
+const MEMPOOL_STATUS: Record<string, number> = {
+  "bad-command": 400,
+  "command-too-large": 413,
+  "command-rejected": 422,
+  "pool-full": 503,
+  "too-many-waiters": 503,
+  "closed": 503,
+  "wait-timeout": 504,
+};
+
+/**
+ * A refusal of an HTTP request: answered as JSON `{"error", "reason"}` with this status.
+ *
+ * @example
+ * ```ts
+ * import { RouteError } from "./replica.ts";
+ * throw new RouteError(404, "not-found", "no such key");
+ * ```
+ */
+export class RouteError extends HotStuffError {
+  /** HTTP status, 400 to 599. */
+  readonly status: number;
+
+  /**
+   * A refusal with this status, reason and message.
+   *
+   * @param status HTTP status, 400 to 599
+   * @param reason machine-readable reason
+   * @param message what was wrong, with the offending value
+   */
+  constructor(status: number, reason: string, message: string) {
+    super(reason, message);
+    this.name = "RouteError";
+    this.status = status;
+  }
+}
+
+/** The refusal an error stands for, or null when it is not a refusal (a bug: answered 500). */
+function asRouteError(e: unknown): RouteError | null {
+  if (e instanceof RouteError) return e;
+  if (e instanceof MempoolError) {
+    return new RouteError(MEMPOOL_STATUS[e.reason] ?? 500, e.reason, e.message);
+  }
+  if (e instanceof HotStuffError && e.reason === "body-too-large") {
+    return new RouteError(413, e.reason, e.message);
+  }
+  return null;
+}
+
+/**
+ * A JSON error answer `{"error": message, "reason": reason}`.
+ *
+ * @example
+ * ```ts
+ * import { errorJson } from "./replica.ts";
+ * errorJson(404, "not-found", "no key k").status; // 404
+ * ```
+ */
+export function errorJson(status: number, reason: string, message: string): Response {
+  return jsonResponse({ error: message, reason }, status);
+}
+
+/**
+ * A JSON response.
+ *
+ * @example
+ * ```ts
+ * import { jsonResponse } from "./replica.ts";
+ * const r = jsonResponse({ ok: true }, 200);
+ * console.log(r.headers.get("content-type"));
+ * ```
+ */
+export function jsonResponse(value: unknown, status = 200): Response {
+  const headers: Record<string, string> = { "content-type": "application/json; charset=utf-8" };
+  if (status === 503) headers["retry-after"] = "1";
+  return new Response(JSON.stringify(value), { status, headers });
+}
+
+// ---------------------------------------------------------------------------------------------
+// An exact read cache of application state
+
+/** Reads of command-id keys warmed at once, at most (the rest are skipped). */
+const PREFETCH_QUEUE_MAX = 100_000;
+/** Prefetch reads in flight at once. */
+const PREFETCH_CONCURRENCY = 32;
+
+/**
+ * A {@link Storage} that caches application state values. Exact, because every write goes
+ * through it: a committed update replaces the cached value, and a read that races with a write
+ * never overwrites what the write put there. Bounded: the oldest entries are dropped. Commands
+ * entering the pool have their id keys read ahead of time ({@link CachedStateStorage.prefetch}),
+ * so validating a proposal rarely waits for Deno KV.
+ */
+class CachedStateStorage implements Storage {
+  readonly #inner: Storage;
+  readonly #max: number;
+  readonly #cache = new Map<string, { value: Uint8Array | null; seq: number }>();
+  #seq = 0;
+  #queue: Uint8Array[] = [];
+  #prefetching = 0;
+  #closed = false;
+
+  constructor(inner: Storage, max: number) {
+    if (!Number.isSafeInteger(max) || max < 0) {
+      throw new ConfigError("bad-option", `stateCacheEntriesMax must be >= 0: ${max}`);
+    }
+    this.#inner = inner;
+    this.#max = max;
+  }
+
+  loadSafety(): ReturnType<Storage["loadSafety"]> {
+    return this.#inner.loadSafety();
+  }
+
+  async write(batch: WriteBatch): Promise<void> {
+    await this.#inner.write(batch);
+    const seq = ++this.#seq;
+    for (const c of batch.commits ?? []) {
+      for (const [k, v] of c.updates) this.#set(toHex(k), v, seq);
+    }
+  }
+
+  getNode(hash: Hash): Promise<StoredNode | null> {
+    return this.#inner.getNode(hash);
+  }
+
+  committedHash(height: number): Promise<Hash | null> {
+    return this.#inner.committedHash(height);
+  }
+
+  committedHead(): ReturnType<Storage["committedHead"]> {
+    return this.#inner.committedHead();
+  }
+
+  async getState(key: Uint8Array): Promise<Uint8Array | null> {
+    const id = toHex(key);
+    const hit = this.#cache.get(id);
+    if (hit !== undefined) return hit.value;
+    const start = this.#seq;
+    const value = await this.#inner.getState(key);
+    // A write that finished meanwhile put the newer value there: keep it.
+    const now = this.#cache.get(id);
+    if (now === undefined || now.seq <= start) this.#set(id, value, start);
+    return value;
+  }
+
+  uncommittedNodes(): Promise<StoredNode[]> {
+    return this.#inner.uncommittedNodes();
+  }
+
+  /** Reads `keys` into the cache in the background (bounded; best effort). */
+  prefetch(keys: readonly Uint8Array[]): void {
+    if (this.#max === 0 || this.#closed) return;
+    const room = PREFETCH_QUEUE_MAX - this.#queue.length;
+    this.#queue.push(...keys.slice(0, Math.max(0, room)));
+    while (this.#prefetching < PREFETCH_CONCURRENCY && this.#queue.length > 0) {
+      this.#prefetching++;
+      void this.#prefetchLoop();
+    }
+  }
+
+  async #prefetchLoop(): Promise<void> {
+    try {
+      while (!this.#closed) {
+        const key = this.#queue.shift();
+        if (key === undefined) break;
+        if (this.#cache.has(toHex(key))) continue;
+        await this.getState(key).catch(() => {});
+      }
+    } finally {
+      this.#prefetching--;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#queue = [];
+    while (this.#prefetching > 0) await new Promise((r) => setTimeout(r, 1));
+    await this.#inner.close();
+  }
+
+  #set(id: string, value: Uint8Array | null, seq: number): void {
+    if (this.#max === 0) return;
+    this.#cache.delete(id);
+    this.#cache.set(id, { value, seq });
+    if (this.#cache.size > this.#max) this.#cache.delete(this.#cache.keys().next().value!);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding commands to peers
+
+interface ForwardPeer {
+  readonly url: string;
+  queue: Uint8Array[];
+  sending: Promise<void> | null;
+  backoffMs: number;
+  dropped: number;
+}
+
+/** Forwards new commands to every peer's `POST /mempool`, batched, one request per peer. */
+class Forwarder {
+  readonly #peers: ForwardPeer[];
+  readonly #queueMax: number;
+  readonly #batchBytesMax: number;
+  readonly #log: (event: string, fields: Record<string, unknown>) => void;
+  readonly #abort = new AbortController();
+
+  constructor(
+    urls: readonly string[],
+    o: {
+      queueMax: number;
+      batchBytesMax: number;
+      log: (event: string, fields: Record<string, unknown>) => void;
+    },
+  ) {
+    this.#peers = urls.map((url) => ({ url, queue: [], sending: null, backoffMs: 0, dropped: 0 }));
+    this.#queueMax = o.queueMax;
+    this.#batchBytesMax = o.batchBytesMax;
+    this.#log = o.log;
+  }
+
+  push(commands: readonly Uint8Array[]): void {
+    if (commands.length === 0 || this.#abort.signal.aborted) return;
+    for (const p of this.#peers) {
+      p.queue.push(...commands);
+      const over = p.queue.length - this.#queueMax;
+      if (over > 0) {
+        // The oldest are in every other pool already, or will be proposed by this replica.
+        p.queue.splice(0, over);
+        p.dropped += over;
+        if (isPowerOfTwo(p.dropped)) {
+          this.#log("mempool:forward-dropped", {
+            peer: p.url,
+            reason: "queue-full",
+            dropped: p.dropped,
+          });
+        }
+      }
+      p.sending ??= this.#drain(p).finally(() => {
+        p.sending = null;
+      });
+    }
+  }
+
+  async #drain(p: ForwardPeer): Promise<void> {
+    while (p.queue.length > 0 && !this.#abort.signal.aborted) {
+      const batch = this.#take(p);
+      const ok = await this.#post(p, batch);
+      if (ok) {
+        p.backoffMs = 0;
+        continue;
+      }
+      p.backoffMs = Math.min(Math.max(100, p.backoffMs * 2), 5_000);
+      await sleep(p.backoffMs, this.#abort.signal);
+    }
+  }
+
+  #take(p: ForwardPeer): Uint8Array[] {
+    let bytes = 16;
+    let n = 0;
+    while (n < p.queue.length) {
+      const size = p.queue[n]!.length + 5;
+      if (n > 0 && bytes + size > this.#batchBytesMax) break;
+      bytes += size;
+      n++;
+    }
+    return p.queue.splice(0, n);
+  }
+
+  /** True when the peer answered (even with a refusal: then the batch is not retried). */
+  async #post(p: ForwardPeer, batch: Uint8Array[]): Promise<boolean> {
+    try {
+      const response = await fetch(`${p.url}/mempool`, {
+        method: "POST",
+        headers: { "content-type": "application/cbor" },
+        body: encodeValue(batch) as Uint8Array<ArrayBuffer>,
+        signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(5_000)]),
+      });
+      await response.body?.cancel();
+      if (!response.ok) {
+        this.#log("mempool:forward-refused", { peer: p.url, reason: `status-${response.status}` });
+      }
+      return true;
+    } catch (e) {
+      if (!this.#abort.signal.aborted) {
+        // Retried after a backoff: the peer may be restarting.
+        p.queue.unshift(...batch.slice(0, Math.max(0, this.#queueMax - p.queue.length)));
+        if (p.backoffMs === 0) {
+          this.#log("mempool:forward-failed", {
+            peer: p.url,
+            reason: "unreachable",
+            error: String(e),
+          });
+        }
+      }
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#abort.abort();
+    await Promise.all(this.#peers.map((p) => p.sending?.catch(() => {})));
+  }
+}
+
+function isPowerOfTwo(n: number): boolean {
+  return n > 0 && (n & (n - 1)) === 0;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logging
+
+/** Events that come in floods (one per view) log at debug; rejections are rate limited. */
+function eventLog(
+  e: ConsensusEvent,
+): { level: LogLevel | "fatal"; fields: Record<string, unknown> } {
+  const { type: _type, ...rest } = e;
+  switch (e.type) {
+    case "message:reject":
+      return { level: "warn", fields: rest };
+    case "equivocation:detect":
+      return {
+        level: "error",
+        fields: {
+          reason: e.evidence.kind,
+          view: e.evidence.kind === "double-vote"
+            ? e.evidence.first.view
+            : e.evidence.first.node.view,
+        },
+      };
+    case "view:timeout":
+    case "tc:form":
+    case "catchup:request":
+    case "catchup:receive":
+      return { level: "info", fields: rest };
+    default:
+      return { level: "debug", fields: rest };
+  }
+}
+
+function netLevel(event: string): LogLevel {
+  switch (event) {
+    case "net:dial-failed":
+    case "catchup:peer-skipped":
+      return "debug";
+    case "net:handshake-failed":
+    case "net:bad-frame":
+    case "net:queue-full":
+    case "net:disconnected":
+    case "net:handler-error":
+    case "http:timeout":
+      return "warn";
+    case "net:task-failed":
+    case "http:handler-error":
+      return "error";
+    default:
+      return "info";
+  }
+}
+
+/** Lines per event and reason in one window before the rest are counted instead. */
+const LOG_BURST_MAX = 20;
+const LOG_WINDOW_MS = 10_000;
+
+/** One JSON object per line; warnings rate limited per event and reason. */
+class ReplicaLog {
+  readonly #min: number;
+  readonly #sink: (line: string) => void;
+  readonly #name: string | undefined;
+  readonly #bursts = new Map<string, { start: number; count: number }>();
+
+  constructor(level: LogLevel, sink: ((line: string) => void) | undefined, name?: string) {
+    if (!isLogLevel(level)) throw new ConfigError("bad-option", `unknown log level ${level}`);
+    this.#min = LEVELS[level];
+    this.#sink = sink ?? stderrSink;
+    this.#name = name;
+  }
+
+  write(level: LogLevel | "fatal", event: string, fields: Record<string, unknown>): void {
+    if (LEVELS[level] < this.#min || level === "silent") return;
+    if (level === "warn" && !this.#admit(event, fields)) return;
+    const line: Record<string, unknown> = { time: new Date().toISOString(), level, event };
+    if (this.#name !== undefined) line.replica = this.#name;
+    for (const [k, v] of Object.entries(fields)) line[k] = jsonSafe(v);
+    try {
+      this.#sink(JSON.stringify(line));
+    } catch {
+      // A broken log sink must not stop the replica.
+    }
+  }
+
+  #admit(event: string, fields: Record<string, unknown>): boolean {
+    const key = `${event}/${String(fields.reason ?? "")}`;
+    const now = performance.now();
+    let b = this.#bursts.get(key);
+    if (b === undefined || now - b.start > LOG_WINDOW_MS) {
+      if (b !== undefined && b.count > LOG_BURST_MAX) {
+        this.#emitSuppressed(key, b.count - LOG_BURST_MAX);
+      }
+      if (this.#bursts.size > 1000) this.#bursts.clear();
+      this.#bursts.set(key, b = { start: now, count: 0 });
+    }
+    b.count++;
+    return b.count <= LOG_BURST_MAX;
+  }
+
+  #emitSuppressed(key: string, count: number): void {
+    const line = {
+      time: new Date().toISOString(),
+      level: "warn",
+      event: "log:suppressed",
+      key,
+      count,
+    };
+    try {
+      this.#sink(JSON.stringify(line));
+    } catch {
+      // ignore
+    }
+  }
+
+  flush(): void {
+    for (const [key, b] of this.#bursts) {
+      if (b.count > LOG_BURST_MAX) this.#emitSuppressed(key, b.count - LOG_BURST_MAX);
+    }
+    this.#bursts.clear();
+  }
+}
+
+const lineEncoder = new TextEncoder();
+
+function stderrSink(line: string): void {
+  const bytes = lineEncoder.encode(line + "\n");
+  let written = 0;
+  while (written < bytes.length) written += Deno.stderr.writeSync(bytes.subarray(written));
+}
+
+function jsonSafe(v: unknown): unknown {
+  if (v instanceof Uint8Array) return toHex(v);
+  if (Array.isArray(v)) return v.map(jsonSafe);
+  if (typeof v === "bigint") return v.toString();
+  if (v instanceof Error) return `${v.name}: ${v.message}`;
+  return v;
+}
