@@ -26,7 +26,13 @@ import type { PacemakerOptions } from "./consensus/pacemaker.ts";
 import { MessageVerifier } from "./consensus/verify.ts";
 import type { Signer, Verifier } from "./crypto.ts";
 import type { ConsensusEvent } from "./events.ts";
-import type { StateUpdate, Storage, StoredNode } from "./storage/storage.ts";
+import type {
+  SafetyState,
+  StateUpdate,
+  Storage,
+  StoredNode,
+  WriteBatch,
+} from "./storage/storage.ts";
 import type { ConsensusMessage, Hash, Node, PublicKey } from "./types.ts";
 import { bytesEqual, SignatureDomain, toHex } from "./types.ts";
 import type { ValidatorSet } from "./validators.ts";
@@ -96,6 +102,9 @@ type Job =
   | { readonly kind: "self"; readonly message: ConsensusMessage }
   | { readonly kind: "nodes"; readonly from: PublicKey; readonly nodes: readonly Node[] };
 
+/** A pending group-commit write is flushed once it holds this many Nodes and commits. */
+const GROUP_COMMIT_NODES_MAX = 64;
+
 /** Most jobs queued; beyond it incoming peer messages are dropped (and counted). */
 const QUEUE_MAX = 100_000;
 
@@ -124,6 +133,14 @@ export class Engine {
   #failure: unknown = null;
   /** Peer messages dropped because the queue was full. */
   dropped = 0;
+  /**
+   * Group commit (Spec 10.1 step 1): writes of consecutive inputs that send nothing are merged
+   * and made durable together, before the next send, when the queue drains, or when large.
+   */
+  #pending: { safety?: SafetyState; nodes: StoredNode[]; commits: StoredNode[] } | null = null;
+  /** Commit notifications and `node:commit` events waiting for the pending write. */
+  #pendingCommitted: StoredNode[] = [];
+  #pendingCommitEvents: ConsensusEvent[] = [];
 
   private constructor(options: EngineOptions, core: Core) {
     this.#o = options;
@@ -188,12 +205,17 @@ export class Engine {
     if (this.#failure !== null) throw this.#failure;
   }
 
-  /** Stops: no more jobs run; the timer is cleared. Awaits the job in progress. */
-  async stop(): Promise<void> {
+  /**
+   * Stops: no more jobs run; the timer is cleared. Awaits the job in progress, then makes the
+   * pending group-commit write durable (unless `flush` is false: a simulated crash).
+   */
+  async stop(options: { flush?: boolean } = {}): Promise<void> {
     this.#stopped = true;
     this.#queue.length = 0;
     this.#o.clock.clearTimer();
     while (this.#pumping) await this.#running.catch(() => {});
+    if ((options.flush ?? true) && this.#failure === null) await this.#flush();
+    this.#pending = null;
   }
 
   /** The failure that stopped the Engine (an assertion: a bug), or null. */
@@ -236,8 +258,14 @@ export class Engine {
 
   async #pump(): Promise<void> {
     try {
-      while (this.#queue.length > 0 && !this.#stopped) {
-        const job = this.#queue.shift()!;
+      while (!this.#stopped) {
+        const job = this.#queue.shift();
+        if (job === undefined) {
+          // Drained: make the merged writes durable; jobs pushed meanwhile are seen above.
+          if (this.#pending === null) break;
+          await this.#flush();
+          continue;
+        }
         const input = await this.#toInput(job);
         if (input === null) continue;
         await this.#carryOut(this.core.step(input));
@@ -306,12 +334,60 @@ export class Engine {
   }
 
   async #carryOut(out: CoreOutput): Promise<void> {
-    // Spec 10.1 step 1: durable before anything leaves.
-    if (out.write !== null) await this.#o.storage.write(out.write);
+    // Spec 10.1 step 1: durable before anything leaves. The write joins the pending group
+    // commit, which is flushed before any send (and before commits are announced).
+    if (out.write !== null) this.#merge(out.write);
+    this.#pendingCommitted.push(...out.committed);
+    const large = this.#pending !== null &&
+      this.#pending.nodes.length + this.#pending.commits.length >= GROUP_COMMIT_NODES_MAX;
+    if (out.sends.length > 0 || large) await this.#flush();
     // Spec 10.1 step 2: sign and send.
     for (const s of out.sends) await this.#send(s);
-    // Spec 10.1 step 3: commit notifications, in order.
-    for (const c of out.committed) {
+    // Spec 10.1 step 4: Application calls; results come back as inputs.
+    for (const x of out.execute) await this.#execute(x.node, x.hash);
+    if (out.produce !== null) await this.#produce(out.produce);
+    // Spec 10.1 step 5: catch-up.
+    if (out.fetch !== null) this.#o.nodeSource.fetch(out.fetch);
+    // Spec 10.1 step 6: timer.
+    if (out.timerAt !== null) {
+      this.#o.clock.setTimer(out.timerAt, () => {
+        this.#push({ kind: "input", input: { type: "tick", now: this.#o.clock.now() } });
+      });
+    }
+    // Spec 10.1 step 7: events (a commit's only once it is durable).
+    for (const e of out.events) {
+      if (e.type === "node:commit" && this.#pending !== null) this.#pendingCommitEvents.push(e);
+      else this.#emit(e);
+    }
+  }
+
+  #merge(write: WriteBatch): void {
+    const p = this.#pending ?? { nodes: [], commits: [] };
+    this.#pending = {
+      safety: write.safety ?? p.safety,
+      nodes: write.nodes === undefined ? p.nodes : [...p.nodes, ...write.nodes],
+      commits: write.commits === undefined ? p.commits : [...p.commits, ...write.commits],
+    };
+  }
+
+  /** One durable write of the merged batch, then the commit notifications, in order. */
+  async #flush(): Promise<void> {
+    // Spec 10.1 step 1: the merged write, durable before anything below.
+    const p = this.#pending;
+    if (p !== null) {
+      this.#pending = null;
+      await this.#o.storage.write({
+        ...(p.safety === undefined ? {} : { safety: p.safety }),
+        ...(p.nodes.length > 0 ? { nodes: p.nodes } : {}),
+        ...(p.commits.length > 0 ? { commits: p.commits } : {}),
+      });
+    }
+    const committed = this.#pendingCommitted;
+    const events = this.#pendingCommitEvents;
+    this.#pendingCommitted = [];
+    this.#pendingCommitEvents = [];
+    // Spec 10.1 step 3: commit notifications, in order, once durable.
+    for (const c of committed) {
       try {
         await this.#o.app.onCommit?.({ node: c.node, hash: c.hash, updates: c.updates });
       } catch (e) {
@@ -324,19 +400,7 @@ export class Engine {
         });
       }
     }
-    // Spec 10.1 step 4: Application calls; results come back as inputs.
-    for (const x of out.execute) await this.#execute(x.node, x.hash);
-    if (out.produce !== null) await this.#produce(out.produce);
-    // Spec 10.1 step 5: catch-up.
-    if (out.fetch !== null) this.#o.nodeSource.fetch(out.fetch);
-    // Spec 10.1 step 6: timer.
-    if (out.timerAt !== null) {
-      this.#o.clock.setTimer(out.timerAt, () => {
-        this.#push({ kind: "input", input: { type: "tick", now: this.#o.clock.now() } });
-      });
-    }
-    // Spec 10.1 step 7: events.
-    for (const e of out.events) this.#emit(e);
+    for (const e of events) this.#emit(e);
   }
 
   async #send(s: Outbound): Promise<void> {
@@ -378,7 +442,9 @@ export class Engine {
   }
 
   #stateView(parent: Hash): StateView {
-    const layers = this.core.tree.pendingUpdates(parent);
+    // Newest first: uncommitted ancestors, then committed Nodes whose write is still pending.
+    const unflushed = (this.#pending?.commits ?? []).map((c) => c.updates).reverse();
+    const layers = [...this.core.tree.pendingUpdates(parent), ...unflushed];
     const storage = this.#o.storage;
     return {
       get(key: Uint8Array): Promise<Uint8Array | null> {

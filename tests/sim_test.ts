@@ -30,7 +30,9 @@ async function assertClean(options: SimOptions): Promise<void> {
 Deno.test("4 equal replicas, no faults: every replica commits the same chain, one Node per view", async () => {
   const r = await runSimulation({ seed: 1, powers: [1, 1, 1, 1], faults: QUIET });
   assert.deepEqual(r.safetyViolations, []);
-  assert.equal(new Set(r.committedHeights).size, 1, `heights ${r.committedHeights}`);
+  // The run stops as soon as every replica has committed enough: one may be a Node behind.
+  const heights = r.committedHeights;
+  assert.ok(Math.max(...heights) - Math.min(...heights) <= 1, `heights ${heights}`);
   assert.ok(r.committedHeights[0]! > 50, `only ${r.committedHeights[0]} commits`);
   // Responsive: with no faults no view times out, so commits keep pace with views.
   assert.ok(r.maxView - r.committedHeights[0]! <= 5, `view ${r.maxView}`);

@@ -462,7 +462,7 @@ class Simulation {
     const engine = e.engine;
     e.engine = null;
     e.timerGen++;
-    await engine.stop();
+    await engine.stop({ flush: false });
     if (restartAt !== null) {
       this.agenda.push(Math.max(restartAt, this.time + 1), () => this.#boot(e));
     }
@@ -479,7 +479,7 @@ class Simulation {
         this.trace(`power-loss ${e.id}`);
         e.engine = null;
         e.timerGen++;
-        await engine.stop();
+        await engine.stop({ flush: false });
         const restart = this.time + this.rng.range(10, 500);
         this.agenda.push(restart, () => this.#boot(e));
         return;
