@@ -58,10 +58,12 @@ export {
   decodeNode,
   decodeQC,
   type DecodeResult,
+  decodeValue,
   DEFAULT_CODEC_LIMITS,
   encodeMessage,
   encodeNode,
   encodeQC,
+  encodeValue,
   genesisNode,
   genesisQC,
   nodeHash,
@@ -139,7 +141,7 @@ export {
 export { type TwinsOptions, twinsScenario } from "./src/sim/twins.ts";
 export { ConsensusTcp } from "./src/net/tcp.ts";
 export type { MessageHandler } from "./src/net/tcp.ts";
-export type { NetLog, PeerStatus } from "./src/net/connections.ts";
+export type { ConnectionLimits, ListenAddress, NetLog, PeerStatus } from "./src/net/connections.ts";
 export {
   DEFAULT_HTTP_API_LIMITS,
   type HttpApiLimits,
@@ -149,3 +151,31 @@ export {
   type NodeWithCertificate,
 } from "./src/net/http.ts";
 export { type FetchTarget, HttpNodeSource, type HttpPeerStatus } from "./src/net/catchup.ts";
+export { errorResponse, readBodyLimited } from "./src/net/http.ts";
+export {
+  errorJson,
+  isLogLevel,
+  jsonResponse,
+  type LogLevel,
+  Replica,
+  type ReplicaOptions,
+  type ReplicaPeer,
+  RouteError,
+  startReplica,
+  systemClock,
+} from "./src/replica.ts";
+export {
+  type ApplyRequest,
+  type ApplyResult,
+  type BatchLimits,
+  commandId,
+  type CommandMachine,
+  type CommittedCommand,
+  decodeBatch,
+  DEFAULT_BATCH_LIMITS,
+  encodeBatch,
+  Mempool,
+  MempoolError,
+  type MempoolOptions,
+  type SubmitResult,
+} from "./src/mempool.ts";

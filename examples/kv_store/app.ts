@@ -17,8 +17,7 @@
  *
  * @module
  */
-import { decodeValue, encodeValue } from "../../src/codec.ts";
-import type { ApplyResult, CommandMachine } from "../../src/mempool.ts";
+import { type ApplyResult, type CommandMachine, decodeValue, encodeValue } from "../../mod.ts";
 
 /** Longest key, bytes. */
 export const KV_KEY_BYTES_MAX = 256;

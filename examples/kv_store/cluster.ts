@@ -9,9 +9,8 @@
  *
  * @module
  */
-import { encodeValue } from "../../src/codec.ts";
-import { initCluster } from "../../src/cli/init.ts";
-import type { ClusterConfig } from "../../src/cli/config.ts";
+import { encodeValue } from "../../mod.ts";
+import { type ClusterConfig, initCluster } from "../../src/cli/mod.ts";
 import { encodeKvCommand } from "./app.ts";
 
 /** `GET /status`, the fields the demo and the tests read. */

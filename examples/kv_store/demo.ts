@@ -24,8 +24,8 @@
  *
  * @module
  */
-import { ConfigError } from "../../src/errors.ts";
-import { intFlag, parseFlags, runMain } from "../../src/cli/flags.ts";
+import { ConfigError } from "../../mod.ts";
+import { intFlag, parseFlags, runMain } from "../../src/cli/mod.ts";
 import {
   compareChains,
   getKv,

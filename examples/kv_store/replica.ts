@@ -12,8 +12,7 @@
  *
  * @module
  */
-import { replicaMain } from "../../src/cli/replica.ts";
-import { runMain } from "../../src/cli/flags.ts";
+import { replicaMain, runMain } from "../../src/cli/mod.ts";
 import { kvMachine } from "./app.ts";
 import { kvRoutes } from "./routes.ts";
 

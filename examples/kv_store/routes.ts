@@ -13,8 +13,7 @@
  *
  * @module
  */
-import { readBodyLimited } from "../../src/net/http.ts";
-import { errorJson, type Replica, RouteError } from "../../src/replica.ts";
+import { errorJson, readBodyLimited, type Replica, RouteError } from "../../mod.ts";
 import { encodeKvCommand, KV_KEY_BYTES_MAX, KV_VALUE_BYTES_MAX, kvStateKey } from "./app.ts";
 
 const encoder = new TextEncoder();
