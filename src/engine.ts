@@ -23,7 +23,7 @@ import type {
 } from "./consensus/core.ts";
 import { Core } from "./consensus/core.ts";
 import type { PacemakerOptions } from "./consensus/pacemaker.ts";
-import { MessageVerifier } from "./consensus/verify.ts";
+import { MessageVerifier, type Verdict } from "./consensus/verify.ts";
 import type { Signer, Verifier } from "./crypto.ts";
 import type { ConsensusEvent } from "./events.ts";
 import type {
@@ -98,9 +98,18 @@ export interface EngineOptions {
 
 type Job =
   | { readonly kind: "input"; readonly input: CoreInput }
-  | { readonly kind: "message"; readonly from: PublicKey; readonly message: ConsensusMessage }
+  | {
+    readonly kind: "message";
+    readonly from: PublicKey;
+    readonly message: ConsensusMessage;
+    /** Started ahead of its turn (see `#prefetch`); results are still used in arrival order. */
+    verdict?: Promise<Verdict>;
+  }
   | { readonly kind: "self"; readonly message: ConsensusMessage }
   | { readonly kind: "nodes"; readonly from: PublicKey; readonly nodes: readonly Node[] };
+
+/** Queued messages whose signatures are checked ahead of their turn. */
+const VERIFY_AHEAD = 32;
 
 /** A pending group-commit write is flushed once it holds this many Nodes and commits. */
 const GROUP_COMMIT_NODES_MAX = 64;
@@ -247,9 +256,24 @@ export class Engine {
 
   // -------------------------------------------------------------------------------------------
 
+  /**
+   * Starts verifying the first `VERIFY_AHEAD` queued messages, so that signature checks of
+   * several messages overlap; the core still gets them one at a time, in arrival order.
+   */
+  #prefetch(): void {
+    const n = Math.min(this.#queue.length, VERIFY_AHEAD);
+    for (let i = 0; i < n; i++) {
+      const j = this.#queue[i]!;
+      if (j.kind === "message" && j.verdict === undefined) {
+        j.verdict = this.#verifier.verifyMessage(j.message);
+      }
+    }
+  }
+
   #push(job: Job): void {
     if (this.#stopped || this.#failure !== null) return;
     this.#queue.push(job);
+    if (this.#queue.length <= VERIFY_AHEAD) this.#prefetch();
     if (!this.#pumping) {
       this.#pumping = true;
       this.#running = this.#pump();
@@ -260,6 +284,7 @@ export class Engine {
     try {
       while (!this.#stopped) {
         const job = this.#queue.shift();
+        this.#prefetch();
         if (job === undefined) {
           // Drained: make the merged writes durable; jobs pushed meanwhile are seen above.
           if (this.#pending === null) break;
@@ -292,7 +317,7 @@ export class Engine {
       case "self":
         return { type: "message", from: this.#o.signer.publicKey, message: job.message, now };
       case "message": {
-        const v = await this.#verifier.verifyMessage(job.message);
+        const v = await (job.verdict ?? this.#verifier.verifyMessage(job.message));
         if (!v.ok) {
           this.#emit({
             type: "message:reject",
@@ -312,25 +337,28 @@ export class Engine {
 
   /** Spec 4.4 step 0: a fetched chain must be hash-linked, ascending, with valid QCs. */
   async #checkFetched(job: { from: PublicKey; nodes: readonly Node[] }): Promise<Node[]> {
-    const ok: Node[] = [];
-    let prev: Node | null = null;
+    // The hash-linked prefix first (cheap), then every QC of it verified at once (Web Crypto
+    // works in parallel); the answer is cut at the first Node whose QC fails.
+    const linked: Node[] = [];
     for (const n of job.nodes) {
-      if (prev !== null && !bytesEqual(n.parent, nodeHash(prev))) break;
-      const v = await this.#verifier.verifyNode(n);
-      if (!v.ok) {
-        this.#emit({
-          type: "message:reject",
-          from: job.from,
-          message: "fetched-node",
-          reason: v.reason,
-          detail: v.detail,
-        });
-        break;
-      }
-      ok.push(n);
-      prev = n;
+      const prev = linked[linked.length - 1];
+      if (prev !== undefined && !bytesEqual(n.parent, nodeHash(prev))) break;
+      linked.push(n);
     }
-    return ok;
+    const verdicts = await Promise.all(linked.map((n) => this.#verifier.verifyNode(n)));
+    const bad = verdicts.findIndex((v) => !v.ok);
+    if (bad < 0) return linked;
+    const v = verdicts[bad]!;
+    if (!v.ok) {
+      this.#emit({
+        type: "message:reject",
+        from: job.from,
+        message: "fetched-node",
+        reason: v.reason,
+        detail: v.detail,
+      });
+    }
+    return linked.slice(0, bad);
   }
 
   async #carryOut(out: CoreOutput): Promise<void> {
