@@ -146,7 +146,12 @@ export class Engine {
    * Group commit (Spec 10.1 step 1): writes of consecutive inputs that send nothing are merged
    * and made durable together, before the next send, when the queue drains, or when large.
    */
-  #pending: { safety?: SafetyState; nodes: StoredNode[]; commits: StoredNode[] } | null = null;
+  #pending: {
+    safety?: SafetyState;
+    nodes: StoredNode[];
+    commits: StoredNode[];
+    prune: Hash[];
+  } | null = null;
   /** Commit notifications and `node:commit` events waiting for the pending write. */
   #pendingCommitted: StoredNode[] = [];
   #pendingCommitEvents: ConsensusEvent[] = [];
@@ -390,11 +395,26 @@ export class Engine {
   }
 
   #merge(write: WriteBatch): void {
-    const p = this.#pending ?? { nodes: [], commits: [] };
+    const p = this.#pending ?? { nodes: [], commits: [], prune: [] };
+    let nodes = write.nodes === undefined ? p.nodes : [...p.nodes, ...write.nodes];
+    let prune = p.prune;
+    if (write.prune !== undefined) {
+      // A Node inserted and abandoned before the write lands is simply never written.
+      const gone = new Set(write.prune.map(toHex));
+      const before = nodes.length;
+      nodes = nodes.filter((n) => !gone.has(toHex(n.hash)));
+      const unwritten = before === nodes.length ? new Set<string>() : new Set(
+        p.nodes.concat(write.nodes ?? []).filter((n) => gone.has(toHex(n.hash))).map((n) =>
+          toHex(n.hash)
+        ),
+      );
+      prune = [...prune, ...write.prune.filter((h) => !unwritten.has(toHex(h)))];
+    }
     this.#pending = {
       safety: write.safety ?? p.safety,
-      nodes: write.nodes === undefined ? p.nodes : [...p.nodes, ...write.nodes],
+      nodes,
       commits: write.commits === undefined ? p.commits : [...p.commits, ...write.commits],
+      prune,
     };
   }
 
@@ -408,6 +428,7 @@ export class Engine {
         ...(p.safety === undefined ? {} : { safety: p.safety }),
         ...(p.nodes.length > 0 ? { nodes: p.nodes } : {}),
         ...(p.commits.length > 0 ? { commits: p.commits } : {}),
+        ...(p.prune.length > 0 ? { prune: p.prune } : {}),
       });
     }
     const committed = this.#pendingCommitted;

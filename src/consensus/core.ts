@@ -200,6 +200,7 @@ interface Executing {
 class Output {
   nodes: StoredNode[] = [];
   commits: StoredNode[] = [];
+  prune: Hash[] = [];
   safetyDirty = false;
   sends: Outbound[] = [];
   execute: ExecuteRequest[] = [];
@@ -274,6 +275,9 @@ export class Core {
     this.#tree = new NodeTree(restored.root);
     const pending = [...restored.uncommitted].sort((a, b) => a.node.height - b.node.height);
     for (const e of pending) if (this.#tree.has(e.node.parent)) this.#tree.insert(e);
+    // Spec 6.2 step 3: stored Nodes that no longer attach (a crash between a commit and the
+    // pruning of its abandoned branches) are deleted by the first write.
+    this.#out.prune.push(...NodeTree.orphans(restored.root, restored.uncommitted));
     this.#votes = new VoteCollector(this.chainId, this.validators, this.#limits.collectorViewsMax);
     this.#newViews = new NewViewCollector(
       this.chainId,
@@ -351,12 +355,14 @@ export class Core {
   #flush(): CoreOutput {
     const o = this.#out;
     this.#out = new Output();
-    const hasWrite = o.safetyDirty || o.nodes.length > 0 || o.commits.length > 0;
+    const hasWrite = o.safetyDirty || o.nodes.length > 0 || o.commits.length > 0 ||
+      o.prune.length > 0;
     const write: WriteBatch | null = hasWrite
       ? {
         ...(o.safetyDirty ? { safety: this.safety } : {}),
         ...(o.nodes.length > 0 ? { nodes: o.nodes } : {}),
         ...(o.commits.length > 0 ? { commits: o.commits } : {}),
+        ...(o.prune.length > 0 ? { prune: o.prune } : {}),
       }
       : null;
     return {
@@ -538,7 +544,12 @@ export class Core {
     if (!bytesEqual(node.proposer, this.leader(node.view))) {
       return this.#reject(from, "propose", "not-leader", `view ${node.view}`);
     }
-    // Spec 4.1 step 2: the justify QC is older than the Node.
+    // Spec 4.1 step 2: a proposal for a view before the previous one can no longer be voted
+    // for, nor certified by a vote of ours: it is stale (a Node of it that gets certified
+    // is fetched by the CatchUp flow), and the justify QC is older than the Node.
+    if (node.view + 1 < this.#view) {
+      return this.#reject(from, "propose", "stale-view", `view ${node.view}`);
+    }
     if (node.justify.view >= node.view) {
       return this.#reject(from, "propose", "justify-not-older", `view ${node.view}`);
     }
@@ -693,7 +704,9 @@ export class Core {
     );
     // Spec 5.4 step 2: every uncommitted ancestor first, in height order; the tree drops the
     // branches that do not descend from the new head.
-    const path = this.#tree.commit(b.hash);
+    const { committed: path, pruned } = this.#tree.commit(b.hash);
+    // Spec 5.4 step 3: abandoned branches leave storage too.
+    this.#out.prune.push(...pruned);
     for (const e of path) {
       this.#out.commits.push(e);
       this.#out.events.push({

@@ -130,14 +130,30 @@ export class NodeTree {
    * Makes `hash` the new root: returns the newly committed Nodes in height order and drops every
    * entry that does not descend from the new root.
    */
-  commit(hash: Hash): StoredNode[] {
+  commit(hash: Hash): { committed: StoredNode[]; pruned: Hash[] } {
     const path = this.pathFromRoot(hash);
-    if (path.length === 0) return [];
+    if (path.length === 0) return { committed: [], pruned: [] };
     const newRoot = path[path.length - 1]!;
     for (const e of path) this.#rememberCommitted(e);
+    const oldRoot = this.#root;
     this.#root = newRoot;
-    this.#prune();
-    return path;
+    const dropped = this.#prune();
+    const onPath = new Set([oldRoot, ...path].map((e) => toHex(e.hash)));
+    // Abandoned branches: dropped, and never committed.
+    const pruned = dropped.filter((e) => !onPath.has(toHex(e.hash))).map((e) => e.hash);
+    for (const h of pruned) assert(!this.isCommitted(h), "a pruned Node is never committed");
+    return { committed: path, pruned };
+  }
+
+  /** Every entry that does not attach to the root (for cleaning up a store after a restart). */
+  static orphans(root: StoredNode, stored: readonly StoredNode[]): Hash[] {
+    const tree = new NodeTree(root);
+    for (const e of [...stored].sort((a, b) => a.node.height - b.node.height)) {
+      if (tree.has(e.node.parent) && e.node.height === tree.get(e.node.parent)!.node.height + 1) {
+        tree.insert(e);
+      }
+    }
+    return stored.filter((e) => !tree.has(e.hash)).map((e) => e.hash);
   }
 
   /** All Nodes in the tree on the path from the root to `hash`, plus `hash`, oldest first. */
@@ -153,15 +169,21 @@ export class NodeTree {
     }
   }
 
-  /** Keeps exactly the root and its descendants. Nodes are visited in height order. */
-  #prune(): void {
+  /** Keeps exactly the root and its descendants; returns the dropped entries. */
+  #prune(): StoredNode[] {
     const keep = new Set<string>([toHex(this.#root.hash)]);
     const sorted = [...this.#entries.values()].sort((a, b) => a.node.height - b.node.height);
     for (const e of sorted) {
       if (e.node.height <= this.#root.node.height) continue;
       if (keep.has(toHex(e.node.parent))) keep.add(toHex(e.hash));
     }
-    for (const id of [...this.#entries.keys()]) if (!keep.has(id)) this.#entries.delete(id);
+    const dropped: StoredNode[] = [];
+    for (const [id, e] of [...this.#entries]) {
+      if (keep.has(id)) continue;
+      this.#entries.delete(id);
+      dropped.push(e);
+    }
+    return dropped;
   }
 
   /** Every entry (root included), in no particular order. */

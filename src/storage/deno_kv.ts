@@ -330,10 +330,11 @@ export class DenoKvStorage implements Storage {
     const headEntry = await this.#kv.get(["head"]);
     validateCommits(decodeHead(headEntry.value), batch.commits ?? []);
     const records = collectRecords(batch, this.#limits);
-    if (records.length === 0 && batch.safety === undefined) return;
+    const prune = pruneUnits(batch, records);
+    if (records.length === 0 && batch.safety === undefined && prune.length === 0) return;
     await this.#readPrevious(records);
     const safety = batch.safety === undefined ? null : safetyUnit(batch.safety);
-    const ops = planFinal(records, safety);
+    const ops = planFinal(records, safety, prune);
     await this.#writeChunks(records);
     await this.#commitFinal(ops, headEntry.versionstamp);
   }
@@ -549,7 +550,11 @@ function packUnits(units: Unit[]): AtomicBudget[] {
  * The final sequence. Records are chunked until every unit fits one operation, then (largest
  * first) until the whole batch fits one, or no inline record is left.
  */
-function planFinal(records: RecordPlan[], safety: Unit | null): AtomicBudget[] {
+function planFinal(
+  records: RecordPlan[],
+  safety: Unit | null,
+  prune: readonly Unit[] = [],
+): AtomicBudget[] {
   for (const r of records) {
     if (!r.chunked && !fitsAlone(recordUnit(r))) r.chunked = true;
     // checkCommittable already refused most of these; here the deletes of replaced chunks count.
@@ -566,6 +571,7 @@ function planFinal(records: RecordPlan[], safety: Unit | null): AtomicBudget[] {
   for (;;) {
     const units = records.map(recordUnit);
     if (safety !== null) units.push(safety);
+    units.push(...prune);
     const ops = packUnits(units);
     const next = inline.shift();
     if (ops.length <= 1 || next === undefined) return ops;
@@ -647,6 +653,21 @@ function partsFor(byteLength: number): number {
 function digestOf(r: RecordPlan): Uint8Array {
   if (r.digest === null) r.digest = sha256(r.record);
   return r.digest;
+}
+
+/**
+ * Deletes of abandoned uncommitted Nodes: their marker and index entry (a chunked record's
+ * chunks stay behind, invisible without the marker). Nodes written by this same batch are not
+ * deleted: the caller never prunes what it inserts in the same step.
+ */
+function pruneUnits(batch: WriteBatch, records: RecordPlan[]): Unit[] {
+  const written = new Set(records.map((r) => toHex(r.stored.hash)));
+  return (batch.prune ?? []).filter((h) => !written.has(toHex(h))).map((hash) => {
+    const unit: Unit = new Map();
+    put(unit, ["node", hash], null);
+    put(unit, ["uncommitted", hash], null);
+    return unit;
+  });
 }
 
 /** The safety state, split in values of at most `valueBytesMax`, with its header. */

@@ -50,6 +50,12 @@ export class MemoryStorage implements Storage {
       if (!this.#nodes.has(id)) this.#uncommitted.add(id);
       this.#nodes.set(id, n);
     }
+    for (const h of batch.prune ?? []) {
+      const id = toHex(h);
+      if (!this.#uncommitted.has(id)) continue;
+      this.#uncommitted.delete(id);
+      this.#nodes.delete(id);
+    }
     for (const c of batch.commits ?? []) {
       const id = toHex(c.hash);
       this.#nodes.set(id, c);

@@ -53,6 +53,11 @@ export interface WriteBatch {
    * state and the committed head moves to the last one.
    */
   readonly commits?: readonly StoredNode[];
+  /**
+   * Uncommitted Nodes to delete: branches that a commit in this step (or earlier) abandoned.
+   * Deleting a Node that is not stored is not an error.
+   */
+  readonly prune?: readonly Hash[];
 }
 
 /** The highest committed Node's position. */

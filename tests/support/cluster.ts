@@ -73,19 +73,27 @@ export async function waitUntil(
 }
 
 /**
- * Open file descriptors of this process (sockets included), or null where `/proc` is missing.
+ * TCP connections in state ESTABLISHED or CLOSE-WAIT whose local port is `port` (the server side
+ * of connections to a listener in this process), counted with `ss`; null where `ss` is missing.
  *
  * @example
  * ```ts
- * import { openFds } from "./cluster.ts";
- * console.log(openFds());
+ * import { connectionsTo } from "./cluster.ts";
+ * console.log(await connectionsTo(9000));
  * ```
  */
-export function openFds(): number | null {
-  if (Deno.build.os !== "linux") return null;
-  let n = 0;
-  for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
-  return n;
+export async function connectionsTo(port: number): Promise<number | null> {
+  try {
+    const out = await new Deno.Command("ss", {
+      args: ["-Htn", "state", "established", "state", "close-wait", `( sport = :${port} )`],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    if (!out.success) return null;
+    return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.trim() !== "").length;
+  } catch {
+    return null;
+  }
 }
 
 /** `GET /status` fields the tests read. */
@@ -149,6 +157,18 @@ export interface DoubleVote {
   readonly second: string;
 }
 
+/** What {@link LogBook.waitFor} waits for. */
+export interface LogQuery {
+  /** The event. */
+  readonly event: string;
+  /** Its reason. */
+  readonly reason: string;
+  /** Only lines after this one (a {@link LogBook.seq}). */
+  readonly since: number;
+  /** A further condition. */
+  readonly where?: (line: LogLine) => boolean;
+}
+
 /** Most log lines kept per replica; the oldest go first. `vote:send` lines are kept apart. */
 const LOG_LINES_MAX = 50_000;
 
@@ -207,27 +227,25 @@ export class LogBook {
   }
 
   /**
-   * Waits for a line with `event` and `reason` after `sinceSeq` (and matching `extra`).
+   * Waits for a line with `event` and `reason` after line `since` (and matching `where`).
    *
-   * @throws {Error} with the recent lines after `timeoutMs`
+   * @throws {Error} with the lines logged since then, after `timeoutMs`
    */
-  async waitFor(
-    event: string,
-    reason: string,
-    sinceSeq: number,
-    timeoutMs = 10_000,
-    extra: (line: LogLine) => boolean = () => true,
-  ): Promise<LogLine> {
-    const match = (l: LogLine): boolean => l.event === event && l.reason === reason && extra(l);
+  async waitFor(query: LogQuery, timeoutMs = 10_000): Promise<LogLine> {
+    const where = query.where ?? (() => true);
+    const match = (l: LogLine): boolean =>
+      l.event === query.event && l.reason === query.reason && where(l);
     const deadline = performance.now() + timeoutMs;
     for (;;) {
-      const found = this.find(match, sinceSeq);
+      const found = this.find(match, query.since);
       if (found !== undefined) return found;
       if (performance.now() > deadline) {
-        const recent = this.filter(() => true, sinceSeq).slice(-15).map((l) => JSON.stringify(l));
+        const recent = this.filter(() => true, query.since).slice(-15).map((l) =>
+          JSON.stringify(l)
+        );
         throw new Error(
-          `no log line ${event} with reason ${reason} within ${timeoutMs} ms; since then:\n` +
-            recent.join("\n"),
+          `no log line ${query.event} with reason ${query.reason} within ${timeoutMs} ms; ` +
+            `since then:\n${recent.join("\n")}`,
         );
       }
       await sleep(20);
@@ -276,6 +294,8 @@ export interface InProcessCluster {
   readonly logs: ReadonlyArray<LogBook>;
   /** Indices of the running replicas. */
   readonly running: readonly number[];
+  /** The Deno KV file of replica `i`. */
+  kvPath(i: number): string;
   /** Closes every replica and removes the temporary directory. */
   close(): Promise<void>;
 }
@@ -321,6 +341,7 @@ export async function startInProcessCluster(
         validators,
         signer: signers[i]!,
         storage: await DenoKvStorage.open(`${dir}/replica-${i}.kv`),
+
         machine: kvMachine,
         routes: kvRoutes,
         listenConsensus: peers[i]!.consensus,
@@ -345,6 +366,7 @@ export async function startInProcessCluster(
     replicas,
     logs,
     running: run,
+    kvPath: (i) => `${dir}/replica-${i}.kv`,
     close,
   };
 }
