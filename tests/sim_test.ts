@@ -161,3 +161,26 @@ Deno.test("users can simulate their own Application: every replica ends with the
   assert.ok(shortest > 20, `only ${shortest} commits`);
   for (const c of all) assert.deepEqual(c.slice(0, shortest), all[0]!.slice(0, shortest));
 });
+
+Deno.test("the 1/3 boundary with total power 100: a twin holding 32 is safe, one holding 34 is not", async () => {
+  // Validator 0 is the twin (endpoints 0 and 1) and leads the first 60 views, as Twins may
+  // choose; validators 1 and 2 are honest (endpoints 2, 3), one on each side of the partition.
+  // A quorum is 67: 34 + 33 reaches it on both sides, 32 + 34 on neither.
+  const run = (powers: number[]) =>
+    runSimulation({
+      seed: 4,
+      powers,
+      behaviours: ["twin", "honest", "honest"],
+      leaders: Array(60).fill(0),
+      faults: {
+        ...QUIET,
+        partitions: [{ start: 0, end: 3000, groups: [[0, 2], [1, 3]] }],
+        healAt: 3000,
+      },
+      livenessWindowMs: 10_000,
+    });
+  const under = await run([32, 34, 34]);
+  assert.deepEqual(under.safetyViolations, [], "32 % is safe");
+  const over = await run([34, 33, 33]);
+  assert.match(over.safetyViolations[0] ?? "", /conflicting commits/, "34 % is not");
+});
