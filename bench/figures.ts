@@ -61,7 +61,7 @@ export interface Section {
 }
 
 /**
- * A figure with a `≥`/`<` target, `met` filled in.
+ * A figure with a `≥`/`<`/`≤` target, `met` filled in.
  *
  * @example
  * ```ts
@@ -71,15 +71,12 @@ export interface Section {
  */
 export function withTarget(
   figure: Figure,
-  op: ">=" | "<",
+  op: ">=" | "<" | "<=",
   bound: number,
 ): Figure {
-  const target = `${op === ">=" ? "≥" : "<"} ${bound}`;
-  const met = figure.value === null
-    ? null
-    : op === ">="
-    ? figure.value >= bound
-    : figure.value < bound;
+  const target = `${op === ">=" ? "≥" : op === "<" ? "<" : "≤"} ${bound}`;
+  const v = figure.value;
+  const met = v === null ? null : op === ">=" ? v >= bound : op === "<" ? v < bound : v <= bound;
   return { ...figure, target, met };
 }
 

@@ -2,24 +2,32 @@
  * The benchmark harness: `deno task bench [--quick] [--long] [--only c,d] [--json FILE]`.
  *
  * Sections, as lettered in the issue:
- * - a: saturated throughput, 4 replica processes (not measured yet: needs the replica runtime);
- * - b: light-load latency (idem);
+ * - a: saturated throughput, 4 replica processes (durable Deno KV), closed-loop client processes;
+ * - b: light-load latency (one command outstanding);
  * - c: scaling, n ∈ {4, 16, 64, 128} replicas in one process with real signatures;
  * - d: catch-up rate of a replica 10,000 Nodes behind;
  * - e: restart time with 100,000 committed Nodes on disk;
- * - f: memory over a run at full load (idem a).
+ * - f: memory (RSS of each replica) over a run at full load.
  *
  * It prints a table (section, figure, value, unit, target) and, with `--json FILE`, writes every
  * figure with its details. `--quick` runs a short subset (under 60 s). The bench reports; it
  * never passes or fails on a figure (the exit code is non-zero only when the harness breaks).
  *
+ * Sections a, b and f run in a child process each (bench/live.ts). `--cpu-prof DIR` runs one
+ * replica of section a under the V8 profiler; `--timed` runs one replica of sections a and b
+ * with wall-time accounting (bench/timed_replica.ts). With `--plot` (or `--plot-file FILE`), or
+ * with `--json` in a full run, section a's points (and b's) are drawn as a throughput-latency
+ * SVG, docs/throughput-latency.svg by default.
+ *
  * @module
  */
 import { parseArgs } from "node:util";
 import { runCatchUpSection } from "./catchup.ts";
-import type { BenchContext, Section, SectionResult } from "./figures.ts";
+import type { Section, SectionResult } from "./figures.ts";
 import { formatTable, notMeasured } from "./figures.ts";
-import { runLightLoad, runMemory, runSaturated } from "./pending.ts";
+import type { LiveContext } from "./live.ts";
+import { runLightLoad, runMemory, runSaturated } from "./live.ts";
+import { DEFAULT_PLOT_PATH, plotFromSection } from "./plot.ts";
 import { runRestart } from "./restart.ts";
 import { runScaling } from "./scaling.ts";
 
@@ -36,9 +44,15 @@ export const SECTIONS: readonly Section[] = [
 const USAGE = `Usage: deno task bench [options]
 
   --quick        a short subset (whole run under 60 s)
-  --long         the long memory run (section f)
+  --long         the long memory run (section f: 10 minutes)
   --only a,b,..  only these sections (letters a-f)
   --json FILE    also write every figure and its details to FILE
+  --plot         draw section a's throughput-latency curve as SVG into
+                 docs/throughput-latency.svg (--json in a full run implies it)
+  --plot-file F  ... into F instead
+  --cpu-prof DIR run replica 0 of section a under the V8 profiler (profile into DIR)
+  --timed        run replica 1 of sections a and b with wall-time accounting
+                 (bench/timed_replica.ts: where it waits)
   --help         this text`;
 
 /** Parsed command line. */
@@ -51,6 +65,12 @@ export interface BenchArgs {
   readonly only: readonly string[];
   /** `--json FILE`, or null. */
   readonly json: string | null;
+  /** Where to write the throughput-latency SVG, or null for no plot. */
+  readonly plot: string | null;
+  /** `--cpu-prof DIR`, or null. */
+  readonly cpuProf: string | null;
+  /** `--timed`. */
+  readonly timed: boolean;
   /** `--help`. */
   readonly help: boolean;
 }
@@ -72,6 +92,10 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
       long: { type: "boolean", default: false },
       only: { type: "string" },
       json: { type: "string" },
+      plot: { type: "boolean", default: false },
+      "plot-file": { type: "string" },
+      "cpu-prof": { type: "string" },
+      timed: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -83,17 +107,22 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
   if (unknown.length > 0) {
     throw new Error(`--only: unknown section(s) ${unknown.join(", ")}; known: ${known.join(",")}`);
   }
+  const wantPlot = values.plot || values["plot-file"] !== undefined ||
+    (values.json !== undefined && !values.quick);
   return {
     quick: values.quick,
     long: values.long,
     only,
     json: values.json ?? null,
+    plot: wantPlot ? values["plot-file"] ?? DEFAULT_PLOT_PATH : null,
+    cpuProf: values["cpu-prof"] ?? null,
+    timed: values.timed,
     help: values.help,
   };
 }
 
 /** Runs one section; a thrown error becomes a not-measured figure, and the bench goes on. */
-async function runSection(section: Section, ctx: BenchContext): Promise<SectionResult> {
+async function runSection(section: Section, ctx: LiveContext): Promise<SectionResult> {
   const started = performance.now();
   try {
     const r = await section.run(ctx);
@@ -143,7 +172,13 @@ async function main(): Promise<number> {
   const log = (line: string): void => {
     console.error(`[${((performance.now() - started) / 1000).toFixed(1)} s] ${line}`);
   };
-  const ctx: BenchContext = { quick: args.quick, long: args.long, log };
+  const ctx: LiveContext = {
+    quick: args.quick,
+    long: args.long,
+    log,
+    cpuProfDir: args.cpuProf,
+    timed: args.timed,
+  };
   const results: SectionResult[] = [];
   for (const section of SECTIONS.filter((s) => args.only.includes(s.id))) {
     log(`section ${section.id}: ${section.title}`);
@@ -152,6 +187,11 @@ async function main(): Promise<number> {
   const elapsedMs = performance.now() - started;
   console.log(formatTable(results));
   console.log(`\n${args.quick ? "quick" : "full"} run, ${(elapsedMs / 1000).toFixed(1)} s`);
+  const saturated = results.find((r) => r.section === "a");
+  if (args.plot !== null && saturated !== undefined) {
+    const light = results.find((r) => r.section === "b");
+    if (await plotFromSection(saturated, args.plot, { light })) log(`wrote ${args.plot}`);
+  }
   if (args.json !== null) {
     const report = {
       version: 1,
