@@ -782,7 +782,9 @@ export class Core {
     // Spec 9.2 step 1: the certificates it carries are signed evidence: absorb them.
     this.#absorb(msg.highQC, msg.highTC, from);
     // Spec 9.2 step 2: only the current and future views count towards a TC.
-    if (msg.view < this.#view) return;
+    if (msg.view < this.#view) {
+      return this.#reject(from, "new-view", "stale-view", `view ${msg.view}`);
+    }
     if (msg.view > this.#view + this.#limits.viewsAheadMax) {
       return this.#reject(from, "new-view", "far-future-view", `view ${msg.view}`);
     }
