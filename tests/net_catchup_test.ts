@@ -14,19 +14,10 @@ import {
 import { NodeTreeHttpApi, type NodeTreeView } from "../src/net/http.ts";
 import type { Node, PublicKey, QuorumCertificate } from "../src/types.ts";
 import { bytesEqual, toHex } from "../src/types.ts";
+import { assert, assertEquals } from "./support/assert.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-function assert(condition: unknown, message: string): asserts condition {
-  if (!condition) throw new Error(`assertion failed: ${message}`);
-}
-
-function assertEquals(actual: unknown, expected: unknown, message: string): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${message}: expected ${e}, got ${a}`);
-}
 
 function assertThrows(f: () => unknown, check: (e: unknown) => boolean, message: string): void {
   try {

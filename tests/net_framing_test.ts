@@ -10,25 +10,7 @@ import {
   FrameReader,
   streamSource,
 } from "../src/net/framing.ts";
-import { bytesEqual } from "../src/types.ts";
-
-function assert(condition: unknown, message: string): asserts condition {
-  if (!condition) throw new Error(`assertion failed: ${message}`);
-}
-
-function assertEquals(actual: unknown, expected: unknown, message: string): void {
-  if (actual instanceof Uint8Array && expected instanceof Uint8Array) {
-    assert(bytesEqual(actual, expected), `${message}: bytes differ`);
-    return;
-  }
-  const a = JSON.stringify(actual, replacer);
-  const e = JSON.stringify(expected, replacer);
-  if (a !== e) throw new Error(`${message}: expected ${e}, got ${a}`);
-}
-
-function replacer(_key: string, value: unknown): unknown {
-  return value instanceof Uint8Array ? `bytes(${Array.from(value).join(",")})` : value;
-}
+import { assert, assertEquals } from "./support/assert.ts";
 
 async function assertFrameError(
   promise: Promise<unknown>,

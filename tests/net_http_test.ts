@@ -23,19 +23,10 @@ import {
 } from "../src/net/http.ts";
 import type { Node, QuorumCertificate } from "../src/types.ts";
 import { bytesEqual, toHex } from "../src/types.ts";
+import { assert, assertEquals } from "./support/assert.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-function assert(condition: unknown, message: string): asserts condition {
-  if (!condition) throw new Error(`assertion failed: ${message}`);
-}
-
-function assertEquals(actual: unknown, expected: unknown, message: string): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${message}: expected ${e}, got ${a}`);
-}
 
 async function assertRejects(
   f: () => Promise<unknown>,

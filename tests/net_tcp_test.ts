@@ -28,19 +28,10 @@ import {
   type HandshakeOptions,
 } from "../src/net/handshake.ts";
 import { ConsensusTcp, type ConsensusTcpOptions } from "../src/net/tcp.ts";
+import { assert, assertEquals } from "./support/assert.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-function assert(condition: unknown, message: string): asserts condition {
-  if (!condition) throw new Error(`assertion failed: ${message}`);
-}
-
-function assertEquals(actual: unknown, expected: unknown, message: string): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${message}: expected ${e}, got ${a}`);
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
