@@ -109,13 +109,14 @@ export {
 } from "./src/consensus/core.ts";
 export { NodeTree } from "./src/consensus/node_tree.ts";
 export { DEFAULT_PACEMAKER_OPTIONS, type PacemakerOptions } from "./src/consensus/pacemaker.ts";
-export type {
-  CommittedHead,
-  SafetyState,
-  StateUpdate,
-  Storage,
-  StoredNode,
-  WriteBatch,
+export {
+  type CommittedHead,
+  type SafetyState,
+  type StateUpdate,
+  type Storage,
+  type StoredNode,
+  wrapStorage,
+  type WriteBatch,
 } from "./src/storage/storage.ts";
 export { MemoryStorage } from "./src/storage/memory.ts";
 export { DenoKvStorage } from "./src/storage/deno_kv.ts";

@@ -21,7 +21,7 @@ import type { Clock, NodeSource } from "../src/engine.ts";
 import type { ConsensusEvent } from "../src/events.ts";
 import { counterApp } from "../src/sim/counter_app.ts";
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
-import type { Storage } from "../src/storage/storage.ts";
+import { type Storage, wrapStorage } from "../src/storage/storage.ts";
 import type { Node } from "../src/types.ts";
 import type { BenchChain } from "./chain.ts";
 import { BENCH_CHAIN_ID, benchValidators, buildChain, leaderIndex, nextProposal } from "./chain.ts";
@@ -65,14 +65,7 @@ export interface CatchUpOutcome {
 
 /** Counts and times every write. */
 function timedStorage(inner: Storage, stats: { count: number; ms: number }): Storage {
-  return {
-    loadSafety: () => inner.loadSafety(),
-    getNode: (h) => inner.getNode(h),
-    committedHash: (h) => inner.committedHash(h),
-    committedHead: () => inner.committedHead(),
-    getState: (k) => inner.getState(k),
-    uncommittedNodes: () => inner.uncommittedNodes(),
-    close: () => inner.close(),
+  return wrapStorage(inner, {
     write: async (batch) => {
       const t = performance.now();
       try {
@@ -82,7 +75,7 @@ function timedStorage(inner: Storage, stats: { count: number; ms: number }): Sto
         stats.ms += performance.now() - t;
       }
     },
-  };
+  });
 }
 
 /** Counts and times every verification. */

@@ -23,7 +23,7 @@ import type { Application } from "../src/app.ts";
 import { Mempool } from "../src/mempool.ts";
 import { startReplica } from "../src/replica.ts";
 import type { LogLevel } from "../src/replica.ts";
-import type { Storage, WriteBatch } from "../src/storage/storage.ts";
+import { type Storage, wrapStorage, type WriteBatch } from "../src/storage/storage.ts";
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
 import {
   formatHostPort,
@@ -84,8 +84,7 @@ export async function timed<T>(name: string, f: () => Promise<T>, items = 0): Pr
 function timedStorage(inner: Storage): Storage {
   const updates = (b: WriteBatch): number =>
     (b.commits ?? []).reduce((n, c) => n + c.updates.length, 0);
-  return {
-    loadSafety: () => inner.loadSafety(),
+  return wrapStorage(inner, {
     write: (b) => {
       meter("storage.write.nodes").items += b.nodes?.length ?? 0;
       meter("storage.write.commits").items += b.commits?.length ?? 0;
@@ -93,11 +92,8 @@ function timedStorage(inner: Storage): Storage {
     },
     getNode: (h) => timed("storage.getNode", () => inner.getNode(h)),
     committedHash: (h) => timed("storage.committedHash", () => inner.committedHash(h)),
-    committedHead: () => inner.committedHead(),
     getState: (k) => timed("storage.getState", () => inner.getState(k)),
-    uncommittedNodes: () => inner.uncommittedNodes(),
-    close: () => inner.close(),
-  };
+  });
 }
 
 function timedSigner(inner: Signer): Signer {

@@ -20,7 +20,7 @@ import {
 } from "../src/replica.ts";
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
-import type { Storage, WriteBatch } from "../src/storage/storage.ts";
+import { type Storage, wrapStorage, type WriteBatch } from "../src/storage/storage.ts";
 import { toHex } from "../src/types.ts";
 import { ValidatorSet } from "../src/validators.ts";
 import {
@@ -372,19 +372,12 @@ Deno.test("an Engine failure (a storage error) is logged as fatal, reported, and
   const failures: unknown[] = [];
   let writes = 0;
   const inner = new MemoryStorage();
-  const failing: Storage = {
-    loadSafety: () => inner.loadSafety(),
-    getNode: (h) => inner.getNode(h),
-    committedHash: (h) => inner.committedHash(h),
-    committedHead: () => inner.committedHead(),
-    getState: (k) => inner.getState(k),
-    uncommittedNodes: () => inner.uncommittedNodes(),
-    close: () => inner.close(),
+  const failing: Storage = wrapStorage(inner, {
     write: (batch: WriteBatch) => {
       if (++writes > 10) return Promise.reject(new Error("disk on fire"));
       return inner.write(batch);
     },
-  };
+  });
   const cluster = await startCluster(1, {
     replicaOptions: () => ({ storage: failing, onFailure: (e) => failures.push(e) }),
   });

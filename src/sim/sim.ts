@@ -18,7 +18,7 @@ import type { Clock, Network, NodeSource } from "../engine.ts";
 import { AssertionError } from "../errors.ts";
 import type { ConsensusEvent } from "../events.ts";
 import { MemoryStorage } from "../storage/memory.ts";
-import type { Storage, WriteBatch } from "../storage/storage.ts";
+import { type Storage, wrapStorage, type WriteBatch } from "../storage/storage.ts";
 import type { ConsensusMessage, Node, QuorumCertificate, TimeoutCertificate } from "../types.ts";
 import { bytesEqual, SignatureDomain, toHex } from "../types.ts";
 import { ValidatorSet } from "../validators.ts";
@@ -580,14 +580,7 @@ class Simulation {
   #storageFor(e: Endpoint): Storage {
     const inner = e.storage;
     const faults = this.o.faults;
-    return {
-      loadSafety: () => inner.loadSafety(),
-      getNode: (h) => inner.getNode(h),
-      committedHash: (h) => inner.committedHash(h),
-      committedHead: () => inner.committedHead(),
-      getState: (k) => inner.getState(k),
-      uncommittedNodes: () => inner.uncommittedNodes(),
-      close: () => inner.close(),
+    return wrapStorage(inner, {
       write: async (batch: WriteBatch) => {
         const crash = this.time < faults.healAt && this.rng.chance(faults.crashOnWriteRate);
         // Power loss either before the write lands or right after (before anything is sent).
@@ -595,7 +588,7 @@ class Simulation {
         await inner.write(batch);
         if (crash) throw new SimulatedCrash("after write");
       },
-    };
+    });
   }
 
   #reachable(a: Endpoint, b: Endpoint, m?: ConsensusMessage): boolean {

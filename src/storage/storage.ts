@@ -87,3 +87,30 @@ export interface Storage {
   /** Releases resources. */
   close(): Promise<void>;
 }
+
+/**
+ * `inner` with its methods replaced by `overrides` (e.g. a `write` that counts, delays or fails):
+ * the one way tests, the simulator and the benchmarks wrap a store.
+ *
+ * @example
+ * ```ts
+ * import { MemoryStorage } from "./memory.ts";
+ * import { wrapStorage } from "./storage.ts";
+ * let writes = 0;
+ * const inner = new MemoryStorage();
+ * const counted = wrapStorage(inner, { write: (b) => (writes++, inner.write(b)) });
+ * ```
+ */
+export function wrapStorage(inner: Storage, overrides: Partial<Storage>): Storage {
+  return {
+    loadSafety: () => inner.loadSafety(),
+    write: (batch) => inner.write(batch),
+    getNode: (hash) => inner.getNode(hash),
+    committedHash: (height) => inner.committedHash(height),
+    committedHead: () => inner.committedHead(),
+    getState: (key) => inner.getState(key),
+    uncommittedNodes: () => inner.uncommittedNodes(),
+    close: () => inner.close(),
+    ...overrides,
+  };
+}
