@@ -396,25 +396,15 @@ export class Engine {
 
   #merge(write: WriteBatch): void {
     const p = this.#pending ?? { nodes: [], commits: [], prune: [] };
-    let nodes = write.nodes === undefined ? p.nodes : [...p.nodes, ...write.nodes];
-    let prune = p.prune;
-    if (write.prune !== undefined) {
-      // A Node inserted and abandoned before the write lands is simply never written.
-      const gone = new Set(write.prune.map(toHex));
-      const before = nodes.length;
-      nodes = nodes.filter((n) => !gone.has(toHex(n.hash)));
-      const unwritten = before === nodes.length ? new Set<string>() : new Set(
-        p.nodes.concat(write.nodes ?? []).filter((n) => gone.has(toHex(n.hash))).map((n) =>
-          toHex(n.hash)
-        ),
-      );
-      prune = [...prune, ...write.prune.filter((h) => !unwritten.has(toHex(h)))];
-    }
+    const gone = new Set((write.prune ?? []).map(toHex));
+    const all = [...p.nodes, ...(write.nodes ?? [])];
+    // A Node inserted and abandoned before the write lands is simply never written (nor deleted).
+    const unwritten = new Set(all.map((n) => toHex(n.hash)).filter((id) => gone.has(id)));
     this.#pending = {
       safety: write.safety ?? p.safety,
-      nodes,
-      commits: write.commits === undefined ? p.commits : [...p.commits, ...write.commits],
-      prune,
+      nodes: all.filter((n) => !unwritten.has(toHex(n.hash))),
+      commits: [...p.commits, ...(write.commits ?? [])],
+      prune: [...p.prune, ...(write.prune ?? []).filter((h) => !unwritten.has(toHex(h)))],
     };
   }
 

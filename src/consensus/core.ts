@@ -833,9 +833,7 @@ export class Core {
     }
     // Spec 4.4 step 2: a full answer means there is more; so does a non-empty one that still
     // leaves us without the highest QC's Node. Ask again when this batch is done.
-    const more = nodes.length >= this.#limits.catchUpNodesMax ||
-      (nodes.length > 0 && !this.#knows(this.#highQC.nodeHash));
-    this.#fetchMoreFrom = more ? from : null;
+    this.#fetchMoreFrom = nodes.length > 0 ? from : null;
     this.#wasFull = nodes.length >= this.#limits.catchUpNodesMax;
     this.#fetchInserted = 0;
     this.#continueFetched();
