@@ -37,27 +37,6 @@ import { assert, ConfigError, HotStuffError } from "./errors.ts";
 import type { Hash, Node } from "./types.ts";
 import { toHex } from "./types.ts";
 
-// The library types this module's signatures mention, so that its documentation is complete.
-export type {
-  Application,
-  CommitNotice,
-  ProduceRequest,
-  ProduceResult,
-  StateUpdate,
-  StateView,
-  ValidateRequest,
-  ValidateResult,
-} from "./app.ts";
-export { HotStuffError } from "./errors.ts";
-export type {
-  Hash,
-  Node,
-  PublicKey,
-  QuorumCertificate,
-  Signature,
-  SignerSignature,
-} from "./types.ts";
-
 /** Input of {@link CommandMachine.apply}. */
 export interface ApplyRequest {
   /** The command bytes. */

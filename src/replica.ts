@@ -69,48 +69,6 @@ import { bytesEqual, fromHex, toHex } from "./types.ts";
 import type { ValidatorSet } from "./validators.ts";
 import { plantedBugs } from "./validators.ts";
 
-// The library types this module's signatures mention, so that its documentation is complete.
-export type {
-  CommitNotice,
-  ProduceRequest,
-  ProduceResult,
-  ValidateRequest,
-  ValidateResult,
-} from "./app.ts";
-export { HotStuffError } from "./errors.ts";
-export type { ApplyRequest, ApplyResult, BatchLimits, SubmitResult } from "./mempool.ts";
-export type { CommittedHead, SafetyState, StoredNode, WriteBatch } from "./storage/storage.ts";
-export type { ConsensusMessage, Signature, SignerSignature } from "./types.ts";
-export type { QuorumCount, Validator } from "./validators.ts";
-export type {
-  Core,
-  CoreInput,
-  CoreOptions,
-  CoreOutput,
-  CoreRestore,
-  ExecuteRequest,
-  FetchRequest,
-  Outbound,
-  ProduceCommandRequest,
-  UnsignedMessage,
-} from "./consensus/core.ts";
-export type { NodeTree } from "./consensus/node_tree.ts";
-export type { ConsensusEvent, EquivocationEvidence } from "./events.ts";
-export type { StateUpdate, StateView } from "./app.ts";
-export type { NewViewMessage, ProposeMessage, TimeoutCertificate, VoteMessage } from "./types.ts";
-export type { Application } from "./app.ts";
-export type { CoreLimits } from "./consensus/core.ts";
-export type { PacemakerOptions } from "./consensus/pacemaker.ts";
-export type { Signer, Verifier } from "./crypto.ts";
-export type { Clock } from "./engine.ts";
-export type { Engine } from "./engine.ts";
-export type { CommandMachine, CommittedCommand, Mempool, MempoolOptions } from "./mempool.ts";
-export type { ConnectionLimits, ListenAddress } from "./net/connections.ts";
-export type { HttpApiLimits, NodeTreeView, NodeWithCertificate } from "./net/http.ts";
-export type { Storage } from "./storage/storage.ts";
-export type { Hash, Node, PublicKey, QuorumCertificate } from "./types.ts";
-export type { ValidatorSet } from "./validators.ts";
-
 /** Log levels, quietest last. `fatal` lines (an Engine failure) are written unless `silent`. */
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 

@@ -36,11 +36,6 @@ import { ConfigError } from "../errors.ts";
 import { fromHex, toHex } from "../types.ts";
 import { ValidatorSet } from "../validators.ts";
 
-// The library types this module's signatures mention, so that its documentation is complete.
-export { ConfigError, HotStuffError } from "../errors.ts";
-export type { QuorumCount, Validator, ValidatorSet } from "../validators.ts";
-export type { PublicKey, Signature, SignerSignature } from "../types.ts";
-
 /** Most validators in a cluster file. */
 export const VALIDATORS_MAX = 256;
 

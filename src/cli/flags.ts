@@ -7,8 +7,6 @@
 import { parseArgs } from "node:util";
 import { ConfigError } from "../errors.ts";
 
-export { ConfigError, HotStuffError } from "../errors.ts";
-
 /** Exit code for bad flags or a bad configuration file. */
 export const EXIT_USAGE = 2;
 

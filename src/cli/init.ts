@@ -26,8 +26,6 @@ import {
 } from "./config.ts";
 import { intFlag, parseFlags, requireFlag, runMain } from "./flags.ts";
 
-export type { ClusterConfig, ClusterValidator, HostPort } from "./config.ts";
-
 /** Options of {@link initCluster}. */
 export interface InitOptions {
   /** Number of replicas, 1 to 256. */

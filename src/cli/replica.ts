@@ -36,9 +36,6 @@ import {
 } from "./config.ts";
 import { intFlag, parseFlags, requireFlag } from "./flags.ts";
 
-export type { CommandMachine } from "../mempool.ts";
-export type { Replica } from "../replica.ts";
-
 /** The pacemaker's minimum view timeout for a LAN or loopback cluster, ms. */
 export const LAN_VIEW_TIMEOUT_MIN_MS = 500;
 /** The pacemaker's maximum view timeout, ms. */

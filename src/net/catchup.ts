@@ -42,11 +42,6 @@ import { bytesEqual, toHex } from "../types.ts";
 import type { NetLog } from "./connections.ts";
 import { readBodyLimited } from "./http.ts";
 
-// The library types this API's signatures mention, so that its documentation is complete.
-export type { NodeSource } from "../engine.ts";
-export type { NetLog } from "./connections.ts";
-export type { Hash, Node, PublicKey, QuorumCertificate, SignerSignature } from "../types.ts";
-
 /** A peer's NodeTree HTTP API. */
 export interface HttpPeer {
   /** The peer's validator key: the `from` of the Nodes it serves. */

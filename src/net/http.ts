@@ -70,17 +70,6 @@ import type { Node, QuorumCertificate } from "../types.ts";
 import { toHex } from "../types.ts";
 import type { NetLog } from "./connections.ts";
 
-// The library types this API's signatures mention, so that its documentation is complete.
-export type { NetLog } from "./connections.ts";
-export type {
-  Hash,
-  Node,
-  PublicKey,
-  QuorumCertificate,
-  Signature,
-  SignerSignature,
-} from "../types.ts";
-
 /** A Node of the NodeTree with what a reader needs to trust it. */
 export interface NodeWithCertificate {
   /** The Node. */

@@ -63,24 +63,6 @@ import type { ConsensusMessage } from "../types.ts";
 import { ConnectionManager, type NetworkOptions, type PeerStatus } from "./connections.ts";
 import { FrameType } from "./framing.ts";
 
-// The library types this API's signatures mention, so that its documentation is complete.
-export type { CodecLimits } from "../codec.ts";
-export type { Signer, Verifier } from "../crypto.ts";
-export { HotStuffError } from "../errors.ts";
-export type {
-  ConsensusMessage,
-  Hash,
-  NewViewMessage,
-  Node,
-  ProposeMessage,
-  PublicKey,
-  QuorumCertificate,
-  Signature,
-  SignerSignature,
-  TimeoutCertificate,
-  VoteMessage,
-} from "../types.ts";
-
 /** Options of {@link ConsensusTcp}: identity, addresses, log, and every limit. */
 export interface ConsensusTcpOptions extends NetworkOptions {
   /** Bounds the message decoder enforces. Default {@link DEFAULT_CODEC_LIMITS}. */

@@ -8,7 +8,8 @@
  *
  * @module
  */
-import { ConfigError, intFlag, parseFlags, runMain } from "../cli/flags.ts";
+import { ConfigError } from "../errors.ts";
+import { intFlag, parseFlags, runMain } from "../cli/flags.ts";
 import { describeScenario, mixedScenario } from "./scenario.ts";
 import { runSimulation } from "./sim.ts";
 

@@ -9,7 +9,8 @@
  *
  * @module
  */
-import { ConfigError, intFlag, parseFlags, runMain } from "../cli/flags.ts";
+import { ConfigError } from "../errors.ts";
+import { intFlag, parseFlags, runMain } from "../cli/flags.ts";
 import { forkerScenario } from "./scenario.ts";
 import { runSimulation } from "./sim.ts";
 import { TWINS_CHOICES_PER_ROUND, twinsScenario } from "./twins.ts";

@@ -77,24 +77,6 @@ import type {
 } from "./storage.ts";
 
 // Re-exported so that this module's public API names every type it uses (`deno doc --lint`).
-export type { CodecLimits } from "../codec.ts";
-export type {
-  Hash,
-  Node,
-  PublicKey,
-  QuorumCertificate,
-  Signature,
-  SignerSignature,
-  TimeoutCertificate,
-} from "../types.ts";
-export type {
-  CommittedHead,
-  SafetyState,
-  StateUpdate,
-  Storage,
-  StoredNode,
-  WriteBatch,
-} from "./storage.ts";
 
 /** Limits of Deno KV that {@link DenoKvStorage} plans around, and its own record sizes. */
 export interface DenoKvLimits {
