@@ -163,6 +163,7 @@ export {
   type ReplicaPeer,
   RouteError,
   startReplica,
+  type SubmittedCommand,
   systemClock,
 } from "./src/replica.ts";
 export {
@@ -173,10 +174,14 @@ export {
   type CommandMachine,
   type CommittedCommand,
   decodeBatch,
+  decodeEntryList,
   DEFAULT_BATCH_LIMITS,
   encodeBatch,
+  encodeEntries,
   Mempool,
   MempoolError,
   type MempoolOptions,
+  type MempoolRestore,
+  type PoolCommand,
   type SubmitResult,
 } from "./src/mempool.ts";

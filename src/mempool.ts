@@ -4,28 +4,42 @@
  *
  * ## How a command travels
  *
- * 1. A client submits a command to any replica (`POST /commands`, see `replica.ts`). Its id is
- *    the SHA-256 of its bytes ({@link commandId}). The replica adds it to its pool and forwards
- *    it to every peer, which adds it to its own pool. Every pool dedupes by id and is bounded
- *    (`poolCommandsMax`, `poolBytesMax`); a full pool refuses with reason `pool-full`.
- * 2. A leader batches pool commands into its Node's command: the canonical CBOR array of the
- *    commands, at most `batchBytesMax` bytes and `batchCommandsMax` commands, skipping the ones
- *    already in an uncommitted ancestor of the Node it extends.
- * 3. Every replica validates the batch (deterministically, from the Node and the state view
- *    only): well formed, within the batch limits, no command twice in the batch, no command
- *    already committed or in an uncommitted ancestor (each command leaves the state key
- *    `"c/" + id` = CBOR `[height, nodeHash]`, so the state view sees it), and each command
- *    accepted by the {@link CommandMachine}.
- * 4. On commit, every pool drops the committed ids and answers the clients waiting for them.
+ * 1. A client submits a command to any replica (`POST /commands`, see `replica.ts`). The replica
+ *    gives it an expiry height `expires` (the client may choose it) and its id is the SHA-256 of
+ *    `expires` (8 bytes, big-endian) followed by the command ({@link commandId}). The replica
+ *    adds it to its pool and forwards `[expires, command]` to every peer, which adds it to its
+ *    own pool. Every pool dedupes by id and is bounded (`poolCommandsMax`, `poolBytesMax`); a
+ *    full pool refuses with reason `pool-full`.
+ * 2. A leader batches pool commands into its Node's command: the canonical CBOR array of
+ *    `[expires, command]` entries, at most `batchBytesMax` bytes and `batchCommandsMax` entries,
+ *    skipping the ones already in an uncommitted ancestor or committed recently.
+ * 3. Every replica validates the batch (deterministically, from the Node and its ancestors
+ *    only): well formed, within the batch limits, every entry live at the Node's height `h`
+ *    (`h <= expires < h + commandHorizon`), no id twice in the batch, no id in an ancestor of
+ *    the last `commandHorizon` heights, and each command accepted by the {@link CommandMachine}.
+ * 4. On commit, every pool drops the committed ids and answers the clients waiting for them;
+ *    commands whose `expires` is at or below the committed height can never commit any more, so
+ *    they leave the pool and their clients get the definite answer `expired`.
  *
- * A command stays in every pool until it is committed, so the next leader proposes it again when
- * a leader fails: it is not lost, and the dedupe rule makes sure it is committed at most once.
+ * ## Why at most once needs no reads
+ *
+ * A command entry can only be in a Node of height `h` with `expires - commandHorizon < h <=
+ * expires`. Two copies of one id have the same `expires`, so they would be less than
+ * `commandHorizon` heights apart: the ids of the Node's ancestors of the last `commandHorizon`
+ * heights decide "committed before?". Every replica keeps those ids in memory (committed ones by
+ * height, uncommitted ones per validated Node), rebuilds them from its store on restart
+ * ({@link Mempool.restore}), and never reads application state to dedupe. A client that resubmits
+ * the same command with the same `expires` (after a lost answer) gets it committed at most once,
+ * forever; after an `expired` answer it may safely submit it again with a new expiry.
+ *
+ * A command stays in every pool until it is committed or expires, so the next leader proposes
+ * it again when a leader fails: it is not lost before its expiry.
  *
  * ## Batch limits are part of the protocol
  *
- * {@link BatchLimits} decide whether a Node is valid, so every replica must use the same ones
- * (like the validator set). The defaults keep one Node's state updates inside the Application
- * limits of the Engine and inside one Deno KV atomic operation.
+ * {@link BatchLimits} (the horizon included) decide whether a Node is valid, so every replica
+ * must use the same ones (like the validator set). The defaults keep one Node's state updates
+ * inside the Application limits of the Engine.
  *
  * @module
  */
@@ -54,8 +68,7 @@ export type ApplyResult =
 
 /**
  * A replicated state machine that executes one command at a time. The same determinism rules as
- * {@link Application.validateNode} apply to both hooks. State keys starting with `"c/"` are
- * reserved for command ids; a result that writes one is refused (`reserved-key`).
+ * {@link Application.validateNode} apply to both hooks.
  *
  * @example
  * ```ts
@@ -89,9 +102,9 @@ export interface BatchLimits {
   /** Most commands in one batch. Default 4096. */
   readonly batchCommandsMax: number;
   /**
-   * Most state updates of one batch (one per command for its id included). Default 500 (the
-   * Engine's default `updatesMax` is 512). At most 990: a commit's updates and the Node's own
-   * bookkeeping must fit one Deno KV atomic operation (1,000 mutations).
+   * Most state updates of one batch. Default 500 (the Engine's default `updatesMax` is 512).
+   * At most 990: a commit's updates and the Node's own bookkeeping must fit one Deno KV atomic
+   * operation (1,000 mutations).
    */
   readonly batchUpdatesMax: number;
   /**
@@ -105,6 +118,12 @@ export interface BatchLimits {
   readonly updateKeyBytesMax: number;
   /** Largest state value a command may write, bytes. Default 60 KiB. */
   readonly updateValueBytesMax: number;
+  /**
+   * How many heights a command stays live: a Node of height `h` may hold a command only if
+   * `h <= expires < h + commandHorizon`. Replicas keep the ids committed in the last
+   * `commandHorizon` heights in memory. Default 1024.
+   */
+  readonly commandHorizon: number;
 }
 
 /**
@@ -126,6 +145,7 @@ export const DEFAULT_BATCH_LIMITS: BatchLimits = {
   batchUpdateBytesMax: 400 * 1024,
   updateKeyBytesMax: 512,
   updateValueBytesMax: DEFAULT_APP_LIMITS.updateValueBytesMax,
+  commandHorizon: 1024,
 };
 
 /** Options of {@link Mempool}: batch limits and the pool's own limits. */
@@ -134,11 +154,13 @@ export interface MempoolOptions extends Partial<BatchLimits> {
   readonly poolCommandsMax?: number;
   /** Most command bytes in the pool. Default 256 MiB. */
   readonly poolBytesMax?: number;
-  /** Committed ids remembered in memory, to refuse late copies without a read. Default 100,000. */
-  readonly recentCommittedMax?: number;
   /** Most clients waiting for commits at once. Default 100,000. */
   readonly waitersMax?: number;
-  /** Uncommitted Nodes whose command ids are remembered, for the leader. Default 1024. */
+  /**
+   * Uncommitted Nodes whose command ids are remembered. Default 8192 (the core's
+   * `treeNodesMax`): every Node of the NodeTree must be remembered, or Nodes built on one that
+   * was forgotten are refused (`ancestors-unknown`) until it commits.
+   */
   readonly proposedNodesMax?: number;
   /**
    * When a leader has nothing to propose and nothing waits to commit, it waits up to this long
@@ -146,11 +168,9 @@ export interface MempoolOptions extends Partial<BatchLimits> {
    * cluster does not spin. Default 20 ms; 0 disables it.
    */
   readonly idleProposeDelayMs?: number;
-  /** Reads the committed record of a command id (its `"c/"` key), for submissions. */
-  readonly lookupCommitted?: (id: Uint8Array) => Promise<CommittedCommand | null>;
   /** Told about every committed batch (for metrics and logs). */
   readonly onCommitted?: (notice: { height: number; commands: number }) => void;
-  /** Told about a pool command that the leader dropped because the machine refused it. */
+  /** Told about a pool command that left the pool uncommitted: refused by the machine, expired. */
   readonly onDropped?: (id: string, reason: string) => void;
 }
 
@@ -164,21 +184,39 @@ export interface CommittedCommand {
   readonly node: string;
 }
 
+/** A command with its expiry height: one entry of a batch, and what replicas forward. */
+export interface PoolCommand {
+  /** The command bytes. */
+  readonly command: Uint8Array;
+  /** The last height at which it may be committed. */
+  readonly expires: number;
+}
+
 /** What {@link Mempool.submit} did. */
 export interface SubmitResult {
   /** The id of every submitted command, hex, in order. */
   readonly ids: string[];
+  /** The expiry height the commands were given. */
+  readonly expires: number;
   /** The commands that were new to the pool (to forward to the peers). */
-  readonly added: Uint8Array[];
-  /** Their ids, hex, in the same order. */
-  readonly addedIds: string[];
+  readonly added: PoolCommand[];
   /** The commands among them already known to be committed, by index. */
   readonly committed: Map<number, CommittedCommand>;
 }
 
+/** What a replica's store holds that the pool must know after a restart: see {@link Mempool.restore}. */
+export interface MempoolRestore {
+  /** The committed Nodes of the last `commandHorizon` heights (or fewer), any order. */
+  readonly committed: ReadonlyArray<{ readonly node: Node; readonly hash: Hash }>;
+  /** The committed height (0 on a new chain). */
+  readonly committedHeight: number;
+  /** The stored uncommitted Nodes. */
+  readonly uncommitted: ReadonlyArray<{ readonly node: Node; readonly hash: Hash }>;
+}
+
 /**
- * A refused submission or wait. Reasons: `bad-command`, `command-too-large`, `pool-full`,
- * `too-many-waiters`, `wait-timeout`, `command-rejected`, `closed`.
+ * A refused submission or wait. Reasons: `bad-command`, `command-too-large`, `bad-expiry`,
+ * `pool-full`, `too-many-waiters`, `wait-timeout`, `command-rejected`, `expired`, `closed`.
  *
  * @example
  * ```ts
@@ -200,78 +238,59 @@ export class MempoolError extends HotStuffError {
   }
 }
 
-const encoder = new TextEncoder();
-const ID_PREFIX = encoder.encode("c/");
 const EMPTY_BATCH = encodeValue([]);
 /** Deno KV's 1,000 mutations per atomic operation, less a commit's own bookkeeping. */
 const BATCH_UPDATES_LIMIT = 990;
-/** Pool commands looked up at once while a leader builds a batch. */
-const CANDIDATE_WINDOW_MAX = 512;
+/** Largest expiry height: a CBOR unsigned integer that is a safe integer. */
+const EXPIRES_MAX = Number.MAX_SAFE_INTEGER;
 
 /**
- * The id of a command: SHA-256 of its bytes.
+ * The id of a command with its expiry: SHA-256 of `expires` (8 bytes, big-endian) followed by
+ * the command bytes.
  *
  * @example
  * ```ts
  * import { commandId } from "./mempool.ts";
- * commandId(new Uint8Array([1])).length; // 32
+ * commandId(new Uint8Array([1]), 100).length; // 32
  * ```
  */
-export function commandId(command: Uint8Array): Uint8Array {
-  return sha256Bytes(command);
+export function commandId(command: Uint8Array, expires: number): Uint8Array {
+  const bytes = new Uint8Array(8 + command.length);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(expires));
+  bytes.set(command, 8);
+  return sha256Bytes(bytes);
 }
 
 /**
- * The state key that records a committed (or pending) command: `"c/"` followed by the 32-byte id.
- *
- * @example
- * ```ts
- * import { commandId, commandIdKey } from "./mempool.ts";
- * commandIdKey(commandId(new Uint8Array([1]))).length; // 34
- * ```
- */
-export function commandIdKey(id: Uint8Array): Uint8Array {
-  const key = new Uint8Array(ID_PREFIX.length + id.length);
-  key.set(ID_PREFIX);
-  key.set(id, ID_PREFIX.length);
-  return key;
-}
-
-/**
- * Decodes the value of a `"c/"` key (CBOR `[height, nodeHash]`), or null if malformed.
- *
- * @example
- * ```ts
- * import { decodeCommittedRecord } from "./mempool.ts";
- * decodeCommittedRecord("ab", new Uint8Array([0x80])); // null: not [height, hash]
- * ```
- */
-export function decodeCommittedRecord(id: string, value: Uint8Array): CommittedCommand | null {
-  let v: unknown;
-  try {
-    v = decodeValue(value);
-  } catch {
-    return null;
-  }
-  if (!Array.isArray(v) || v.length !== 2) return null;
-  const [height, hash] = v as unknown[];
-  if (!Number.isSafeInteger(height) || !(hash instanceof Uint8Array) || hash.length !== 32) {
-    return null;
-  }
-  return { id, height: height as number, node: toHex(hash) };
-}
-
-/**
- * Encodes commands as a batch: the canonical CBOR array of byte strings (a Node's command).
+ * Encodes commands as a batch: the canonical CBOR array of `[expires, command]` (a Node's
+ * command).
  *
  * @example
  * ```ts
  * import { decodeBatch, encodeBatch } from "./mempool.ts";
- * decodeBatch(encodeBatch([new Uint8Array([1])])); // { ok: true, commands: [Uint8Array [1]] }
+ * decodeBatch(encodeBatch([{ command: new Uint8Array([1]), expires: 9 }]));
+ * // { ok: true, entries: [{ command: Uint8Array [1], expires: 9 }] }
  * ```
  */
-export function encodeBatch(commands: readonly Uint8Array[]): Uint8Array {
-  return commands.length === 0 ? EMPTY_BATCH : encodeValue(commands);
+export function encodeBatch(entries: readonly PoolCommand[]): Uint8Array {
+  return entries.length === 0 ? EMPTY_BATCH : encodeValue(entries.map(entryValue));
+}
+
+/**
+ * Encodes commands for forwarding (`POST /mempool`): the same CBOR array as a batch.
+ *
+ * @example
+ * ```ts
+ * import { encodeEntries } from "./mempool.ts";
+ * encodeEntries([{ command: new Uint8Array([1]), expires: 9 }]).length; // 5
+ * ```
+ */
+export function encodeEntries(entries: readonly PoolCommand[]): Uint8Array {
+  return encodeValue(entries.map(entryValue));
+}
+
+function entryValue(e: PoolCommand): [number, Uint8Array] {
+  return [e.expires, e.command];
 }
 
 /**
@@ -286,10 +305,28 @@ export function encodeBatch(commands: readonly Uint8Array[]): Uint8Array {
 export function decodeBatch(
   bytes: Uint8Array,
   limits: BatchLimits = DEFAULT_BATCH_LIMITS,
-): { ok: true; commands: Uint8Array[] } | { ok: false; reason: string } {
+): { ok: true; entries: PoolCommand[] } | { ok: false; reason: string } {
   if (bytes.length > limits.batchBytesMax) {
     return { ok: false, reason: `batch of ${bytes.length} bytes exceeds ${limits.batchBytesMax}` };
   }
+  return decodeEntryList(bytes, limits.batchCommandsMax, limits.commandBytesMax);
+}
+
+/**
+ * Decodes a CBOR array of `[expires, command]` entries (a batch, or a forwarded body) of at most
+ * `countMax` entries of 1 to `commandBytesMax` bytes each; never throws.
+ *
+ * @example
+ * ```ts
+ * import { decodeEntryList } from "./mempool.ts";
+ * decodeEntryList(new Uint8Array([0x80]), 10, 10); // { ok: true, entries: [] }
+ * ```
+ */
+export function decodeEntryList(
+  bytes: Uint8Array,
+  countMax: number,
+  commandBytesMax: number,
+): { ok: true; entries: PoolCommand[] } | { ok: false; reason: string } {
   let value: unknown;
   try {
     value = decodeValue(bytes);
@@ -297,25 +334,36 @@ export function decodeBatch(
     return { ok: false, reason: `batch is not CBOR: ${(e as Error).message}` };
   }
   if (!Array.isArray(value)) return { ok: false, reason: "batch must be a CBOR array" };
-  if (value.length > limits.batchCommandsMax) {
-    return {
-      ok: false,
-      reason: `batch of ${value.length} commands exceeds ${limits.batchCommandsMax}`,
-    };
+  if (value.length > countMax) {
+    return { ok: false, reason: `batch of ${value.length} commands exceeds ${countMax}` };
   }
-  for (const [i, c] of value.entries()) {
+  const entries: PoolCommand[] = [];
+  for (const [i, e] of value.entries()) {
+    if (!Array.isArray(e) || e.length !== 2) {
+      return { ok: false, reason: `entry ${i} is not [expires, command]` };
+    }
+    const [expires, c] = e as unknown[];
+    if (!Number.isSafeInteger(expires) || (expires as number) < 1) {
+      return { ok: false, reason: `entry ${i}: expires must be a height >= 1` };
+    }
     if (!(c instanceof Uint8Array)) return { ok: false, reason: `command ${i} is not bytes` };
     if (c.length === 0) return { ok: false, reason: `command ${i} is empty` };
-    if (c.length > limits.commandBytesMax) {
+    if (c.length > commandBytesMax) {
       return { ok: false, reason: `command ${i} of ${c.length} bytes is too large` };
     }
+    entries.push({ command: c, expires: expires as number });
   }
-  return { ok: true, commands: value as Uint8Array[] };
+  return { ok: true, entries };
 }
 
-/** Size of a CBOR byte string of `n` bytes. */
-function cborBytesSize(n: number): number {
-  return n + (n < 24 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5);
+/** Size of a CBOR byte string of `n` bytes, or of the head of an unsigned integer `n`. */
+function cborHeadSize(n: number): number {
+  return n < 24 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : n < 2 ** 32 ? 5 : 9;
+}
+
+/** Encoded size of one batch entry `[expires, command]`. */
+function entrySize(e: PoolCommand): number {
+  return 1 + cborHeadSize(e.expires) + cborHeadSize(e.command.length) + e.command.length;
 }
 
 /** The running totals of one batch, checked against {@link BatchLimits}. */
@@ -332,15 +380,15 @@ class BatchBudget {
     this.#limits = limits;
   }
 
-  /** Whether one more command of this size fits the batch's size and count limits. */
-  fitsCommand(command: Uint8Array): boolean {
+  /** Whether one more entry fits the batch's size and count limits. */
+  fitsEntry(entry: PoolCommand): boolean {
     return this.#commands + 1 <= this.#limits.batchCommandsMax &&
-      this.#bytes + cborBytesSize(command.length) <= this.#limits.batchBytesMax;
+      this.#bytes + entrySize(entry) <= this.#limits.batchBytesMax;
   }
 
-  addCommand(command: Uint8Array): void {
+  addEntry(entry: PoolCommand): void {
     this.#commands++;
-    this.#bytes += cborBytesSize(command.length);
+    this.#bytes += entrySize(entry);
   }
 
   /** Adds the updates if all fit (returns null), else changes nothing and returns why not. */
@@ -366,11 +414,6 @@ class BatchBudget {
   }
 }
 
-/** True iff `key` starts with the reserved `"c/"` prefix. */
-function isReservedKey(key: Uint8Array): boolean {
-  return key.length >= ID_PREFIX.length && key[0] === ID_PREFIX[0] && key[1] === ID_PREFIX[1];
-}
-
 /** A state view with the batch's own earlier updates on top. */
 function overlay(base: StateView, local: Map<string, Uint8Array | null>): StateView {
   return {
@@ -381,9 +424,8 @@ function overlay(base: StateView, local: Map<string, Uint8Array | null>): StateV
   };
 }
 
-interface PoolEntry {
-  readonly command: Uint8Array;
-  readonly id: Uint8Array;
+interface PoolEntry extends PoolCommand {
+  readonly id: string;
 }
 
 interface Waiter {
@@ -397,6 +439,12 @@ interface Proposed {
   readonly ids: readonly string[];
 }
 
+/** The command ids a committed Node holds. */
+interface CommittedAt {
+  readonly node: string;
+  readonly ids: readonly string[];
+}
+
 /**
  * One replica's pool of client commands, and the batching {@link Application} built on it
  * ({@link Mempool.application}).
@@ -405,8 +453,8 @@ interface Proposed {
  * ```ts
  * import { Mempool } from "./mempool.ts";
  * const pool = new Mempool({ apply: () => ({ ok: true, updates: [] }) });
- * const r = await pool.submit([new Uint8Array([1, 2, 3])]);
- * console.log(r.ids.length, pool.size); // 1 1
+ * const r = pool.submit([new Uint8Array([1, 2, 3])]);
+ * console.log(r.ids.length, r.expires, pool.size); // 1 1024 1
  * // pool.application is the Application to give the Engine.
  * pool.close();
  * ```
@@ -418,24 +466,27 @@ export class Mempool {
   readonly #o: MempoolOptions;
   readonly #poolCommandsMax: number;
   readonly #poolBytesMax: number;
-  readonly #recentMax: number;
   readonly #waitersMax: number;
   readonly #proposedMax: number;
   readonly #idleDelayMs: number;
-  /** id hex -> command and id bytes, oldest first. */
+  /** id hex -> command and expiry, oldest first. */
   readonly #pool = new Map<string, PoolEntry>();
   #poolBytes = 0;
-  /** id hex -> where it committed, oldest first, bounded. */
-  readonly #recent = new Map<string, CommittedCommand>();
+  /** Expiry height -> ids in the pool or waited for with that expiry (swept on commit). */
+  readonly #expiring = new Map<number, Set<string>>();
+  /** Committed height -> its Node and ids, for the last `commandHorizon` heights, ascending. */
+  readonly #committed = new Map<number, CommittedAt>();
+  /** id hex -> committed height, for every id of {@link Mempool.#committed}. */
+  readonly #committedIds = new Map<string, number>();
   readonly #waiters = new Map<string, Set<Waiter>>();
   #waiterCount = 0;
-  /** Node hash hex -> its parent and command ids, for the Nodes this replica validated. */
+  /** Node hash hex -> its parent and command ids, for uncommitted Nodes validated or restored. */
   readonly #proposed = new Map<string, Proposed>();
   #wake: (() => void) | null = null;
   #closed = false;
   /** Commands committed since start. */
   committedCommands = 0;
-  /** Height of the last commit seen (0 until one is seen, e.g. after a restart). */
+  /** Height of the last commit seen (or restored). */
   #committedHeight = 0;
 
   /**
@@ -448,16 +499,17 @@ export class Mempool {
   constructor(machine: CommandMachine, options: MempoolOptions = {}) {
     this.#machine = machine;
     this.#o = options;
+    const d = DEFAULT_BATCH_LIMITS;
     const limits: BatchLimits = {
-      commandBytesMax: options.commandBytesMax ?? DEFAULT_BATCH_LIMITS.commandBytesMax,
-      batchBytesMax: options.batchBytesMax ?? DEFAULT_BATCH_LIMITS.batchBytesMax,
-      batchCommandsMax: options.batchCommandsMax ?? DEFAULT_BATCH_LIMITS.batchCommandsMax,
-      batchUpdatesMax: options.batchUpdatesMax ?? DEFAULT_BATCH_LIMITS.batchUpdatesMax,
-      batchUpdateKeyBytesMax: options.batchUpdateKeyBytesMax ??
-        DEFAULT_BATCH_LIMITS.batchUpdateKeyBytesMax,
-      batchUpdateBytesMax: options.batchUpdateBytesMax ?? DEFAULT_BATCH_LIMITS.batchUpdateBytesMax,
-      updateKeyBytesMax: options.updateKeyBytesMax ?? DEFAULT_BATCH_LIMITS.updateKeyBytesMax,
-      updateValueBytesMax: options.updateValueBytesMax ?? DEFAULT_BATCH_LIMITS.updateValueBytesMax,
+      commandBytesMax: options.commandBytesMax ?? d.commandBytesMax,
+      batchBytesMax: options.batchBytesMax ?? d.batchBytesMax,
+      batchCommandsMax: options.batchCommandsMax ?? d.batchCommandsMax,
+      batchUpdatesMax: options.batchUpdatesMax ?? d.batchUpdatesMax,
+      batchUpdateKeyBytesMax: options.batchUpdateKeyBytesMax ?? d.batchUpdateKeyBytesMax,
+      batchUpdateBytesMax: options.batchUpdateBytesMax ?? d.batchUpdateBytesMax,
+      updateKeyBytesMax: options.updateKeyBytesMax ?? d.updateKeyBytesMax,
+      updateValueBytesMax: options.updateValueBytesMax ?? d.updateValueBytesMax,
+      commandHorizon: options.commandHorizon ?? d.commandHorizon,
     };
     for (const [name, value] of Object.entries(limits)) positive(name, value);
     if (limits.batchUpdatesMax > BATCH_UPDATES_LIMIT) {
@@ -469,9 +521,8 @@ export class Mempool {
     this.limits = limits;
     this.#poolCommandsMax = positive("poolCommandsMax", options.poolCommandsMax ?? 100_000);
     this.#poolBytesMax = positive("poolBytesMax", options.poolBytesMax ?? 256 * 1024 * 1024);
-    this.#recentMax = positive("recentCommittedMax", options.recentCommittedMax ?? 100_000);
     this.#waitersMax = positive("waitersMax", options.waitersMax ?? 100_000);
-    this.#proposedMax = positive("proposedNodesMax", options.proposedNodesMax ?? 1024);
+    this.#proposedMax = positive("proposedNodesMax", options.proposedNodesMax ?? 8192);
     this.#idleDelayMs = options.idleProposeDelayMs ?? 20;
     if (!Number.isSafeInteger(this.#idleDelayMs) || this.#idleDelayMs < 0) {
       throw new ConfigError("bad-option", `idleProposeDelayMs must be >= 0: ${this.#idleDelayMs}`);
@@ -493,6 +544,16 @@ export class Mempool {
     return this.#waiterCount;
   }
 
+  /** Height of the last commit seen (or restored). */
+  get committedHeight(): number {
+    return this.#committedHeight;
+  }
+
+  /** Command ids remembered as committed (those of the last `commandHorizon` heights). */
+  get rememberedIds(): number {
+    return this.#committedIds.size;
+  }
+
   /** True iff the command with this id (hex) is in the pool. */
   has(id: string): boolean {
     return this.#pool.has(id);
@@ -508,35 +569,97 @@ export class Mempool {
   }
 
   /**
-   * Adds commands to the pool. All or nothing: a malformed or too large command, or too little
-   * room for the new ones, refuses the whole submission. Commands already in the pool, or known
-   * to be committed, are not added again (their ids are still returned).
+   * Tells a new pool what the replica's store holds, before the Engine starts: the committed
+   * height, the Nodes of the last `commandHorizon` committed heights (their ids decide "already
+   * committed?") and the uncommitted Nodes (their ids are pending). Without it, after a restart,
+   * Nodes built on restored uncommitted Nodes are refused (`ancestors-unknown`) until those
+   * commit, and late copies of commands committed before the restart are not recognised.
    *
-   * @param commands the commands, each 1 to `commandBytesMax` bytes
-   * @param options `lookupCommitted`: also look each new command up in committed state (for
-   *   client submissions; forwarded ones skip the read)
-   * @throws {MempoolError} `bad-command`, `command-too-large`, `pool-full`, `closed`
+   * @param restored what the store holds
    */
-  async submit(
-    commands: readonly Uint8Array[],
-    options: { lookupCommitted?: boolean } = {},
-  ): Promise<SubmitResult> {
-    if (this.#closed) throw new MempoolError("closed", "the replica is shutting down");
-    const idBytes = commands.map((c, i) => this.#checkCommand(c, i));
-    const ids = idBytes.map(toHex);
-    const committed = new Map<number, CommittedCommand>();
-    const lookup = this.#o.lookupCommitted;
-    if (options.lookupCommitted === true && lookup !== undefined) {
-      const found = await Promise.all(ids.map((id, i) => {
-        if (this.#pool.has(id) || this.#recent.has(id)) return null;
-        return lookup(idBytes[i]!);
-      }));
-      for (const [i, f] of found.entries()) if (f !== null) committed.set(i, f);
+  restore(restored: MempoolRestore): void {
+    const top = restored.committedHeight;
+    this.#committedHeight = Math.max(this.#committedHeight, top);
+    const committed = [...restored.committed]
+      .filter((c) => c.node.height <= top && c.node.height > top - this.limits.commandHorizon)
+      .sort((a, b) => a.node.height - b.node.height);
+    for (const c of committed) {
+      this.#addCommitted(c.node.height, toHex(c.hash), this.#idsOf(c.node));
     }
-    return this.#add(commands, idBytes, ids, committed);
+    for (const u of restored.uncommitted) {
+      if (u.node.height <= top) continue;
+      const ids = this.#idsOf(u.node);
+      this.#remember(toHex(u.hash), { parent: toHex(u.node.parent), height: u.node.height, ids });
+    }
   }
 
-  #checkCommand(command: Uint8Array, index: number): Uint8Array {
+  /**
+   * Adds client commands to the pool, all with one expiry height. All or nothing: a malformed
+   * or too large command, a bad expiry, or too little room for the new ones refuses the whole
+   * submission. Commands already in the pool, or known to be committed, are not added again
+   * (their ids are still returned).
+   *
+   * @param commands the commands, each 1 to `commandBytesMax` bytes
+   * @param options `expires`: the last height at which they may commit; default the committed
+   *   height plus `commandHorizon` (the latest allowed)
+   * @throws {MempoolError} `bad-command`, `command-too-large`, `bad-expiry`, `expired`,
+   *   `pool-full`, `closed`
+   */
+  submit(commands: readonly Uint8Array[], options: { expires?: number } = {}): SubmitResult {
+    if (this.#closed) throw new MempoolError("closed", "the replica is shutting down");
+    const top = this.#committedHeight;
+    const expires = options.expires ?? top + this.limits.commandHorizon;
+    if (!Number.isSafeInteger(expires) || expires < 1 || expires > EXPIRES_MAX) {
+      throw new MempoolError("bad-expiry", `expires must be a height >= 1: ${expires}`);
+    }
+    if (expires <= top) {
+      throw new MempoolError(
+        "expired",
+        `expires ${expires} is at or below the committed height ${top}: it could never commit`,
+      );
+    }
+    if (expires > top + this.limits.commandHorizon) {
+      throw new MempoolError(
+        "bad-expiry",
+        `expires ${expires} is more than commandHorizon (${this.limits.commandHorizon}) heights ` +
+          `above the committed height ${top}`,
+      );
+    }
+    const entries = commands.map((command, i) => {
+      this.#checkCommand(command, i);
+      return { command, expires };
+    });
+    const { ids, added, committed } = this.#add(entries);
+    return { ids, expires, added, committed };
+  }
+
+  /**
+   * Adds commands forwarded by a peer (`POST /mempool`). Entries whose expiry this replica has
+   * passed are skipped; one too far ahead (more than two horizons above the committed height) or
+   * malformed refuses the whole call.
+   *
+   * @param entries the forwarded `[expires, command]` entries
+   * @returns how many were new to the pool
+   * @throws {MempoolError} `bad-command`, `command-too-large`, `bad-expiry`, `pool-full`, `closed`
+   */
+  addForwarded(entries: readonly PoolCommand[]): number {
+    if (this.#closed) throw new MempoolError("closed", "the replica is shutting down");
+    const top = this.#committedHeight;
+    const live: PoolCommand[] = [];
+    for (const [i, e] of entries.entries()) {
+      this.#checkCommand(e.command, i);
+      if (e.expires > top + 2 * this.limits.commandHorizon) {
+        throw new MempoolError(
+          "bad-expiry",
+          `entry ${i} expires at ${e.expires}, too far above the committed height ${top}`,
+        );
+      }
+      if (e.expires > top) live.push(e);
+    }
+    return this.#add(live).added.length;
+  }
+
+  #checkCommand(command: Uint8Array, index: number): void {
     if (!(command instanceof Uint8Array) || command.length === 0) {
       throw new MempoolError("bad-command", `command ${index} is empty`);
     }
@@ -550,21 +673,20 @@ export class Mempool {
     if (problem !== null) {
       throw new MempoolError("bad-command", `command ${index} is invalid: ${problem}`);
     }
-    return commandId(command);
   }
 
-  #add(
-    commands: readonly Uint8Array[],
-    idBytes: readonly Uint8Array[],
-    ids: string[],
-    committed: Map<number, CommittedCommand>,
-  ): SubmitResult {
+  #add(entries: readonly PoolCommand[]): {
+    ids: string[];
+    added: PoolCommand[];
+    committed: Map<number, CommittedCommand>;
+  } {
+    const ids = entries.map((e) => toHex(commandId(e.command, e.expires)));
+    const committed = new Map<number, CommittedCommand>();
     const fresh = new Map<string, PoolEntry>();
     for (const [i, id] of ids.entries()) {
-      const recent = this.#recent.get(id);
-      if (recent !== undefined) committed.set(i, recent);
-      if (committed.has(i) || this.#pool.has(id)) continue;
-      fresh.set(id, { command: commands[i]!, id: idBytes[i]! });
+      const known = this.#committedAs(id);
+      if (known !== null) committed.set(i, known);
+      else if (!this.#pool.has(id)) fresh.set(id, { ...entries[i]!, id });
     }
     let bytes = 0;
     for (const e of fresh.values()) bytes += e.command.length;
@@ -582,27 +704,45 @@ export class Mempool {
           `${bytes} more do not fit, retry later`,
       );
     }
-    for (const [id, c] of fresh) this.#pool.set(id, c);
+    for (const [id, e] of fresh) {
+      this.#pool.set(id, e);
+      this.#index(id, e.expires);
+    }
     this.#poolBytes += bytes;
     if (fresh.size > 0) this.#wakeProducer();
-    const added = [...fresh.values()].map((e) => e.command);
-    return { ids, added, addedIds: [...fresh.keys()], committed };
+    const added = [...fresh.values()].map((e) => ({ command: e.command, expires: e.expires }));
+    return { ids, added, committed };
+  }
+
+  /** Where the command with this id committed, if within the last `commandHorizon` heights. */
+  #committedAs(id: string): CommittedCommand | null {
+    const height = this.#committedIds.get(id);
+    if (height === undefined) return null;
+    return { id, height, node: this.#committed.get(height)!.node };
   }
 
   /**
-   * Resolves when the command with this id (hex) is committed.
+   * Resolves when the command with this id (hex) and expiry is committed; fails with `expired`
+   * once the committed height reaches `expires` without it (then it can never commit).
    *
    * @param id command id, hex
+   * @param expires its expiry height
    * @param options `timeoutMs` (default 30 s), `signal` to stop waiting
-   * @throws {MempoolError} `wait-timeout`, `too-many-waiters`, `command-rejected`, `closed`
+   * @throws {MempoolError} `wait-timeout`, `too-many-waiters`, `command-rejected`, `expired`,
+   *   `closed`
    */
   waitForCommit(
     id: string,
+    expires: number,
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<CommittedCommand> {
-    const recent = this.#recent.get(id);
-    if (recent !== undefined) return Promise.resolve(recent);
+    const known = this.#committedAs(id);
+    if (known !== null) return Promise.resolve(known);
     if (this.#closed) return Promise.reject(new MempoolError("closed", "shutting down"));
+    if (expires <= this.#committedHeight) return Promise.reject(expiredError(id, expires));
+    if (options.signal?.aborted) {
+      return Promise.reject(new MempoolError("closed", "wait aborted"));
+    }
     if (this.#waiterCount >= this.#waitersMax) {
       return Promise.reject(
         new MempoolError("too-many-waiters", `${this.#waiterCount} clients already wait`),
@@ -613,7 +753,7 @@ export class Mempool {
       const done = (): void => {
         clearTimeout(timer);
         options.signal?.removeEventListener("abort", onAbort);
-        this.#removeWaiter(id, waiter);
+        this.#removeWaiter(id, expires, waiter);
       };
       const waiter: Waiter = {
         resolve: (c) => {
@@ -636,14 +776,17 @@ export class Mempool {
       if (set === undefined) this.#waiters.set(id, set = new Set());
       set.add(waiter);
       this.#waiterCount++;
+      this.#index(id, expires);
     });
   }
 
-  #removeWaiter(id: string, waiter: Waiter): void {
+  #removeWaiter(id: string, expires: number, waiter: Waiter): void {
     const set = this.#waiters.get(id);
     if (set === undefined || !set.delete(waiter)) return;
     this.#waiterCount--;
-    if (set.size === 0) this.#waiters.delete(id);
+    if (set.size > 0) return;
+    this.#waiters.delete(id);
+    if (!this.#pool.has(id)) this.#unindex(id, expires);
   }
 
   /** Refuses further submissions and fails every waiting client with `closed`. Idempotent. */
@@ -657,104 +800,79 @@ export class Mempool {
     this.#wakeProducer();
   }
 
+  #index(id: string, expires: number): void {
+    let set = this.#expiring.get(expires);
+    if (set === undefined) this.#expiring.set(expires, set = new Set());
+    set.add(id);
+  }
+
+  #unindex(id: string, expires: number): void {
+    const set = this.#expiring.get(expires);
+    if (set === undefined) return;
+    set.delete(id);
+    if (set.size === 0) this.#expiring.delete(expires);
+  }
+
   // -------------------------------------------------------------------------------------------
   // Leader: produce a batch.
 
   async #produce(parent: Hash, height: number, state: StateView): Promise<{ command: Uint8Array }> {
     let batch = await this.#buildBatch(parent, height, state);
-    if (batch.commands.length === 0 && batch.idle && this.#idleDelayMs > 0 && !this.#closed) {
+    if (batch.entries.length === 0 && batch.idle && this.#idleDelayMs > 0 && !this.#closed) {
       await this.#waitForCommands(this.#idleDelayMs);
       batch = await this.#buildBatch(parent, height, state);
     }
-    return { command: encodeBatch(batch.commands) };
+    return { command: encodeBatch(batch.entries) };
   }
 
-  /** Pool commands (oldest first) that fit one batch on top of `parent`. */
+  /** Pool commands (oldest first) live at `height` that fit one batch on top of `parent`. */
   async #buildBatch(
     parent: Hash,
     height: number,
     state: StateView,
-  ): Promise<{ commands: Uint8Array[]; idle: boolean }> {
-    const pending = this.#pendingIds(toHex(parent));
+  ): Promise<{ entries: PoolCommand[]; idle: boolean }> {
+    const pending = this.#ancestorIds(toHex(parent), height);
+    // An ancestor this replica never validated: it cannot tell which commands it holds.
+    if (pending === null) return { entries: [], idle: false };
     const budget = new BatchBudget(this.limits);
     const local = new Map<string, Uint8Array | null>();
     const view = overlay(state, local);
-    const commands: Uint8Array[] = [];
-    // Same size as the real record (the Node's hash is not known yet), so budgets agree.
-    const record = encodeValue([height, new Uint8Array(32)]);
-    let full = false;
-    for (const window of this.#candidates(pending)) {
-      // Committed, or in an ancestor this replica did not validate (it restarted): skip it.
-      // One read per candidate, all at once: Deno KV reads are slow one by one.
-      const known = await Promise.all(window.map((c) => state.get(c.idKey)));
-      for (const [i, { id, command, idKey }] of window.entries()) {
-        if (!this.#pool.has(id)) continue;
-        if (known[i] !== null) {
-          this.#settleKnown(id, known[i]!);
-          continue;
-        }
-        if (!budget.fitsCommand(command)) {
-          full = true;
-          break;
-        }
-        const result = await this.#applyOne(command, view, height, { key: idKey, record });
-        if (!result.ok) {
-          this.#drop(id, result.reason);
-          continue;
-        }
-        const problem = budget.addUpdates(result.updates);
-        if (problem !== null) {
-          if (commands.length === 0) this.#drop(id, `alone in a batch: ${problem}`);
-          full = true;
-          break;
-        }
-        budget.addCommand(command);
-        commands.push(command);
-        for (const [k, v] of result.updates) local.set(toHex(k), v);
+    const entries: PoolCommand[] = [];
+    const horizon = this.limits.commandHorizon;
+    // Map iteration tolerates the deletes and additions that happen while apply is awaited.
+    for (const e of this.#pool.values()) {
+      if (pending.has(e.id) || this.#committedIds.has(e.id)) continue;
+      if (e.expires < height || e.expires >= height + horizon) continue;
+      if (!budget.fitsEntry(e)) break;
+      const result = await this.#applyOne(e.command, view, height);
+      if (!result.ok) {
+        this.#drop(e.id, result.reason);
+        continue;
       }
-      if (full) break;
-    }
-    return { commands, idle: pending.size === 0 };
-  }
-
-  /** Pool commands not in `pending`, oldest first, in windows of `batchCommandsMax` at most. */
-  *#candidates(
-    pending: Set<string>,
-  ): Generator<Array<{ id: string; command: Uint8Array; idKey: Uint8Array }>> {
-    const windowMax = Math.min(this.limits.batchCommandsMax, CANDIDATE_WINDOW_MAX);
-    let window: Array<{ id: string; command: Uint8Array; idKey: Uint8Array }> = [];
-    // Map iteration tolerates the deletes and additions that happen while the caller awaits.
-    for (const [id, entry] of this.#pool) {
-      if (pending.has(id)) continue;
-      window.push({ id, command: entry.command, idKey: commandIdKey(entry.id) });
-      if (window.length >= windowMax) {
-        yield window;
-        window = [];
+      const problem = budget.addUpdates(result.updates);
+      if (problem !== null) {
+        if (entries.length === 0) this.#drop(e.id, `alone in a batch: ${problem}`);
+        break;
       }
+      budget.addEntry(e);
+      entries.push({ command: e.command, expires: e.expires });
+      for (const [k, v] of result.updates) local.set(toHex(k), v);
     }
-    if (window.length > 0) yield window;
+    return { entries, idle: pending.size === 0 };
   }
 
   /**
-   * A pool command whose id record the state already holds: committed (then it leaves the pool
-   * and its waiters get their answer) or in an ancestor this replica did not validate (it stays).
-   * Copies forwarded after a restart, when the commit happened before, end here.
+   * Ids in the uncommitted ancestors of a Node of height `height` whose parent is `parent`, or
+   * null when one of them is not known here (then nothing can be decided about its commands).
    */
-  #settleKnown(id: string, value: Uint8Array): void {
-    const record = decodeCommittedRecord(id, value);
-    if (record === null || record.height > this.#committedHeight) return;
-    this.#remove(id);
-    this.#rememberCommitted(record);
-    for (const w of [...(this.#waiters.get(id) ?? [])]) w.resolve(record);
-  }
-
-  /** Ids in the uncommitted ancestors of `parent` (inclusive) that this replica validated. */
-  #pendingIds(parent: string): Set<string> {
+  #ancestorIds(parent: string, height: number): Set<string> | null {
     const out = new Set<string>();
-    let cur = this.#proposed.get(parent);
-    for (let steps = 0; cur !== undefined && steps <= this.#proposedMax; steps++) {
-      for (const id of cur.ids) out.add(id);
-      cur = this.#proposed.get(cur.parent);
+    let cur = parent;
+    for (let h = height - 1; h > this.#committedHeight; h--) {
+      const p = this.#proposed.get(cur);
+      if (p === undefined || p.height !== h) return null;
+      for (const id of p.ids) out.add(id);
+      cur = p.parent;
     }
     return out;
   }
@@ -763,8 +881,7 @@ export class Mempool {
   #drop(id: string, reason: string): void {
     const entry = this.#pool.get(id);
     if (entry === undefined) return;
-    this.#pool.delete(id);
-    this.#poolBytes -= entry.command.length;
+    this.#remove(id);
     this.#o.onDropped?.(id, reason);
     for (const w of [...(this.#waiters.get(id) ?? [])]) {
       w.reject(new MempoolError("command-rejected", `command ${id} was rejected: ${reason}`));
@@ -792,14 +909,8 @@ export class Mempool {
   // -------------------------------------------------------------------------------------------
   // Every replica: validate a batch (deterministic).
 
-  /** The machine's updates for `command`, then its id record `[idKey, record]`. */
-  async #applyOne(
-    command: Uint8Array,
-    state: StateView,
-    height: number,
-    id: { key: Uint8Array; record: Uint8Array },
-  ): Promise<ApplyResult> {
-    const { key: idKey, record } = id;
+  /** The machine's updates for `command`, checked for shape. */
+  async #applyOne(command: Uint8Array, state: StateView, height: number): Promise<ApplyResult> {
     let r: ApplyResult;
     try {
       r = await this.#machine.apply({ command, state, height });
@@ -816,10 +927,8 @@ export class Mempool {
       if (u[1] !== null && !(u[1] instanceof Uint8Array)) {
         return { ok: false, reason: "bad apply result: update value must be bytes or null" };
       }
-      if (isReservedKey(u[0])) return { ok: false, reason: "reserved-key: c/ is for command ids" };
     }
-    // The id record rides with the command's own updates, so budgets count it.
-    return { ok: true, updates: [...r.updates, [idKey, record]] };
+    return r;
   }
 
   async #validate(
@@ -829,37 +938,47 @@ export class Mempool {
   ): Promise<{ ok: true; updates: StateUpdate[] } | { ok: false; reason: string }> {
     const decoded = decodeBatch(node.command, this.limits);
     if (!decoded.ok) return decoded;
-    const commands = decoded.commands;
-    const idBytes = commands.map(commandId);
-    const ids = idBytes.map(toHex);
-    // Step 1: at most once: not twice in this batch, not committed, not in an ancestor.
+    const entries = decoded.entries;
+    const h = node.height;
+    const horizon = this.limits.commandHorizon;
+    // Step 1: every command is live at this height.
+    for (const [i, e] of entries.entries()) {
+      if (e.expires < h || e.expires >= h + horizon) {
+        return {
+          ok: false,
+          reason: `command ${i} expires at ${e.expires}, outside [${h}, ${h + horizon - 1}]`,
+        };
+      }
+    }
+    // Step 2: at most once: not twice in this batch, not in an ancestor of the horizon.
+    const ids = entries.map((e) => toHex(commandId(e.command, e.expires)));
     const unique = new Set(ids);
     if (unique.size !== ids.length) {
       const i = ids.findIndex((id, j) => ids.indexOf(id) !== j);
       return { ok: false, reason: `command ${i} repeats an earlier command of the batch` };
     }
-    const idKeys = idBytes.map(commandIdKey);
-    // One read per command, all at once: Deno KV reads are slow one by one.
-    const known = await Promise.all(idKeys.map((k) => state.get(k)));
-    const seen = known.findIndex((v) => v !== null);
+    const pending = this.#ancestorIds(toHex(node.parent), h);
+    if (pending === null) {
+      return { ok: false, reason: "ancestors-unknown: an uncommitted ancestor was not validated" };
+    }
+    const seen = ids.findIndex((id) => pending.has(id) || this.#committedIds.has(id));
     if (seen >= 0) {
       return {
         ok: false,
         reason: `command ${seen} (${ids[seen]}) is already committed or pending`,
       };
     }
-    // Step 2: the machine accepts each command, and the batch stays within its limits.
-    const record = encodeValue([node.height, hash]);
+    // Step 3: the machine accepts each command, and the batch stays within its limits.
     const budget = new BatchBudget(this.limits);
     const local = new Map<string, Uint8Array | null>();
     const view = overlay(state, local);
     const updates = new Map<string, StateUpdate>();
-    for (const [i, command] of commands.entries()) {
-      const r = await this.#applyOne(command, view, node.height, { key: idKeys[i]!, record });
+    for (const [i, e] of entries.entries()) {
+      const r = await this.#applyOne(e.command, view, h);
       if (!r.ok) return { ok: false, reason: `command ${i} rejected: ${r.reason}` };
       const problem = budget.addUpdates(r.updates);
       if (problem !== null) return { ok: false, reason: `batch over its limits: ${problem}` };
-      budget.addCommand(command);
+      budget.addEntry(e);
       for (const [k, v] of r.updates) {
         const key = toHex(k);
         local.set(key, v);
@@ -867,7 +986,7 @@ export class Mempool {
         updates.set(key, [k, v]);
       }
     }
-    this.#remember(toHex(hash), { parent: toHex(node.parent), height: node.height, ids });
+    this.#remember(toHex(hash), { parent: toHex(node.parent), height: h, ids });
     return { ok: true, updates: [...updates.values()] };
   }
 
@@ -880,21 +999,51 @@ export class Mempool {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Commit: drop committed ids, answer waiting clients.
+  // Commit: remember committed ids, answer waiting clients, expire what can no longer commit.
 
   #onCommit(node: Node, hash: Hash): void {
     const nodeHex = toHex(hash);
+    const h = node.height;
     const ids = this.#proposed.get(nodeHex)?.ids ?? this.#idsOf(node);
+    this.#addCommitted(h, nodeHex, ids);
     for (const id of ids) {
-      const c: CommittedCommand = { id, height: node.height, node: nodeHex };
+      const c: CommittedCommand = { id, height: h, node: nodeHex };
       this.#remove(id);
-      this.#rememberCommitted(c);
       for (const w of [...(this.#waiters.get(id) ?? [])]) w.resolve(c);
     }
     this.committedCommands += ids.length;
-    this.#committedHeight = Math.max(this.#committedHeight, node.height);
-    for (const [h, p] of [...this.#proposed]) if (p.height <= node.height) this.#proposed.delete(h);
-    this.#o.onCommitted?.({ height: node.height, commands: ids.length });
+    const before = this.#committedHeight;
+    this.#committedHeight = Math.max(before, h);
+    for (let e = before + 1; e <= this.#committedHeight; e++) this.#expire(e);
+    for (const [key, p] of this.#proposed) if (p.height <= h) this.#proposed.delete(key);
+    this.#o.onCommitted?.({ height: h, commands: ids.length });
+  }
+
+  /** Remembers a committed Node's ids and forgets those older than the horizon. */
+  #addCommitted(height: number, node: string, ids: readonly string[]): void {
+    this.#committed.set(height, { node, ids });
+    for (const id of ids) this.#committedIds.set(id, height);
+    for (const [old, at] of this.#committed) {
+      if (old > height - this.limits.commandHorizon) break;
+      this.#committed.delete(old);
+      for (const id of at.ids) {
+        if (this.#committedIds.get(id) === old) this.#committedIds.delete(id);
+      }
+    }
+  }
+
+  /** Commands that expire at `height` (now committed) can never commit: they leave. */
+  #expire(height: number): void {
+    const set = this.#expiring.get(height);
+    if (set === undefined) return;
+    this.#expiring.delete(height);
+    for (const id of set) {
+      if (this.#pool.has(id)) {
+        this.#remove(id);
+        this.#o.onDropped?.(id, "expired");
+      }
+      for (const w of [...(this.#waiters.get(id) ?? [])]) w.reject(expiredError(id, height));
+    }
   }
 
   /** The command ids of a committed Node this replica did not validate (e.g. before a restart). */
@@ -902,7 +1051,7 @@ export class Mempool {
     const decoded = decodeBatch(node.command, this.limits);
     // Only validated batches commit, so this holds; stay quiet if it ever does not.
     if (!decoded.ok) return [];
-    return decoded.commands.map((c) => toHex(commandId(c)));
+    return decoded.entries.map((e) => toHex(commandId(e.command, e.expires)));
   }
 
   #remove(id: string): void {
@@ -910,16 +1059,16 @@ export class Mempool {
     if (entry === undefined) return;
     this.#pool.delete(id);
     this.#poolBytes -= entry.command.length;
+    if (!this.#waiters.has(id)) this.#unindex(id, entry.expires);
     assert(this.#poolBytes >= 0, "pool bytes never go negative");
   }
+}
 
-  #rememberCommitted(c: CommittedCommand): void {
-    this.#recent.delete(c.id);
-    this.#recent.set(c.id, c);
-    if (this.#recent.size > this.#recentMax) {
-      this.#recent.delete(this.#recent.keys().next().value!);
-    }
-  }
+function expiredError(id: string, expires: number): MempoolError {
+  return new MempoolError(
+    "expired",
+    `command ${id} was not committed by its expiry height ${expires}; it never will be`,
+  );
 }
 
 function positive(name: string, value: number): number {

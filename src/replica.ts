@@ -39,7 +39,7 @@
  */
 import type { Application } from "./app.ts";
 import { DEFAULT_APP_LIMITS } from "./app.ts";
-import { decodeValue, encodeValue } from "./codec.ts";
+import { decodeValue } from "./codec.ts";
 import type { CoreLimits } from "./consensus/core.ts";
 import type { PacemakerOptions } from "./consensus/pacemaker.ts";
 import { plantedSafetyBugs } from "./consensus/safety.ts";
@@ -50,13 +50,14 @@ import { Engine } from "./engine.ts";
 import { ConfigError, HotStuffError } from "./errors.ts";
 import type { ConsensusEvent } from "./events.ts";
 import {
-  commandIdKey,
   type CommandMachine,
-  type CommittedCommand,
-  decodeCommittedRecord,
+  decodeEntryList,
+  encodeEntries,
   Mempool,
   MempoolError,
   type MempoolOptions,
+  type MempoolRestore,
+  type PoolCommand,
 } from "./mempool.ts";
 import { HttpNodeSource } from "./net/catchup.ts";
 import type { ConnectionLimits, ListenAddress } from "./net/connections.ts";
@@ -65,7 +66,7 @@ import { NodeTreeHttpApi, readBodyLimited } from "./net/http.ts";
 import { ConsensusTcp } from "./net/tcp.ts";
 import type { Storage, StoredNode, WriteBatch } from "./storage/storage.ts";
 import type { Hash, Node, PublicKey, QuorumCertificate } from "./types.ts";
-import { bytesEqual, fromHex, toHex } from "./types.ts";
+import { bytesEqual, toHex } from "./types.ts";
 import type { ValidatorSet } from "./validators.ts";
 import { plantedBugs } from "./validators.ts";
 
@@ -104,6 +105,18 @@ export interface ReplicaPeer {
   readonly httpUrl: string;
 }
 
+/** One submitted command: its id and expiry, and where it committed (null when not waited for). */
+export interface SubmittedCommand {
+  /** The command id, hex (`commandId` of its bytes and expiry). */
+  readonly id: string;
+  /** Its expiry height: it commits at or below this height, or never. */
+  readonly expires: number;
+  /** Height of the Node that committed it, or null. */
+  readonly height: number | null;
+  /** Hash of that Node, hex, or null. */
+  readonly node: string | null;
+}
+
 /** Options of {@link startReplica}. */
 export interface ReplicaOptions {
   /** Chain id. */
@@ -129,14 +142,14 @@ export interface ReplicaOptions {
   /** Core memory bounds. */
   readonly coreLimits?: CoreLimits;
   /** Mempool and batch limits (batch limits must match on every replica). */
-  readonly mempool?: Omit<MempoolOptions, "lookupCommitted" | "onCommitted" | "onDropped">;
+  readonly mempool?: Omit<MempoolOptions, "onCommitted" | "onDropped">;
   /** Consensus TCP limits. */
   readonly network?: ConnectionLimits;
   /** HTTP API limits. Default request timeout 60 s (to let `?wait=commit` wait). */
   readonly http?: Partial<HttpApiLimits>;
   /**
-   * Application state values cached in memory (exact: every write goes through the cache), so
-   * the at-most-once check of each command rarely waits for a Deno KV read. Default 200,000.
+   * Application state values cached in memory (exact: every write goes through the cache), for
+   * the machine's reads and `committedState`. Default 20,000.
    */
   readonly stateCacheEntriesMax?: number;
   /** Longest `?wait=commit` wait, ms. Default 30,000. */
@@ -277,13 +290,12 @@ export class Replica implements NodeTreeView {
     this.#log = new ReplicaLog(options.logLevel ?? "info", options.logSink, options.name);
     this.#storage = new CachedStateStorage(
       options.storage,
-      options.stateCacheEntriesMax ?? 200_000,
+      options.stateCacheEntriesMax ?? 20_000,
     );
     const me = options.signer.publicKey;
     const peers = options.peers.filter((p) => !bytesEqual(p.publicKey, me));
     this.mempool = new Mempool(options.machine, {
       ...options.mempool,
-      lookupCommitted: (id) => this.#lookupCommitted(id),
       onDropped: (id, reason) => this.#log.write("warn", "mempool:drop", { id, reason }),
     });
     const netLog = (event: string, fields: Record<string, unknown>): void =>
@@ -327,6 +339,7 @@ export class Replica implements NodeTreeView {
       broadcast: (message) => tcp.broadcast(message),
     };
     const app: Application = this.mempool.application;
+    this.mempool.restore(await restoreOf(this.#o.storage, this.mempool.limits.commandHorizon));
     const engine = await Engine.open({
       chainId: o.chainId,
       validators: o.validators,
@@ -421,17 +434,20 @@ export class Replica implements NodeTreeView {
    */
   async submit(
     commands: readonly Uint8Array[],
-    options: { wait?: boolean; signal?: AbortSignal } = {},
-  ): Promise<Array<{ id: string; height: number | null; node: string | null }>> {
-    const r = await this.mempool.submit(commands, { lookupCommitted: true });
+    options: { wait?: boolean; signal?: AbortSignal; expires?: number } = {},
+  ): Promise<SubmittedCommand[]> {
+    const r = this.mempool.submit(commands, { expires: options.expires });
     this.#forwarder.push(r.added);
-    this.#storage.prefetch(r.addedIds.map(idKeyOf));
-    if (options.wait !== true) return r.ids.map((id) => ({ id, height: null, node: null }));
+    const expires = r.expires;
+    if (options.wait !== true) {
+      return r.ids.map((id) => ({ id, expires, height: null, node: null }));
+    }
     const timeoutMs = this.#o.commitWaitTimeoutMs ?? 30_000;
-    return await Promise.all(r.ids.map((id, i) =>
+    const done = await Promise.all(r.ids.map((id, i) =>
       r.committed.get(i) ??
-        this.mempool.waitForCommit(id, { timeoutMs, signal: options.signal })
+        this.mempool.waitForCommit(id, expires, { timeoutMs, signal: options.signal })
     ));
+    return done.map((c) => ({ id: c.id, expires, height: c.height, node: c.node }));
   }
 
   /** Committed application state for `key`, or null. */
@@ -464,6 +480,7 @@ export class Replica implements NodeTreeView {
         bytes: this.mempool.bytes,
         waiting: this.mempool.waiting,
         committedCommands: this.mempool.committedCommands,
+        rememberedIds: this.mempool.rememberedIds,
       },
       engine: { droppedMessages: this.engine.dropped, failed: this.#failure !== null },
       uptimeMs: Math.round(performance.now() - this.#started),
@@ -543,7 +560,7 @@ export class Replica implements NodeTreeView {
 
   async #postCommands(request: Request, url: URL): Promise<Response> {
     requirePost(request);
-    const wait = readWait(url);
+    const { wait, expires } = readCommandParams(url);
     const type = mediaType(request);
     const body = await readBodyLimited(request, this.#bodyBytesMax());
     let commands: Uint8Array[];
@@ -556,10 +573,12 @@ export class Replica implements NodeTreeView {
       throw new RouteError(415, "unsupported-media-type", `Content-Type ${type} is not supported`);
     }
     if (commands.length === 0) throw new RouteError(400, "bad-command", "no commands given");
-    const results = await this.submit(commands, { wait });
+    // An abandoned request stops waiting: its waiters do not outlive the client.
+    const results = await this.submit(commands, { wait, expires, signal: request.signal });
     if (!wait) {
       const ids = results.map((r) => r.id);
-      return jsonResponse(single ? { id: ids[0] } : { ids }, 202);
+      const exp = results[0]!.expires;
+      return jsonResponse(single ? { id: ids[0], expires: exp } : { ids, expires: exp }, 202);
     }
     return jsonResponse(single ? results[0] : results, 200);
   }
@@ -570,19 +589,14 @@ export class Replica implements NodeTreeView {
     if (name !== undefined) {
       throw new RouteError(400, "unknown-parameter", `unknown query parameter ${name}`);
     }
-    const commands = decodeCommandArray(await readBodyLimited(request, this.#bodyBytesMax()));
-    const r = await this.mempool.submit(commands);
-    this.#storage.prefetch(r.addedIds.map(idKeyOf));
-    return jsonResponse({ added: r.added.length }, 200);
+    const body = await readBodyLimited(request, this.#bodyBytesMax());
+    const decoded = decodeEntryList(body, SUBMIT_COMMANDS_MAX, this.mempool.limits.commandBytesMax);
+    if (!decoded.ok) throw new RouteError(400, "bad-body", decoded.reason);
+    return jsonResponse({ added: this.mempool.addForwarded(decoded.entries) }, 200);
   }
 
   #bodyBytesMax(): number {
     return this.#o.http?.bodyBytesMax ?? 1024 * 1024;
-  }
-
-  async #lookupCommitted(id: Uint8Array): Promise<CommittedCommand | null> {
-    const value = await this.#storage.getState(commandIdKey(id));
-    return value === null ? null : decodeCommittedRecord(toHex(id), value);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -626,10 +640,6 @@ export class Replica implements NodeTreeView {
   }
 }
 
-function idKeyOf(idHex: string): Uint8Array {
-  return commandIdKey(fromHex(idHex)!);
-}
-
 /** The certificate `child` carries for `hash`, if it certifies it. */
 function certifies(child: Node, hash: Hash): QuorumCertificate | null {
   return bytesEqual(child.justify.nodeHash, hash) ? child.justify : null;
@@ -644,19 +654,65 @@ function requirePost(request: Request): void {
   }
 }
 
-function readWait(url: URL): boolean {
+/** `?wait=commit` and `?expires=H` of `POST /commands`. */
+function readCommandParams(url: URL): { wait: boolean; expires: number | undefined } {
   let wait = false;
+  let expires: number | undefined;
+  const seen = new Set<string>();
   for (const [name, value] of url.searchParams) {
-    if (name !== "wait") {
+    if (seen.has(name)) {
+      throw new RouteError(400, "duplicate-parameter", `query parameter ${name} given twice`);
+    }
+    seen.add(name);
+    if (name === "wait") {
+      if (value !== "commit") {
+        throw new RouteError(
+          400,
+          "bad-parameter",
+          `wait must be "commit": ${JSON.stringify(value)}`,
+        );
+      }
+      wait = true;
+    } else if (name === "expires") {
+      if (!/^[0-9]{1,15}$/.test(value)) {
+        throw new RouteError(
+          400,
+          "bad-expiry",
+          `expires must be a height: ${JSON.stringify(value)}`,
+        );
+      }
+      expires = Number(value);
+    } else {
       throw new RouteError(400, "unknown-parameter", `unknown query parameter ${name}`);
     }
-    if (value !== "commit") {
-      throw new RouteError(400, "bad-parameter", `wait must be "commit": ${JSON.stringify(value)}`);
-    }
-    wait = true;
   }
-  return wait;
+  return { wait, expires };
 }
+
+/**
+ * What the pool needs from the store before the Engine starts (see {@link Mempool.restore}): the
+ * committed Nodes of the last `horizon` heights and the uncommitted Nodes.
+ */
+async function restoreOf(storage: Storage, horizon: number): Promise<MempoolRestore> {
+  const head = await storage.committedHead();
+  const top = head?.height ?? 0;
+  const committed: Array<{ node: Node; hash: Hash }> = [];
+  const from = Math.max(1, top - horizon + 1);
+  for (let start = from; start <= top; start += RESTORE_READS_AT_ONCE) {
+    const heights = [];
+    for (let h = start; h <= Math.min(top, start + RESTORE_READS_AT_ONCE - 1); h++) heights.push(h);
+    const found = await Promise.all(heights.map(async (h) => {
+      const hash = await storage.committedHash(h);
+      return hash === null ? null : await storage.getNode(hash);
+    }));
+    for (const f of found) if (f !== null) committed.push({ node: f.node, hash: f.hash });
+  }
+  const uncommitted = await storage.uncommittedNodes();
+  return { committedHeight: top, committed, uncommitted };
+}
+
+/** Committed Nodes read at once while the pool is restored. */
+const RESTORE_READS_AT_ONCE = 64;
 
 function mediaType(request: Request): string | null {
   const header = request.headers.get("content-type");
@@ -687,6 +743,8 @@ const MEMPOOL_STATUS: Record<string, number> = {
   "bad-command": 400,
   "command-too-large": 413,
   "command-rejected": 422,
+  "bad-expiry": 400,
+  "expired": 410,
   "pool-full": 503,
   "too-many-waiters": 503,
   "closed": 503,
@@ -764,26 +822,16 @@ export function jsonResponse(value: unknown, status = 200): Response {
 // ---------------------------------------------------------------------------------------------
 // An exact read cache of application state
 
-/** Reads of command-id keys warmed at once, at most (the rest are skipped). */
-const PREFETCH_QUEUE_MAX = 100_000;
-/** Prefetch reads in flight at once. */
-const PREFETCH_CONCURRENCY = 32;
-
 /**
  * A {@link Storage} that caches application state values. Exact, because every write goes
  * through it: a committed update replaces the cached value, and a read that races with a write
- * never overwrites what the write put there. Bounded: the oldest entries are dropped. Commands
- * entering the pool have their id keys read ahead of time ({@link CachedStateStorage.prefetch}),
- * so validating a proposal rarely waits for Deno KV.
+ * never overwrites what the write put there. Bounded: the oldest entries are dropped.
  */
 class CachedStateStorage implements Storage {
   readonly #inner: Storage;
   readonly #max: number;
   readonly #cache = new Map<string, { value: Uint8Array | null; seq: number }>();
   #seq = 0;
-  #queue: Uint8Array[] = [];
-  #prefetching = 0;
-  #closed = false;
 
   constructor(inner: Storage, max: number) {
     if (!Number.isSafeInteger(max) || max < 0) {
@@ -833,35 +881,8 @@ class CachedStateStorage implements Storage {
     return this.#inner.uncommittedNodes();
   }
 
-  /** Reads `keys` into the cache in the background (bounded; best effort). */
-  prefetch(keys: readonly Uint8Array[]): void {
-    if (this.#max === 0 || this.#closed) return;
-    const room = PREFETCH_QUEUE_MAX - this.#queue.length;
-    this.#queue.push(...keys.slice(0, Math.max(0, room)));
-    while (this.#prefetching < PREFETCH_CONCURRENCY && this.#queue.length > 0) {
-      this.#prefetching++;
-      void this.#prefetchLoop();
-    }
-  }
-
-  async #prefetchLoop(): Promise<void> {
-    try {
-      while (!this.#closed) {
-        const key = this.#queue.shift();
-        if (key === undefined) break;
-        if (this.#cache.has(toHex(key))) continue;
-        await this.getState(key).catch(() => {});
-      }
-    } finally {
-      this.#prefetching--;
-    }
-  }
-
-  async close(): Promise<void> {
-    this.#closed = true;
-    this.#queue = [];
-    while (this.#prefetching > 0) await new Promise((r) => setTimeout(r, 1));
-    await this.#inner.close();
+  close(): Promise<void> {
+    return this.#inner.close();
   }
 
   #set(id: string, value: Uint8Array | null, seq: number): void {
@@ -877,7 +898,7 @@ class CachedStateStorage implements Storage {
 
 interface ForwardPeer {
   readonly url: string;
-  queue: Uint8Array[];
+  queue: PoolCommand[];
   sending: Promise<void> | null;
   backoffMs: number;
   dropped: number;
@@ -905,7 +926,7 @@ class Forwarder {
     this.#log = o.log;
   }
 
-  push(commands: readonly Uint8Array[]): void {
+  push(commands: readonly PoolCommand[]): void {
     if (commands.length === 0 || this.#abort.signal.aborted) return;
     for (const p of this.#peers) {
       p.queue.push(...commands);
@@ -941,11 +962,11 @@ class Forwarder {
     }
   }
 
-  #take(p: ForwardPeer): Uint8Array[] {
+  #take(p: ForwardPeer): PoolCommand[] {
     let bytes = 16;
     let n = 0;
     while (n < p.queue.length) {
-      const size = p.queue[n]!.length + 5;
+      const size = p.queue[n]!.command.length + 15;
       if (n > 0 && bytes + size > this.#batchBytesMax) break;
       bytes += size;
       n++;
@@ -954,12 +975,12 @@ class Forwarder {
   }
 
   /** True when the peer answered (even with a refusal: then the batch is not retried). */
-  async #post(p: ForwardPeer, batch: Uint8Array[]): Promise<boolean> {
+  async #post(p: ForwardPeer, batch: PoolCommand[]): Promise<boolean> {
     try {
       const response = await fetch(`${p.url}/mempool`, {
         method: "POST",
         headers: { "content-type": "application/cbor" },
-        body: encodeValue(batch) as Uint8Array<ArrayBuffer>,
+        body: encodeEntries(batch) as Uint8Array<ArrayBuffer>,
         signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(5_000)]),
       });
       await response.body?.cancel();

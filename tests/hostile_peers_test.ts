@@ -823,7 +823,10 @@ function byzantineNode(s: Scene, lead: Leadership, n: number): Node {
     height: lead.parent.height + 1,
     parent: nodeHash(lead.parent),
     justify: lead.qc,
-    command: encodeBatch([encodeKvCommand({ op: "set", key, value: new Uint8Array(512) })]),
+    command: encodeBatch([{
+      command: encodeKvCommand({ op: "set", key, value: new Uint8Array(512) }),
+      expires: lead.parent.height + 1,
+    }]),
     proposer: s.byzantine.publicKey,
   };
 }

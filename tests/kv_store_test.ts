@@ -1,23 +1,22 @@
 /**
  * Tests of the key-value store's application logic (examples/kv_store/app.ts, routes.ts) and the
- * batching Application of the mempool (src/mempool.ts): command format, at-most-once (dedupe
- * inside a batch, against committed state and against uncommitted ancestors), batch limits, bad
- * commands, the pool's bounds and the leader's batching. No network, no disk: state views are
- * plain maps.
+ * batching Application of the mempool (src/mempool.ts): command format, expiry heights,
+ * at-most-once (dedupe inside a batch, against committed Nodes of the horizon and against
+ * uncommitted ancestors, after a restore too), batch limits, bad commands, the pool's bounds and
+ * the leader's batching. No network, no disk: state views are plain maps.
  */
 import assert from "node:assert/strict";
 import { encodeValue } from "../src/codec.ts";
 import { genesisQC } from "../src/codec.ts";
 import {
   commandId,
-  commandIdKey,
   type CommittedCommand,
   decodeBatch,
-  decodeCommittedRecord,
   encodeBatch,
   Mempool,
   MempoolError,
   type MempoolOptions,
+  type PoolCommand,
 } from "../src/mempool.ts";
 import type { StateView } from "../src/app.ts";
 import type { Node } from "../src/types.ts";
@@ -45,16 +44,23 @@ function set(key: string, value: string, nonce?: number): Uint8Array {
 }
 
 /** A state view over a map (hex key -> value): committed state and pending ancestors alike. */
-function stateOf(entries: Map<string, Uint8Array | null> = new Map()): StateView {
-  return { get: (key) => Promise.resolve(entries.get(toHex(key)) ?? null) };
+function stateOf(values: Map<string, Uint8Array | null> = new Map()): StateView {
+  return { get: (key) => Promise.resolve(values.get(toHex(key)) ?? null) };
 }
 
-/** Applies a validation's updates to a state map (as a commit would). */
-function apply(
-  state: Map<string, Uint8Array | null>,
-  updates: readonly (readonly [Uint8Array, Uint8Array | null])[],
-): void {
-  for (const [k, v] of updates) state.set(toHex(k), v);
+/** Batch entries for commands, all with one expiry height. */
+function entries(commands: readonly Uint8Array[], expires = 100): PoolCommand[] {
+  return commands.map((command) => ({ command, expires }));
+}
+
+/** A batch of commands, all with one expiry height. */
+function batch(commands: readonly Uint8Array[], expires = 100): Uint8Array {
+  return encodeBatch(entries(commands, expires));
+}
+
+/** The hex id of a command with its expiry. */
+function idOf(command: Uint8Array, expires = 100): string {
+  return toHex(commandId(command, expires));
 }
 
 let nextHash = 1;
@@ -87,11 +93,11 @@ async function validate(
   return { result: await m.application.validateNode({ node, hash, state }), node, hash };
 }
 
-async function produce(m: Mempool, parent: Uint8Array, state = stateOf(), height = 2) {
+async function produce(m: Mempool, parent: Uint8Array, state = stateOf(), height = 1) {
   const r = await m.application.produceCommand({ view: 2, height, parent, state });
   const d = decodeBatch(r.command);
   assert.ok(d.ok, "a produced batch decodes");
-  return d.commands;
+  return d.entries.map((e) => e.command);
 }
 
 function rejectReason(r: unknown): string {
@@ -176,26 +182,26 @@ Deno.test("kv routes: keys are one path segment of 1..256 UTF-8 bytes", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// Validating batches: at most once, limits, bad commands
+// Validating batches: expiry, at most once, limits, bad commands
 
-Deno.test("batch: a valid batch updates the keys and records each command id with [height, node]", async () => {
+/** Commits a validated Node in the pool (as the Engine's onCommit would). */
+async function commit(m: Mempool, v: { node: Node; hash: Uint8Array }): Promise<void> {
+  await m.application.onCommit!({ node: v.node, hash: v.hash, updates: [] });
+}
+
+Deno.test("batch: a valid batch updates the keys, and nothing else", async () => {
   const m = pool();
-  const cmds = [set("a", "1"), set("b", "2")];
-  const { result, hash } = await validate(m, encodeBatch(cmds), stateOf(), { height: 7 });
+  const { result } = await validate(m, batch([set("a", "1"), set("b", "2")]));
   assert.ok(result.ok);
   const byKey = new Map(result.updates.map(([k, v]) => [toHex(k), v]));
   assert.equal(dec.decode(byKey.get(toHex(kvStateKey(enc.encode("a"))))!), "1");
-  for (const c of cmds) {
-    const id = commandId(c);
-    const record = decodeCommittedRecord(toHex(id), byKey.get(toHex(commandIdKey(id)))!);
-    assert.deepEqual(record, { id: toHex(id), height: 7, node: toHex(hash) });
-  }
+  assert.equal(result.updates.length, 2, "no per-command records: ids live in memory");
   m.close();
 });
 
 Deno.test("batch: later commands of a batch see the earlier ones; the last write of a key wins", async () => {
   const m = pool();
-  const { result } = await validate(m, encodeBatch([set("a", "1"), set("a", "2", 1)]));
+  const { result } = await validate(m, batch([set("a", "1"), set("a", "2", 1)]));
   assert.ok(result.ok);
   const updates = result.updates.filter(([k]) => toHex(k) === toHex(kvStateKey(enc.encode("a"))));
   assert.equal(updates.length, 1, "one update per key");
@@ -203,38 +209,91 @@ Deno.test("batch: later commands of a batch see the earlier ones; the last write
   m.close();
 });
 
-Deno.test("batch: the same command twice in one batch is rejected", async () => {
+Deno.test("batch: the same command twice in one batch is rejected; another expiry is another command", async () => {
   const m = pool();
-  const { result } = await validate(m, encodeBatch([set("a", "1"), set("b", "2"), set("a", "1")]));
+  const { result } = await validate(m, batch([set("a", "1"), set("b", "2"), set("a", "1")]));
   assert.match(rejectReason(result), /command 2 repeats/);
+  const twoExpiries = encodeBatch([
+    { command: set("a", "1"), expires: 100 },
+    { command: set("a", "1"), expires: 101 },
+  ]);
+  assert.ok((await validate(m, twoExpiries)).result.ok);
   m.close();
 });
 
-Deno.test("batch: a command already committed is rejected (at most once)", async () => {
+Deno.test("batch: a command committed within the horizon is rejected (at most once)", async () => {
   const m = pool();
-  const state = new Map<string, Uint8Array | null>();
-  const first = await validate(m, encodeBatch([set("a", "1")]), stateOf(state), { height: 1 });
+  const first = await validate(m, batch([set("a", "1")]), stateOf(), { height: 1 });
   assert.ok(first.result.ok);
-  apply(state, first.result.updates); // committed
-  const again = await validate(m, encodeBatch([set("b", "2"), set("a", "1")]), stateOf(state));
+  await commit(m, first);
+  const again = await validate(m, batch([set("b", "2"), set("a", "1")]), stateOf(), {
+    height: 2,
+    parent: first.hash,
+  });
   assert.match(rejectReason(again.result), /command 1 .* already committed or pending/);
   // The same key and value with another nonce is another command: fine.
-  assert.ok((await validate(m, encodeBatch([set("a", "1", 9)]), stateOf(state))).result.ok);
+  const other = await validate(m, batch([set("a", "1", 9)]), stateOf(), {
+    height: 2,
+    parent: first.hash,
+  });
+  assert.ok(other.result.ok);
   m.close();
 });
 
-Deno.test("batch: a command in an uncommitted ancestor is rejected (the state view shows it)", async () => {
+Deno.test("batch: a command in an uncommitted ancestor is rejected", async () => {
   const m = pool();
-  const parent = await validate(m, encodeBatch([set("a", "1")]), stateOf(), { height: 1 });
+  const parent = await validate(m, batch([set("a", "1")]), stateOf(), { height: 1 });
   assert.ok(parent.result.ok);
-  // The Engine's state view for a child overlays the parent's pending updates.
-  const overlay = new Map<string, Uint8Array | null>();
-  apply(overlay, parent.result.updates);
-  const child = await validate(m, encodeBatch([set("a", "1")]), stateOf(overlay), {
+  const child = await validate(m, batch([set("a", "1")]), stateOf(), {
     height: 2,
     parent: parent.hash,
   });
   assert.match(rejectReason(child.result), /already committed or pending/);
+  // A sibling of the parent (another branch from genesis) may carry it.
+  assert.ok((await validate(m, batch([set("a", "1")]), stateOf(), { height: 1 })).result.ok);
+  m.close();
+});
+
+Deno.test("batch: every command must be live at the Node's height: h <= expires < h + horizon", async () => {
+  const m = pool({ commandHorizon: 10 });
+  m.restore({ committedHeight: 4, committed: [], uncommitted: [] });
+  const at5 = (expires: number) =>
+    validate(m, batch([set("a", "1")], expires), stateOf(), {
+      height: 5,
+    });
+  assert.match(rejectReason((await at5(4)).result), /expires at 4, outside \[5, 14\]/);
+  assert.ok((await at5(5)).result.ok);
+  assert.ok((await at5(14)).result.ok);
+  assert.match(rejectReason((await at5(15)).result), /expires at 15, outside \[5, 14\]/);
+  m.close();
+});
+
+Deno.test("batch: a Node whose uncommitted ancestors were never validated here is refused", async () => {
+  const m = pool();
+  const { result } = await validate(m, batch([set("a", "1")]), stateOf(), {
+    height: 3,
+    parent: new Uint8Array(32).fill(0xee),
+  });
+  assert.match(rejectReason(result), /ancestors-unknown/);
+  m.close();
+});
+
+Deno.test("batch: at most once holds past the horizon, with only the horizon's ids in memory", async () => {
+  const m = pool({ commandHorizon: 4 });
+  const cmd = set("a", "1");
+  // Committed at height 1 with expiry 4: it could only ever be in Nodes of heights 1 to 4.
+  let prev = await validate(m, batch([cmd], 4), stateOf(), { height: 1 });
+  assert.ok(prev.result.ok);
+  await commit(m, prev);
+  assert.equal(m.rememberedIds, 1);
+  for (let h = 2; h <= 5; h++) {
+    const copy = await validate(m, batch([cmd], 4), stateOf(), { height: h, parent: prev.hash });
+    // Inside the horizon the id is remembered; beyond it the expiry refuses the copy.
+    assert.match(rejectReason(copy.result), h <= 4 ? /already committed/ : /expires at 4/);
+    prev = await validate(m, batch([]), stateOf(), { height: h, parent: prev.hash });
+    await commit(m, prev);
+  }
+  assert.equal(m.rememberedIds, 0, "height 1 left memory once height 5 committed");
   m.close();
 });
 
@@ -243,18 +302,14 @@ Deno.test("batch: bad batches are rejected with a reason", async () => {
   const cases: Array<[Uint8Array, RegExp]> = [
     [new Uint8Array([0xff]), /not CBOR/],
     [encodeValue({ a: 1 }), /must be a CBOR array/],
-    [encodeValue(["not bytes"]), /command 0 is not bytes/],
-    [encodeValue([new Uint8Array(0)]), /command 0 is empty/],
-    [
-      encodeBatch([set("a", "1"), set("b", "2"), set("c", "3"), set("d", "4")]),
-      /4 commands exceeds 3/,
-    ],
-    [encodeBatch([set("a", "x".repeat(5000))]), /bytes exceeds 4096/],
-    [
-      encodeBatch([set("a", "1"), encodeValue(["frob", "k", "v"])]),
-      /command 1 rejected: unknown op/,
-    ],
-    [encodeBatch([new Uint8Array([1, 2, 3])]), /command 0 rejected: not CBOR/],
+    [encodeValue([new Uint8Array(1)]), /entry 0 is not \[expires, command\]/],
+    [encodeValue([[0, new Uint8Array(1)]]), /expires must be a height >= 1/],
+    [encodeValue([[5, "not bytes"]]), /command 0 is not bytes/],
+    [encodeValue([[5, new Uint8Array(0)]]), /command 0 is empty/],
+    [batch([set("a", "1"), set("b", "2"), set("c", "3"), set("d", "4")]), /4 commands exceeds 3/],
+    [batch([set("a", "x".repeat(5000))]), /bytes exceeds 4096/],
+    [batch([set("a", "1"), encodeValue(["frob", "k", "v"])]), /command 1 rejected: unknown op/],
+    [batch([new Uint8Array([1, 2, 3])]), /command 0 rejected: not CBOR/],
   ];
   for (const [command, reason] of cases) {
     assert.match(rejectReason((await validate(m, command)).result), reason);
@@ -263,87 +318,112 @@ Deno.test("batch: bad batches are rejected with a reason", async () => {
 });
 
 Deno.test("batch: a batch over its update limits is rejected; the empty batch is valid", async () => {
-  // Each set command makes 2 updates (its key and its id record).
-  const m = pool({ batchUpdatesMax: 5 });
-  const three = encodeBatch([set("a", "1"), set("b", "2"), set("c", "3")]);
+  const m = pool({ batchUpdatesMax: 2 });
+  const three = batch([set("a", "1"), set("b", "2"), set("c", "3")]);
   assert.match(rejectReason((await validate(m, three)).result), /too many state updates/);
-  assert.ok((await validate(m, encodeBatch([set("a", "1"), set("b", "2")]))).result.ok);
-  assert.deepEqual((await validate(m, encodeBatch([]))).result, { ok: true, updates: [] });
+  assert.ok((await validate(m, batch([set("a", "1"), set("b", "2")]))).result.ok);
+  assert.deepEqual((await validate(m, batch([]))).result, { ok: true, updates: [] });
   m.close();
   assert.throws(() => pool({ batchUpdatesMax: 991 }), /at most 990/);
   assert.throws(() => pool({ batchBytesMax: 0 }), /positive integer/);
-});
-
-Deno.test("batch: a machine that writes a reserved c/ key is refused", async () => {
-  const m = new Mempool({
-    apply: () => ({ ok: true, updates: [[enc.encode("c/forged"), new Uint8Array([1])]] }),
-  }, { idleProposeDelayMs: 0 });
-  assert.match(
-    rejectReason((await validate(m, encodeBatch([new Uint8Array([1])]))).result),
-    /reserved-key/,
-  );
-  m.close();
+  assert.throws(() => pool({ commandHorizon: 0 }), /positive integer/);
 });
 
 // ---------------------------------------------------------------------------------------------
 // The pool
 
-Deno.test("pool: dedupes by id, bounds commands and bytes, refuses bad commands", async () => {
+Deno.test("pool: dedupes by id, bounds commands and bytes, refuses bad commands", () => {
   const m = pool({ poolCommandsMax: 3, poolBytesMax: 10_000, commandBytesMax: 2000 });
-  const r = await m.submit([set("a", "1"), set("a", "1"), set("b", "2")]);
+  const r = m.submit([set("a", "1"), set("a", "1"), set("b", "2")]);
   assert.equal(r.ids.length, 3);
   assert.equal(r.ids[0], r.ids[1]);
-  assert.equal(r.ids[0], toHex(commandId(set("a", "1"))));
+  assert.equal(r.expires, 1024, "default: committed height (0) + commandHorizon");
+  assert.equal(r.ids[0], idOf(set("a", "1"), 1024));
   assert.equal(r.added.length, 2, "the duplicate is added once");
   assert.equal(m.size, 2);
-  assert.equal((await m.submit([set("a", "1")])).added.length, 0, "already in the pool");
-  await assert.rejects(m.submit([set("c", "3"), set("d", "4")]), (e: unknown) => {
+  assert.equal(m.submit([set("a", "1")]).added.length, 0, "already in the pool");
+  assert.throws(() => m.submit([set("c", "3"), set("d", "4")]), (e: unknown) => {
     assert.ok(e instanceof MempoolError);
     assert.equal(e.reason, "pool-full");
     assert.match(e.message, /holds 2 of at most 3 commands/);
     return true;
   });
   assert.equal(m.size, 2, "all or nothing");
-  await assert.rejects(m.submit([set("c", "x".repeat(3000))]), { reason: "command-too-large" });
-  await assert.rejects(m.submit([new Uint8Array([1])]), { reason: "bad-command" });
-  await assert.rejects(m.submit([new Uint8Array(0)]), { reason: "bad-command" });
+  assert.throws(() => m.submit([set("c", "x".repeat(3000))]), { reason: "command-too-large" });
+  assert.throws(() => m.submit([new Uint8Array([1])]), { reason: "bad-command" });
+  assert.throws(() => m.submit([new Uint8Array(0)]), { reason: "bad-command" });
   m.close();
-  await assert.rejects(m.submit([set("z", "1")]), { reason: "closed" });
+  assert.throws(() => m.submit([set("z", "1")]), { reason: "closed" });
 });
 
-Deno.test("pool: the byte bound refuses with pool-full too", async () => {
+Deno.test("pool: the client's expiry must lie in (committed height, committed height + horizon]", () => {
+  const m = pool({ commandHorizon: 10 });
+  m.restore({ committedHeight: 20, committed: [], uncommitted: [] });
+  assert.equal(m.submit([set("a", "1")]).expires, 30);
+  assert.equal(m.submit([set("a", "1")], { expires: 21 }).expires, 21);
+  assert.throws(() => m.submit([set("a", "1")], { expires: 20 }), { reason: "expired" });
+  assert.throws(() => m.submit([set("a", "1")], { expires: 31 }), { reason: "bad-expiry" });
+  assert.throws(() => m.submit([set("a", "1")], { expires: 1.5 }), { reason: "bad-expiry" });
+  m.close();
+});
+
+Deno.test("pool: the byte bound refuses with pool-full too", () => {
   const m = pool({ poolBytesMax: 100 });
-  await m.submit([set("a", "x".repeat(60))]);
-  await assert.rejects(m.submit([set("b", "y".repeat(60))]), { reason: "pool-full" });
+  m.submit([set("a", "x".repeat(60))]);
+  assert.throws(() => m.submit([set("b", "y".repeat(60))]), { reason: "pool-full" });
   m.close();
 });
 
 Deno.test("pool: commit drops the ids and answers the waiting clients with height and node", async () => {
   const m = pool();
   const cmds = [set("a", "1"), set("b", "2")];
-  const { ids } = await m.submit(cmds);
-  const waits = ids.map((id) => m.waitForCommit(id, { timeoutMs: 5000 }));
-  const { node, hash } = nodeOf(encodeBatch(cmds), { height: 5 });
-  const v = await m.application.validateNode({ node, hash, state: stateOf() });
-  assert.ok(v.ok);
-  await m.application.onCommit!({ node, hash, updates: v.updates });
+  const { ids, expires } = m.submit(cmds);
+  const waits = ids.map((id) => m.waitForCommit(id, expires, { timeoutMs: 5000 }));
+  const v = await validate(m, batch(cmds, expires));
+  assert.ok(v.result.ok);
+  await commit(m, v);
   const done: CommittedCommand[] = await Promise.all(waits);
-  assert.deepEqual(done.map((d) => [d.height, d.node]), [[5, toHex(hash)], [5, toHex(hash)]]);
+  assert.deepEqual(done.map((d) => [d.height, d.node]), [[1, toHex(v.hash)], [1, toHex(v.hash)]]);
   assert.equal(m.size, 0);
   assert.equal(m.committedCommands, 2);
-  // A late copy (a forward that arrives after the commit) does not re-enter the pool.
-  const late = await m.submit([cmds[0]!]);
+  // A late copy (a client's retry, a forward that arrives after the commit) is known committed.
+  const late = m.submit([cmds[0]!], { expires });
   assert.equal(late.added.length, 0);
-  assert.equal(late.committed.get(0)?.height, 5);
-  assert.equal((await m.waitForCommit(ids[0]!)).height, 5, "answered at once");
+  assert.equal(late.committed.get(0)?.height, 1);
+  assert.equal((await m.waitForCommit(ids[0]!, expires)).height, 1, "answered at once");
   m.close();
 });
 
-Deno.test("pool: a wait times out with wait-timeout, and close() fails the rest with closed", async () => {
+Deno.test("pool: a command not committed by its expiry leaves the pool; its clients get expired", async () => {
+  const dropped: string[] = [];
+  const m = pool({ onDropped: (id, reason) => dropped.push(`${id}:${reason}`) });
+  const { ids } = m.submit([set("late", "1")], { expires: 2 });
+  const waiting = m.waitForCommit(ids[0]!, 2, { timeoutMs: 5000 });
+  const n1 = await validate(m, batch([]), stateOf(), { height: 1 });
+  await commit(m, n1);
+  assert.equal(m.size, 1, "still live at height 2");
+  const n2 = await validate(m, batch([]), stateOf(), { height: 2, parent: n1.hash });
+  await commit(m, n2);
+  await assert.rejects(waiting, { reason: "expired" });
+  assert.equal(m.size, 0);
+  assert.deepEqual(dropped, [`${ids[0]}:expired`]);
+  await assert.rejects(m.waitForCommit(ids[0]!, 2), { reason: "expired" });
+  m.close();
+});
+
+Deno.test("pool: a wait times out with wait-timeout, stops on abort, and close() fails the rest with closed", async () => {
   const m = pool();
-  const { ids } = await m.submit([set("a", "1"), set("b", "2")]);
-  await assert.rejects(m.waitForCommit(ids[0]!, { timeoutMs: 10 }), { reason: "wait-timeout" });
-  const pending = m.waitForCommit(ids[1]!, { timeoutMs: 5000 });
+  const { ids, expires } = m.submit([set("a", "1"), set("b", "2")]);
+  await assert.rejects(m.waitForCommit(ids[0]!, expires, { timeoutMs: 10 }), {
+    reason: "wait-timeout",
+  });
+  const abort = new AbortController();
+  const aborted = m.waitForCommit(ids[0]!, expires, { timeoutMs: 5000, signal: abort.signal });
+  assert.equal(m.waiting, 1);
+  abort.abort();
+  await assert.rejects(aborted, { reason: "closed" });
+  assert.equal(m.waiting, 0, "an abandoned wait leaves at once");
+  const pending = m.waitForCommit(ids[1]!, expires, { timeoutMs: 5000 });
   assert.equal(m.waiting, 1);
   m.close();
   await assert.rejects(pending, { reason: "closed" });
@@ -352,11 +432,47 @@ Deno.test("pool: a wait times out with wait-timeout, and close() fails the rest 
 
 Deno.test("pool: waiters are bounded (too-many-waiters)", async () => {
   const m = pool({ waitersMax: 1 });
-  const { ids } = await m.submit([set("a", "1")]);
-  const first = m.waitForCommit(ids[0]!, { timeoutMs: 5000 });
-  await assert.rejects(m.waitForCommit(ids[0]!), { reason: "too-many-waiters" });
+  const { ids, expires } = m.submit([set("a", "1")]);
+  const first = m.waitForCommit(ids[0]!, expires, { timeoutMs: 5000 });
+  await assert.rejects(m.waitForCommit(ids[0]!, expires), { reason: "too-many-waiters" });
   m.close();
   await assert.rejects(first, { reason: "closed" });
+});
+
+Deno.test("pool: forwarded entries keep their expiry; expired ones are skipped, far ones refused", () => {
+  const m = pool({ commandHorizon: 10 });
+  m.restore({ committedHeight: 5, committed: [], uncommitted: [] });
+  assert.equal(m.addForwarded(entries([set("a", "1"), set("b", "2")], 12)), 2);
+  assert.equal(m.addForwarded(entries([set("c", "3")], 5)), 0, "expired here: skipped");
+  assert.equal(m.addForwarded(entries([set("d", "4")], 25)), 1, "ahead of this replica: kept");
+  assert.throws(() => m.addForwarded(entries([set("e", "5")], 26)), { reason: "bad-expiry" });
+  assert.equal(m.size, 3);
+  m.close();
+});
+
+Deno.test("pool: restore brings back the horizon's committed ids and the uncommitted Nodes", async () => {
+  const before = pool();
+  const n1 = await validate(before, batch([set("a", "1")]), stateOf(), { height: 1 });
+  const n2 = await validate(before, batch([set("b", "2")]), stateOf(), {
+    height: 2,
+    parent: n1.hash,
+  });
+  before.close();
+  // A restarted replica: n1 committed, n2 stored uncommitted.
+  const m = pool();
+  m.restore({ committedHeight: 1, committed: [n1], uncommitted: [n2] });
+  assert.equal(m.submit([set("a", "1")], { expires: 100 }).committed.get(0)?.height, 1);
+  const child = await validate(m, batch([set("b", "2")]), stateOf(), {
+    height: 3,
+    parent: n2.hash,
+  });
+  assert.match(rejectReason(child.result), /already committed or pending/);
+  const fresh = await validate(m, batch([set("c", "3")]), stateOf(), {
+    height: 3,
+    parent: n2.hash,
+  });
+  assert.ok(fresh.result.ok, "n2 is a known ancestor");
+  m.close();
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -365,50 +481,49 @@ Deno.test("pool: waiters are bounded (too-many-waiters)", async () => {
 Deno.test("leader: batches pool commands oldest first, up to the byte limit", async () => {
   const m = pool({ batchBytesMax: 1000 });
   const cmds = Array.from({ length: 40 }, (_, i) => set(`key-${i}`, "v".repeat(30)));
-  await m.submit(cmds);
-  const batch = await produce(m, new Uint8Array(32).fill(7));
-  assert.ok(batch.length > 5 && batch.length < 40, `a partial batch: ${batch.length}`);
-  assert.ok(encodeBatch(batch).length <= 1000);
-  assert.deepEqual(batch, cmds.slice(0, batch.length), "oldest first");
+  const { expires } = m.submit(cmds);
+  const got = await produce(m, new Uint8Array(32).fill(7));
+  assert.ok(got.length > 5 && got.length < 40, `a partial batch: ${got.length}`);
+  assert.ok(batch(got, expires).length <= 1000);
+  assert.deepEqual(got, cmds.slice(0, got.length), "oldest first");
   // What the leader produces, every replica accepts.
-  assert.ok((await validate(m, encodeBatch(batch))).result.ok);
+  assert.ok((await validate(m, batch(got, expires))).result.ok);
   m.close();
 });
 
 Deno.test("leader: skips commands already in the uncommitted ancestors it extends", async () => {
   const m = pool();
   const cmds = [set("a", "1"), set("b", "2"), set("c", "3")];
-  await m.submit(cmds);
+  const { expires } = m.submit(cmds);
   // Node 1 carries a and b; a leader extending node 1 must not propose them again.
-  const n1 = await validate(m, encodeBatch(cmds.slice(0, 2)), stateOf(), { height: 1 });
+  const n1 = await validate(m, batch(cmds.slice(0, 2), expires), stateOf(), { height: 1 });
   assert.ok(n1.result.ok);
-  assert.deepEqual(await produce(m, n1.hash), [cmds[2]]);
+  assert.deepEqual(await produce(m, n1.hash, stateOf(), 2), [cmds[2]]);
   // On another branch (extending genesis) they are fair game again.
   assert.deepEqual(await produce(m, new Uint8Array(32).fill(99)), cmds);
+  // Extending a Node it never validated, it cannot know what is pending: an empty batch.
+  assert.deepEqual(await produce(m, new Uint8Array(32).fill(98), stateOf(), 3), []);
   m.close();
 });
 
-Deno.test("leader: skips committed commands (the state says so) and drops invalid ones", async () => {
+Deno.test("leader: drops commands the machine refuses; skips commands not live yet", async () => {
   const dropped: string[] = [];
   const m = new Mempool({
     check: () => null, // let anything in, so that apply refuses it
     apply: (r) => kvMachine.apply(r),
-  }, { idleProposeDelayMs: 0, onDropped: (id, reason) => dropped.push(`${id}:${reason}`) });
+  }, {
+    idleProposeDelayMs: 0,
+    commandHorizon: 10,
+    onDropped: (id, reason) => dropped.push(`${id}:${reason}`),
+  });
   const good = set("a", "1");
-  const committed = set("b", "2");
   const junk = encodeValue(["frob", "k", "v"]);
-  await m.submit([committed, junk, good]);
-  const state = new Map<string, Uint8Array | null>([
-    [toHex(commandIdKey(commandId(committed))), encodeValue([1, new Uint8Array(32)])],
-  ]);
-  assert.deepEqual(await produce(m, new Uint8Array(32), stateOf(state)), [good]);
+  m.submit([junk, good]);
+  m.addForwarded(entries([set("later", "1")], 15)); // live from height 6 on
+  assert.deepEqual(await produce(m, new Uint8Array(32)), [good]);
   assert.equal(dropped.length, 1);
   assert.match(dropped[0]!, /unknown op/);
-  assert.equal(
-    m.size,
-    2,
-    "the junk left the pool; the committed one stays until its commit is seen",
-  );
+  assert.equal(m.size, 2, "the junk left the pool; the rest stays until it commits");
   m.close();
 });
 
@@ -421,37 +536,17 @@ Deno.test("leader: with nothing to propose it waits up to idleProposeDelayMs; a 
   const t1 = performance.now();
   const waiting = produce(m, new Uint8Array(32));
   await new Promise((r) => setTimeout(r, 20));
-  await m.submit([set("a", "1")]);
+  m.submit([set("a", "1")]);
   assert.equal((await waiting).length, 1);
   assert.ok(performance.now() - t1 < 150, "woken by the submission");
   m.close();
 });
 
 Deno.test("leader: a batch stops at the update limits, and the rest waits for the next Node", async () => {
-  const m = pool({ batchUpdatesMax: 6 });
-  await m.submit([set("a", "1"), set("b", "2"), set("c", "3"), set("d", "4")]);
-  const batch = await produce(m, new Uint8Array(32));
-  assert.equal(batch.length, 3, "3 commands x 2 updates");
+  const m = pool({ batchUpdatesMax: 3 });
+  m.submit([set("a", "1"), set("b", "2"), set("c", "3"), set("d", "4")]);
+  const got = await produce(m, new Uint8Array(32));
+  assert.equal(got.length, 3, "3 commands x 1 update");
   assert.equal(m.size, 4, "nothing leaves the pool before it commits");
-  m.close();
-});
-
-Deno.test("leader: a pool command the state shows committed (a copy forwarded after a restart) leaves the pool and answers its waiters", async () => {
-  const m = pool();
-  const old = set("old", "1");
-  const { ids } = await m.submit([old]);
-  const waiting = m.waitForCommit(ids[0]!, { timeoutMs: 5000 });
-  // This replica sees a commit at height 3 (of other commands)...
-  const { node, hash } = nodeOf(encodeBatch([set("x", "1")]), { height: 3 });
-  await m.application.onCommit!({ node, hash, updates: [] });
-  // ...and the state says `old` was committed at height 2 (before this replica restarted).
-  const state = new Map<string, Uint8Array | null>([
-    [toHex(commandIdKey(commandId(old))), encodeValue([2, new Uint8Array(32).fill(5)])],
-  ]);
-  assert.deepEqual(await produce(m, new Uint8Array(32), stateOf(state)), []);
-  assert.equal(m.size, 0);
-  const done = await waiting;
-  assert.equal(done.height, 2);
-  assert.equal(done.node, toHex(new Uint8Array(32).fill(5)));
   m.close();
 });

@@ -208,12 +208,15 @@ Deno.test("1 replica: the command API answers as documented", async (t) => {
         const c = kvSet("raw", "1");
         const accepted = await post(`${url}/commands`, c);
         assert.equal(accepted.status, 202);
-        assert.deepEqual(accepted.json, { id: toHex(commandId(c)) });
+        const a = accepted.json as { id: string; expires: number };
+        assert.ok(a.expires > 0, "the replica gave it an expiry height");
+        assert.deepEqual(a, { id: toHex(commandId(c, a.expires)), expires: a.expires });
         const c2 = kvSet("raw", "2");
         const done = await post(`${url}/commands?wait=commit`, c2);
         assert.equal(done.status, 200);
-        const j = done.json as { id: string; height: number; node: string };
-        assert.equal(j.id, toHex(commandId(c2)));
+        const j = done.json as { id: string; expires: number; height: number; node: string };
+        assert.equal(j.id, toHex(commandId(c2, j.expires)));
+        assert.ok(j.height <= j.expires, "committed by its expiry");
         assert.ok(j.height >= 1);
         // The node is committed and carries the command.
         const n = await (await fetch(`${url}/nodes/${j.node}`)).json();
@@ -225,8 +228,11 @@ Deno.test("1 replica: the command API answers as documented", async (t) => {
       const cmds = [kvSet("a", "1"), kvSet("b", "2"), kvSet("c", "3")];
       const r = await post(`${url}/commands?wait=commit`, encodeValue(cmds), "application/cbor");
       assert.equal(r.status, 200);
-      const list = r.json as Array<{ id: string; height: number }>;
-      assert.deepEqual(list.map((x) => x.id), cmds.map((c) => toHex(commandId(c))));
+      const list = r.json as Array<{ id: string; expires: number; height: number }>;
+      assert.deepEqual(
+        list.map((x) => x.id),
+        cmds.map((c) => toHex(commandId(c, list[0]!.expires))),
+      );
       const noWait = await post(
         `${url}/commands`,
         encodeValue([kvSet("d", "4")]),
@@ -236,12 +242,17 @@ Deno.test("1 replica: the command API answers as documented", async (t) => {
       assert.equal((noWait.json as { ids: string[] }).ids.length, 1);
     });
     await t.step(
-      "resubmitting a committed command answers where it was committed (at most once)",
+      "resubmitting a committed command with its expiry answers where it was committed (at most once)",
       async () => {
         const c = kvSet("once", "1");
         const first = await post(`${url}/commands?wait=commit`, c);
-        const again = await post(`${url}/commands?wait=commit`, c);
+        const { expires } = first.json as { expires: number };
+        const again = await post(`${url}/commands?wait=commit&expires=${expires}`, c);
         assert.deepEqual(again.json, first.json);
+        // An expiry already passed can never commit: a definite answer.
+        const past = await post(`${url}/commands?expires=1`, kvSet("past", "1"));
+        assert.equal(past.status, 410);
+        assert.equal((past.json as { reason: string }).reason, "expired");
       },
     );
     await t.step("bad requests are refused with a status and a reason", async () => {
@@ -254,6 +265,18 @@ Deno.test("1 replica: the command API answers as documented", async (t) => {
         [post(`${url}/commands`, kvSet("k", "v"), "text/plain"), 415, "unsupported-media-type"],
         [post(`${url}/commands?wait=soon`, kvSet("k", "v")), 400, "bad-parameter"],
         [post(`${url}/commands?x=1`, kvSet("k", "v")), 400, "unknown-parameter"],
+        [post(`${url}/commands?expires=-1`, kvSet("k", "v")), 400, "bad-expiry"],
+        [post(`${url}/commands?expires=99999999`, kvSet("k", "v")), 400, "bad-expiry"],
+        [
+          post(`${url}/commands?wait=commit&wait=commit`, kvSet("k", "v")),
+          400,
+          "duplicate-parameter",
+        ],
+        [
+          post(`${url}/mempool`, encodeValue([kvSet("k", "v")]), "application/cbor"),
+          400,
+          "bad-body",
+        ],
         [post(`${url}/commands`, new Uint8Array(70_000)), 413, "command-too-large"],
         [post(`${url}/mempool?x=1`, encodeValue([])), 400, "unknown-parameter"],
       ];

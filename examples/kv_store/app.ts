@@ -8,10 +8,10 @@
  * | `"set"` (or `"put"`) | 1..256 bytes (byte or text string) | bytes or text, at most {@link KV_VALUE_BYTES_MAX} | sets `key` |
  * | `"del"` (or `"delete"`) | 1..256 bytes | `null` | deletes `key` |
  *
- * The optional fourth element is a nonce (a byte string of at most 32 bytes). A command is
- * committed at most once (its id is the SHA-256 of its bytes), so a client that writes the same
- * value to the same key twice must make the two commands differ: the HTTP API adds a random
- * nonce to every `PUT`.
+ * The optional fourth element is a nonce (a byte string of at most 32 bytes). A command with a
+ * given expiry height is committed at most once (its id covers its bytes and expiry), so a client
+ * that writes the same value to the same key twice should make the two commands differ: the HTTP
+ * API adds a random nonce to every `PUT`.
  *
  * State: the value of key `k` is the state key `"k/" + k`.
  *
