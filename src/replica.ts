@@ -824,13 +824,14 @@ export function jsonResponse(value: unknown, status = 200): Response {
 
 /**
  * A {@link Storage} that caches application state values. Exact, because every write goes
- * through it: a committed update replaces the cached value, and a read that races with a write
- * never overwrites what the write put there. Bounded: the oldest entries are dropped.
+ * through it: a committed update replaces the cached value of its key, and a read that a write
+ * overtook is not cached. Bounded: the oldest entries are dropped.
  */
 class CachedStateStorage implements Storage {
   readonly #inner: Storage;
   readonly #max: number;
-  readonly #cache = new Map<string, { value: Uint8Array | null; seq: number }>();
+  readonly #cache = new Map<string, { value: Uint8Array | null }>();
+  /** Writes finished so far. */
   #seq = 0;
 
   constructor(inner: Storage, max: number) {
@@ -847,9 +848,14 @@ class CachedStateStorage implements Storage {
 
   async write(batch: WriteBatch): Promise<void> {
     await this.#inner.write(batch);
-    const seq = ++this.#seq;
+    this.#seq++;
+    // Only cached keys are updated: most written keys are never read back.
+    if (this.#cache.size === 0) return;
     for (const c of batch.commits ?? []) {
-      for (const [k, v] of c.updates) this.#set(toHex(k), v, seq);
+      for (const [k, v] of c.updates) {
+        const id = toHex(k);
+        if (this.#cache.has(id)) this.#set(id, v);
+      }
     }
   }
 
@@ -871,9 +877,8 @@ class CachedStateStorage implements Storage {
     if (hit !== undefined) return hit.value;
     const start = this.#seq;
     const value = await this.#inner.getState(key);
-    // A write that finished meanwhile put the newer value there: keep it.
-    const now = this.#cache.get(id);
-    if (now === undefined || now.seq <= start) this.#set(id, value, start);
+    // After a write finished meanwhile, the value read may be older than the store's: not cached.
+    if (this.#seq === start) this.#set(id, value);
     return value;
   }
 
@@ -885,10 +890,10 @@ class CachedStateStorage implements Storage {
     return this.#inner.close();
   }
 
-  #set(id: string, value: Uint8Array | null, seq: number): void {
+  #set(id: string, value: Uint8Array | null): void {
     if (this.#max === 0) return;
     this.#cache.delete(id);
-    this.#cache.set(id, { value, seq });
+    this.#cache.set(id, { value });
     if (this.#cache.size > this.#max) this.#cache.delete(this.#cache.keys().next().value!);
   }
 }
