@@ -29,6 +29,8 @@ export interface RssSeries {
   readonly idleBytes: number | null;
   /** `[seconds since the load started, RSS bytes]`, one per second. */
   readonly samples: Array<[number, number]>;
+  /** `[seconds since the load started, V8 heap in use, bytes]` from the replica's `/status`. */
+  readonly heap: Array<[number, number]>;
 }
 
 /** The summary of one series. */
@@ -47,6 +49,12 @@ export interface RssSummary {
   readonly slopeMbPerMin: number | null;
   /** Largest minus smallest sample of the second half, MB: the noise the slope sits in. */
   readonly swingMb: number | null;
+  /** V8 heap in use at the last sample, MB. */
+  readonly heapEndMb: number | null;
+  /** Least-squares slope of the heap in use over the second half, MB/min. */
+  readonly heapSlopeMbPerMin: number | null;
+  /** Largest minus smallest heap sample of the second half, MB. */
+  readonly heapSwingMb: number | null;
 }
 
 const MB = 1024 * 1024;
@@ -85,19 +93,31 @@ export function slope(points: ReadonlyArray<readonly [number, number]>): number 
  */
 export function summariseRss(s: RssSeries): RssSummary {
   const ys = s.samples.map(([, y]) => y / MB);
-  const last = s.samples.at(-1)?.[0] ?? 0;
-  const half = s.samples.filter(([t]) => t >= last / 2).map(([t, y]) => [t / 60, y / MB] as const);
+  const rss = secondHalf(s.samples);
+  const heap = secondHalf(s.heap ?? []);
   return {
     replica: s.replica,
     idleMb: s.idleBytes === null ? null : s.idleBytes / MB,
     startMb: ys[0] ?? null,
     endMb: ys.at(-1) ?? null,
     maxMb: ys.length === 0 ? null : Math.max(...ys),
-    slopeMbPerMin: slope(half),
-    swingMb: half.length === 0
-      ? null
-      : Math.max(...half.map(([, y]) => y)) - Math.min(...half.map(([, y]) => y)),
+    slopeMbPerMin: rss.slope,
+    swingMb: rss.swing,
+    heapEndMb: s.heap?.length ? s.heap.at(-1)![1] / MB : null,
+    heapSlopeMbPerMin: heap.slope,
+    heapSwingMb: heap.swing,
   };
+}
+
+/** Slope (MB/min) and swing (MB) of the samples of the second half of a series. */
+function secondHalf(
+  samples: ReadonlyArray<readonly [number, number]>,
+): { slope: number | null; swing: number | null } {
+  const last = samples.at(-1)?.[0] ?? 0;
+  const half = samples.filter(([t]) => t >= last / 2).map(([t, y]) => [t / 60, y / MB] as const);
+  if (half.length === 0) return { slope: null, swing: null };
+  const ys = half.map(([, y]) => y);
+  return { slope: slope(half), swing: Math.max(...ys) - Math.min(...ys) };
 }
 
 /**
@@ -130,6 +150,7 @@ export async function memorySection(
       pid,
       idleBytes: await rssBytes(pid),
       samples: [] as Array<[number, number]>,
+      heap: [] as Array<[number, number]>,
     })));
     load = await runLoad(cluster, {
       clients: 2,
@@ -142,6 +163,11 @@ export async function memorySection(
         for (const s of series) {
           const rss = await rssBytes(s.pid);
           if (rss !== null) s.samples.push([t, rss]);
+        }
+        const statuses = await cluster.statuses(1_000);
+        for (const [i, st] of statuses.entries()) {
+          const used = st?.memory?.heapUsed;
+          if (typeof used === "number") series[i]!.heap.push([t, used]);
         }
         if (t > 0 && t % 60 === 0) o.log(`${t} s: RSS ${rssLine(series)}`);
       },
@@ -164,7 +190,8 @@ export async function memorySection(
       ...sums.map((s) =>
         `replica ${s.replica}: idle ${mb(s.idleMb)}, start ${mb(s.startMb)}, end ${mb(s.endMb)}, ` +
         `max ${mb(s.maxMb)} MB, slope ${mb(s.slopeMbPerMin)} MB/min, ` +
-        `2nd-half swing ${mb(s.swingMb)} MB`
+        `2nd-half swing ${mb(s.swingMb)} MB; V8 heap in use: end ${mb(s.heapEndMb)} MB, ` +
+        `slope ${mb(s.heapSlopeMbPerMin)} MB/min, 2nd-half swing ${mb(s.heapSwingMb)} MB`
       ),
       ...(load === null ? [] : [describe(load)]),
       loadNote(load2),
@@ -207,6 +234,7 @@ function figures(sums: RssSummary[], seconds: number, load: LoadResult | null): 
     unit,
   });
   const worst = max(sums.map((s) => s.slopeMbPerMin));
+  const heapWorst = max(sums.map((s) => s.heapSlopeMbPerMin));
   return [
     f("RSS before load (mean of 4)", mean(sums.map((s) => s.idleMb)), "MB"),
     f("RSS at load start (mean of 4)", mean(sums.map((s) => s.startMb)), "MB"),
@@ -218,6 +246,13 @@ function figures(sums: RssSummary[], seconds: number, load: LoadResult | null): 
       met: worst === null ? null : worst < FLAT_MB_PER_MIN,
     },
     f("RSS swing, 2nd half (widest replica)", max(sums.map((s) => s.swingMb)), "MB"),
+    f(`V8 heap in use after ${seconds} s (mean of 4)`, mean(sums.map((s) => s.heapEndMb)), "MB"),
+    {
+      ...f("V8 heap slope, 2nd half (steepest replica)", heapWorst, "MB/min"),
+      target: `flat (< ${FLAT_MB_PER_MIN})`,
+      met: heapWorst === null ? null : heapWorst < FLAT_MB_PER_MIN,
+    },
+    f("V8 heap swing, 2nd half (widest replica)", max(sums.map((s) => s.heapSwingMb)), "MB"),
     f("throughput during the run", load?.commandsPerSecond ?? null, "commands/s"),
   ];
 }

@@ -483,6 +483,8 @@ export class Replica implements NodeTreeView {
         rememberedIds: this.mempool.rememberedIds,
       },
       engine: { droppedMessages: this.engine.dropped, failed: this.#failure !== null },
+      // Bytes: resident set, V8 heap in use and reserved, memory held outside the heap.
+      memory: memoryUsage(),
       uptimeMs: Math.round(performance.now() - this.#started),
     };
   }
@@ -709,6 +711,12 @@ async function restoreOf(storage: Storage, horizon: number): Promise<MempoolRest
   }
   const uncommitted = await storage.uncommittedNodes();
   return { committedHeight: top, committed, uncommitted };
+}
+
+/** The process's memory, bytes (`Deno.memoryUsage`). */
+function memoryUsage(): Record<string, number> {
+  const m = Deno.memoryUsage();
+  return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external };
 }
 
 /** Committed Nodes read at once while the pool is restored. */

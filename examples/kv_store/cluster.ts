@@ -25,6 +25,8 @@ export interface ReplicaStatus {
   readonly committed: { readonly height: number; readonly hash: string };
   /** Mempool counters. */
   readonly mempool: { readonly commands: number; readonly committedCommands: number };
+  /** Process memory, bytes (`rss`, `heapUsed`, `heapTotal`, `external`). */
+  readonly memory?: { readonly rss: number; readonly heapUsed: number };
 }
 
 /** Options of {@link ProcessCluster.create}. */
