@@ -3,10 +3,10 @@
  * DenoKvStorage. Then the Deno KV specifics: crashes between its atomic operations, corrupt
  * bytes, batches larger than one atomic operation, refusals.
  */
-import { encodeValue, genesisNode, genesisQC, nodeHash } from "../src/codec.ts";
+import { encodeNode, encodeValue, genesisNode, genesisQC, nodeHash } from "../src/codec.ts";
 import { AssertionError, HotStuffError } from "../src/errors.ts";
 import { DENO_KV_LIMITS, DenoKvStorage } from "../src/storage/deno_kv.ts";
-import type { DenoKvOptions } from "../src/storage/deno_kv.ts";
+import type { DenoKvOptions, FinalCommitStep } from "../src/storage/deno_kv.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
 import type {
   SafetyState,
@@ -341,6 +341,89 @@ for (const impl of [memory, denoKv]) {
     assertEquals(await store.committedHead(), { height: 3, hash: nodes[2]!.hash }, "head");
     assertEquals(await store.getState(text("n")), new Uint8Array([2]), "last update");
   });
+
+  test("1,200 commits in one write: every height, Node and last update", async (h) => {
+    const commits = counterChain(1_200);
+    await h.store.write({ nodes: commits.slice(0, 600) }); // half of them stored before
+    await h.store.write({ commits, safety: safety(1_201) });
+    await assertCounterChain(h.store, commits);
+    await assertCounterChain(await h.reopen(), commits);
+  });
+
+  test("one Node with 4,000 state updates: inserted, committed, read back", async (h) => {
+    const [n1, n2] = chain(2);
+    const wide = stored(n2!.node, wideUpdates(4_000, 1));
+    await h.store.write({ nodes: [n1!, wide], commits: [n1!] });
+    assertEquals(await h.store.getNode(wide.hash), wide, "uncommitted, with its updates");
+    await h.store.write({ commits: [wide], safety: safety(3) });
+    assertEquals(await h.store.committedHead(), { height: 2, hash: wide.hash }, "head");
+    await assertWideState(h.store, 4_000, 1, 4_000);
+    const reopened = await h.reopen();
+    assertEquals(await reopened.getNode(wide.hash), wide, "committed Node after reopen");
+    assertEquals(await reopened.uncommittedNodes(), [], "no uncommitted Node");
+    await assertWideState(reopened, 4_000, 1, 4_000);
+  });
+}
+
+/**
+ * `n` chained Nodes, Node `k` setting `count` to `k` and `n/k` to `k` (the last of a key wins),
+ * and deleting `gone` (set by Node 1).
+ */
+function counterChain(n: number): StoredNode[] {
+  return chain(n).map((s, i): StoredNode => {
+    const k = i + 1;
+    const updates: StateUpdate[] = [[text("count"), text(`${k}`)], [
+      text(`n/${k % 7}`),
+      text(`${k}`),
+    ]];
+    updates.push(k === 1 ? [text("gone"), text("1")] : [text("gone"), null]);
+    return stored(s.node, updates);
+  });
+}
+
+async function assertCounterChain(store: Storage, commits: readonly StoredNode[]): Promise<void> {
+  const n = commits.length;
+  assertEquals(await store.committedHead(), { height: n, hash: commits[n - 1]!.hash }, "head");
+  const hashes = await Promise.all(commits.map((c) => store.committedHash(c.node.height)));
+  assertEquals(hashes, commits.map((c) => c.hash), "every height");
+  for (const k of [1, 2, 250, 600, 601, 999, n]) {
+    assertEquals(await store.getNode(commits[k - 1]!.hash), commits[k - 1], `node ${k}`);
+  }
+  assertEquals(await store.getState(text("count")), text(`${n}`), "count");
+  for (let r = 0; r < 7; r++) {
+    const last = n - ((n - r) % 7 + 7) % 7; // the highest k <= n with k % 7 === r
+    assertEquals(await store.getState(text(`n/${r}`)), text(`${last}`), `n/${r}`);
+  }
+  assertEquals(await store.getState(text("gone")), null, "gone");
+  assertEquals(await store.uncommittedNodes(), [], "none left uncommitted");
+}
+
+/** `count` updates of ~10-byte keys and 30-byte values; `tag` tells values of two Nodes apart. */
+function wideUpdates(count: number, tag: number): StateUpdate[] {
+  return Array.from({ length: count }, (_, i): StateUpdate => [wideKey(i), wideValue(i, tag)]);
+}
+
+function wideKey(i: number): Uint8Array {
+  return text(`w${String(i).padStart(9, "0")}`);
+}
+
+function wideValue(i: number, tag: number): Uint8Array {
+  return new Uint8Array(30).fill((i + tag) % 256);
+}
+
+/** Keys `0 .. count-1` of {@link wideUpdates}: the first `applied` hold `tag`'s values. */
+async function assertWideState(
+  store: Storage,
+  count: number,
+  tag: number,
+  applied: number,
+): Promise<void> {
+  const values = await Promise.all(
+    Array.from({ length: count }, (_, i) => store.getState(wideKey(i))),
+  );
+  for (const [i, v] of values.entries()) {
+    assertEquals(v, i < applied ? wideValue(i, tag) : null, `wide key ${i}`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -485,7 +568,7 @@ kvTest(
   },
 );
 
-kvTest("many large inline nodes are chunked so that the batch stays one atomic op", async (f) => {
+kvTest("many large inline nodes are split by whole Nodes, none chunked", async (f) => {
   const steps: number[] = [];
   const store = await f.reopen({ beforeFinalCommit: ({ count }) => void steps.push(count) });
   // 20 records of ~50 KiB: about 1 MiB inline, more than one atomic operation holds.
@@ -494,23 +577,25 @@ kvTest("many large inline nodes are chunked so that the batch stays one atomic o
     (_, i) => stored(child(GENESIS, { command: new Uint8Array(50_000).fill(i), tag: i })),
   );
   await store.write({ nodes });
-  assertEquals(steps, [1], "one final operation");
+  assertEquals(steps, [2, 2], "two final operations");
+  assertEquals(await f.count(["chunk"]), 0, "no chunks");
   for (const n of nodes) assertEquals(await store.getNode(n.hash), n, "node");
 });
 
 kvTest(
-  "refusals: oversized commit, key, value and command leave the store unchanged",
+  "refusals: oversized record, key, value and command leave the store unchanged",
   async (f) => {
     const [n1] = chain(1);
     await f.store.write({ safety: safety(2) });
     const before = await snapshot(f.store, [n1!], [text("k")]);
-    const many = Array.from({ length: 14 }, (_, i): StateUpdate => [
+    // 100 values of 64 KiB: a record over 6 MiB, more than a marker may announce.
+    const huge = Array.from({ length: 100 }, (_, i): StateUpdate => [
       text(`k${i}`),
-      new Uint8Array(60_000),
+      new Uint8Array(65_536),
     ]);
     const cases: [WriteBatch, string][] = [
-      [{ commits: [stored(n1!.node, many)] }, "batch-too-large"],
-      [{ nodes: [stored(n1!.node, many)] }, "batch-too-large"], // could never be committed
+      [{ commits: [stored(n1!.node, huge)] }, "record-too-large"],
+      [{ nodes: [stored(n1!.node, huge)] }, "record-too-large"],
       [{ nodes: [stored(n1!.node, [[new Uint8Array(1021), text("v")]])] }, "key-too-large"],
       [{ nodes: [stored(n1!.node, [[text("k"), new Uint8Array(65_537)]])] }, "value-too-large"],
       [
@@ -532,6 +617,202 @@ kvTest(
       "ok",
     );
     assertEquals(await f.store.getState(new Uint8Array(3000)), null, "unstorable key reads null");
+  },
+);
+
+kvTest("a commit of 840 KB of updates (once refused) is split and lands", async (f) => {
+  const steps: string[] = [];
+  const store = await f.reopen({
+    beforeFinalCommit: ({ index, count, headHeight }) =>
+      void steps.push(`${index}/${count}:${headHeight}`),
+  });
+  const [n1] = chain(1);
+  const many = Array.from({ length: 14 }, (_, i): StateUpdate => [
+    text(`k${i}`),
+    new Uint8Array(60_000).fill(i),
+  ]);
+  const wide = stored(n1!.node, many);
+  await store.write({ commits: [wide] });
+  assertEquals(steps, ["0/2:null", "1/2:1"], "updates first, the head last");
+  assertEquals(await store.getNode(wide.hash), wide, "node");
+  for (const [i, [key]] of many.entries()) {
+    assertEquals(await store.getState(key), new Uint8Array(60_000).fill(i), `k${i}`);
+  }
+});
+
+kvTest("a Node of 4,000 updates commits in several operations, the head moving last", async (f) => {
+  const steps: FinalCommitStep[] = [];
+  const store = await f.reopen({ beforeFinalCommit: (step) => void steps.push(step) });
+  const [n1, n2, n3] = chain(3);
+  const wide = stored(n2!.node, wideUpdates(4_000, 7));
+  await store.write({ nodes: [n1!, wide, n3!], safety: safety(4) });
+  steps.length = 0;
+  // The Node before it and the safety state ride along: every unit in order.
+  await store.write({ commits: [n1!, wide], safety: safety(5) });
+  assert(steps.length >= 5, `4,000 updates need 5 operations or more, got ${steps.length}`);
+  const moves = steps.filter((s) => s.headHeight !== null).map((s) => [s.index, s.headHeight]);
+  assertEquals(moves, [[0, 1], [steps.length - 1, 2]], "head moves to n1 first, to wide last");
+  await assertWideState(store, 4_000, 7, 4_000);
+  assertEquals(hashesOf(await store.uncommittedNodes()), hashesOf([n3!]), "only n3 left");
+  assertEquals(await store.loadSafety(), safety(5), "safety");
+});
+
+kvTest(
+  "crash between the operations of a split commit: head unmoved, Node uncommitted, recommitted",
+  async (f) => {
+    const [n1, n2, n3] = chain(3);
+    await f.store.write({ nodes: [n1!, n3!], commits: [n1!] });
+    // Never stored before: committed straight away, as after a catch-up.
+    const wide = stored(n2!.node, wideUpdates(4_000, 3));
+    const crashAt = 2;
+    const steps: FinalCommitStep[] = [];
+    const crashing = await f.reopen({
+      beforeFinalCommit: (step) => {
+        steps.push(step);
+        if (step.index === crashAt) throw new Crash("power cut between split operations");
+      },
+    });
+    await assertRejects(() => crashing.write({ commits: [wide], safety: safety(3) }), Crash);
+    assertEquals(steps.map((s) => s.headHeight), [null, null, null], "no step moved the head yet");
+    const restarted = await f.reopen();
+    assertEquals(await restarted.committedHead(), { height: 1, hash: n1!.hash }, "head unmoved");
+    assertEquals(await restarted.committedHash(2), null, "no commit record");
+    assertEquals(await restarted.loadSafety(), null, "no safety state");
+    // Stored uncommitted with its updates, so the restarted replica commits it again later.
+    const uncommitted = await restarted.uncommittedNodes();
+    assertEquals(hashesOf(uncommitted), hashesOf([wide, n3!]), "uncommitted");
+    assertEquals(uncommitted.find((s) => s.node.height === 2), wide, "with all its updates");
+    // Committed-state readers see the updates of the first operations (at most 1,000 each).
+    const values = await Promise.all(wideUpdates(4_000, 3).map(([k]) => restarted.getState(k)));
+    const applied = values.filter((v) => v !== null).length;
+    assert(applied > 0 && applied < 4_000, `part of the updates landed: ${applied}`);
+    await assertWideState(restarted, applied, 3, applied);
+    // Committing it again (the same updates: idempotent) gives the whole state.
+    await restarted.write({ commits: [wide, n3!], safety: safety(3) });
+    assertEquals(await restarted.committedHead(), { height: 3, hash: n3!.hash }, "head");
+    await assertWideState(restarted, 4_000, 3, 4_000);
+    assertEquals(await restarted.uncommittedNodes(), [], "nothing uncommitted");
+    assertEquals(await restarted.getNode(wide.hash), wide, "node");
+  },
+);
+
+kvTest(
+  "crash just before the head moves: the Node uncommitted, most updates on disk",
+  async (f) => {
+    const [n1] = chain(1);
+    const wide = stored(n1!.node, wideUpdates(4_000, 5));
+    const crashing = await f.reopen({
+      beforeFinalCommit: ({ headHeight }) => {
+        if (headHeight !== null) throw new Crash("before the head moves");
+      },
+    });
+    await assertRejects(() => crashing.write({ commits: [wide] }), Crash);
+    const restarted = await f.reopen();
+    assertEquals(await restarted.committedHead(), null, "no head");
+    assertEquals(await restarted.uncommittedNodes(), [wide], "uncommitted, with its updates");
+    // The last operation holds the head and the updates that did not fit the ones before it.
+    const values = await Promise.all(wideUpdates(4_000, 5).map(([k]) => restarted.getState(k)));
+    const applied = values.filter((v) => v !== null).length;
+    assert(applied >= 3_000 && applied < 4_000, `all but the last operation's: ${applied}`);
+    await assertWideState(restarted, applied, 5, applied);
+    await restarted.write({ commits: [wide] });
+    assertEquals(await restarted.committedHead(), { height: 1, hash: wide.hash }, "head");
+    await assertWideState(restarted, 4_000, 5, 4_000);
+    assertEquals(await restarted.uncommittedNodes(), [], "committed");
+  },
+);
+
+kvTest("records, markers and the head are the bytes encodeValue gives", async (f) => {
+  const lengths = [0, 1, 23, 24, 255, 256, 65_535, 65_536];
+  let parent = GENESIS;
+  for (const [i, length] of lengths.entries()) {
+    const updates: StateUpdate[] = [
+      [new Uint8Array(Math.min(length, 1_000)).fill(i), new Uint8Array(length % 60_000)],
+      [text(`k${i}`), null],
+    ];
+    const many = Array.from({ length: length % 300 }, (_, j): StateUpdate => [text(`m${j}`), null]);
+    const node = child(parent, { command: new Uint8Array(length % 20_000).fill(i) });
+    const s = stored(node, [...updates, ...many]);
+    const record = encodeValue([encodeNode(node), s.updates.map(([k, v]) => [k, v])]);
+    await f.store.write({ commits: [s] });
+    if (record.length <= DENO_KV_LIMITS.inlineRecordBytesMax) {
+      assertEquals((await f.kv.get(["node", s.hash])).value, encodeValue([1, record]), "marker");
+    }
+    assertEquals(DenoKvStorage.recordBytes(s), record.length, "record size");
+    assertEquals((await f.kv.get(["head"])).value, encodeValue([node.height, s.hash]), "head");
+    parent = node;
+  }
+});
+
+kvTest("one round trip per write once the head and the Nodes are known", async (f) => {
+  const calls: string[] = [];
+  const counting = new Proxy(f.kv, {
+    get(kv, name) {
+      const value = Reflect.get(kv, name, kv);
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        calls.push(String(name));
+        return value.apply(kv, args);
+      };
+    },
+  });
+  const nodes = chain(6);
+  const store = DenoKvStorage.wrap(counting);
+  await store.write({ nodes: nodes.slice(0, 3), safety: safety(3) });
+  assertEquals(calls, ["get", "list", "atomic"], "the first write reads the head and the index");
+  for (let k = 3; k < 6; k++) {
+    calls.length = 0;
+    await store.write({ nodes: [nodes[k]!], commits: [nodes[k - 3]!], safety: safety(k + 1) });
+    assertEquals(calls, ["atomic"], `write ${k}: insert a new Node, commit a known one`);
+  }
+  await store.close();
+  // A restarted store does not know the markers of Nodes stored before it: it reads them.
+  const restarted = DenoKvStorage.wrap(counting);
+  calls.length = 0;
+  await restarted.write({ commits: [nodes[3]!] });
+  assertEquals(calls, ["get", "list", "getMany", "atomic"], "after a restart");
+  calls.length = 0;
+  await restarted.write({ nodes: [nodes[3]!] }); // at or below the head: read
+  assertEquals(calls, ["getMany", "atomic"], "a Node at the head");
+  assertEquals(hashesOf(await restarted.uncommittedNodes()), hashesOf(nodes.slice(4)), "index");
+  await restarted.close();
+});
+
+kvTest("the in-memory head still refuses a second writer", async (f) => {
+  const nodes = chain(6);
+  const first = f.store;
+  await first.write({ commits: [nodes[0]!] });
+  const second = DenoKvStorage.wrap(f.kv);
+  const refused: WriteBatch[] = [
+    { safety: safety(3) }, // no commit: only the check sees it
+    { commits: [nodes[2]!] }, // extends the head the first store remembers
+    { commits: [nodes[4]!] }, // extends the real head, not the remembered one
+    { nodes: [nodes[5]!] },
+  ];
+  for (const [i, batch] of refused.entries()) {
+    await first.write({}); // learns the current head (a refusal makes it read the store again)
+    await second.write({ commits: [nodes[i + 1]!] }); // moves the head behind its back
+    await assertRejects(() => first.write(batch), HotStuffError, isReason("concurrent-write"));
+  }
+  assertEquals(await first.committedHead(), { height: 5, hash: nodes[4]!.hash }, "second's head");
+  assertEquals(await first.loadSafety(), null, "no safety state");
+  assertEquals(await first.uncommittedNodes(), [], "nothing of the refused writes");
+  await second.close();
+});
+
+kvTest(
+  "after a restart, rewriting a chunked node with other updates replaces its chunks",
+  async (f) => {
+    const command = new Uint8Array(200_000).fill(6);
+    const first = stored(child(GENESIS, { command }), [[text("a"), text("1")]]);
+    const second = stored(first.node, [[text("a"), text("2")]]);
+    await f.store.write({ nodes: [first] });
+    const chunks = await f.count(["chunk"]);
+    const restarted = await f.reopen();
+    await restarted.write({ commits: [second] });
+    assertEquals(await f.count(["chunk"]), chunks, "old chunks deleted with the new marker");
+    assertEquals(await restarted.getNode(first.hash), second, "second record");
+    assertEquals(await restarted.getState(text("a")), text("2"), "state");
   },
 );
 

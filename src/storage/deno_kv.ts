@@ -17,7 +17,8 @@
  *
  * A record is CBOR `[encodeNode(node), [[key, value or null], ...]]`. QCs in the safety state are
  * {@link encodeQC} bytes; the TC is stored in the same QC tuple form with a zero node hash, so the
- * strict QC decoder checks it too.
+ * strict QC decoder checks it too. A stored Node above the committed head always has its
+ * `["uncommitted", hash]` entry: the two are written and deleted in the same atomic operation.
  *
  * ## Limits of Deno KV (measured on Deno 2.9.6, local SQLite backend)
  *
@@ -30,24 +31,57 @@
  *   the keys of its sets total at most 81,920 bytes;
  * - `getMany` reads at most 10 keys.
  *
- * ## How one write stays one atomic step
+ * ## One writer, one round trip
+ *
+ * The store is meant to be this process's alone. Between writes it keeps the committed head, the
+ * head's versionstamp, and what it wrote of each stored uncommitted Node (inline, or the digest
+ * of its chunks); the first write after opening reads the head and lists the uncommitted index.
+ * Every atomic operation of a write checks that the head still has the versionstamp this store
+ * last saw, so another writer that moved it is refused with reason `"concurrent-write"`. A write
+ * of new Nodes, or of commits of Nodes this store wrote, is then one atomic operation and no read.
+ * The previous marker of a Node is read (to delete chunks that the new record replaces, and to
+ * keep a committed Node out of the uncommitted index) only for Nodes at or below the head, and
+ * for Nodes stored before this store opened and not written since. It remembers at most
+ * `KNOWN_NODES_MAX` (65,536) Nodes; beyond that it reads the marker of every Node it does not
+ * remember. After a failed write it forgets all of it and reads it again. It also keeps the
+ * encoded records of the inline Nodes it stored uncommitted (at most `RECORD_CACHE_BYTES_MAX`,
+ * 8 MiB), so that a Node's commit, a few writes after its insert, does not encode it again.
+ *
+ * ## How a write is split, and what a crash leaves
  *
  * A record larger than {@link DENO_KV_LIMITS}`.inlineRecordBytesMax` is written first as chunks,
  * in atomic operations of their own. Chunk keys contain the record's SHA-256, so chunks are
  * immutable: nothing reads them until a marker that names their digest lands, and chunks left
  * by a crash are invisible (a later write of the same record writes the same keys again).
  *
- * Then one final atomic operation writes the markers, the uncommitted index, the commits (height
- * index, head, application updates) and the safety state, checking that the head did not change
- * since it was read. When these do not fit in one atomic operation, records are moved to chunks
- * first; if it still does not fit, the batch is split into several operations, in this order:
- * inserted Nodes (in batch order), commits (in height order), the safety state. Each operation
- * holds whole units, so after a crash the store holds a prefix of that sequence: some inserted
- * Nodes, or all of them and a prefix of the commits with all of their updates and the head on
- * the last of them. The safety state comes last so that it never refers to a Node that is not
- * stored; a lost safety state only means the previous one, which no sent vote depends on. A
- * single Node whose commit (its updates) cannot fit in one atomic operation is refused with
- * reason `"batch-too-large"`, when it is inserted as well as when it is committed.
+ * The rest of the batch is a sequence of units, in this order: each inserted Node (in batch
+ * order: its marker and its uncommitted index entry), each commit (in height order: marker,
+ * index delete, height index, head and the Node's state updates), the safety state, the deletes
+ * of pruned Nodes. The units are packed, in order, into as few atomic operations as hold them,
+ * and a unit never spans two operations. A record is chunked when its unit does not fit one
+ * operation inline (a commit first tries this).
+ *
+ * A commit whose updates do not fit one operation even so (more than about 990 updates, or more
+ * than about 800 KiB of them) is split into several units: the first writes the Node's marker
+ * and its uncommitted index entry (the Node is then stored, uncommitted, with its updates in its
+ * record) and the first of its updates; the next ones more updates; the last one the index
+ * delete, the height index and the head. The head moves to the Node only once all of its updates
+ * are on disk.
+ *
+ * After a crash the store holds a prefix of the sequence, so a prefix of the batch: some inserted
+ * Nodes; or all of them and a prefix of the commits, the head on the last whole one; possibly
+ * followed by part of the next commit's updates, with that Node stored uncommitted. Readers of
+ * committed state (`getState`) may therefore see some of a Node's updates before the head reaches
+ * it, also while a split write is in progress. That Node is one the commit rule has already
+ * decided, so no update they see is ever rolled back: after a restart the Node is in the
+ * uncommitted set, attaches to the head, and is committed again by a later write, which writes
+ * the same updates again (sets and deletes of whole values: idempotent). Validating a descendant
+ * reads the Node's updates from its own record first (Spec 7), so it gives the same result. The
+ * safety state comes after the Nodes so that it never refers to a Node that is not stored; a lost
+ * safety state only means the previous one, which no sent vote depends on.
+ *
+ * A record larger than a marker may announce (the codec's `commandBytesMax` plus 2 MiB) is
+ * refused with reason `"record-too-large"`.
  *
  * @module
  */
@@ -75,8 +109,6 @@ import type {
   StoredNode,
   WriteBatch,
 } from "./storage.ts";
-
-// Re-exported so that this module's public API names every type it uses (`deno doc --lint`).
 
 /** Limits of Deno KV that {@link DenoKvStorage} plans around, and its own record sizes. */
 export interface DenoKvLimits {
@@ -120,6 +152,8 @@ export const DENO_KV_LIMITS: DenoKvLimits = {
 
 /** Room kept free in every atomic operation for the head check and rounding. */
 const ATOMIC_BYTES_SLACK = 1_024;
+/** Most stored uncommitted Nodes whose markers a store remembers between writes. */
+const KNOWN_NODES_MAX = 65_536;
 const MARKER_INLINE = 1;
 const MARKER_CHUNKED = 2;
 const EMPTY = new Uint8Array(0);
@@ -131,6 +165,8 @@ export interface FinalCommitStep {
   readonly index: number;
   /** Number of operations of the final sequence (1 unless the batch had to be split). */
   readonly count: number;
+  /** Height the committed head moves to in this operation, or null if it does not move. */
+  readonly headHeight: number | null;
 }
 
 /** Options of {@link DenoKvStorage.open} and {@link DenoKvStorage.wrap}. */
@@ -145,7 +181,9 @@ export interface DenoKvOptions {
 }
 
 /**
- * {@link Storage} on Deno KV. Writes are serialized; reads may run alongside them.
+ * {@link Storage} on Deno KV. Writes are serialized; reads may run alongside them. It must be
+ * the only writer of its KV: it keeps the committed head in memory between writes, and refuses
+ * to write (reason `"concurrent-write"`) once another writer has moved it.
  *
  * @example
  * ```ts
@@ -162,6 +200,9 @@ export class DenoKvStorage implements Storage {
   readonly #limits: CodecLimits;
   readonly #beforeFinalCommit: DenoKvOptions["beforeFinalCommit"];
   #queue: Promise<unknown> = Promise.resolve();
+  /** What the writer knows of the store; null until the first write and after a failed one. */
+  #writer: WriterState | null = null;
+  readonly #records = new RecordCache();
 
   private constructor(kv: Deno.Kv, owned: boolean, options: DenoKvOptions) {
     this.#kv = kv;
@@ -189,7 +230,7 @@ export class DenoKvStorage implements Storage {
 
   /**
    * Uses an open Deno KV that the caller owns: {@link DenoKvStorage.close} leaves it open. The
-   * store expects the whole KV to itself.
+   * store expects the whole KV to itself, and to be its only writer.
    *
    * @example
    * ```ts
@@ -281,7 +322,7 @@ export class DenoKvStorage implements Storage {
   /** See {@link Storage.getState}. */
   async getState(key: Uint8Array): Promise<Uint8Array | null> {
     // A key too long to store cannot be there (and Deno KV refuses to read it).
-    if (keyBytes(["app", key]) > DENO_KV_LIMITS.keyBytesMax) return null;
+    if (APP_PART_BYTES + escapedBytes(key) > DENO_KV_LIMITS.keyBytesMax) return null;
     const entry = await this.#kv.get(["app", key]);
     if (entry.value === null) return null;
     return bytes(entry.value, `state ${toHex(key)}`, null);
@@ -309,20 +350,59 @@ export class DenoKvStorage implements Storage {
   // Writing
 
   async #write(batch: WriteBatch): Promise<void> {
-    const headEntry = await this.#kv.get(["head"]);
-    validateCommits(decodeHead(headEntry.value), batch.commits ?? []);
-    const records = collectRecords(batch, this.#limits);
-    const prune = pruneUnits(batch, records);
-    if (records.length === 0 && batch.safety === undefined && prune.length === 0) return;
-    await this.#readPrevious(records);
+    const writer = await this.#writerState();
+    await this.#checkHead(writer, batch.commits ?? []);
+    const records = collectRecords(batch, this.#limits, this.#records);
+    const pruned = prunedHashes(batch, records);
+    if (records.length === 0 && batch.safety === undefined && pruned.length === 0) return;
+    await this.#readPrevious(records.filter((r) => !previousFromMemory(r, writer)));
     const safety = batch.safety === undefined ? null : safetyUnit(batch.safety);
-    const ops = planFinal(records, safety, prune);
+    const ops = planFinal(records, safety, pruned.map(pruneUnit));
     await this.#writeChunks(records);
-    await this.#commitFinal(ops, headEntry.versionstamp);
+    await this.#commitFinal(ops, writer);
+    remember(writer, records, pruned);
+    this.#records.update(records, pruned);
+  }
+
+  /** The writer's state, read from the store on the first write and after a failed one. */
+  async #writerState(): Promise<WriterState> {
+    if (this.#writer !== null) return this.#writer;
+    const head = await this.#kv.get(["head"]);
+    const writer: WriterState = {
+      head: decodeHead(head.value),
+      headVersion: head.versionstamp,
+      nodes: new Map(),
+      complete: true,
+    };
+    for await (const entry of this.#kv.list({ prefix: ["uncommitted"] })) {
+      if (writer.nodes.size >= KNOWN_NODES_MAX) {
+        writer.complete = false;
+        break;
+      }
+      writer.nodes.set(bytesId(bytes(entry.key[1], "uncommitted index key", 32)), UNREAD);
+    }
+    this.#writer = writer;
+    return writer;
+  }
+
+  /**
+   * Commits must extend the head. When they do not extend the head this store remembers, a
+   * second writer that moved it is told apart from a caller's bug by reading it.
+   */
+  async #checkHead(writer: WriterState, commits: readonly StoredNode[]): Promise<void> {
+    const problem = commitsProblem(writer.head, commits);
+    if (problem === null) return;
+    const entry = await this.#kv.get(["head"]);
+    if (entry.versionstamp !== writer.headVersion) {
+      this.#writer = null;
+      throw concurrentWrite();
+    }
+    assert(false, problem);
   }
 
   /** Reads each record's previous marker and whether its Node is already committed. */
   async #readPrevious(records: RecordPlan[]): Promise<void> {
+    if (records.length === 0) return;
     const keys = records.flatMap((r): Deno.KvKey[] => [
       ["node", r.stored.hash],
       ["committed", r.stored.node.height],
@@ -336,6 +416,7 @@ export class DenoKvStorage implements Storage {
   }
 
   async #writeChunks(records: RecordPlan[]): Promise<void> {
+    // Spec 6.3 step 1: chunks first, invisible until a marker names their digest.
     const units = records.filter(needsChunks).flatMap(chunkUnits);
     for (const op of packUnits(units)) {
       const result = await atomicOf(this.#kv, op).commit();
@@ -343,30 +424,36 @@ export class DenoKvStorage implements Storage {
     }
   }
 
-  async #commitFinal(ops: AtomicBudget[], headVersion: string | null): Promise<void> {
-    let version = headVersion;
-    for (const [index, op] of ops.entries()) {
-      await this.#beforeFinalCommit?.({ index, count: ops.length });
-      const result = await atomicOf(this.#kv, op).check({ key: ["head"], versionstamp: version })
-        .commit();
-      if (!result.ok) {
-        throw new HotStuffError(
-          "concurrent-write",
-          "the committed head changed during a write: another writer is using this Deno KV",
-        );
+  async #commitFinal(ops: AtomicBudget[], writer: WriterState): Promise<void> {
+    try {
+      for (const [index, op] of ops.entries()) {
+        const headHeight = op.head === null ? null : op.head.height;
+        // Spec 6.3 step 4: refused if another writer moved the head since this one last did.
+        await this.#beforeFinalCommit?.({ index, count: ops.length, headHeight });
+        const result = await atomicOf(this.#kv, op)
+          .check({ key: ["head"], versionstamp: writer.headVersion })
+          .commit();
+        if (!result.ok) throw concurrentWrite();
+        if (op.head !== null) {
+          writer.head = op.head;
+          writer.headVersion = result.versionstamp;
+        }
       }
-      if (op.mutations.has(keyId(["head"]))) version = result.versionstamp;
+    } catch (e) {
+      // Part of the batch may have landed: read the store again before the next write.
+      this.#writer = null;
+      throw e;
     }
   }
 
-  /** Values of `keys`, in order, `getManyKeysMax` keys per read. */
+  /** Values of `keys`, in order, `getManyKeysMax` keys per read, the reads at once. */
   async #getAll(keys: Deno.KvKey[]): Promise<unknown[]> {
-    const out: unknown[] = [];
+    const groups: Deno.KvKey[][] = [];
     for (let i = 0; i < keys.length; i += DENO_KV_LIMITS.getManyKeysMax) {
-      const group = keys.slice(i, i + DENO_KV_LIMITS.getManyKeysMax);
-      for (const entry of await this.#kv.getMany(group)) out.push(entry.value);
+      groups.push(keys.slice(i, i + DENO_KV_LIMITS.getManyKeysMax));
     }
-    return out;
+    const entries = await Promise.all(groups.map((group) => this.#kv.getMany(group)));
+    return entries.flat().map((entry) => entry.value);
   }
 
   /** The record behind a chunked marker, or null when a chunk is missing or does not match. */
@@ -385,34 +472,138 @@ export class DenoKvStorage implements Storage {
   }
 }
 
+function concurrentWrite(): HotStuffError {
+  return new HotStuffError(
+    "concurrent-write",
+    "the committed head changed during a write: another writer is using this Deno KV",
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the writer remembers between writes
+
+/** A stored uncommitted Node whose marker this store has not read nor written. */
+const UNREAD = "unread";
+const INLINE_KNOWN: KnownMarker = { kind: "inline" };
+
+/** What a write replaces: enough of a marker to tell its chunks. */
+type KnownMarker = { readonly kind: "inline" } | ChunkedMarker;
+
+interface WriterState {
+  head: CommittedHead | null;
+  /** Versionstamp of `["head"]` (null: no head), checked by every atomic operation. */
+  headVersion: string | null;
+  /** Stored uncommitted Nodes by {@link bytesId} of their hash; at most `KNOWN_NODES_MAX`. */
+  readonly nodes: Map<string, KnownMarker | typeof UNREAD>;
+  /** Whether `nodes` holds every stored uncommitted Node (then a Node not in it is new). */
+  complete: boolean;
+}
+
+/**
+ * Fills in `r.previous` and `r.committed` from memory, if the writer knows them: a Node above
+ * the head is not committed, and one that is not stored uncommitted is not stored at all.
+ */
+function previousFromMemory(r: RecordPlan, writer: WriterState): boolean {
+  if (r.stored.node.height <= (writer.head?.height ?? 0)) return false;
+  const known = writer.nodes.get(r.id);
+  if (known === UNREAD || (known === undefined && !writer.complete)) return false;
+  r.previous = known ?? null;
+  r.committed = false;
+  return true;
+}
+
+/** After a write that landed whole: the uncommitted Nodes it stored, committed or pruned. */
+function remember(writer: WriterState, records: RecordPlan[], pruned: readonly Hash[]): void {
+  for (const r of records) {
+    if (r.isCommit || r.committed) {
+      writer.nodes.delete(r.id);
+    } else if (writer.nodes.size < KNOWN_NODES_MAX || writer.nodes.has(r.id)) {
+      writer.nodes.set(r.id, r.chunked ? chunkedMarker(r) : INLINE_KNOWN);
+    } else {
+      writer.nodes.delete(r.id);
+      writer.complete = false;
+    }
+  }
+  for (const hash of pruned) writer.nodes.delete(bytesId(hash));
+}
+
+/** Most bytes of records a store keeps between a Node's insert and its commit. */
+const RECORD_CACHE_BYTES_MAX = 8 * 1024 * 1024;
+
+/**
+ * Inline records of the Nodes this store wrote uncommitted, so that their commit (usually the
+ * same StoredNode object, a few writes later) does not encode them again. A record is reused for
+ * the very object it was encoded from only. The oldest go first beyond `RECORD_CACHE_BYTES_MAX`.
+ */
+class RecordCache {
+  readonly #entries = new Map<string, { stored: StoredNode; record: Uint8Array }>();
+  #bytes = 0;
+
+  get(id: string, stored: StoredNode): Uint8Array | null {
+    const entry = this.#entries.get(id);
+    return entry !== undefined && entry.stored === stored ? entry.record : null;
+  }
+
+  /** After a write that landed whole: keeps inserted inline records, drops committed and pruned. */
+  update(records: readonly RecordPlan[], pruned: readonly Hash[]): void {
+    for (const r of records) {
+      this.#delete(r.id);
+      if (r.isCommit || r.committed || r.chunked) continue;
+      this.#entries.set(r.id, { stored: r.stored, record: r.record });
+      this.#bytes += r.record.length;
+    }
+    for (const hash of pruned) this.#delete(bytesId(hash));
+    for (const id of this.#entries.keys()) {
+      if (this.#bytes <= RECORD_CACHE_BYTES_MAX) break;
+      this.#delete(id);
+    }
+  }
+
+  #delete(id: string): void {
+    const entry = this.#entries.get(id);
+    if (entry === undefined) return;
+    this.#entries.delete(id);
+    this.#bytes -= entry.record.length;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation
 
 /** Same rules as MemoryStorage: consecutive heights from the head, each extending the last. */
-function validateCommits(head: CommittedHead | null, commits: readonly StoredNode[]): void {
+function commitsProblem(head: CommittedHead | null, commits: readonly StoredNode[]): string | null {
   let hash = head === null ? null : head.hash;
   let height = head === null ? 0 : head.height;
   for (const c of commits) {
-    assert(c.node.height === height + 1, `commit height ${c.node.height} after ${height}`);
-    assert(hash === null || bytesEqual(c.node.parent, hash), "commit must extend the head");
+    if (c.node.height !== height + 1) return `commit height ${c.node.height} after ${height}`;
+    if (hash !== null && !bytesEqual(c.node.parent, hash)) return "commit must extend the head";
     hash = c.hash;
     height++;
   }
+  return null;
 }
 
 /** A StoredNode to write, with what the plan decided about it. */
 interface RecordPlan {
   readonly stored: StoredNode;
+  /** {@link bytesId} of the hash. */
+  readonly id: string;
   readonly record: Uint8Array;
   readonly isCommit: boolean;
+  /** A commit's state updates as mutations, one per key (the last update of a key wins). */
+  readonly updates: readonly Mutation[];
   digest: Uint8Array | null;
   chunked: boolean;
-  previous: PreviousMarker | null;
+  previous: KnownMarker | null;
   committed: boolean;
 }
 
 /** One record per distinct Node: inserted Nodes in batch order, then commits (which win). */
-function collectRecords(batch: WriteBatch, limits: CodecLimits): RecordPlan[] {
+function collectRecords(
+  batch: WriteBatch,
+  limits: CodecLimits,
+  cache: RecordCache,
+): RecordPlan[] {
   const byId = new Map<string, RecordPlan>();
   for (
     const [stored, isCommit] of [
@@ -421,23 +612,27 @@ function collectRecords(batch: WriteBatch, limits: CodecLimits): RecordPlan[] {
     ]
   ) {
     checkStored(stored, limits);
-    const record = encodeRecord(stored);
-    const plan: RecordPlan = {
+    const updates = updateMutations(stored, isCommit);
+    const id = bytesId(stored.hash);
+    const earlier = byId.get(id);
+    const record = earlier?.stored === stored
+      ? earlier.record
+      : cache.get(id, stored) ?? encodeRecord(stored);
+    checkRecordSize(stored, record, limits);
+    byId.delete(id); // keep the order of the last occurrence
+    byId.set(id, {
       stored,
+      id,
       record,
       isCommit,
+      updates,
       digest: null,
       chunked: record.length > DENO_KV_LIMITS.inlineRecordBytesMax,
       previous: null,
       committed: false,
-    };
-    const id = toHex(stored.hash);
-    byId.delete(id); // keep the order of the last occurrence
-    byId.set(id, plan);
+    });
   }
-  const records = [...byId.values()];
-  for (const r of records) checkCommittable(r);
-  return records;
+  return [...byId.values()];
 }
 
 function checkStored(stored: StoredNode, limits: CodecLimits): void {
@@ -450,8 +645,16 @@ function checkStored(stored: StoredNode, limits: CodecLimits): void {
       `command of ${stored.node.command.length} bytes exceeds ${limits.commandBytesMax}`,
     );
   }
+}
+
+/**
+ * Checks every update's key and value against Deno KV's limits, and sizes it once; for a commit
+ * (`build`), returns them as mutations, the last update of a key replacing earlier ones.
+ */
+function updateMutations(stored: StoredNode, build: boolean): Mutation[] {
+  const byId = new Map<string, Mutation>();
   for (const [key, value] of stored.updates) {
-    const size = keyBytes(["app", key]);
+    const size = APP_PART_BYTES + escapedBytes(key);
     if (size > DENO_KV_LIMITS.keyBytesMax) {
       throw new HotStuffError(
         "key-too-large",
@@ -464,30 +667,86 @@ function checkStored(stored: StoredNode, limits: CodecLimits): void {
         `state value of ${value.length} bytes exceeds ${DENO_KV_LIMITS.valueBytesMax}`,
       );
     }
+    if (!build) continue;
+    const id = `a${bytesId(key)}`;
+    byId.set(id, mutation(id, ["app", key], value, size));
   }
+  return [...byId.values()];
 }
 
-/** Refuses a Node whose commit could never fit in one atomic operation. */
-function checkCommittable(r: RecordPlan): void {
-  // The digest only matters by its size here: a placeholder saves hashing inline records.
-  const probe: RecordPlan = { ...r, chunked: true, previous: null, digest: ZERO_HASH };
-  if (fitsAlone(commitUnit(probe))) return;
+/** Refuses a record that the strict decoder would refuse to read back. */
+function checkRecordSize(stored: StoredNode, record: Uint8Array, limits: CodecLimits): void {
+  if (record.length <= recordBytesMax(limits)) return;
   throw new HotStuffError(
-    "batch-too-large",
-    `node ${toHex(r.stored.hash)} has ${r.stored.updates.length} state updates that do not fit ` +
-      `in one Deno KV atomic operation`,
+    "record-too-large",
+    `node ${toHex(stored.hash)} with ${stored.updates.length} state updates has a record of ` +
+      `${record.length} bytes, over ${recordBytesMax(limits)}`,
   );
 }
 
 // ---------------------------------------------------------------------------------------------
 // Planning
 
-type Mutation = { readonly key: Deno.KvKey; readonly value: Uint8Array | null };
-type Unit = Map<string, Mutation>;
+/** One set (or delete, when `value` is null), sized once as Deno KV counts it. */
+interface Mutation {
+  /** Tells keys apart within an atomic operation (see {@link mutation}). */
+  readonly id: string;
+  readonly key: Deno.KvKey;
+  readonly value: Uint8Array | null;
+  /** Encoded key size. */
+  readonly keyBytes: number;
+  /** Size against `atomicBytesMax` (a delete is over-counted like a set without value). */
+  readonly bytes: number;
+}
+
+/**
+ * `id` must name `key` alone among the keys of one write: a letter for the key's kind, then the
+ * rest of the key in a fixed-width or final position.
+ */
+function mutation(
+  id: string,
+  key: Deno.KvKey,
+  value: Uint8Array | null,
+  size: number = keyBytes(key),
+): Mutation {
+  return { id, key, value, keyBytes: size, bytes: 2 * size + (value === null ? 0 : value.length) };
+}
+
+/** Mutations that land in the same atomic operation, with distinct keys, and their total size. */
+class Unit {
+  readonly mutations: Mutation[] = [];
+  bytes = 0;
+  keyBytes = 0;
+  /** The head this unit moves the committed head to, if any. */
+  head: CommittedHead | null = null;
+
+  push(m: Mutation): void {
+    this.mutations.push(m);
+    this.bytes += m.bytes;
+    this.keyBytes += m.keyBytes;
+  }
+
+  /** Whether the unit with `m` added would still fit one atomic operation by itself. */
+  fitsWith(m: Mutation): boolean {
+    return fits(this.mutations.length + 1, this.bytes + m.bytes, this.keyBytes + m.keyBytes);
+  }
+
+  fitsAlone(): boolean {
+    return fits(this.mutations.length, this.bytes, this.keyBytes);
+  }
+}
+
+function fits(count: number, bytes: number, keyBytes: number): boolean {
+  return count <= DENO_KV_LIMITS.atomicMutationsMax &&
+    bytes <= DENO_KV_LIMITS.atomicBytesMax - ATOMIC_BYTES_SLACK &&
+    keyBytes <= DENO_KV_LIMITS.atomicKeyBytesMax - ATOMIC_BYTES_SLACK;
+}
 
 /** Mutations of one atomic operation, later ones for a key replacing earlier ones. */
 class AtomicBudget {
-  readonly mutations: Unit = new Map();
+  readonly mutations: Map<string, Mutation> = new Map();
+  /** The head the last unit that moves it moves it to. */
+  head: CommittedHead | null = null;
   #bytes = 0;
   #keyBytes = 0;
 
@@ -496,22 +755,21 @@ class AtomicBudget {
     let count = this.mutations.size;
     let total = this.#bytes;
     let keys = this.#keyBytes;
-    for (const [id, m] of unit) {
-      const previous = this.mutations.get(id);
+    for (const m of unit.mutations) {
+      const previous = this.mutations.get(m.id);
       if (previous === undefined) {
         count++;
-        keys += keyBytes(m.key);
+        keys += m.keyBytes;
+        total += m.bytes;
       } else {
-        total -= mutationBytes(previous);
+        total += m.bytes - previous.bytes;
       }
-      total += mutationBytes(m);
     }
-    if (count > DENO_KV_LIMITS.atomicMutationsMax) return false;
-    if (total > DENO_KV_LIMITS.atomicBytesMax - ATOMIC_BYTES_SLACK) return false;
-    if (keys > DENO_KV_LIMITS.atomicKeyBytesMax - ATOMIC_BYTES_SLACK) return false;
-    for (const [id, m] of unit) this.mutations.set(id, m);
+    if (!fits(count, total, keys)) return false;
+    for (const m of unit.mutations) this.mutations.set(m.id, m);
     this.#bytes = total;
     this.#keyBytes = keys;
+    if (unit.head !== null) this.head = unit.head;
     return true;
   }
 }
@@ -522,86 +780,123 @@ function packUnits(units: Unit[]): AtomicBudget[] {
   for (const unit of units) {
     if (ops.length > 0 && ops[ops.length - 1]!.tryAdd(unit)) continue;
     const op = new AtomicBudget();
-    assert(op.tryAdd(unit), "every unit was checked to fit one atomic operation");
+    assert(op.tryAdd(unit), "every unit fits one atomic operation");
     ops.push(op);
   }
   return ops;
 }
 
 /**
- * The final sequence. Records are chunked until every unit fits one operation, then (largest
- * first) until the whole batch fits one, or no inline record is left.
+ * The final sequence: the records' units (each record chunked only if its unit does not fit one
+ * operation inline, a commit split if it does not fit even so), the safety state, the prunes,
+ * packed in that order.
  */
 function planFinal(
   records: RecordPlan[],
   safety: Unit | null,
-  prune: readonly Unit[] = [],
+  prune: readonly Unit[],
 ): AtomicBudget[] {
-  for (const r of records) {
-    if (!r.chunked && !fitsAlone(recordUnit(r))) r.chunked = true;
-    // checkCommittable already refused most of these; here the deletes of replaced chunks count.
-    if (!fitsAlone(recordUnit(r))) {
-      throw new HotStuffError("batch-too-large", `node ${toHex(r.stored.hash)} does not fit`);
+  // Spec 6.3 step 2: Nodes, commits, safety state, prunes; packed in order, never split.
+  const units = records.flatMap((r) => r.isCommit ? commitUnits(r) : [insertUnit(r)]);
+  if (safety !== null) {
+    if (!safety.fitsAlone()) {
+      throw new HotStuffError("batch-too-large", "the safety state does not fit one operation");
     }
+    units.push(safety);
   }
-  if (safety !== null && !fitsAlone(safety)) {
-    throw new HotStuffError("batch-too-large", "the safety state does not fit one operation");
-  }
-  const inline = records.filter((r) => !r.chunked).sort((a, b) =>
-    b.record.length - a.record.length
-  );
-  for (;;) {
-    const units = records.map(recordUnit);
-    if (safety !== null) units.push(safety);
-    units.push(...prune);
-    const ops = packUnits(units);
-    const next = inline.shift();
-    if (ops.length <= 1 || next === undefined) return ops;
-    next.chunked = true;
-  }
+  units.push(...prune);
+  return packUnits(units);
 }
 
-function fitsAlone(unit: Unit): boolean {
-  return new AtomicBudget().tryAdd(unit);
+/** An inserted Node's unit, its record chunked if it does not fit one operation inline. */
+function insertUnit(r: RecordPlan): Unit {
+  const unit = nodeUnit(r);
+  if (unit.fitsAlone() || r.chunked) return unit;
+  r.chunked = true;
+  return nodeUnit(r);
 }
 
-function recordUnit(r: RecordPlan): Unit {
-  return r.isCommit ? commitUnit(r) : nodeUnit(r);
+/**
+ * A commit's units: one if it fits (its record chunked if that is what makes it fit); else its
+ * marker, index entry and updates over as many units as they need, then the commit record and
+ * the head in a last one.
+ */
+function commitUnits(r: RecordPlan): Unit[] {
+  const whole = commitUnit(r);
+  if (whole.fitsAlone()) return [whole];
+  if (!r.chunked) {
+    r.chunked = true;
+    const chunked = commitUnit(r);
+    if (chunked.fitsAlone()) return [chunked];
+    r.chunked = false; // split anyway: the marker may stay inline
+  }
+  // Spec 6.3 step 3: the Node stored uncommitted with its first updates, then the other
+  // updates, the head last.
+  const parts = [new Unit()];
+  const before = [...markerMutations(r), uncommittedMutation(r, EMPTY), ...r.updates];
+  for (const m of before) {
+    if (!parts[parts.length - 1]!.fitsWith(m)) parts.push(new Unit());
+    parts[parts.length - 1]!.push(m);
+  }
+  const last = new Unit();
+  commitRecord(last, r);
+  return [...parts, last];
 }
 
 /** An inserted Node: its marker, and its place in the uncommitted index unless committed. */
 function nodeUnit(r: RecordPlan): Unit {
-  const unit = markerUnit(r);
-  if (!r.committed) put(unit, ["uncommitted", r.stored.hash], EMPTY);
+  const unit = new Unit();
+  for (const m of markerMutations(r)) unit.push(m);
+  if (!r.committed) unit.push(uncommittedMutation(r, EMPTY));
   return unit;
 }
 
-/** A commit: marker, height index, head, and the Node's state updates in order. */
+/** A commit: marker, index delete, height index, head, and the Node's state updates. */
 function commitUnit(r: RecordPlan): Unit {
-  const { node, hash, updates } = r.stored;
-  const unit = markerUnit(r);
-  put(unit, ["uncommitted", hash], null);
-  put(unit, ["committed", node.height], hash);
-  put(unit, ["head"], encodeValue([node.height, hash]));
-  for (const [key, value] of updates) put(unit, ["app", key], value);
+  const unit = new Unit();
+  for (const m of markerMutations(r)) unit.push(m);
+  commitRecord(unit, r);
+  for (const m of r.updates) unit.push(m);
   return unit;
 }
 
-/** The Node's marker, and deletes of chunks of a different record it replaces. */
-function markerUnit(r: RecordPlan): Unit {
-  const unit: Unit = new Map();
+/** The mutations that make `r` committed: index delete, height index, head. */
+function commitRecord(unit: Unit, r: RecordPlan): void {
+  const { node, hash } = r.stored;
+  unit.push(uncommittedMutation(r, null));
+  unit.push(mutation(`c${node.height}`, ["committed", node.height], hash));
+  unit.push(mutation("h", ["head"], encodeHeadValue(node.height, hash)));
+  unit.head = { height: node.height, hash };
+}
+
+/** The Node's marker, after deletes of chunks of a different record it replaces. */
+function markerMutations(r: RecordPlan): Mutation[] {
+  const out: Mutation[] = [];
   const hash = r.stored.hash;
   if (r.previous !== null && r.previous.kind === "chunked") {
     const old = r.previous;
     if (!r.chunked || !bytesEqual(old.digest, digestOf(r))) {
-      for (let i = 0; i < old.count; i++) put(unit, ["chunk", hash, old.digest, i], null);
+      for (let i = 0; i < old.count; i++) out.push(chunkMutation(r, old.digest, i, null));
     }
   }
   const marker = r.chunked
     ? encodeValue([MARKER_CHUNKED, digestOf(r), chunkCount(r), r.record.length])
-    : encodeValue([MARKER_INLINE, r.record]);
-  put(unit, ["node", hash], marker);
-  return unit;
+    : encodeInlineMarker(r.record);
+  out.push(mutation(`n${r.id}`, ["node", hash], marker));
+  return out;
+}
+
+function uncommittedMutation(r: RecordPlan, value: Uint8Array | null): Mutation {
+  return mutation(`u${r.id}`, ["uncommitted", r.stored.hash], value);
+}
+
+function chunkMutation(
+  r: RecordPlan,
+  digest: Uint8Array,
+  i: number,
+  value: Uint8Array | null,
+): Mutation {
+  return mutation(`k${r.id}${bytesId(digest)}${i}`, ["chunk", r.stored.hash, digest, i], value);
 }
 
 /** Chunks are skipped when the previous marker already names the same record. */
@@ -614,18 +909,23 @@ function needsChunks(r: RecordPlan): boolean {
 function chunkUnits(r: RecordPlan): Unit[] {
   const size = DENO_KV_LIMITS.chunkBytes;
   return Array.from({ length: chunkCount(r) }, (_, i) => {
-    const unit: Unit = new Map();
-    put(
-      unit,
-      ["chunk", r.stored.hash, digestOf(r), i],
-      r.record.subarray(i * size, (i + 1) * size),
-    );
+    const unit = new Unit();
+    unit.push(chunkMutation(r, digestOf(r), i, r.record.subarray(i * size, (i + 1) * size)));
     return unit;
   });
 }
 
 function chunkCount(r: RecordPlan): number {
   return Math.ceil(r.record.length / DENO_KV_LIMITS.chunkBytes);
+}
+
+function chunkedMarker(r: RecordPlan): ChunkedMarker {
+  return {
+    kind: "chunked",
+    digest: digestOf(r),
+    count: chunkCount(r),
+    byteLength: r.record.length,
+  };
 }
 
 function partsFor(byteLength: number): number {
@@ -638,18 +938,21 @@ function digestOf(r: RecordPlan): Uint8Array {
 }
 
 /**
- * Deletes of abandoned uncommitted Nodes: their marker and index entry (a chunked record's
- * chunks stay behind, invisible without the marker). Nodes written by this same batch are not
- * deleted: the caller never prunes what it inserts in the same step.
+ * Abandoned uncommitted Nodes to delete. Nodes written by this same batch are not deleted: the
+ * caller never prunes what it inserts in the same step.
  */
-function pruneUnits(batch: WriteBatch, records: RecordPlan[]): Unit[] {
-  const written = new Set(records.map((r) => toHex(r.stored.hash)));
-  return (batch.prune ?? []).filter((h) => !written.has(toHex(h))).map((hash) => {
-    const unit: Unit = new Map();
-    put(unit, ["node", hash], null);
-    put(unit, ["uncommitted", hash], null);
-    return unit;
-  });
+function prunedHashes(batch: WriteBatch, records: RecordPlan[]): Hash[] {
+  const written = new Set(records.map((r) => r.id));
+  return (batch.prune ?? []).filter((h) => !written.has(bytesId(h)));
+}
+
+/** A pruned Node's marker and index entry (a chunked record's chunks stay behind, invisible). */
+function pruneUnit(hash: Hash): Unit {
+  const unit = new Unit();
+  const id = bytesId(hash);
+  unit.push(mutation(`n${id}`, ["node", hash], null));
+  unit.push(mutation(`u${id}`, ["uncommitted", hash], null));
+  return unit;
 }
 
 /** The safety state, split in values of at most `valueBytesMax`, with its header. */
@@ -657,16 +960,12 @@ function safetyUnit(safety: SafetyState): Unit {
   const state = encodeSafety(safety);
   const size = DENO_KV_LIMITS.valueBytesMax;
   const partCount = partsFor(state.length);
-  const unit: Unit = new Map();
-  put(unit, ["safety"], encodeValue([partCount, state.length]));
+  const unit = new Unit();
+  unit.push(mutation("s", ["safety"], encodeValue([partCount, state.length])));
   for (let i = 0; i < partCount; i++) {
-    put(unit, ["safety", i], state.subarray(i * size, (i + 1) * size));
+    unit.push(mutation(`s${i}`, ["safety", i], state.subarray(i * size, (i + 1) * size)));
   }
   return unit;
-}
-
-function put(unit: Unit, key: Deno.KvKey, value: Uint8Array | null): void {
-  unit.set(keyId(key), { key, value });
 }
 
 function atomicOf(kv: Deno.Kv, op: AtomicBudget): Deno.AtomicOperation {
@@ -678,21 +977,28 @@ function atomicOf(kv: Deno.Kv, op: AtomicBudget): Deno.AtomicOperation {
   return atomic;
 }
 
-/** Size as Deno KV counts it (a delete is over-counted like a set without value). */
-function mutationBytes(m: Mutation): number {
-  return 2 * keyBytes(m.key) + (m.value === null ? 0 : m.value.length);
-}
+/** Encoded size of the key part `"app"`. */
+const APP_PART_BYTES = 5;
 
 /** Encoded size of a key, as Deno KV measures it against `keyBytesMax`. */
 function keyBytes(key: Deno.KvKey): number {
   let n = 0;
   for (const part of key) {
     if (typeof part === "number") n += 9;
-    else if (typeof part === "string") n += escapedBytes(encoder.encode(part));
+    else if (typeof part === "string") n += stringPartBytes(part);
     else if (part instanceof Uint8Array) n += escapedBytes(part);
     else assert(false, `unexpected key part type ${typeof part}`);
   }
   return n;
+}
+
+/** Our key names are ASCII without zeros: one byte a character, no escapes. */
+function stringPartBytes(s: string): number {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0 || c > 0x7f) return escapedBytes(encoder.encode(s));
+  }
+  return 2 + s.length;
 }
 
 /** A tag and a terminator byte, plus one escape byte per zero byte. */
@@ -702,16 +1008,118 @@ function escapedBytes(b: Uint8Array): number {
   return 2 + b.length + zeros;
 }
 
-function keyId(key: Deno.KvKey): string {
-  return key.map((p) => p instanceof Uint8Array ? `b${toHex(p)}` : `${typeof p}:${String(p)}`)
-    .join("/");
+/** The bytes as a string of char codes 0-255: a cheap map key (keys are at most 2,048 bytes). */
+function bytesId(b: Uint8Array): string {
+  return String.fromCharCode.apply(null, b as unknown as number[]);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Encoding and strict decoding of stored values
 
+/** CBOR `[encodeNode(node), [[key, value or null], ...]]`: the bytes `encodeValue` gives. */
 function encodeRecord(stored: StoredNode): Uint8Array {
-  return encodeValue([encodeNode(stored.node), stored.updates.map(([k, v]) => [k, v])]);
+  const node = encodeNode(stored.node);
+  let size = 1 + cborBytesSize(node) + cborHeadSize(stored.updates.length);
+  for (const [key, value] of stored.updates) {
+    size += 1 + cborBytesSize(key) + (value === null ? 1 : cborBytesSize(value));
+  }
+  const w = new CborWriter(size);
+  w.head(CBOR_ARRAY, 2);
+  w.bytes(node);
+  w.head(CBOR_ARRAY, stored.updates.length);
+  for (const [key, value] of stored.updates) {
+    w.head(CBOR_ARRAY, 2);
+    w.bytes(key);
+    if (value === null) w.null();
+    else w.bytes(value);
+  }
+  return w.done();
+}
+
+/** CBOR `[MARKER_INLINE, record]`. */
+function encodeInlineMarker(record: Uint8Array): Uint8Array {
+  const w = new CborWriter(2 + cborBytesSize(record));
+  w.head(CBOR_ARRAY, 2);
+  w.head(CBOR_UINT, MARKER_INLINE);
+  w.bytes(record);
+  return w.done();
+}
+
+/** CBOR `[height, hash]`. */
+function encodeHeadValue(height: number, hash: Hash): Uint8Array {
+  const w = new CborWriter(1 + cborHeadSize(height) + cborBytesSize(hash));
+  w.head(CBOR_ARRAY, 2);
+  w.head(CBOR_UINT, height);
+  w.bytes(hash);
+  return w.done();
+}
+
+const CBOR_UINT = 0;
+const CBOR_BYTES = 2;
+const CBOR_ARRAY = 4;
+
+/** Size of a canonical CBOR head (major type and argument `n`). */
+function cborHeadSize(n: number): number {
+  return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x1_0000_0000 ? 5 : 9;
+}
+
+function cborBytesSize(b: Uint8Array): number {
+  return cborHeadSize(b.length) + b.length;
+}
+
+/** Canonical CBOR (shortest heads) of unsigned integers, byte strings, arrays and null. */
+class CborWriter {
+  readonly #out: Uint8Array;
+  #view: DataView | null = null;
+  #at = 0;
+
+  constructor(size: number) {
+    this.#out = new Uint8Array(size);
+  }
+
+  head(major: number, n: number): void {
+    assert(Number.isSafeInteger(n) && n >= 0, `cbor argument ${n}`);
+    const m = major << 5;
+    if (n < 24) {
+      this.#out[this.#at++] = m | n;
+    } else if (n < 0x100) {
+      this.#out[this.#at++] = m | 24;
+      this.#out[this.#at++] = n;
+    } else if (n < 0x10000) {
+      this.#out[this.#at++] = m | 25;
+      this.#dataView().setUint16(this.#at, n);
+      this.#at += 2;
+    } else if (n < 0x1_0000_0000) {
+      this.#out[this.#at++] = m | 26;
+      this.#dataView().setUint32(this.#at, n);
+      this.#at += 4;
+    } else {
+      this.#out[this.#at++] = m | 27;
+      this.#dataView().setUint32(this.#at, Math.floor(n / 0x1_0000_0000));
+      this.#dataView().setUint32(this.#at + 4, n >>> 0);
+      this.#at += 8;
+    }
+  }
+
+  bytes(b: Uint8Array): void {
+    this.head(CBOR_BYTES, b.length);
+    this.#out.set(b, this.#at);
+    this.#at += b.length;
+  }
+
+  null(): void {
+    this.#out[this.#at++] = 0xf6;
+  }
+
+  done(): Uint8Array {
+    assert(this.#at === this.#out.length, "cbor size computed ahead");
+    return this.#out;
+  }
+
+  #dataView(): DataView {
+    this.#view ??= new DataView(this.#out.buffer);
+    return this.#view;
+  }
 }
 
 function encodeSafety(s: SafetyState): Uint8Array {

@@ -2,8 +2,10 @@
  * The storage interface the replica persists through. Implementations: {@link MemoryStorage}
  * (tests, the simulator) and the Deno KV store (the default). See SPECIFICATION.md section 6.
  *
- * Every {@link Storage.write} is one atomic, durable step: when its promise resolves, all of the
- * batch is on disk, and after a crash either all of it or none of it is there.
+ * Every {@link Storage.write} is durable: when its promise resolves, all of the batch is on disk.
+ * After a crash during a write the store holds a prefix of the batch (see {@link WriteBatch}):
+ * MemoryStorage all of it or none, the Deno KV store possibly a part, when the batch needs more
+ * than one Deno KV atomic operation.
  *
  * @module
  */
@@ -40,7 +42,24 @@ export interface StoredNode {
 }
 
 /**
- * One atomic write. Order of application inside the step does not matter: it is all or nothing.
+ * One durable write. When {@link Storage.write} resolves, all of it is on disk. A crash during the
+ * write leaves a prefix of it, in this order:
+ *
+ * 1. `nodes`, each whole (in batch order);
+ * 2. `commits`, in height order, each whole: its record, its height and all of its `updates`,
+ *    with the committed head on the last whole one. The updates of the next commit may have
+ *    landed in part: that Node is then stored uncommitted (with its updates), and the head is
+ *    below it;
+ * 3. `safety`, whole;
+ * 4. `prune`.
+ *
+ * So readers of committed state ({@link Storage.getState}) may see some updates of a Node that
+ * is above the committed head, during a write and after a crash in one. A commit is only ever
+ * written for a Node the commit rule has decided, so none of it is rolled back: after a restart
+ * the Node is one of {@link Storage.uncommittedNodes}, attaches to the head, and a later write
+ * commits it again with the same updates (setting or deleting whole values: idempotent).
+ * Implementations that can apply a batch at once (MemoryStorage) do; the Deno KV store splits
+ * only batches larger than one of its atomic operations (see SPECIFICATION.md section 6.3).
  */
 export interface WriteBatch {
   /** New safety state, if it changed. */
@@ -72,7 +91,10 @@ export interface CommittedHead {
 export interface Storage {
   /** The safety state, or null on a store that has never been written. */
   loadSafety(): Promise<SafetyState | null>;
-  /** Applies `batch` atomically and durably. */
+  /**
+   * Applies `batch` durably: all of it when the promise resolves, a prefix of it after a crash
+   * (see {@link WriteBatch}).
+   */
   write(batch: WriteBatch): Promise<void>;
   /** A stored Node (committed or not) by hash, or null. */
   getNode(hash: Hash): Promise<StoredNode | null>;
@@ -80,7 +102,10 @@ export interface Storage {
   committedHash(height: number): Promise<Hash | null>;
   /** The committed head, or null when nothing beyond genesis is committed. */
   committedHead(): Promise<CommittedHead | null>;
-  /** Committed application state for `key`, or null. */
+  /**
+   * Committed application state for `key`, or null. May already hold the update of a Node whose
+   * commit is being written, or was cut by a crash (see {@link WriteBatch}).
+   */
   getState(key: Uint8Array): Promise<Uint8Array | null>;
   /** Uncommitted stored Nodes (to rebuild the NodeTree after a restart). */
   uncommittedNodes(): Promise<StoredNode[]>;
