@@ -38,8 +38,8 @@
  * ## Batch limits are part of the protocol
  *
  * {@link BatchLimits} (the horizon included) decide whether a Node is valid, so every replica
- * must use the same ones (like the validator set). The defaults keep one Node's state updates
- * inside the Application limits of the Engine.
+ * must use the same ones (like the validator set). The replica runtime gives the Engine
+ * Application limits at least as large as the batch limits.
  *
  * @module
  */
@@ -102,17 +102,17 @@ export interface BatchLimits {
   /** Most commands in one batch. Default 4096. */
   readonly batchCommandsMax: number;
   /**
-   * Most state updates of one batch. Default 500 (the Engine's default `updatesMax` is 512).
-   * At most 990: a commit's updates and the Node's own bookkeeping must fit one Deno KV atomic
-   * operation (1,000 mutations).
+   * Most state updates of one batch. Default 4096. At most 65,536. The replica runtime raises
+   * the Engine's `appLimits` to match the batch limits; storage splits a large commit over
+   * several Deno KV atomic operations (SPECIFICATION.md 6.3).
    */
   readonly batchUpdatesMax: number;
   /**
    * Largest sum over the batch's updates of `2 * key.length + 16` (a bound on their Deno KV
-   * encoded key size). Default 64,000, which keeps a commit inside one Deno KV atomic operation.
+   * encoded key size). Default 512 KiB.
    */
   readonly batchUpdateKeyBytesMax: number;
-  /** Largest sum of keys and values of the batch's updates, bytes. Default 400 KiB. */
+  /** Largest sum of keys and values of the batch's updates, bytes. Default 2 MiB. */
   readonly batchUpdateBytesMax: number;
   /** Largest state key a command may write, bytes. Default 512. */
   readonly updateKeyBytesMax: number;
@@ -127,8 +127,9 @@ export interface BatchLimits {
 }
 
 /**
- * The default {@link BatchLimits}. A larger `batchUpdatesMax` needs Engine `appLimits` with
- * `updatesMax` at least as large (the replica runtime passes them).
+ * The default {@link BatchLimits}. An Engine used without the replica runtime needs `appLimits`
+ * at least as large as the batch limits (`updatesMax`, `updateKeysBytesMax`, `updatesBytesMax`);
+ * the replica runtime passes them.
  *
  * @example
  * ```ts
@@ -140,9 +141,9 @@ export const DEFAULT_BATCH_LIMITS: BatchLimits = {
   commandBytesMax: 64 * 1024,
   batchBytesMax: 256 * 1024,
   batchCommandsMax: 4096,
-  batchUpdatesMax: 500,
-  batchUpdateKeyBytesMax: 64_000,
-  batchUpdateBytesMax: 400 * 1024,
+  batchUpdatesMax: 4096,
+  batchUpdateKeyBytesMax: 512 * 1024,
+  batchUpdateBytesMax: 2 * 1024 * 1024,
   updateKeyBytesMax: 512,
   updateValueBytesMax: DEFAULT_APP_LIMITS.updateValueBytesMax,
   commandHorizon: 1024,
@@ -239,8 +240,8 @@ export class MempoolError extends HotStuffError {
 }
 
 const EMPTY_BATCH = encodeValue([]);
-/** Deno KV's 1,000 mutations per atomic operation, less a commit's own bookkeeping. */
-const BATCH_UPDATES_LIMIT = 990;
+/** A sanity bound on `batchUpdatesMax`. */
+const BATCH_UPDATES_LIMIT = 65_536;
 /** Largest expiry height: a CBOR unsigned integer that is a safe integer. */
 const EXPIRES_MAX = Number.MAX_SAFE_INTEGER;
 
@@ -518,6 +519,15 @@ export class Mempool {
         `batchUpdatesMax must be at most ${BATCH_UPDATES_LIMIT}: ${limits.batchUpdatesMax}`,
       );
     }
+    for (const name of ["updateKeyBytesMax", "updateValueBytesMax"] as const) {
+      // Storage keeps one state key and value in one Deno KV entry.
+      if (limits[name] > DEFAULT_APP_LIMITS[name]) {
+        throw new ConfigError(
+          "bad-option",
+          `${name} must be at most ${DEFAULT_APP_LIMITS[name]}: ${limits[name]}`,
+        );
+      }
+    }
     this.limits = limits;
     this.#poolCommandsMax = positive("poolCommandsMax", options.poolCommandsMax ?? 100_000);
     this.#poolBytesMax = positive("poolBytesMax", options.poolBytesMax ?? 256 * 1024 * 1024);
@@ -731,52 +741,88 @@ export class Mempool {
    * @throws {MempoolError} `wait-timeout`, `too-many-waiters`, `command-rejected`, `expired`,
    *   `closed`
    */
-  waitForCommit(
+  async waitForCommit(
     id: string,
     expires: number,
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<CommittedCommand> {
-    const known = this.#committedAs(id);
-    if (known !== null) return Promise.resolve(known);
+    return (await this.waitForCommits([id], expires, options))[0]!;
+  }
+
+  /**
+   * Resolves when every command with these ids (hex) and this expiry is committed, in order:
+   * {@link Mempool.waitForCommit} for a whole submission, with one timer. Fails as soon as one
+   * of them fails.
+   *
+   * @param ids command ids, hex
+   * @param expires their expiry height
+   * @param options `timeoutMs` (default 30 s), `signal` to stop waiting
+   * @throws {MempoolError} `wait-timeout`, `too-many-waiters`, `command-rejected`, `expired`,
+   *   `closed`
+   */
+  waitForCommits(
+    ids: readonly string[],
+    expires: number,
+    options: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<CommittedCommand[]> {
+    const results: Array<CommittedCommand | undefined> = ids.map((id) =>
+      this.#committedAs(id) ?? undefined
+    );
+    const missing = results.reduce((n, r) => r === undefined ? n + 1 : n, 0);
+    if (missing === 0) return Promise.resolve(results as CommittedCommand[]);
     if (this.#closed) return Promise.reject(new MempoolError("closed", "shutting down"));
-    if (expires <= this.#committedHeight) return Promise.reject(expiredError(id, expires));
+    if (expires <= this.#committedHeight) {
+      const i = results.indexOf(undefined);
+      return Promise.reject(expiredError(ids[i]!, expires));
+    }
     if (options.signal?.aborted) {
       return Promise.reject(new MempoolError("closed", "wait aborted"));
     }
-    if (this.#waiterCount >= this.#waitersMax) {
+    if (this.#waiterCount + missing > this.#waitersMax) {
       return Promise.reject(
         new MempoolError("too-many-waiters", `${this.#waiterCount} clients already wait`),
       );
     }
     const timeoutMs = options.timeoutMs ?? 30_000;
-    return new Promise<CommittedCommand>((resolve, reject) => {
-      const done = (): void => {
+    return new Promise<CommittedCommand[]>((resolve, reject) => {
+      const registered: Array<[string, Waiter]> = [];
+      let left = missing;
+      let settled = false;
+      const finish = (error: MempoolError | null): void => {
+        if (settled) return;
+        settled = true;
         clearTimeout(timer);
         options.signal?.removeEventListener("abort", onAbort);
-        this.#removeWaiter(id, expires, waiter);
+        for (const [id, w] of registered) this.#removeWaiter(id, expires, w);
+        if (error === null) resolve(results as CommittedCommand[]);
+        else reject(error);
       };
-      const waiter: Waiter = {
-        resolve: (c) => {
-          done();
-          resolve(c);
-        },
-        reject: (e) => {
-          done();
-          reject(e);
-        },
-      };
-      const onAbort = (): void => waiter.reject(new MempoolError("closed", "wait aborted"));
+      for (const [i, id] of ids.entries()) {
+        if (results[i] !== undefined) continue;
+        const waiter: Waiter = {
+          resolve: (c) => {
+            if (results[i] !== undefined) return;
+            results[i] = c;
+            this.#removeWaiter(id, expires, waiter);
+            if (--left === 0) finish(null);
+          },
+          reject: (e) => finish(e),
+        };
+        let set = this.#waiters.get(id);
+        if (set === undefined) this.#waiters.set(id, set = new Set());
+        set.add(waiter);
+        this.#waiterCount++;
+        this.#index(id, expires);
+        registered.push([id, waiter]);
+      }
+      const onAbort = (): void => finish(new MempoolError("closed", "wait aborted"));
       const timer = setTimeout(() => {
-        waiter.reject(
+        const id = ids[results.indexOf(undefined)];
+        finish(
           new MempoolError("wait-timeout", `command ${id} not committed within ${timeoutMs} ms`),
         );
       }, timeoutMs);
       options.signal?.addEventListener("abort", onAbort, { once: true });
-      let set = this.#waiters.get(id);
-      if (set === undefined) this.#waiters.set(id, set = new Set());
-      set.add(waiter);
-      this.#waiterCount++;
-      this.#index(id, expires);
     });
   }
 

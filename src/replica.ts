@@ -37,7 +37,7 @@
  *
  * @module
  */
-import type { Application } from "./app.ts";
+import type { Application, AppLimits } from "./app.ts";
 import { DEFAULT_APP_LIMITS } from "./app.ts";
 import { decodeValue } from "./codec.ts";
 import type { CoreLimits } from "./consensus/core.ts";
@@ -50,6 +50,7 @@ import { Engine } from "./engine.ts";
 import { ConfigError, HotStuffError } from "./errors.ts";
 import type { ConsensusEvent } from "./events.ts";
 import {
+  type BatchLimits,
   type CommandMachine,
   decodeEntryList,
   encodeEntries,
@@ -351,10 +352,7 @@ export class Replica implements NodeTreeView {
       nodeSource: this.#source,
       clock: systemClock(),
       // Batches may carry more updates than the Engine's default allows (see BatchLimits).
-      appLimits: {
-        ...DEFAULT_APP_LIMITS,
-        updatesMax: Math.max(DEFAULT_APP_LIMITS.updatesMax, this.mempool.limits.batchUpdatesMax),
-      },
+      appLimits: appLimitsFor(this.mempool.limits),
       pacemaker: o.pacemaker,
       limits: o.coreLimits,
       onEvent: (e) => this.#onEvent(e),
@@ -443,10 +441,10 @@ export class Replica implements NodeTreeView {
       return r.ids.map((id) => ({ id, expires, height: null, node: null }));
     }
     const timeoutMs = this.#o.commitWaitTimeoutMs ?? 30_000;
-    const done = await Promise.all(r.ids.map((id, i) =>
-      r.committed.get(i) ??
-        this.mempool.waitForCommit(id, expires, { timeoutMs, signal: options.signal })
-    ));
+    const done = await this.mempool.waitForCommits(r.ids, expires, {
+      timeoutMs,
+      signal: options.signal,
+    });
     return done.map((c) => ({ id: c.id, expires, height: c.height, node: c.node }));
   }
 
@@ -711,6 +709,22 @@ async function restoreOf(storage: Storage, horizon: number): Promise<MempoolRest
   }
   const uncommitted = await storage.uncommittedNodes();
   return { committedHeight: top, committed, uncommitted };
+}
+
+/**
+ * Engine Application limits that accept every batch the mempool accepts: a batch within its
+ * {@link BatchLimits} is never refused by the Engine after the replicas validated it.
+ */
+function appLimitsFor(batch: BatchLimits): AppLimits {
+  const d = DEFAULT_APP_LIMITS;
+  return {
+    ...d,
+    commandBytesMax: Math.max(d.commandBytesMax, batch.batchBytesMax),
+    updatesMax: Math.max(d.updatesMax, batch.batchUpdatesMax),
+    // Keys total at most half of the batch's key budget (2 * key.length + 16 each).
+    updateKeysBytesMax: Math.max(d.updateKeysBytesMax, batch.batchUpdateKeyBytesMax),
+    updatesBytesMax: Math.max(d.updatesBytesMax, batch.batchUpdateBytesMax),
+  };
 }
 
 /** The process's memory, bytes (`Deno.memoryUsage`). */

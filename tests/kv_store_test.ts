@@ -324,7 +324,8 @@ Deno.test("batch: a batch over its update limits is rejected; the empty batch is
   assert.ok((await validate(m, batch([set("a", "1"), set("b", "2")]))).result.ok);
   assert.deepEqual((await validate(m, batch([]))).result, { ok: true, updates: [] });
   m.close();
-  assert.throws(() => pool({ batchUpdatesMax: 991 }), /at most 990/);
+  assert.throws(() => pool({ batchUpdatesMax: 65_537 }), /at most 65536/);
+  assert.throws(() => pool({ updateValueBytesMax: 64 * 1024 }), /at most 61440/);
   assert.throws(() => pool({ batchBytesMax: 0 }), /positive integer/);
   assert.throws(() => pool({ commandHorizon: 0 }), /positive integer/);
 });
@@ -548,5 +549,33 @@ Deno.test("leader: a batch stops at the update limits, and the rest waits for th
   const got = await produce(m, new Uint8Array(32));
   assert.equal(got.length, 3, "3 commands x 1 update");
   assert.equal(m.size, 4, "nothing leaves the pool before it commits");
+  m.close();
+});
+
+Deno.test("pool: waitForCommits answers a whole submission once all of it committed, in order", async () => {
+  const m = pool();
+  const cmds = [set("a", "1"), set("b", "2")];
+  const { ids, expires } = m.submit(cmds);
+  let done: CommittedCommand[] | null = null;
+  const all = m.waitForCommits(ids, expires, { timeoutMs: 5000 }).then((r) => done = r);
+  const n1 = await validate(m, batch([cmds[1]!], expires), stateOf(), { height: 1 });
+  await commit(m, n1);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(done, null, "one of two committed: still waiting");
+  assert.equal(m.waiting, 1);
+  const n2 = await validate(m, batch([cmds[0]!], expires), stateOf(), {
+    height: 2,
+    parent: n1.hash,
+  });
+  await commit(m, n2);
+  await all;
+  assert.deepEqual(done!.map((c) => [c.id, c.height]), [[ids[0], 2], [ids[1], 1]]);
+  assert.equal(m.waiting, 0);
+  // One timer for the lot: a timeout fails the whole wait and leaves no waiter behind.
+  const more = m.submit([set("c", "3"), set("d", "4")]);
+  await assert.rejects(m.waitForCommits(more.ids, more.expires, { timeoutMs: 10 }), {
+    reason: "wait-timeout",
+  });
+  assert.equal(m.waiting, 0);
   m.close();
 });
