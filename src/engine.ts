@@ -6,10 +6,13 @@
  * {@link NodeSource}. See SPECIFICATION.md section 10.
  *
  * Everything here is serial: one input is fully handled before the next starts, so the same
- * inputs in the same order give the same outputs (the simulator relies on it).
+ * inputs in the same order give the same outputs (the simulator relies on it). Only a large
+ * group-commit write (a catch-up answer) runs in the background, while the next inputs are
+ * handled; nothing is sent and no commit is announced before it is durable (Spec 10.1).
  *
  * @module
  */
+import { setImmediate } from "node:timers";
 import { genesisNode, nodeHash, signedBytes } from "./codec.ts";
 import type { Application, StateView } from "./app.ts";
 import { checkValidateResult, DEFAULT_APP_LIMITS } from "./app.ts";
@@ -25,6 +28,7 @@ import { Core } from "./consensus/core.ts";
 import type { PacemakerOptions } from "./consensus/pacemaker.ts";
 import { MessageVerifier, type Verdict } from "./consensus/verify.ts";
 import type { Signer, Verifier } from "./crypto.ts";
+import { assert } from "./errors.ts";
 import type { ConsensusEvent } from "./events.ts";
 import type {
   SafetyState,
@@ -106,13 +110,39 @@ type Job =
     verdict?: Promise<Verdict>;
   }
   | { readonly kind: "self"; readonly message: ConsensusMessage }
-  | { readonly kind: "nodes"; readonly from: PublicKey; readonly nodes: readonly Node[] };
+  | {
+    readonly kind: "nodes";
+    readonly from: PublicKey;
+    /** The answer's checks (Spec 4.4 step 0), started when it arrives; used in arrival order. */
+    readonly checked: Promise<CheckedNodes>;
+  };
+
+/** A group-commit write started in the background (Spec 10.1 step 1). */
+interface InFlightWrite {
+  readonly group: GroupCommit;
+  /** Resolves when the write is durable; rejects if it failed. */
+  readonly done: Promise<void>;
+  /** The write has resolved or failed. */
+  landed: boolean;
+}
+
+/** A fetched answer after Spec 4.4 step 0, and why its first bad Node failed, if any. */
+interface CheckedNodes {
+  readonly nodes: Node[];
+  readonly reject: { readonly reason: string; readonly detail: string } | null;
+}
 
 /** Queued messages whose signatures are checked ahead of their turn. */
 const VERIFY_AHEAD = 32;
 
-/** A pending group-commit write is flushed once it holds this many Nodes and commits. */
-const GROUP_COMMIT_NODES_MAX = 64;
+/** Fetched Nodes whose QCs are verified at once (Spec 4.4 step 0). */
+const VERIFY_SLICE = 32;
+
+/**
+ * A group-commit write is started once it holds this many distinct Nodes, inserted or committed
+ * (Spec 10.1 step 1): a whole catch-up answer (`catchUpNodesMax`, 256) goes to storage at once.
+ */
+const GROUP_COMMIT_NODES_MAX = 256;
 
 /** Most jobs queued; beyond it incoming peer messages are dropped (and counted). */
 const QUEUE_MAX = 100_000;
@@ -146,15 +176,9 @@ export class Engine {
    * Group commit (Spec 10.1 step 1): writes of consecutive inputs that send nothing are merged
    * and made durable together, before the next send, when the queue drains, or when large.
    */
-  #pending: {
-    safety?: SafetyState;
-    nodes: StoredNode[];
-    commits: StoredNode[];
-    prune: Hash[];
-  } | null = null;
-  /** Commit notifications and `node:commit` events waiting for the pending write. */
-  #pendingCommitted: StoredNode[] = [];
-  #pendingCommitEvents: ConsensusEvent[] = [];
+  #pending: GroupCommit | null = null;
+  /** The one group-commit write in flight: its commits are announced once it is durable. */
+  #inFlight: InFlightWrite | null = null;
 
   private constructor(options: EngineOptions, core: Core) {
     this.#o = options;
@@ -202,7 +226,9 @@ export class Engine {
 
   /** The answer to a {@link NodeSource.fetch}. */
   receiveNodes(from: PublicKey, nodes: readonly Node[]): void {
-    this.#push({ kind: "nodes", from, nodes });
+    if (this.#stopped || this.#failure !== null) return;
+    // Checked from now on, while the jobs before it run (Spec 4.4 step 0).
+    this.#push({ kind: "nodes", from, checked: this.#checkFetched(nodes) });
   }
 
   /** A {@link NodeSource.fetch} that failed. */
@@ -229,7 +255,11 @@ export class Engine {
     this.#o.clock.clearTimer();
     while (this.#pumping) await this.#running.catch(() => {});
     if ((options.flush ?? true) && this.#failure === null) await this.#flush();
+    // A crash: the write in flight lands or fails (either may happen to a crashed replica), and
+    // its commits are never announced; nothing may write the store after stop resolves.
+    await this.#inFlight?.done.catch(() => {});
     this.#pending = null;
+    this.#inFlight = null;
   }
 
   /** The failure that stopped the Engine (an assertion: a bug), or null. */
@@ -288,11 +318,14 @@ export class Engine {
   async #pump(): Promise<void> {
     try {
       while (!this.#stopped) {
+        // A write in flight progresses only when the event loop turns (Deno KV completes its
+        // operations there), and the jobs below may chain microtasks for a long time: let it.
+        if (this.#inFlight?.landed === false) await turnEventLoop();
         const job = this.#queue.shift();
         this.#prefetch();
         if (job === undefined) {
           // Drained: make the merged writes durable; jobs pushed meanwhile are seen above.
-          if (this.#pending === null) break;
+          if (this.#pending === null && this.#inFlight === null) break;
           await this.#flush();
           continue;
         }
@@ -335,45 +368,59 @@ export class Engine {
         }
         return { type: "message", from: job.from, message: job.message, now };
       }
-      case "nodes":
-        return { type: "fetched", from: job.from, nodes: await this.#checkFetched(job), now };
+      case "nodes": {
+        const { nodes, reject } = await job.checked;
+        if (reject !== null) {
+          this.#emit({
+            type: "message:reject",
+            from: job.from,
+            message: "fetched-node",
+            ...reject,
+          });
+        }
+        return { type: "fetched", from: job.from, nodes, now };
+      }
     }
   }
 
   /** Spec 4.4 step 0: a fetched chain must be hash-linked, ascending, with valid QCs. */
-  async #checkFetched(job: { from: PublicKey; nodes: readonly Node[] }): Promise<Node[]> {
-    // The hash-linked prefix first (cheap), then every QC of it verified at once (Web Crypto
-    // works in parallel); the answer is cut at the first Node whose QC fails.
+  async #checkFetched(nodes: readonly Node[]): Promise<CheckedNodes> {
+    // The hash-linked prefix first (cheap), then its QCs; the answer is cut at the first Node
+    // whose QC fails.
     const linked: Node[] = [];
-    for (const n of job.nodes) {
-      const prev = linked[linked.length - 1];
-      if (prev !== undefined && !bytesEqual(n.parent, nodeHash(prev))) break;
+    let prevHash: Hash | null = null;
+    for (const n of nodes) {
+      if (prevHash !== null && !bytesEqual(n.parent, prevHash)) break;
       linked.push(n);
+      prevHash = nodeHash(n);
     }
-    const verdicts = await Promise.all(linked.map((n) => this.#verifier.verifyNode(n)));
-    const bad = verdicts.findIndex((v) => !v.ok);
-    if (bad < 0) return linked;
-    const v = verdicts[bad]!;
-    if (!v.ok) {
-      this.#emit({
-        type: "message:reject",
-        from: job.from,
-        message: "fetched-node",
-        reason: v.reason,
-        detail: v.detail,
-      });
+    // A slice at a time (the calls of a slice together save event-loop round trips): Deno's Web
+    // Crypto Ed25519 runs on this thread, so between slices a write in flight gets its turn; and
+    // a bad slice spares the rest.
+    for (let i = 0; i < linked.length; i += VERIFY_SLICE) {
+      if (i > 0 && this.#inFlight?.landed === false) await turnEventLoop();
+      const slice = linked.slice(i, i + VERIFY_SLICE);
+      const verdicts = await Promise.all(slice.map((n) => this.#verifier.verifyNode(n)));
+      const bad = verdicts.findIndex((v) => !v.ok);
+      const v = verdicts[bad];
+      if (v !== undefined && !v.ok) {
+        return { nodes: linked.slice(0, i + bad), reject: { reason: v.reason, detail: v.detail } };
+      }
     }
-    return linked.slice(0, bad);
+    return { nodes: linked, reject: null };
   }
 
   async #carryOut(out: CoreOutput): Promise<void> {
     // Spec 10.1 step 1: durable before anything leaves. The write joins the pending group
-    // commit, which is flushed before any send (and before commits are announced).
-    if (out.write !== null) this.#merge(out.write);
-    this.#pendingCommitted.push(...out.committed);
-    const large = this.#pending !== null &&
-      this.#pending.nodes.length + this.#pending.commits.length >= GROUP_COMMIT_NODES_MAX;
-    if (out.sends.length > 0 || large) await this.#flush();
+    // commit, with its commits' events; that is made durable before any send, and started on
+    // its own (while the next inputs are handled) once it holds a catch-up answer.
+    assert(out.committed.length === 0 || out.write !== null, "commits come with their write");
+    if (out.write !== null) {
+      this.#pending ??= new GroupCommit();
+      this.#pending.merge(out.write, out.events);
+    }
+    if (out.sends.length > 0) await this.#flush();
+    else if ((this.#pending?.size ?? 0) >= GROUP_COMMIT_NODES_MAX) await this.#startWrite();
     // Spec 10.1 step 2: sign and send.
     for (const s of out.sends) await this.#send(s);
     // Spec 10.1 step 4: Application calls; results come back as inputs.
@@ -387,46 +434,36 @@ export class Engine {
         this.#push({ kind: "input", input: { type: "tick", now: this.#o.clock.now() } });
       });
     }
-    // Spec 10.1 step 7: events (a commit's only once it is durable).
-    for (const e of out.events) {
-      if (e.type === "node:commit" && this.#pending !== null) this.#pendingCommitEvents.push(e);
-      else this.#emit(e);
-    }
+    // Spec 10.1 step 7: events; a commit's wait for its write (see #settle).
+    for (const e of out.events) if (e.type !== "node:commit") this.#emit(e);
   }
 
-  #merge(write: WriteBatch): void {
-    const p = this.#pending ?? { nodes: [], commits: [], prune: [] };
-    const gone = new Set((write.prune ?? []).map(toHex));
-    const all = [...p.nodes, ...(write.nodes ?? [])];
-    // A Node inserted and abandoned before the write lands is simply never written (nor deleted).
-    const unwritten = new Set(all.map((n) => toHex(n.hash)).filter((id) => gone.has(id)));
-    this.#pending = {
-      safety: write.safety ?? p.safety,
-      nodes: all.filter((n) => !unwritten.has(toHex(n.hash))),
-      commits: [...p.commits, ...(write.commits ?? [])],
-      prune: [...p.prune, ...(write.prune ?? []).filter((h) => !unwritten.has(toHex(h)))],
+  /**
+   * Starts the pending write in the background, once the write in flight is settled: at most one
+   * is in flight, so writes land in order.
+   */
+  async #startWrite(): Promise<void> {
+    await this.#settle();
+    const group = this.#pending;
+    if (group === null) return;
+    this.#pending = null;
+    const f: InFlightWrite = { group, done: this.#o.storage.write(group.batch()), landed: false };
+    // Awaited (and its failure thrown) by #settle; until then it must not count as unhandled.
+    const land = (): void => {
+      f.landed = true;
     };
+    f.done.then(land, land);
+    this.#inFlight = f;
   }
 
-  /** One durable write of the merged batch, then the commit notifications, in order. */
-  async #flush(): Promise<void> {
-    // Spec 10.1 step 1: the merged write, durable before anything below.
-    const p = this.#pending;
-    if (p !== null) {
-      this.#pending = null;
-      await this.#o.storage.write({
-        ...(p.safety === undefined ? {} : { safety: p.safety }),
-        ...(p.nodes.length > 0 ? { nodes: p.nodes } : {}),
-        ...(p.commits.length > 0 ? { commits: p.commits } : {}),
-        ...(p.prune.length > 0 ? { prune: p.prune } : {}),
-      });
-    }
-    const committed = this.#pendingCommitted;
-    const events = this.#pendingCommitEvents;
-    this.#pendingCommitted = [];
-    this.#pendingCommitEvents = [];
+  /** Waits until the write in flight is durable, then announces its commits. */
+  async #settle(): Promise<void> {
+    const f = this.#inFlight;
+    if (f === null) return;
+    await f.done;
+    this.#inFlight = null;
     // Spec 10.1 step 3: commit notifications, in order, once durable.
-    for (const c of committed) {
+    for (const c of f.group.commits) {
       try {
         await this.#o.app.onCommit?.({ node: c.node, hash: c.hash, updates: c.updates });
       } catch (e) {
@@ -439,7 +476,14 @@ export class Engine {
         });
       }
     }
-    for (const e of events) this.#emit(e);
+    for (const e of f.group.events) this.#emit(e);
+  }
+
+  /** Makes every merged write durable and announces its commits, in order. */
+  async #flush(): Promise<void> {
+    // Spec 10.1 step 1: the merged writes, durable before anything below.
+    await this.#startWrite();
+    await this.#settle();
   }
 
   async #send(s: Outbound): Promise<void> {
@@ -481,9 +525,12 @@ export class Engine {
   }
 
   #stateView(parent: Hash): StateView {
-    // Newest first: uncommitted ancestors, then committed Nodes whose write is still pending.
-    const unflushed = (this.#pending?.commits ?? []).map((c) => c.updates).reverse();
-    const layers = [...this.core.tree.pendingUpdates(parent), ...unflushed];
+    // Newest first: uncommitted ancestors, then committed Nodes whose writes are not durable yet
+    // (the pending write, then the one in flight), then storage.
+    const layers = this.core.tree.pendingUpdates(parent);
+    const groups: GroupCommit[] = [];
+    if (this.#pending !== null) groups.push(this.#pending);
+    if (this.#inFlight !== null) groups.push(this.#inFlight.group);
     const storage = this.#o.storage;
     return {
       get(key: Uint8Array): Promise<Uint8Array | null> {
@@ -491,6 +538,10 @@ export class Engine {
         for (const updates of layers) {
           const index = updatesIndex(updates);
           if (index.has(id)) return Promise.resolve(index.get(id)!);
+        }
+        for (const g of groups) {
+          const value = g.lookup(id);
+          if (value !== undefined) return Promise.resolve(value);
         }
         return storage.getState(key);
       },
@@ -546,6 +597,11 @@ export class Engine {
   }
 }
 
+/** Resolves after one turn of the event loop (a microtask chain never lets I/O complete). */
+function turnEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Per-Node update indexes (key hex -> value, last update wins), built once per Node. */
 const UPDATE_INDEXES = new WeakMap<readonly StateUpdate[], Map<string, Uint8Array | null>>();
 
@@ -558,4 +614,68 @@ function updatesIndex(updates: readonly StateUpdate[]): Map<string, Uint8Array |
     UPDATE_INDEXES.set(updates, index);
   }
   return index;
+}
+
+/**
+ * One group-commit write (Spec 10.1 step 1): the merged writes of consecutive inputs, and the
+ * `node:commit` events that wait for it. Merging costs O(1) per Node, so a catch-up answer of
+ * 256 Nodes is collected in linear time.
+ */
+class GroupCommit {
+  #safety: SafetyState | undefined = undefined;
+  /** Inserted Nodes not committed in this write, by hash (hex), in insertion order. */
+  readonly #nodes = new Map<string, StoredNode>();
+  /** Committed Nodes, in height order. */
+  readonly commits: StoredNode[] = [];
+  readonly #prune: Hash[] = [];
+  /** `node:commit` events, in order. */
+  readonly events: ConsensusEvent[] = [];
+  /** The commits' state updates, latest per key (hex); built on the first read. */
+  #state: Map<string, Uint8Array | null> | null = null;
+
+  /** Distinct Nodes written (inserted or committed). */
+  get size(): number {
+    return this.#nodes.size + this.commits.length;
+  }
+
+  /** Adds one input's write and its commit events. */
+  merge(write: WriteBatch, events: readonly ConsensusEvent[]): void {
+    if (write.safety !== undefined) this.#safety = write.safety;
+    for (const n of write.nodes ?? []) this.#nodes.set(toHex(n.hash), n);
+    for (const c of write.commits ?? []) {
+      // Inserted and committed before the write lands: written once, as a commit.
+      this.#nodes.delete(toHex(c.hash));
+      this.commits.push(c);
+      if (this.#state !== null) addUpdates(this.#state, c.updates);
+    }
+    for (const h of write.prune ?? []) {
+      // Inserted and abandoned before the write lands: never written (nor deleted).
+      if (!this.#nodes.delete(toHex(h))) this.#prune.push(h);
+    }
+    for (const e of events) if (e.type === "node:commit") this.events.push(e);
+    assert(this.events.length === this.commits.length, "one node:commit event per commit");
+  }
+
+  /** The committed value of `id` (a key's hex) after this write, or undefined if untouched. */
+  lookup(id: string): Uint8Array | null | undefined {
+    if (this.#state === null) {
+      this.#state = new Map();
+      for (const c of this.commits) addUpdates(this.#state, c.updates);
+    }
+    return this.#state.get(id);
+  }
+
+  /** The storage batch. */
+  batch(): WriteBatch {
+    return {
+      ...(this.#safety === undefined ? {} : { safety: this.#safety }),
+      ...(this.#nodes.size > 0 ? { nodes: [...this.#nodes.values()] } : {}),
+      ...(this.commits.length > 0 ? { commits: this.commits } : {}),
+      ...(this.#prune.length > 0 ? { prune: this.#prune } : {}),
+    };
+  }
+}
+
+function addUpdates(state: Map<string, Uint8Array | null>, updates: readonly StateUpdate[]): void {
+  for (const [k, v] of updates) state.set(toHex(k), v);
 }

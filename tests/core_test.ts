@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { genesisNode, genesisQC, nodeHash } from "../src/codec.ts";
-import { Core, type CoreOutput } from "../src/consensus/core.ts";
+import { Core, type CoreOutput, DEFAULT_CORE_LIMITS } from "../src/consensus/core.ts";
 import { NodeTree } from "../src/consensus/node_tree.ts";
 import { viewTimeout } from "../src/consensus/pacemaker.ts";
 import { commitCandidate, safeToVote } from "../src/consensus/safety.ts";
@@ -254,4 +254,131 @@ Deno.test("6.2: a restarted core keeps its last voted view and never proposes ag
   assert.equal(out.produce, null, "no second proposal in view 3");
   const again = child(G, 3, GQC, 5);
   assert.equal(votesIn(propose(core, again, 1, tcFor(2))).length, 0, "no second vote in view 3");
+});
+
+// ---------------------------------------------------------------------------------------------
+// Spec 4.4: the CatchUp flow.
+
+/** Nodes of heights 1..n in views 1..n, each justified by its parent's QC. */
+function chainOf(n: number): Node[] {
+  const nodes: Node[] = [];
+  let parent = G;
+  let justify = GQC;
+  for (let k = 1; k <= n; k++) {
+    const node = child(parent, k, justify, k);
+    nodes.push(node);
+    parent = node;
+    justify = qcFor(node);
+  }
+  return nodes;
+}
+
+/** A started core for validator 1 that asks for `catchUpNodesMax` = `limit` Nodes at once. */
+function catchUpCore(limit: number): Core {
+  const limits = { ...DEFAULT_CORE_LIMITS, catchUpNodesMax: limit };
+  const me = SET.validators[1]!.publicKey;
+  const core = new Core({ chainId: CHAIN, validators: SET, me, pacemaker: PACE, limits }, {
+    safety: null,
+    root: stored(G),
+    uncommitted: [],
+  });
+  core.step({ type: "start", now: 0 });
+  return core;
+}
+
+const fetched = (core: Core, nodes: readonly Node[], now: number): CoreOutput =>
+  core.step({ type: "fetched", from: KEYS[2]!, nodes, now });
+
+/** Answers the one execution `out` asks for (if any) with "ok"; returns the next output. */
+function executeNext(core: Core, out: CoreOutput, now: number): CoreOutput | null {
+  assert.ok(out.execute.length <= 1, "fetched Nodes execute one at a time");
+  const x = out.execute[0];
+  if (x === undefined) return null;
+  return core.step({ type: "executed", hash: x.hash, result: { ok: true, updates: [] }, now });
+}
+
+/** Executes until nothing is asked; every output, in order. */
+function executeAll(core: Core, first: CoreOutput, now: number): CoreOutput[] {
+  const outs = [first];
+  for (let o: CoreOutput | null = first; o !== null;) {
+    o = executeNext(core, o, now);
+    if (o !== null) outs.push(o);
+  }
+  return outs;
+}
+
+const insertedHeights = (outs: CoreOutput[]) =>
+  outs.flatMap((o) => o.events).flatMap((e) => e.type === "node:insert" ? [e.height] : []);
+
+Deno.test("4.4: a full answer asks for the next one once its first Node is inserted, from the height after it", () => {
+  const core = catchUpCore(4);
+  const chain = chainOf(10);
+  const first = fetched(core, chain.slice(0, 4), 1);
+  assert.equal(first.fetch, null, "nothing asked before progress");
+  assert.equal(first.execute.length, 1);
+  // Inserting height 1 is progress: the next answer is asked for at once, from height 5.
+  const afterFirst = executeNext(core, first, 2)!;
+  assert.deepEqual(afterFirst.fetch, { from: KEYS[2], fromHeight: 5, limit: 4 });
+  // The next answer arrives while height 2 executes: it waits in the queue.
+  const second = fetched(core, chain.slice(4, 8), 3);
+  assert.equal(second.execute.length, 0, "one fetched Node at a time");
+  assert.equal(second.fetch, null, "at most one request in flight, asked once per answer");
+  const outs = [...executeAll(core, afterFirst, 4)];
+  const asks = outs.flatMap((o) => o.fetch === null ? [] : [o.fetch.fromHeight]);
+  assert.deepEqual(asks, [5, 9], "answer 2 was asked at height 1, answer 3 at height 5");
+  assert.deepEqual(insertedHeights(outs), [1, 2, 3, 4, 5, 6, 7, 8]);
+  assert.deepEqual(rejects(outs), []);
+  assert.equal(core.tree.root.node.height, 5, "8 inserted: 5 committed");
+});
+
+Deno.test("4.4: after an answer that is not full, ask again only once its Nodes are done, and only if still needed", () => {
+  const core = catchUpCore(8);
+  const chain = chainOf(10);
+  // A proposal of view 10 whose parent is unknown: buffered, and catch-up starts.
+  const p10 = chain[9]!;
+  const message: ConsensusMessage = { type: "propose", node: p10, tc: null, signature: SIG };
+  const start = core.step({ type: "message", from: p10.proposer, message, now: 1 });
+  assert.deepEqual(start.fetch, { from: p10.proposer, fromHeight: 1, limit: 8 });
+  // The peer cuts its answer short (6 Nodes): the proposal still waits, so once the 6 are done
+  // the same peer is asked again, from above the committed head.
+  const outs = executeAll(core, fetched(core, chain.slice(0, 6), 2), 3);
+  const asks = outs.map((o) => o.fetch);
+  assert.deepEqual(asks.slice(0, -1).filter((f) => f !== null), [], "nothing asked meanwhile");
+  assert.deepEqual(asks[asks.length - 1], { from: KEYS[2], fromHeight: 4, limit: 8 });
+  // A useless answer (nothing new) is not followed by another request.
+  const again = executeAll(core, fetched(core, chain.slice(0, 6), 4), 4);
+  assert.deepEqual(again.flatMap((o) => o.fetch === null ? [] : [o.fetch]), []);
+  // The rest arrives: the proposal's parent is inserted, then the proposal itself.
+  const rest = executeAll(core, fetched(core, chain.slice(3, 9), 5), 6);
+  assert.deepEqual(insertedHeights(rest), [7, 8, 9, 10]);
+  assert.deepEqual(rejects([start, ...outs, ...again, ...rest]), []);
+});
+
+Deno.test("4.4 step 3: queued Nodes that a commit passed (an overlapping answer) are skipped without a rejection", () => {
+  const core = catchUpCore(8);
+  const chain = chainOf(6).slice(0, 6);
+  const first = fetched(core, chain, 1);
+  // The same Nodes again (a late answer to an expired request) before any is inserted.
+  const second = fetched(core, chain, 2);
+  const outs = [first, second, ...executeAll(core, first, 3).slice(1)];
+  assert.deepEqual(insertedHeights(outs), [1, 2, 3, 4, 5, 6]);
+  assert.equal(core.tree.root.node.height, 3, "6 inserted: 3 committed, 1-2 pruned from the tree");
+  assert.deepEqual(rejects(outs), [], "no unknown-parent for the copies of committed Nodes");
+});
+
+Deno.test("4.4 step 4: progress catching up holds the view timer back; without progress it fires", () => {
+  const core = catchUpCore(8); // view 1, timeout 100 ms: the timer is due at 100
+  const chain = chainOf(6);
+  const newViews = (o: CoreOutput) => o.sends.filter((s) => s.message.type === "new-view").length;
+  let out = fetched(core, chain, 10);
+  // One Node inserted every 60 ms; the timer fires at each old deadline and is re-armed.
+  const ticks: CoreOutput[] = [];
+  for (let now = 60, i = 0; i < 6; now += 60, i++) {
+    out = executeNext(core, out, now)!;
+    ticks.push(core.step({ type: "tick", now: now + 50 }));
+  }
+  assert.deepEqual(ticks.map(newViews), [0, 0, 0, 0, 0, 0], "no NEW-VIEW while catching up");
+  assert.deepEqual(ticks.map((t) => t.timerAt), [160, 220, 280, 340, 400, 460]);
+  // Height 6 was inserted at 360: no progress since, so the view times out at 460.
+  assert.equal(newViews(core.step({ type: "tick", now: 460 })), 1);
 });

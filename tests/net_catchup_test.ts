@@ -2,9 +2,20 @@
  * Tests of the CatchUp flow's HTTP transport (src/net/catchup.ts): an HttpNodeSource fetching
  * from real NodeTree HTTP APIs (src/net/http.ts) on loopback. A good peer serves a real chain; a
  * bad peer serves garbage, broken chains, oversized or slow answers, and must be reported and
- * skipped. Ports are chosen by the OS; every server, request and timer is closed.
+ * skipped. Then the whole flow (Spec 4.4 and 10.1): an Engine far behind catches up through an
+ * HttpNodeSource with few storage writes, and a power loss in the middle loses no commit it
+ * announced. Ports are chosen by the OS; every server, request and timer is closed.
  */
-import { encodeNode, encodeValue, genesisNode, genesisQC, nodeHash } from "../src/codec.ts";
+import {
+  encodeNode,
+  encodeValue,
+  genesisNode,
+  genesisQC,
+  nodeHash,
+  signedBytes,
+} from "../src/codec.ts";
+import { deriveSecretKey, type Signer } from "../src/crypto.ts";
+import { Engine } from "../src/engine.ts";
 import { AssertionError, ConfigError } from "../src/errors.ts";
 import {
   type FetchTarget,
@@ -12,8 +23,13 @@ import {
   type HttpNodeSourceOptions,
 } from "../src/net/catchup.ts";
 import { NodeTreeHttpApi, type NodeTreeView } from "../src/net/http.ts";
-import type { Node, PublicKey, QuorumCertificate } from "../src/types.ts";
-import { bytesEqual, toHex } from "../src/types.ts";
+import { counterApp } from "../src/sim/counter_app.ts";
+import { FastSignatures } from "../src/sim/fast_signatures.ts";
+import { MemoryStorage } from "../src/storage/memory.ts";
+import { type SafetyState, type Storage, wrapStorage } from "../src/storage/storage.ts";
+import type { ConsensusMessage, Node, PublicKey, QuorumCertificate } from "../src/types.ts";
+import { bytesEqual, SignatureDomain, toHex } from "../src/types.ts";
+import { ValidatorSet } from "../src/validators.ts";
 import { assert, assertEquals } from "./support/assert.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -462,4 +478,195 @@ Deno.test("catchup: bad peers and limits are a ConfigError; fetch needs a target
   );
   s.attach(new Target());
   assertThrows(() => s.attach(new Target()), (e) => e instanceof AssertionError, "attach twice");
+});
+
+// ---------------------------------------------------------------------------------------------
+// The whole CatchUp flow: an Engine far behind
+
+const FAR_CHAIN = "catchup-engine-test";
+const FAST = new FastSignatures();
+const FAR_SIGNERS: Signer[] = [0, 1, 2, 3].map((i) =>
+  FAST.signer(deriveSecretKey(`catchup-engine-${i}`))
+);
+const FAR_VALIDATORS = new ValidatorSet(
+  FAR_SIGNERS.map((s) => ({ publicKey: s.publicKey, power: 1 })),
+);
+
+function signerOf(key: PublicKey): Signer {
+  return FAR_SIGNERS.find((s) => bytesEqual(s.publicKey, key))!;
+}
+
+/** Heights 1..n in views 1..n, each certified by 3 of the 4 validators; and the next PROPOSE. */
+async function certifiedChain(n: number): Promise<{ nodes: Node[]; next: ConsensusMessage }> {
+  const nodes: Node[] = [];
+  let parent = nodeHash(genesisNode(FAR_CHAIN));
+  let justify = genesisQC(FAR_CHAIN);
+  const certify = async (view: number, hash: Uint8Array): Promise<QuorumCertificate> => ({
+    chainId: FAR_CHAIN,
+    view,
+    nodeHash: hash,
+    signatures: await Promise.all(
+      FAR_SIGNERS.slice(0, 3).map(async (s) => ({
+        signer: s.publicKey,
+        signature: await s.sign(signedBytes(SignatureDomain.vote, FAR_CHAIN, view, hash)),
+      })),
+    ),
+  });
+  for (let view = 1; view <= n + 1; view++) {
+    const node: Node = {
+      view,
+      height: view,
+      parent,
+      justify,
+      command: new Uint8Array([1 + (view % 7), view & 0xff]),
+      proposer: FAR_VALIDATORS.leader(view).publicKey,
+    };
+    if (view === n + 1) {
+      const bytes = signedBytes(SignatureDomain.propose, FAR_CHAIN, view, nodeHash(node));
+      const signature = await signerOf(node.proposer).sign(bytes);
+      return { nodes, next: { type: "propose", node, tc: null, signature } };
+    }
+    nodes.push(node);
+    parent = nodeHash(node);
+    justify = await certify(view, parent);
+  }
+  throw new Error("unreachable");
+}
+
+/** What one Engine announced and wrote while catching up. */
+interface FarRun {
+  /** Heights announced by `onCommit`, in order; each was checked to be durable by then. */
+  readonly announced: number[];
+  /** Nodes per storage write that landed. */
+  readonly writes: number[];
+  /** Whether the vote on the proposal left (after its safety state was durable). */
+  voted: boolean;
+}
+
+/**
+ * An Engine for a validator that is not the proposal's leader, on `inner` (through `wrap`),
+ * fetching over HTTP from a peer that serves `nodes`; it is handed the `next` PROPOSE.
+ */
+async function farReplica(
+  chain: { nodes: Node[]; next: ConsensusMessage },
+  inner: MemoryStorage,
+  body: (engine: Engine, run: FarRun) => Promise<void>,
+  wrap: (write: Storage["write"]) => Storage["write"] = (write) => write,
+): Promise<FarRun> {
+  const leader = chain.next.type === "propose" ? chain.next.node.proposer : new Uint8Array();
+  const me = FAR_SIGNERS.find((s) => !bytesEqual(s.publicKey, leader))!;
+  const run: FarRun = { announced: [], writes: [], voted: false };
+  let durable: SafetyState | null = await inner.loadSafety();
+  const storage = wrapStorage(inner, {
+    write: wrap(async (batch) => {
+      await inner.write(batch);
+      durable = batch.safety ?? durable;
+      run.writes.push((batch.nodes?.length ?? 0) + (batch.commits?.length ?? 0));
+    }),
+  });
+  const api = new NodeTreeHttpApi({
+    hostname: HOST,
+    port: 0,
+    view: chainView(() => chain.nodes),
+    log: () => {},
+  });
+  await api.start();
+  const source = new HttpNodeSource({
+    peers: [{ publicKey: leader, url: `http://${HOST}:${api.port}` }],
+    log: () => {},
+  });
+  const app = counterApp();
+  const engine = await Engine.open({
+    chainId: FAR_CHAIN,
+    validators: FAR_VALIDATORS,
+    signer: me,
+    verifier: FAST.verifier,
+    storage,
+    app: {
+      ...app,
+      async onCommit(notice) {
+        // Spec 10.1 step 3: announced only once durable.
+        const stored = await inner.committedHash(notice.node.height);
+        assert(stored !== null && bytesEqual(stored, notice.hash), "announced before durable");
+        run.announced.push(notice.node.height);
+      },
+    },
+    network: { send: () => {}, broadcast: () => {} },
+    nodeSource: source,
+    clock: { now: () => performance.now(), setTimer: () => {}, clearTimer: () => {} },
+    onSend: (m) => {
+      if (m.type !== "vote") return;
+      // Spec 10.1 step 1: the vote leaves after the safety state that records it is durable.
+      assert((durable?.lastVotedView ?? 0) >= m.view, "vote sent before its safety state");
+      run.voted = true;
+    },
+  });
+  source.attach(engine);
+  try {
+    engine.start();
+    await engine.idle();
+    engine.receive(leader, chain.next);
+    await body(engine, run);
+  } finally {
+    await engine.stop({ flush: false });
+    await source.close();
+    await api.close();
+  }
+  return run;
+}
+
+/** Every height 1..`height` is committed in `storage` as the chain's Node. */
+async function assertCommitted(storage: Storage, nodes: Node[], height: number): Promise<void> {
+  for (let h = 1; h <= height; h++) {
+    const hash = await storage.committedHash(h);
+    assert(hash !== null && bytesEqual(hash, nodeHash(nodes[h - 1]!)), `height ${h} committed`);
+  }
+}
+
+const range = (from: number, to: number): number[] =>
+  Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
+
+Deno.test("catchup: 1,000 Nodes behind, an Engine fetches in answers of 256, persists them in a few writes, commits every Node and votes", async () => {
+  const chain = await certifiedChain(1000);
+  const inner = new MemoryStorage();
+  const run = await farReplica(chain, inner, async (engine, run) => {
+    await waitFor(() => run.voted || engine.failure !== null, "the vote on the proposal");
+    await engine.idle();
+  });
+  // The proposal of view 1,001 commits height 998 (3-chain 999, 1000, 1001).
+  assertEquals(run.announced, range(1, 998), "every height announced once, in order");
+  await assertCommitted(inner, chain.nodes, 998);
+  assert(run.writes.length <= 12, `${run.writes.length} writes for 1,000 Nodes`);
+  assert(Math.max(...run.writes) >= 256, `a whole answer in one write: ${run.writes}`);
+});
+
+Deno.test("catchup: a power loss in the middle of catching up loses no announced commit; the restarted Engine finishes", async (t) => {
+  const chain = await certifiedChain(700);
+  for (const when of ["before", "after"] as const) {
+    await t.step(`the second write of Nodes fails ${when} it lands`, async () => {
+      const inner = new MemoryStorage();
+      let withNodes = 0;
+      const first = await farReplica(chain, inner, async (engine) => {
+        await waitFor(() => engine.failure !== null, "the power loss");
+      }, (write) => async (batch) => {
+        const crash = (batch.nodes ?? batch.commits ?? []).length > 0 && ++withNodes === 2;
+        if (crash && when === "before") throw new Error("power loss before the write");
+        await write(batch);
+        if (crash) throw new Error("power loss after the write");
+      });
+      const head = (await inner.committedHead())?.height ?? 0;
+      assert(head > 0 && head < 697, `the crash came mid-way (head ${head})`);
+      assert(first.announced.length > 0, "commits were announced before the crash");
+      assert(first.announced.length <= head, "nothing announced that is not durable");
+      assertEquals(first.announced, range(1, first.announced.length), "announced in order");
+      await assertCommitted(inner, chain.nodes, head);
+      // Restarted from the same store: it resumes above its durable head and finishes.
+      const second = await farReplica(chain, inner, async (engine, run) => {
+        await waitFor(() => run.voted || engine.failure !== null, "the vote after restart");
+        await engine.idle();
+      });
+      assertEquals(second.announced, range(head + 1, 698), "resumed above the durable head");
+      await assertCommitted(inner, chain.nodes, 698);
+    });
+  }
 });

@@ -191,6 +191,25 @@ export type CoreInput =
   }
   | { readonly type: "fetch-failed"; readonly from: PublicKey | null; readonly now: number };
 
+/** A queued fetched Node with its hash (computed once). */
+interface Fetched {
+  readonly node: Node;
+  readonly hash: Hash;
+}
+
+/** What the next catch-up request depends on: one answer's peer, extent and progress. */
+interface FetchAnswer {
+  readonly from: PublicKey;
+  /** Height of the answer's first queued Node: inserting it (or above) is progress. */
+  readonly firstHeight: number;
+  /** The height after the answer's last Node: where a request ahead starts. */
+  readonly nextHeight: number;
+  /** It held `catchUpNodesMax` Nodes: the peer has more. */
+  readonly full: boolean;
+  /** A Node of it has been inserted. */
+  progress: boolean;
+}
+
 interface Executing {
   readonly node: Node;
   /** Set when the Node came in a PROPOSE of the current leader: vote after executing. */
@@ -252,12 +271,11 @@ export class Core {
   readonly #proposals = new Map<number, ProposeMessage[]>();
   readonly #executing = new Map<string, Executing>();
   readonly #pending = new Map<string, ProposeMessage[]>();
-  #fetchQueue: Node[] = [];
+  /** Fetched Nodes to execute, in height order; at most `2 * catchUpNodesMax` (two answers). */
+  #fetchQueue: Fetched[] = [];
   #fetchInFlight: { deadline: number } | null = null;
-  #fetchMoreFrom: PublicKey | null = null;
-  #wasFull = false;
-  /** Nodes of the current catch-up answer inserted so far. */
-  #fetchInserted = 0;
+  /** The latest non-empty answer, until the request that follows it is decided (Spec 4.4). */
+  #answer: FetchAnswer | null = null;
   #out = new Output();
 
   /**
@@ -658,7 +676,7 @@ export class Core {
       height: ex.node.height,
       view: ex.node.view,
     });
-    if (!ex.proposal) this.#fetchInserted++;
+    if (!ex.proposal) this.#onFetchedInserted(ex.node);
     // Spec 4.3 step 4: the chain rules (highest QC, lock, commit).
     this.#update(stored);
     // Spec 4.3 step 5: vote if it came as the current proposal.
@@ -810,42 +828,80 @@ export class Core {
   // -------------------------------------------------------------------------------------------
   // Spec 4.4: the CatchUp flow inside the core.
 
+  /** True while fetched Nodes are queued or one of them is being executed. */
+  #catchingUp(): boolean {
+    if (this.#fetchQueue.length > 0) return true;
+    for (const ex of this.#executing.values()) if (!ex.proposal) return true;
+    return false;
+  }
+
+  /** Catches up from the committed head, unless a catch-up is under way. */
   #requestFetch(from: PublicKey | null): void {
-    // One catch-up at a time: none while a request is out or its Nodes are still being executed.
-    if (this.#fetchInFlight !== null || this.#out.fetch !== null) return;
-    if (this.#fetchQueue.length > 0) return;
-    const fromHeight = this.#tree.root.node.height + 1;
+    if (this.#catchingUp()) return;
+    this.#ask(from, this.#tree.root.node.height + 1);
+  }
+
+  /** Sends a catch-up request unless one is in flight; returns whether it did. */
+  #ask(from: PublicKey | null, fromHeight: number): boolean {
+    if (this.#fetchInFlight !== null || this.#out.fetch !== null) return false;
     this.#fetchInFlight = { deadline: this.#now + this.#pacemaker.viewTimeoutMinMs };
     const peer = from !== null && bytesEqual(from, this.me) ? null : from;
     this.#out.fetch = { from: peer, fromHeight, limit: this.#limits.catchUpNodesMax };
     this.#out.events.push({ type: "catchup:request", from: peer, fromHeight });
+    return true;
   }
 
   #onFetched(from: PublicKey, nodes: readonly Node[]): void {
     this.#fetchInFlight = null;
     this.#out.events.push({ type: "catchup:receive", from, nodes: nodes.length });
-    // Spec 4.4 step 1: queue the Nodes we lack, in height order.
-    for (const n of nodes) {
-      const h = nodeHash(n);
-      if (this.#tree.has(h) || this.#executing.has(toHex(h))) continue;
-      if (n.height <= this.#tree.root.node.height) continue;
-      this.#fetchQueue.push(n);
+    // Spec 4.4 step 1: queue the Nodes we lack, in height order; at most two answers (a late
+    // answer to an expired request could make three: its tail is dropped, and fetched again).
+    const queueMax = 2 * this.#limits.catchUpNodesMax;
+    let first: number | null = null;
+    let taken = 0;
+    for (const node of nodes) {
+      if (this.#fetchQueue.length >= queueMax) break;
+      taken++;
+      if (node.height <= this.#tree.root.node.height) continue;
+      const hash = nodeHash(node);
+      if (this.#tree.has(hash) || this.#executing.has(toHex(hash))) continue;
+      this.#fetchQueue.push({ node, hash });
+      first ??= node.height;
     }
-    // Spec 4.4 step 2: a full answer means there is more; so does a non-empty one that still
-    // leaves us without the highest QC's Node. Ask again when this batch is done.
-    this.#fetchMoreFrom = nodes.length > 0 ? from : null;
-    this.#wasFull = nodes.length >= this.#limits.catchUpNodesMax;
-    this.#fetchInserted = 0;
+    assert(this.#fetchQueue.length <= queueMax, "the fetch queue holds at most two answers");
+    // Spec 4.4 step 2: the next request is decided once this answer makes progress.
+    const last = nodes[taken - 1];
+    this.#answer = first === null || last === undefined ? null : {
+      from,
+      firstHeight: first,
+      nextHeight: last.height + 1,
+      full: taken < nodes.length || nodes.length >= this.#limits.catchUpNodesMax,
+      progress: false,
+    };
     this.#continueFetched();
+  }
+
+  /** A fetched Node was inserted: progress of the CatchUp flow. */
+  #onFetchedInserted(node: Node): void {
+    // Spec 4.4 step 4: progress pushes the view's timeout back (no NEW-VIEW while catching up);
+    // an early tick re-arms for the new deadline (8.3).
+    const timeout = viewTimeout(this.#pacemaker, this.#failures);
+    this.#deadline = Math.max(this.#deadline, this.#now + timeout);
+    const a = this.#answer;
+    if (a === null || a.progress || node.height < a.firstHeight) return;
+    a.progress = true;
+    // Spec 4.4 step 2: after a full answer, ask for the next one now, so that it is fetched and
+    // verified while this one executes (one request in flight, at most two answers queued).
+    if (a.full && this.#ask(a.from, a.nextHeight)) this.#answer = null;
   }
 
   /** Spec 4.4 step 3: execute queued fetched Nodes one at a time, each after its parent. */
   #continueFetched(): void {
     for (const ex of this.#executing.values()) if (!ex.proposal) return;
     while (this.#fetchQueue.length > 0) {
-      const node = this.#fetchQueue.shift()!;
-      const hash = nodeHash(node);
-      if (this.#tree.has(hash)) continue;
+      const { node, hash } = this.#fetchQueue.shift()!;
+      // Spec 4.4 step 3: committed meanwhile (an overlapping answer) or known: nothing to do.
+      if (node.height <= this.#tree.root.node.height || this.#tree.has(hash)) continue;
       const problem = this.#checkAttach(node);
       if (problem !== null) {
         this.#reject(null, "fetched-node", problem, `height ${node.height}`);
@@ -853,15 +909,12 @@ export class Core {
       }
       return this.#startExecute(node, hash, false);
     }
-    if (this.#fetchMoreFrom !== null) {
-      const from = this.#fetchMoreFrom;
-      this.#fetchMoreFrom = null;
-      // Only a peer whose last answer made progress is asked again: a Byzantine peer that
-      // serves useless Nodes cannot keep the CatchUp flow busy forever.
-      const progress = this.#fetchInserted > 0;
-      const wanted = !this.#knows(this.#highQC.nodeHash) || this.#pending.size > 0 ||
-        this.#wasFull;
-      if (progress && wanted) this.#requestFetch(from);
-    }
+    // Spec 4.4 step 2: the answer is done. Only a peer whose answer made progress is asked again:
+    // a Byzantine peer that serves useless Nodes cannot keep the CatchUp flow busy forever.
+    const a = this.#answer;
+    this.#answer = null;
+    if (a === null || !a.progress) return;
+    const wanted = a.full || !this.#knows(this.#highQC.nodeHash) || this.#pending.size > 0;
+    if (wanted) this.#requestFetch(a.from);
   }
 }

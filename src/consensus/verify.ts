@@ -6,9 +6,7 @@
  * @module
  */
 import { genesisQC, nodeHash, signedBytes } from "../codec.ts";
-import { sha256Bytes } from "../crypto.ts";
 import type { Verifier } from "../crypto.ts";
-import { encodeQC } from "../codec.ts";
 import type {
   ConsensusMessage,
   Node,
@@ -30,7 +28,8 @@ function fail(reason: string, detail: string): Verdict {
 
 /**
  * Verifies messages of one chain against one validator set. Caches verified QCs (a QC is
- * checked once, however many messages carry it).
+ * checked once, however many messages carry it): a QC hits the cache only when its view, Node
+ * hash and signatures (in order) equal a verified one's, which is to say its encoding does.
  *
  * @example
  * ```ts
@@ -39,7 +38,8 @@ function fail(reason: string, detail: string): Verdict {
  * ```
  */
 export class MessageVerifier {
-  readonly #verified = new Set<string>();
+  /** Verified QCs of this chain by `view:nodeHash` (hex): the last one verified for each. */
+  readonly #verified = new Map<string, QuorumCertificate>();
   readonly #cacheMax: number;
 
   /**
@@ -66,14 +66,17 @@ export class MessageVerifier {
       if (bytesEqual(qc.nodeHash, g.nodeHash) && qc.signatures.length === 0) return OK;
       return fail("bad-genesis-qc", "a view-0 QC must be the genesis QC");
     }
-    const key = toHex(sha256Bytes(encodeQC(qc)));
-    if (this.#verified.has(key)) return OK;
+    // Keyed cheaply (no encoding, no hash: a fetched answer's QCs are all new); a hit must
+    // equal the verified QC field by field (the chain id is checked above).
+    const key = `${qc.view}:${toHex(qc.nodeHash)}`;
+    const known = this.#verified.get(key);
+    if (known !== undefined && sameSignatures(known.signatures, qc.signatures)) return OK;
     const v = await this.#verifyCertificate(
       qc.signatures,
       signedBytes(SignatureDomain.vote, this.chainId, qc.view, qc.nodeHash),
       "qc",
     );
-    if (v.ok) this.#remember(key);
+    if (v.ok) this.#remember(key, qc);
     return v;
   }
 
@@ -105,9 +108,9 @@ export class MessageVerifier {
     return OK;
   }
 
-  #remember(key: string): void {
+  #remember(key: string, qc: QuorumCertificate): void {
     if (this.#verified.size >= this.#cacheMax) this.#verified.clear();
-    this.#verified.add(key);
+    this.#verified.set(key, qc);
   }
 
   async #verifySigned(
@@ -177,4 +180,15 @@ export class MessageVerifier {
       }
     }
   }
+}
+
+/** Same signers and signatures, in the same order. */
+function sameSignatures(a: readonly SignerSignature[], b: readonly SignerSignature[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (!bytesEqual(x.signer, y.signer) || !bytesEqual(x.signature, y.signature)) return false;
+  }
+  return true;
 }

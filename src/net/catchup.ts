@@ -8,7 +8,8 @@
  *    then a random peer that is neither skipped nor busy. When there is none, the fetch fails at
  *    once (`no-peer`) without skipping anyone.
  * 2. **One request per peer.** At most one request is in flight to each peer, so at most one per
- *    peer in total.
+ *    peer in total. A peer is free again as soon as its answer (or failure) is delivered, so the
+ *    Engine may ask it for the next answer at once.
  * 3. **Bounded.** Each request has `timeoutMs` (default 5 s) for the whole exchange, body
  *    included, and its body may hold at most `responseBytesMax` bytes (default 64 MiB), counted
  *    while the stream is read; redirects are refused.
@@ -198,9 +199,7 @@ export class HttpNodeSource implements NodeSource {
       return;
     }
     const controller = new AbortController();
-    const done = this.#run(peer, request, controller.signal).finally(() => {
-      peer.inFlight = null;
-    });
+    const done = this.#run(peer, request, controller).finally(() => release(peer, controller));
     peer.inFlight = { controller, done };
   }
 
@@ -239,14 +238,19 @@ export class HttpNodeSource implements NodeSource {
     return candidates[i] ?? null;
   }
 
-  /** Never throws: every outcome ends in exactly one call to the target, unless closed. */
-  async #run(peer: Peer, request: FetchRequest, abort: AbortSignal): Promise<void> {
+  /**
+   * Never throws: every outcome ends in exactly one call to the target, unless closed. The peer
+   * is free again before that call, so the target may ask it again at once (the CatchUp flow
+   * asks for the next answer while it executes this one).
+   */
+  async #run(peer: Peer, request: FetchRequest, controller: AbortController): Promise<void> {
     const fields = { peer: peer.id.slice(0, 16), fromHeight: request.fromHeight };
     let nodes: Node[];
     try {
-      nodes = await this.#get(peer, request, abort);
+      nodes = await this.#get(peer, request, controller.signal);
     } catch (e) {
       if (this.#closed) return;
+      release(peer, controller);
       const reason = e instanceof HotStuffError ? e.reason : failureReason(e);
       const message = e instanceof Error ? e.message : String(e);
       peer.skippedUntil = this.#now() + this.#skipMs;
@@ -255,6 +259,7 @@ export class HttpNodeSource implements NodeSource {
       return;
     }
     if (this.#closed) return;
+    release(peer, controller);
     this.#log("catchup:received", { ...fields, nodes: nodes.length });
     this.#target?.receiveNodes(peer.publicKey, nodes);
   }
@@ -284,6 +289,11 @@ export class HttpNodeSource implements NodeSource {
     });
     return checkChain(decodeChain(body, request.limit), request.fromHeight);
   }
+}
+
+/** Rule 2: the peer's request `controller` is over (a later request of the peer stays). */
+function release(peer: Peer, controller: AbortController): void {
+  if (peer.inFlight?.controller === controller) peer.inFlight = null;
 }
 
 // ---------------------------------------------------------------------------------------------
