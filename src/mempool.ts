@@ -427,6 +427,20 @@ function overlay(base: StateView, local: Map<string, Uint8Array | null>): StateV
 
 interface PoolEntry extends PoolCommand {
   readonly id: string;
+  /** Its {@link entryKey}, or null for a long command. */
+  readonly key: string | null;
+}
+
+/** Commands up to this size have their pool ids found by their bytes, without hashing. */
+const ID_BY_BYTES_MAX = 256;
+
+/**
+ * The exact expiry and bytes of a short entry as a string (one char per byte), or null for a long
+ * one: a Map key that finds a pool entry's id without computing SHA-256 again.
+ */
+function entryKey(e: PoolCommand): string | null {
+  if (e.command.length > ID_BY_BYTES_MAX) return null;
+  return `${e.expires}:${String.fromCharCode.apply(null, e.command as unknown as number[])}`;
 }
 
 interface Waiter {
@@ -472,6 +486,8 @@ export class Mempool {
   readonly #idleDelayMs: number;
   /** id hex -> command and expiry, oldest first. */
   readonly #pool = new Map<string, PoolEntry>();
+  /** {@link entryKey} -> id hex, for the short commands of the pool. */
+  readonly #idsByKey = new Map<string, string>();
   #poolBytes = 0;
   /** Expiry height -> ids in the pool or waited for with that expiry (swept on commit). */
   readonly #expiring = new Map<number, Set<string>>();
@@ -690,13 +706,14 @@ export class Mempool {
     added: PoolCommand[];
     committed: Map<number, CommittedCommand>;
   } {
-    const ids = entries.map((e) => toHex(commandId(e.command, e.expires)));
+    const keys = entries.map(entryKey);
+    const ids = entries.map((e, i) => this.#idOf(e, keys[i]!));
     const committed = new Map<number, CommittedCommand>();
     const fresh = new Map<string, PoolEntry>();
     for (const [i, id] of ids.entries()) {
       const known = this.#committedAs(id);
       if (known !== null) committed.set(i, known);
-      else if (!this.#pool.has(id)) fresh.set(id, { ...entries[i]!, id });
+      else if (!this.#pool.has(id)) fresh.set(id, { ...entries[i]!, id, key: keys[i]! });
     }
     let bytes = 0;
     for (const e of fresh.values()) bytes += e.command.length;
@@ -716,12 +733,19 @@ export class Mempool {
     }
     for (const [id, e] of fresh) {
       this.#pool.set(id, e);
+      if (e.key !== null) this.#idsByKey.set(e.key, id);
       this.#index(id, e.expires);
     }
     this.#poolBytes += bytes;
     if (fresh.size > 0) this.#wakeProducer();
     const added = [...fresh.values()].map((e) => ({ command: e.command, expires: e.expires }));
     return { ids, added, committed };
+  }
+
+  /** The hex id of an entry: found by its bytes if it is in the pool, else computed. */
+  #idOf(e: PoolCommand, key: string | null = entryKey(e)): string {
+    const known = key === null ? undefined : this.#idsByKey.get(key);
+    return known ?? toHex(commandId(e.command, e.expires));
   }
 
   /** Where the command with this id committed, if within the last `commandHorizon` heights. */
@@ -997,7 +1021,7 @@ export class Mempool {
       }
     }
     // Step 2: at most once: not twice in this batch, not in an ancestor of the horizon.
-    const ids = entries.map((e) => toHex(commandId(e.command, e.expires)));
+    const ids = entries.map((e) => this.#idOf(e));
     const unique = new Set(ids);
     if (unique.size !== ids.length) {
       const i = ids.findIndex((id, j) => ids.indexOf(id) !== j);
@@ -1097,13 +1121,14 @@ export class Mempool {
     const decoded = decodeBatch(node.command, this.limits);
     // Only validated batches commit, so this holds; stay quiet if it ever does not.
     if (!decoded.ok) return [];
-    return decoded.entries.map((e) => toHex(commandId(e.command, e.expires)));
+    return decoded.entries.map((e) => this.#idOf(e));
   }
 
   #remove(id: string): void {
     const entry = this.#pool.get(id);
     if (entry === undefined) return;
     this.#pool.delete(id);
+    if (entry.key !== null) this.#idsByKey.delete(entry.key);
     this.#poolBytes -= entry.command.length;
     if (!this.#waiters.has(id)) this.#unindex(id, entry.expires);
     assert(this.#poolBytes >= 0, "pool bytes never go negative");

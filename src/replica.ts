@@ -340,7 +340,9 @@ export class Replica implements NodeTreeView {
       broadcast: (message) => tcp.broadcast(message),
     };
     const app: Application = this.mempool.application;
+    const t0 = performance.now();
     this.mempool.restore(await restoreOf(this.#o.storage, this.mempool.limits.commandHorizon));
+    const restoreMs = Math.round(performance.now() - t0);
     const engine = await Engine.open({
       chainId: o.chainId,
       validators: o.validators,
@@ -373,6 +375,9 @@ export class Replica implements NodeTreeView {
       http: `${o.listenHttp.hostname}:${this.#http.port}`,
       view: engine.core.view,
       committedHeight: engine.core.tree.root.node.height,
+      // The pool's ids of the last commandHorizon committed heights, read from the store.
+      poolRestoreMs: restoreMs,
+      rememberedIds: this.mempool.rememberedIds,
     });
   }
 

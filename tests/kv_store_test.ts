@@ -579,3 +579,26 @@ Deno.test("pool: waitForCommits answers a whole submission once all of it commit
   assert.equal(m.waiting, 0);
   m.close();
 });
+
+Deno.test("batch: ids found by bytes for pool commands agree with computed ids, short and long", async () => {
+  const m = pool();
+  const short = set("s", "1");
+  const long = set("l", "x".repeat(400)); // over the size whose ids are found by bytes
+  const { ids, expires } = m.submit([short, long]);
+  assert.deepEqual(ids, [idOf(short, expires), idOf(long, expires)]);
+  const parent = await validate(m, batch([short, long], expires), stateOf(), { height: 1 });
+  assert.ok(parent.result.ok);
+  for (const c of [short, long]) {
+    const child = await validate(m, batch([c], expires), stateOf(), {
+      height: 2,
+      parent: parent.hash,
+    });
+    assert.match(rejectReason(child.result), /already committed or pending/);
+  }
+  // Committed (and so out of the pool), the ids are computed again and still match.
+  await commit(m, parent);
+  assert.equal(m.size, 0);
+  const late = m.submit([short, long], { expires });
+  assert.deepEqual([...late.committed.values()].map((c) => c.id), ids);
+  m.close();
+});
