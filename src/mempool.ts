@@ -49,7 +49,7 @@ import { decodeValue, encodeValue } from "./codec.ts";
 import { sha256Bytes } from "./crypto.ts";
 import { assert, ConfigError, HotStuffError } from "./errors.ts";
 import type { Hash, Node } from "./types.ts";
-import { toHex } from "./types.ts";
+import { bytesEqual, toHex } from "./types.ts";
 
 /** Input of {@link CommandMachine.apply}. */
 export interface ApplyRequest {
@@ -415,6 +415,23 @@ class BatchBudget {
   }
 }
 
+/**
+ * Adds one command's updates to a batch's: `local` (key hex -> value, what later commands read)
+ * and `updates` (the batch's result: the last write of each key, in the order of last writes).
+ */
+function addUpdates(
+  local: Map<string, Uint8Array | null>,
+  updates: Map<string, StateUpdate>,
+  add: readonly StateUpdate[],
+): void {
+  for (const [k, v] of add) {
+    const key = toHex(k);
+    local.set(key, v);
+    updates.delete(key);
+    updates.set(key, [k, v]);
+  }
+}
+
 /** A state view with the batch's own earlier updates on top. */
 function overlay(base: StateView, local: Map<string, Uint8Array | null>): StateView {
   return {
@@ -497,6 +514,10 @@ export class Mempool {
   readonly #committedIds = new Map<string, number>();
   readonly #waiters = new Map<string, Set<Waiter>>();
   #waiterCount = 0;
+  /** The batch this replica built last, with its updates, until it validates it. */
+  #produced:
+    | { parent: string; height: number; command: Uint8Array; updates: StateUpdate[] }
+    | null = null;
   /** Node hash hex -> its parent and command ids, for uncommitted Nodes validated or restored. */
   readonly #proposed = new Map<string, Proposed>();
   #wake: (() => void) | null = null;
@@ -892,7 +913,9 @@ export class Mempool {
       await this.#waitForCommands(this.#idleDelayMs);
       batch = await this.#buildBatch(parent, height, state);
     }
-    return { command: encodeBatch(batch.entries) };
+    const command = encodeBatch(batch.entries);
+    this.#produced = { parent: toHex(parent), height, command, updates: batch.updates };
+    return { command };
   }
 
   /** Pool commands (oldest first) live at `height` that fit one batch on top of `parent`. */
@@ -900,12 +923,13 @@ export class Mempool {
     parent: Hash,
     height: number,
     state: StateView,
-  ): Promise<{ entries: PoolCommand[]; idle: boolean }> {
+  ): Promise<{ entries: PoolCommand[]; idle: boolean; updates: StateUpdate[] }> {
     const pending = this.#ancestorIds(toHex(parent), height);
     // An ancestor this replica never validated: it cannot tell which commands it holds.
-    if (pending === null) return { entries: [], idle: false };
+    if (pending === null) return { entries: [], idle: false, updates: [] };
     const budget = new BatchBudget(this.limits);
     const local = new Map<string, Uint8Array | null>();
+    const updates = new Map<string, StateUpdate>();
     const view = overlay(state, local);
     const entries: PoolCommand[] = [];
     const horizon = this.limits.commandHorizon;
@@ -926,9 +950,9 @@ export class Mempool {
       }
       budget.addEntry(e);
       entries.push({ command: e.command, expires: e.expires });
-      for (const [k, v] of result.updates) local.set(toHex(k), v);
+      addUpdates(local, updates, result.updates);
     }
-    return { entries, idle: pending.size === 0 };
+    return { entries, idle: pending.size === 0, updates: [...updates.values()] };
   }
 
   /**
@@ -1038,26 +1062,36 @@ export class Mempool {
         reason: `command ${seen} (${ids[seen]}) is already committed or pending`,
       };
     }
-    // Step 3: the machine accepts each command, and the batch stays within its limits.
-    const budget = new BatchBudget(this.limits);
-    const local = new Map<string, Uint8Array | null>();
-    const view = overlay(state, local);
-    const updates = new Map<string, StateUpdate>();
-    for (const [i, e] of entries.entries()) {
-      const r = await this.#applyOne(e.command, view, h);
-      if (!r.ok) return { ok: false, reason: `command ${i} rejected: ${r.reason}` };
-      const problem = budget.addUpdates(r.updates);
-      if (problem !== null) return { ok: false, reason: `batch over its limits: ${problem}` };
-      budget.addEntry(e);
-      for (const [k, v] of r.updates) {
-        const key = toHex(k);
-        local.set(key, v);
-        updates.delete(key);
-        updates.set(key, [k, v]);
+    // Step 3: the machine accepts each command, and the batch stays within its limits. The
+    // leader validating the batch it just built on the same parent knows the outcome: building it
+    // ran these very steps (the same commands in order, on the same state, within the same
+    // limits) and kept only commands that passed.
+    const parentHex = toHex(node.parent);
+    const own = this.#produced;
+    this.#produced = null;
+    let result: StateUpdate[];
+    if (
+      own !== null && own.parent === parentHex && own.height === h &&
+      bytesEqual(own.command, node.command)
+    ) {
+      result = own.updates;
+    } else {
+      const budget = new BatchBudget(this.limits);
+      const local = new Map<string, Uint8Array | null>();
+      const view = overlay(state, local);
+      const updates = new Map<string, StateUpdate>();
+      for (const [i, e] of entries.entries()) {
+        const r = await this.#applyOne(e.command, view, h);
+        if (!r.ok) return { ok: false, reason: `command ${i} rejected: ${r.reason}` };
+        const problem = budget.addUpdates(r.updates);
+        if (problem !== null) return { ok: false, reason: `batch over its limits: ${problem}` };
+        budget.addEntry(e);
+        addUpdates(local, updates, r.updates);
       }
+      result = [...updates.values()];
     }
-    this.#remember(toHex(hash), { parent: toHex(node.parent), height: h, ids });
-    return { ok: true, updates: [...updates.values()] };
+    this.#remember(toHex(hash), { parent: parentHex, height: h, ids });
+    return { ok: true, updates: result };
   }
 
   #remember(hash: string, p: Proposed): void {

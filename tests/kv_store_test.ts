@@ -602,3 +602,36 @@ Deno.test("batch: ids found by bytes for pool commands agree with computed ids, 
   assert.deepEqual([...late.committed.values()].map((c) => c.id), ids);
   m.close();
 });
+
+Deno.test("leader: validating the batch it just built gives what any replica computes; another batch is checked in full", async () => {
+  const leader = pool();
+  const other = pool();
+  const cmds = [set("a", "1"), set("b", "2"), set("a", "3", 1)];
+  const { expires } = leader.submit(cmds);
+  const r = await leader.application.produceCommand({
+    view: 1,
+    height: 1,
+    parent: new Uint8Array(32),
+    state: stateOf(),
+  });
+  const { node, hash } = nodeOf(r.command, { height: 1 });
+  const mine = await leader.application.validateNode({ node, hash, state: stateOf() });
+  const theirs = await other.application.validateNode({ node, hash, state: stateOf() });
+  assert.ok(mine.ok && theirs.ok);
+  assert.deepEqual(mine.updates, theirs.updates);
+  // Built, then a different batch on the same parent: no shortcut, the bad command is found.
+  await leader.application.produceCommand({
+    view: 1,
+    height: 1,
+    parent: new Uint8Array(32),
+    state: stateOf(),
+  });
+  const forged = nodeOf(
+    encodeBatch([{ command: encodeValue(["frob", "k", "v"]), expires }]),
+    { height: 1 },
+  );
+  const v = await leader.application.validateNode({ ...forged, state: stateOf() });
+  assert.match(rejectReason(v), /unknown op/);
+  leader.close();
+  other.close();
+});
