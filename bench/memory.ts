@@ -6,7 +6,10 @@
  *
  * Reported: RSS before the load, at its start, at its end, the maximum, and the slope of a
  * least-squares line through the second half of the samples (MB/min): the first half holds the
- * ramp-up (JIT, caches filling to their bounds), the second whether memory keeps growing.
+ * ramp-up (JIT, caches filling to their bounds), the second whether memory keeps growing. The same
+ * for the V8 heap in use (from each replica's `/status`), and the slope of the heap's floor (the
+ * least sample of each tenth of the run): a sawtooth swings by ~150 MB between collections, so
+ * the floor is where a leak shows.
  *
  * @module
  */
@@ -55,6 +58,13 @@ export interface RssSummary {
   readonly heapSlopeMbPerMin: number | null;
   /** Largest minus smallest heap sample of the second half, MB. */
   readonly heapSwingMb: number | null;
+  /**
+   * The heap's floor: the least sample of each tenth of the run (what the collector leaves), MB,
+   * from the second tenth on (the first holds the ramp).
+   */
+  readonly heapFloorsMb: number[];
+  /** Least-squares slope of those floors, MB/min: what a leak would raise. */
+  readonly heapFloorSlopeMbPerMin: number | null;
 }
 
 const MB = 1024 * 1024;
@@ -106,7 +116,23 @@ export function summariseRss(s: RssSeries): RssSummary {
     heapEndMb: s.heap?.length ? s.heap.at(-1)![1] / MB : null,
     heapSlopeMbPerMin: heap.slope,
     heapSwingMb: heap.swing,
+    ...floors(s.heap ?? []),
   };
+}
+
+/** The least sample of each tenth of a series after the first, and their slope (MB/min). */
+function floors(
+  samples: ReadonlyArray<readonly [number, number]>,
+): { heapFloorsMb: number[]; heapFloorSlopeMbPerMin: number | null } {
+  const last = samples.at(-1)?.[0] ?? 0;
+  const points: Array<[number, number]> = [];
+  for (let k = 1; k < 10; k++) {
+    const inTenth = samples.filter(([t]) => t >= (k * last) / 10 && t < ((k + 1) * last) / 10);
+    if (inTenth.length === 0) continue;
+    const least = inTenth.reduce((a, b) => (b[1] < a[1] ? b : a));
+    points.push([least[0] / 60, least[1] / MB]);
+  }
+  return { heapFloorsMb: points.map(([, y]) => y), heapFloorSlopeMbPerMin: slope(points) };
 }
 
 /** Slope (MB/min) and swing (MB) of the samples of the second half of a series. */
@@ -191,7 +217,9 @@ export async function memorySection(
         `replica ${s.replica}: idle ${mb(s.idleMb)}, start ${mb(s.startMb)}, end ${mb(s.endMb)}, ` +
         `max ${mb(s.maxMb)} MB, slope ${mb(s.slopeMbPerMin)} MB/min, ` +
         `2nd-half swing ${mb(s.swingMb)} MB; V8 heap in use: end ${mb(s.heapEndMb)} MB, ` +
-        `slope ${mb(s.heapSlopeMbPerMin)} MB/min, 2nd-half swing ${mb(s.heapSwingMb)} MB`
+        `slope ${mb(s.heapSlopeMbPerMin)} MB/min, 2nd-half swing ${mb(s.heapSwingMb)} MB, ` +
+        `floors ${s.heapFloorsMb.map((x) => x.toFixed(0)).join(" ")} MB ` +
+        `(slope ${mb(s.heapFloorSlopeMbPerMin)} MB/min)`
       ),
       ...(load === null ? [] : [describe(load)]),
       loadNote(load2),
@@ -235,6 +263,7 @@ function figures(sums: RssSummary[], seconds: number, load: LoadResult | null): 
   });
   const worst = max(sums.map((s) => s.slopeMbPerMin));
   const heapWorst = max(sums.map((s) => s.heapSlopeMbPerMin));
+  const floorWorst = max(sums.map((s) => s.heapFloorSlopeMbPerMin));
   return [
     f("RSS before load (mean of 4)", mean(sums.map((s) => s.idleMb)), "MB"),
     f("RSS at load start (mean of 4)", mean(sums.map((s) => s.startMb)), "MB"),
@@ -253,6 +282,11 @@ function figures(sums: RssSummary[], seconds: number, load: LoadResult | null): 
       met: heapWorst === null ? null : heapWorst < FLAT_MB_PER_MIN,
     },
     f("V8 heap swing, 2nd half (widest replica)", max(sums.map((s) => s.heapSwingMb)), "MB"),
+    {
+      ...f("V8 heap floor slope, per-tenth minima (steepest replica)", floorWorst, "MB/min"),
+      target: `flat (< ${FLAT_MB_PER_MIN})`,
+      met: floorWorst === null ? null : floorWorst < FLAT_MB_PER_MIN,
+    },
     f("throughput during the run", load?.commandsPerSecond ?? null, "commands/s"),
   ];
 }
