@@ -8,15 +8,18 @@
  *
  * | method and path | body | answer |
  * |---|---|---|
- * | `POST /commands` | one raw command (`Content-Type: application/octet-stream`) | `202 {"id"}`; with `?wait=commit`, `200 {"id", "height", "node"}` once committed |
- * | `POST /commands` | CBOR array of commands (`Content-Type: application/cbor`): the batched path | `202 {"ids": [...]}`; with `?wait=commit`, `200 [{"id", "height", "node"}, ...]` |
- * | `POST /mempool` | CBOR array of commands (replica to replica forwarding) | `200 {"added": n}` |
+ * | `POST /commands` | one raw command (`Content-Type: application/octet-stream`) | `202 {"id", "expires"}`; with `?wait=commit`, `200 {"id", "expires", "height", "node"}` once committed |
+ * | `POST /commands` | CBOR array of commands (`Content-Type: application/cbor`): the batched path | `202 {"ids": [...], "expires"}`; with `?wait=commit`, `200 [{"id", "expires", "height", "node"}, ...]` |
+ * | `POST /mempool` | CBOR array of `[expires, command]` (replica to replica forwarding) | `200 {"added": n}` |
  *
- * A command id is the SHA-256 of its bytes (hex in answers). `node` is the hash of the Node that
- * committed the command. Refusals are JSON `{"error": message, "reason": reason}`:
- * `400 bad-command | bad-body | unknown-parameter`, `413 command-too-large | body-too-large`,
- * `415 unsupported-media-type`, `422 command-rejected`, `503 pool-full | too-many-waiters |
- * closed` (with `Retry-After`), `504 wait-timeout`.
+ * Every command has an expiry height: `?expires=H` (for all commands of the request), or the
+ * committed height plus `commandHorizon`. A command id is the SHA-256 of the expiry and the bytes
+ * (hex in answers; see `commandId` in `mempool.ts`): a command with a given expiry commits at most
+ * once, at or below that height. `node` is the hash of the Node that committed the command.
+ * Refusals are JSON `{"error": message, "reason": reason}`: `400 bad-command | bad-body |
+ * bad-expiry | bad-parameter | unknown-parameter | duplicate-parameter`, `410 expired`, `413
+ * command-too-large | body-too-large`, `415 unsupported-media-type`, `422 command-rejected`, `503
+ * pool-full | too-many-waiters | closed` (with `Retry-After`), `504 wait-timeout`.
  *
  * A replica forwards every command a client gives it, and that was new to its pool, to every
  * peer (`POST /mempool`, batched, one request in flight per peer, a bounded queue per peer), so
@@ -24,8 +27,8 @@
  *
  * ## Lifecycle
  *
- * {@link startReplica} refuses to start when a planted-bug switch is on, then opens the Engine
- * from storage, starts the Consensus TCP API and the HTTP API and starts the Engine.
+ * {@link startReplica} refuses to start when a planted-bug switch is on, then gives the pool the
+ * command ids of the stored Nodes ({@link Mempool.restore}), opens the Engine from storage, starts the Consensus TCP API and the HTTP API and starts the Engine.
  * {@link Replica.close} (or the `signal`) stops the Engine, the network, the HTTP server and the
  * storage, in that order, awaiting each. An Engine failure (a failed assertion: a bug, or a
  * storage error) is logged at level `fatal`, reported to `onFailure`, and closes the replica.
