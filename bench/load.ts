@@ -7,7 +7,7 @@
  */
 import type { ClientReport } from "./client.ts";
 import { quantile } from "./figures.ts";
-import type { BenchCluster } from "./replicas.ts";
+import { type BenchCluster, cpuSeconds, machineCpuSeconds } from "./replicas.ts";
 
 const CLIENT_ENTRY = new URL("./client.ts", import.meta.url).pathname;
 const DENO_JSON = new URL("../deno.json", import.meta.url).pathname;
@@ -69,6 +69,12 @@ export interface LoadResult {
   readonly lastError: string | null;
   /** Latest client start after the shared instant, ms (a late client shortens its warm-up). */
   readonly lateMsMax: number;
+  /** CPU used in the window, in % of one core: each replica, each client, the machine's busy %. */
+  readonly cpu: {
+    readonly replicas: Array<number | null>;
+    readonly clients: Array<number | null>;
+    readonly machineBusy: number | null;
+  };
 }
 
 /**
@@ -115,7 +121,8 @@ export async function runLoad(cluster: BenchCluster, o: LoadOptions): Promise<Lo
       stderr: "piped",
     }).spawn());
   const outputs = Promise.all(children.map((c) => c.output()));
-  const heights = await observe(cluster, startAt, o);
+  const pids = { replicas: cluster.pids, clients: children.map((c) => c.pid) };
+  const heights = await observe(cluster, startAt, o, pids);
   const reports = (await outputs).map((out, c) => {
     const text = new TextDecoder().decode(out.stdout).trim();
     if (!out.success || text === "") {
@@ -130,6 +137,25 @@ export async function runLoad(cluster: BenchCluster, o: LoadOptions): Promise<Lo
 interface WindowProgress {
   start: { height: number; view: number } | null;
   end: { height: number; view: number } | null;
+  cpu: LoadResult["cpu"];
+}
+
+/** CPU seconds of the given processes and of the machine, at one instant. */
+async function cpuSnapshot(
+  pids: { replicas: ReadonlyArray<number | null>; clients: readonly number[] },
+): Promise<
+  {
+    replicas: Array<number | null>;
+    clients: Array<number | null>;
+    machine: { busy: number; total: number } | null;
+  }
+> {
+  const of = (pid: number | null) => pid === null ? Promise.resolve(null) : cpuSeconds(pid);
+  return {
+    replicas: await Promise.all(pids.replicas.map(of)),
+    clients: await Promise.all(pids.clients.map(of)),
+    machine: await machineCpuSeconds(),
+  };
 }
 
 /** Samples replica 0 at the window's edges and calls `onSecond` every second meanwhile. */
@@ -137,8 +163,13 @@ async function observe(
   cluster: BenchCluster,
   startAt: number,
   o: LoadOptions,
+  pids: { replicas: ReadonlyArray<number | null>; clients: readonly number[] },
 ): Promise<WindowProgress> {
-  const progress: WindowProgress = { start: null, end: null };
+  const progress: WindowProgress = {
+    start: null,
+    end: null,
+    cpu: { replicas: [], clients: [], machineBusy: null },
+  };
   const at = (ms: number): Promise<void> =>
     new Promise((r) => setTimeout(r, Math.max(0, startAt + ms - Date.now())));
   const sample = async (): Promise<{ height: number; view: number } | null> => {
@@ -154,9 +185,25 @@ async function observe(
     }
   })();
   await at(o.warmupMs);
+  const cpu0 = await cpuSnapshot(pids);
+  const t0 = performance.now();
   progress.start = await sample();
   await at(total);
+  const cpu1 = await cpuSnapshot(pids);
+  const seconds = (performance.now() - t0) / 1000;
   progress.end = await sample();
+  const share = (a: number | null | undefined, b: number | null | undefined) =>
+    a === null || a === undefined || b === null || b === undefined
+      ? null
+      : (100 * (b - a)) / seconds;
+  progress.cpu = {
+    replicas: cpu1.replicas.map((b, i) => share(cpu0.replicas[i], b)),
+    clients: cpu1.clients.map((b, i) => share(cpu0.clients[i], b)),
+    machineBusy: cpu0.machine === null || cpu1.machine === null
+      ? null
+      : (100 * (cpu1.machine.busy - cpu0.machine.busy)) /
+        (cpu1.machine.total - cpu0.machine.total),
+  };
   await ticks;
   return progress;
 }
@@ -192,5 +239,6 @@ function merge(o: LoadOptions, reports: ClientReport[], p: WindowProgress): Load
     errors,
     lastError: reports.map((r) => r.lastError).findLast((e) => e !== null) ?? null,
     lateMsMax: Math.max(0, ...reports.map((r) => r.lateMs)),
+    cpu: p.cpu,
   };
 }

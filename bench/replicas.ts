@@ -267,6 +267,44 @@ async function appendToFile(stream: ReadableStream<Uint8Array>, path: string): P
 }
 
 /**
+ * CPU time of process `pid` so far (user and system, all its threads), seconds; null when gone.
+ *
+ * @example
+ * ```ts
+ * import { cpuSeconds } from "./replicas.ts";
+ * await cpuSeconds(Deno.pid); // e.g. 0.42
+ * ```
+ */
+export async function cpuSeconds(pid: number): Promise<number | null> {
+  try {
+    const text = await Deno.readTextFile(`/proc/${pid}/stat`);
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+}
+
+/** The machine's busy and total CPU seconds so far, all cores (`/proc/stat`). */
+export async function machineCpuSeconds(): Promise<{ busy: number; total: number } | null> {
+  try {
+    const line = (await Deno.readTextFile("/proc/stat")).split("\n")[0]!;
+    const t = line.split(/\s+/).slice(1, 9).map(Number);
+    const total = t.reduce((a, b) => a + b, 0);
+    const idle = t[3]! + t[4]!;
+    return { busy: (total - idle) / CLOCK_TICKS_PER_SECOND, total: total / CLOCK_TICKS_PER_SECOND };
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+}
+
+/** Linux's `USER_HZ`, the unit of `/proc` CPU times (100 on every common build). */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/**
  * Resident set size of process `pid` (`VmRSS` of `/proc/PID/status`), bytes; null when gone.
  * Deno asks for `--allow-all` to read `/proc`.
  *

@@ -249,9 +249,14 @@ export function engineOf(status: ReplicaStatus | null): EngineCounters | null {
 export function describe(r: LoadResult): string {
   const f = (x: number | null): string => (x === null ? "—" : x.toFixed(1));
   const errors = Object.entries(r.errors).map(([k, v]) => `${k}: ${v}`).join(", ");
+  const pct = (xs: Array<number | null>): string =>
+    xs.map((x) => x === null ? "—" : x.toFixed(0)).join(", ");
+  const cpu = r.cpu === undefined ? "" : `; CPU in the window, % of a core: replicas ` +
+    `${pct(r.cpu.replicas)}, clients ${pct(r.cpu.clients)}; machine busy ${f(r.cpu.machineBusy)} %`;
   return `${r.size} B x ${r.outstanding} outstanding: ${Math.round(r.commandsPerSecond)} ` +
     `commands/s, ${f(r.nodesPerSecond)} Nodes/s, p50 ${f(r.latencyMs.p50)} ms, ` +
-    `p99 ${f(r.latencyMs.p99)} ms (${r.requests} requests)${errors ? `; errors: ${errors}` : ""}`;
+    `p99 ${f(r.latencyMs.p99)} ms (${r.requests} requests)${errors ? `; errors: ${errors}` : ""}` +
+    cpu;
 }
 
 /**
