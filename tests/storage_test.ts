@@ -722,7 +722,7 @@ kvTest(
   },
 );
 
-kvTest("records, markers and the head are the bytes encodeValue gives", async (f) => {
+kvTest("records, markers and the head are stored in their documented CBOR layout", async (f) => {
   const lengths = [0, 1, 23, 24, 255, 256, 65_535, 65_536];
   let parent = GENESIS;
   for (const [i, length] of lengths.entries()) {

@@ -1016,110 +1016,19 @@ function bytesId(b: Uint8Array): string {
 // ---------------------------------------------------------------------------------------------
 // Encoding and strict decoding of stored values
 
-/** CBOR `[encodeNode(node), [[key, value or null], ...]]`: the bytes `encodeValue` gives. */
+/** CBOR `[encodeNode(node), [[key, value or null], ...]]`. */
 function encodeRecord(stored: StoredNode): Uint8Array {
-  const node = encodeNode(stored.node);
-  let size = 1 + cborBytesSize(node) + cborHeadSize(stored.updates.length);
-  for (const [key, value] of stored.updates) {
-    size += 1 + cborBytesSize(key) + (value === null ? 1 : cborBytesSize(value));
-  }
-  const w = new CborWriter(size);
-  w.head(CBOR_ARRAY, 2);
-  w.bytes(node);
-  w.head(CBOR_ARRAY, stored.updates.length);
-  for (const [key, value] of stored.updates) {
-    w.head(CBOR_ARRAY, 2);
-    w.bytes(key);
-    if (value === null) w.null();
-    else w.bytes(value);
-  }
-  return w.done();
+  return encodeValue([encodeNode(stored.node), stored.updates]);
 }
 
 /** CBOR `[MARKER_INLINE, record]`. */
 function encodeInlineMarker(record: Uint8Array): Uint8Array {
-  const w = new CborWriter(2 + cborBytesSize(record));
-  w.head(CBOR_ARRAY, 2);
-  w.head(CBOR_UINT, MARKER_INLINE);
-  w.bytes(record);
-  return w.done();
+  return encodeValue([MARKER_INLINE, record]);
 }
 
 /** CBOR `[height, hash]`. */
 function encodeHeadValue(height: number, hash: Hash): Uint8Array {
-  const w = new CborWriter(1 + cborHeadSize(height) + cborBytesSize(hash));
-  w.head(CBOR_ARRAY, 2);
-  w.head(CBOR_UINT, height);
-  w.bytes(hash);
-  return w.done();
-}
-
-const CBOR_UINT = 0;
-const CBOR_BYTES = 2;
-const CBOR_ARRAY = 4;
-
-/** Size of a canonical CBOR head (major type and argument `n`). */
-function cborHeadSize(n: number): number {
-  return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x1_0000_0000 ? 5 : 9;
-}
-
-function cborBytesSize(b: Uint8Array): number {
-  return cborHeadSize(b.length) + b.length;
-}
-
-/** Canonical CBOR (shortest heads) of unsigned integers, byte strings, arrays and null. */
-class CborWriter {
-  readonly #out: Uint8Array;
-  #view: DataView | null = null;
-  #at = 0;
-
-  constructor(size: number) {
-    this.#out = new Uint8Array(size);
-  }
-
-  head(major: number, n: number): void {
-    assert(Number.isSafeInteger(n) && n >= 0, `cbor argument ${n}`);
-    const m = major << 5;
-    if (n < 24) {
-      this.#out[this.#at++] = m | n;
-    } else if (n < 0x100) {
-      this.#out[this.#at++] = m | 24;
-      this.#out[this.#at++] = n;
-    } else if (n < 0x10000) {
-      this.#out[this.#at++] = m | 25;
-      this.#dataView().setUint16(this.#at, n);
-      this.#at += 2;
-    } else if (n < 0x1_0000_0000) {
-      this.#out[this.#at++] = m | 26;
-      this.#dataView().setUint32(this.#at, n);
-      this.#at += 4;
-    } else {
-      this.#out[this.#at++] = m | 27;
-      this.#dataView().setUint32(this.#at, Math.floor(n / 0x1_0000_0000));
-      this.#dataView().setUint32(this.#at + 4, n >>> 0);
-      this.#at += 8;
-    }
-  }
-
-  bytes(b: Uint8Array): void {
-    this.head(CBOR_BYTES, b.length);
-    this.#out.set(b, this.#at);
-    this.#at += b.length;
-  }
-
-  null(): void {
-    this.#out[this.#at++] = 0xf6;
-  }
-
-  done(): Uint8Array {
-    assert(this.#at === this.#out.length, "cbor size computed ahead");
-    return this.#out;
-  }
-
-  #dataView(): DataView {
-    this.#view ??= new DataView(this.#out.buffer);
-    return this.#view;
-  }
+  return encodeValue([height, hash]);
 }
 
 function encodeSafety(s: SafetyState): Uint8Array {
