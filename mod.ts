@@ -152,16 +152,19 @@ export {
   type NodeWithCertificate,
 } from "./src/net/http.ts";
 export { type FetchTarget, HttpNodeSource, type HttpPeerStatus } from "./src/net/catchup.ts";
-export { errorResponse, readBodyLimited } from "./src/net/http.ts";
 export {
-  errorJson,
-  isLogLevel,
+  errorResponse,
   jsonResponse,
+  readBodyLimited,
+  readQuery,
+  RouteError,
+} from "./src/net/http.ts";
+export {
+  isLogLevel,
   type LogLevel,
   Replica,
   type ReplicaOptions,
   type ReplicaPeer,
-  RouteError,
   startReplica,
   type SubmittedCommand,
   systemClock,

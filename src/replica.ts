@@ -66,7 +66,14 @@ import {
 import { HttpNodeSource } from "./net/catchup.ts";
 import type { ConnectionLimits, ListenAddress } from "./net/connections.ts";
 import type { HttpApiLimits, NodeTreeView, NodeWithCertificate } from "./net/http.ts";
-import { NodeTreeHttpApi, readBodyLimited } from "./net/http.ts";
+import {
+  errorResponse,
+  jsonResponse,
+  NodeTreeHttpApi,
+  readBodyLimited,
+  readQuery,
+  RouteError,
+} from "./net/http.ts";
 import { ConsensusTcp } from "./net/tcp.ts";
 import type { Storage, StoredNode, WriteBatch } from "./storage/storage.ts";
 import type { Hash, Node, PublicKey, QuorumCertificate } from "./types.ts";
@@ -562,7 +569,7 @@ export class Replica implements NodeTreeView {
     } catch (e) {
       const refusal = asRouteError(e);
       if (refusal === null) throw e;
-      return errorJson(refusal.status, refusal.reason, refusal.message);
+      return errorResponse(refusal.status, refusal.reason, refusal.message, refusal.allow);
     }
   }
 
@@ -593,10 +600,7 @@ export class Replica implements NodeTreeView {
 
   async #postMempool(request: Request, url: URL): Promise<Response> {
     requirePost(request);
-    const name = url.searchParams.keys().next().value;
-    if (name !== undefined) {
-      throw new RouteError(400, "unknown-parameter", `unknown query parameter ${name}`);
-    }
+    readQuery(url.searchParams, []);
     const body = await readBodyLimited(request, this.#bodyBytesMax());
     const decoded = decodeEntryList(body, SUBMIT_COMMANDS_MAX, this.mempool.limits.commandBytesMax);
     if (!decoded.ok) throw new RouteError(400, "bad-body", decoded.reason);
@@ -658,43 +662,27 @@ function certifies(child: Node, hash: Hash): QuorumCertificate | null {
 
 function requirePost(request: Request): void {
   if (request.method !== "POST") {
-    throw new RouteError(405, "method-not-allowed", `${request.method} is not allowed; use POST`);
+    throw new RouteError(
+      405,
+      "method-not-allowed",
+      `${request.method} is not allowed; use POST`,
+      "POST",
+    );
   }
 }
 
 /** `?wait=commit` and `?expires=H` of `POST /commands`. */
 function readCommandParams(url: URL): { wait: boolean; expires: number | undefined } {
-  let wait = false;
-  let expires: number | undefined;
-  const seen = new Set<string>();
-  for (const [name, value] of url.searchParams) {
-    if (seen.has(name)) {
-      throw new RouteError(400, "duplicate-parameter", `query parameter ${name} given twice`);
-    }
-    seen.add(name);
-    if (name === "wait") {
-      if (value !== "commit") {
-        throw new RouteError(
-          400,
-          "bad-parameter",
-          `wait must be "commit": ${JSON.stringify(value)}`,
-        );
-      }
-      wait = true;
-    } else if (name === "expires") {
-      if (!/^[0-9]{1,15}$/.test(value)) {
-        throw new RouteError(
-          400,
-          "bad-expiry",
-          `expires must be a height: ${JSON.stringify(value)}`,
-        );
-      }
-      expires = Number(value);
-    } else {
-      throw new RouteError(400, "unknown-parameter", `unknown query parameter ${name}`);
-    }
+  const query = readQuery(url.searchParams, ["wait", "expires"]);
+  const wait = query.get("wait");
+  if (wait !== undefined && wait !== "commit") {
+    throw new RouteError(400, "bad-parameter", `wait must be "commit": ${JSON.stringify(wait)}`);
   }
-  return { wait, expires };
+  const expires = query.get("expires");
+  if (expires !== undefined && !/^[0-9]{1,15}$/.test(expires)) {
+    throw new RouteError(400, "bad-expiry", `expires must be a height: ${JSON.stringify(expires)}`);
+  }
+  return { wait: wait !== undefined, expires: expires === undefined ? undefined : Number(expires) };
 }
 
 /**
@@ -781,72 +769,12 @@ const MEMPOOL_STATUS: Record<string, number> = {
   "wait-timeout": 504,
 };
 
-/**
- * A refusal of an HTTP request: answered as JSON `{"error", "reason"}` with this status.
- *
- * @example
- * ```ts
- * import { RouteError } from "./replica.ts";
- * throw new RouteError(404, "not-found", "no such key");
- * ```
- */
-export class RouteError extends HotStuffError {
-  /** HTTP status, 400 to 599. */
-  readonly status: number;
-
-  /**
-   * A refusal with this status, reason and message.
-   *
-   * @param status HTTP status, 400 to 599
-   * @param reason machine-readable reason
-   * @param message what was wrong, with the offending value
-   */
-  constructor(status: number, reason: string, message: string) {
-    super(reason, message);
-    this.name = "RouteError";
-    this.status = status;
-  }
-}
-
-/** The refusal an error stands for, or null when it is not a refusal (a bug: answered 500). */
 function asRouteError(e: unknown): RouteError | null {
   if (e instanceof RouteError) return e;
   if (e instanceof MempoolError) {
     return new RouteError(MEMPOOL_STATUS[e.reason] ?? 500, e.reason, e.message);
   }
-  if (e instanceof HotStuffError && e.reason === "body-too-large") {
-    return new RouteError(413, e.reason, e.message);
-  }
   return null;
-}
-
-/**
- * A JSON error answer `{"error": message, "reason": reason}`.
- *
- * @example
- * ```ts
- * import { errorJson } from "./replica.ts";
- * errorJson(404, "not-found", "no key k").status; // 404
- * ```
- */
-export function errorJson(status: number, reason: string, message: string): Response {
-  return jsonResponse({ error: message, reason }, status);
-}
-
-/**
- * A JSON response.
- *
- * @example
- * ```ts
- * import { jsonResponse } from "./replica.ts";
- * const r = jsonResponse({ ok: true }, 200);
- * console.log(r.headers.get("content-type"));
- * ```
- */
-export function jsonResponse(value: unknown, status = 200): Response {
-  const headers: Record<string, string> = { "content-type": "application/json; charset=utf-8" };
-  if (status === 503) headers["retry-after"] = "1";
-  return new Response(JSON.stringify(value), { status, headers });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import {
   kvStateKey,
 } from "../examples/kv_store/app.ts";
 import { parseKeyPath } from "../examples/kv_store/routes.ts";
-import { RouteError } from "../src/replica.ts";
+import { RouteError } from "../src/net/http.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

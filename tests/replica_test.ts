@@ -287,6 +287,7 @@ Deno.test("1 replica: the command API answers as documented", async (t) => {
       }
       const get = await fetch(`${url}/commands`);
       assert.equal(get.status, 405);
+      assert.equal(get.headers.get("allow"), "POST");
       await get.body?.cancel();
     });
     await t.step("a full pool answers 503 pool-full with Retry-After", async () => {

@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { errorJson, readBodyLimited, type Replica, RouteError } from "../../mod.ts";
+import { errorResponse, readBodyLimited, type Replica, RouteError } from "../../mod.ts";
 import { encodeKvCommand, KV_KEY_BYTES_MAX, KV_VALUE_BYTES_MAX, kvStateKey } from "./app.ts";
 
 const encoder = new TextEncoder();
@@ -69,7 +69,9 @@ export async function kvRoutes(
     case "GET":
     case "HEAD": {
       const value = await replica.committedState(kvStateKey(key));
-      if (value === null) return errorJson(404, "not-found", `no value for key ${url.pathname}`);
+      if (value === null) {
+        return errorResponse(404, "not-found", `no value for key ${url.pathname}`);
+      }
       return new Response(request.method === "HEAD" ? null : value as Uint8Array<ArrayBuffer>, {
         headers: { "content-type": "application/octet-stream" },
       });
@@ -81,7 +83,12 @@ export async function kvRoutes(
     case "DELETE":
       return await write(replica, encodeKvCommand({ op: "del", key }, nonce()));
     default:
-      throw new RouteError(405, "method-not-allowed", `${request.method} is not allowed`);
+      throw new RouteError(
+        405,
+        "method-not-allowed",
+        `${request.method} is not allowed`,
+        "GET, PUT, DELETE",
+      );
   }
 }
 

@@ -329,9 +329,14 @@ export class NodeTreeHttpApi {
 
   #route(request: Request, url: URL): Promise<Response> {
     const match = matchRoute(url.pathname);
-    if (match === null) throw new Refusal(404, "not-found", `no route ${clip(url.pathname)}`);
+    if (match === null) throw new RouteError(404, "not-found", `no route ${clip(url.pathname)}`);
     if (request.method !== "GET") {
-      throw new Refusal(405, "method-not-allowed", `${clip(request.method)} ${match.route.name}`);
+      throw new RouteError(
+        405,
+        "method-not-allowed",
+        `${clip(request.method)} ${match.route.name}`,
+        "GET",
+      );
     }
     const query = readQuery(url.searchParams, match.route.query);
     switch (match.route.name) {
@@ -349,7 +354,7 @@ export class NodeTreeHttpApi {
   async #node(request: Request, hex: string): Promise<Response> {
     const hash = parseHash(hex);
     const found = await this.#o.view.nodeByHash(hash);
-    if (found === null) throw new Refusal(404, "not-found", `no Node with hash ${hex}`);
+    if (found === null) throw new RouteError(404, "not-found", `no Node with hash ${hex}`);
     if (acceptsCbor(request)) return cborResponse(encodeValue(nodeWithCertificateCbor(found)));
     return jsonResponse(nodeWithCertificateJson(found));
   }
@@ -357,9 +362,9 @@ export class NodeTreeHttpApi {
   async #committed(request: Request, query: Map<string, string>): Promise<Response> {
     const from = parseInteger(query, "from", "bad-range");
     const to = parseInteger(query, "to", "bad-range");
-    if (from > to) throw new Refusal(400, "bad-range", `from ${from} is above to ${to}`);
+    if (from > to) throw new RouteError(400, "bad-range", `from ${from} is above to ${to}`);
     if (to - from + 1 > this.#limits.rangeMax) {
-      throw new Refusal(
+      throw new RouteError(
         400,
         "range-too-large",
         `${to - from + 1} Nodes asked, at most ${this.#limits.rangeMax} per request`,
@@ -377,9 +382,9 @@ export class NodeTreeHttpApi {
   async #chain(query: Map<string, string>): Promise<Response> {
     const from = parseInteger(query, "from", "bad-range");
     const limit = parseInteger(query, "limit", "bad-limit");
-    if (limit === 0) throw new Refusal(400, "bad-limit", "limit must be at least 1");
+    if (limit === 0) throw new RouteError(400, "bad-limit", "limit must be at least 1");
     if (limit > this.#limits.rangeMax) {
-      throw new Refusal(
+      throw new RouteError(
         400,
         "range-too-large",
         `limit ${limit} is above ${this.#limits.rangeMax} per request`,
@@ -395,7 +400,7 @@ export class NodeTreeHttpApi {
   }
 
   #failure(request: Request, e: unknown): Response {
-    if (e instanceof Refusal) return errorResponse(e.status, e.reason, e.message);
+    if (e instanceof RouteError) return errorResponse(e.status, e.reason, e.message, e.allow);
     return this.#internalError(`${request.method} ${clip(new URL(request.url).pathname)}`, e);
   }
 
@@ -412,15 +417,36 @@ export class NodeTreeHttpApi {
 // ---------------------------------------------------------------------------------------------
 // Routes and parameters
 
-/** A refusal of a request: answered as a JSON error with this status and reason. */
-class Refusal extends HotStuffError {
+/**
+ * A refusal of an HTTP request, by the built-in routes or an application's: answered as JSON
+ * `{"error", "reason"}` with this status (see {@link errorResponse}).
+ *
+ * @example
+ * ```ts
+ * import { RouteError } from "./http.ts";
+ * throw new RouteError(405, "method-not-allowed", "PATCH is not allowed", "GET, PUT");
+ * ```
+ */
+export class RouteError extends HotStuffError {
+  /** HTTP status, 400 to 599. */
   readonly status: number;
+  /** For a 405: the methods the route takes (the `Allow` header). */
+  readonly allow: string | undefined;
 
-  constructor(status: number, reason: string, message: string) {
+  /**
+   * A refusal with this status, reason and message.
+   *
+   * @param status HTTP status, 400 to 599
+   * @param reason machine-readable reason
+   * @param message what was wrong, with the offending value
+   * @param allow for a 405, the methods the route takes
+   */
+  constructor(status: number, reason: string, message: string, allow?: string) {
     super(reason, message);
     assert(Number.isInteger(status) && status >= 400 && status <= 599, `status ${status}`);
-    this.name = "Refusal";
+    this.name = "RouteError";
     this.status = status;
+    this.allow = allow;
   }
 }
 
@@ -450,15 +476,26 @@ function matchRoute(
   return null;
 }
 
-/** The query as a map, refusing parameters the route does not take and repeated ones. */
-function readQuery(params: URLSearchParams, allowed: readonly string[]): Map<string, string> {
+/**
+ * The query as a map, refusing parameters the route does not take and repeated ones.
+ *
+ * @example
+ * ```ts
+ * import { readQuery } from "./http.ts";
+ * readQuery(new URLSearchParams("wait=commit"), ["wait"]).get("wait"); // "commit"
+ * ```
+ */
+export function readQuery(
+  params: URLSearchParams,
+  allowed: readonly string[],
+): Map<string, string> {
   const out = new Map<string, string>();
   for (const [name, value] of params) {
     if (!allowed.includes(name)) {
-      throw new Refusal(400, "unknown-parameter", `unknown query parameter ${clip(name)}`);
+      throw new RouteError(400, "unknown-parameter", `unknown query parameter ${clip(name)}`);
     }
     if (out.has(name)) {
-      throw new Refusal(400, "duplicate-parameter", `query parameter ${name} given twice`);
+      throw new RouteError(400, "duplicate-parameter", `query parameter ${name} given twice`);
     }
     out.set(name, value);
   }
@@ -471,17 +508,17 @@ const HASH_HEX = /^[0-9a-fA-F]{64}$/;
 /** A required non-negative decimal safe integer. */
 function parseInteger(query: Map<string, string>, name: string, reason: string): number {
   const value = query.get(name);
-  if (value === undefined) throw new Refusal(400, reason, `missing query parameter ${name}`);
+  if (value === undefined) throw new RouteError(400, reason, `missing query parameter ${name}`);
   const n = DIGITS.test(value) ? Number(value) : NaN;
   if (!Number.isSafeInteger(n)) {
-    throw new Refusal(400, reason, `${name} must be a decimal safe integer: ${clip(value)}`);
+    throw new RouteError(400, reason, `${name} must be a decimal safe integer: ${clip(value)}`);
   }
   return n;
 }
 
 function parseHash(hex: string): Uint8Array {
   if (!HASH_HEX.test(hex)) {
-    throw new Refusal(400, "bad-hash", `hash must be 64 hex digits: ${clip(hex)}`);
+    throw new RouteError(400, "bad-hash", `hash must be 64 hex digits: ${clip(hex)}`);
   }
   const out = new Uint8Array(32);
   for (let i = 0; i < 32; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
@@ -563,11 +600,22 @@ function fitting<T>(items: readonly T[], max: number, size: (item: T) => number)
   return out;
 }
 
-function jsonResponse(value: unknown, status = 200): Response {
-  return new Response(JSON.stringify(value), {
-    status,
-    headers: { "content-type": "application/json; charset=utf-8", vary: "accept" },
-  });
+/**
+ * A JSON response; a 503 tells the client to retry after a second.
+ *
+ * @example
+ * ```ts
+ * import { jsonResponse } from "./http.ts";
+ * jsonResponse({ ok: true }).headers.get("content-type"); // "application/json; charset=utf-8"
+ * ```
+ */
+export function jsonResponse(value: unknown, status = 200): Response {
+  const headers: Record<string, string> = {
+    "content-type": "application/json; charset=utf-8",
+    vary: "accept",
+  };
+  if (status === 503) headers["retry-after"] = "1";
+  return new Response(JSON.stringify(value), { status, headers });
 }
 
 function cborResponse(bytes: Uint8Array): Response {
@@ -584,6 +632,7 @@ function cborResponse(bytes: Uint8Array): Response {
  * @param status HTTP status, 400 to 599
  * @param reason machine-readable reason
  * @param message what was wrong, with the offending value
+ * @param allow for a 405, the methods the route takes (default `GET`)
  * @example
  * ```ts
  * import { errorResponse } from "./http.ts";
@@ -591,18 +640,23 @@ function cborResponse(bytes: Uint8Array): Response {
  * console.log(res.status, await res.json()); // 400 { error: "key must be hex: zz", reason: "bad-key" }
  * ```
  */
-export function errorResponse(status: number, reason: string, message: string): Response {
+export function errorResponse(
+  status: number,
+  reason: string,
+  message: string,
+  allow = "GET",
+): Response {
   assert(Number.isInteger(status) && status >= 400 && status <= 599, `status ${status}`);
   const response = jsonResponse({ error: message, reason }, status);
-  if (status === 405) response.headers.set("allow", "GET");
+  if (status === 405) response.headers.set("allow", allow);
   return response;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-function tooLarge(message: string): Refusal {
-  return new Refusal(413, "body-too-large", message);
+function tooLarge(message: string): RouteError {
+  return new RouteError(413, "body-too-large", message);
 }
 
 function concat(chunks: readonly Uint8Array[], total: number): Uint8Array {
