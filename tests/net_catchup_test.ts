@@ -31,6 +31,7 @@ import type { ConsensusMessage, Node, PublicKey, QuorumCertificate } from "../sr
 import { bytesEqual, SignatureDomain, toHex } from "../src/types.ts";
 import { ValidatorSet } from "../src/validators.ts";
 import { assert, assertEquals } from "./support/assert.ts";
+import { sleep, waitUntil } from "./support/cluster.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -43,17 +44,6 @@ function assertThrows(f: () => unknown, check: (e: unknown) => boolean, message:
     throw new Error(`${message}: wrong error ${String(e)}`);
   }
   throw new Error(`${message}: did not throw`);
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `condition` every 5 ms until it holds; fails after `timeoutMs`. */
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await sleep(5);
-  }
 }
 
 const CHAIN = "catchup-test";
@@ -120,7 +110,7 @@ class Target implements FetchTarget {
 
   /** Waits for the `n`th event (1-based) and returns it. */
   async nth(n: number): Promise<Target["events"][number]> {
-    await waitFor(() => this.events.length >= n, `event ${n}`);
+    await waitUntil(`event ${n}`, () => this.events.length >= n);
     return this.events[n - 1]!;
   }
 }
@@ -294,7 +284,7 @@ Deno.test("catchup: an empty answer is delivered, not a failure, and skips no on
       s.fetch({ from: GOOD_KEY, fromHeight: 100, limit: 8 });
       const e = await target.nth(1);
       assertEquals([e.kind, e.nodes.length], ["nodes", 0], "empty answer");
-      await waitFor(() => !s.status()[1]!.busy, "request done");
+      await waitUntil("request done", () => !s.status()[1]!.busy);
       assertEquals(s.status()[1]!.skippedForMs, 0, "not skipped");
     } finally {
       await s.close();
@@ -414,7 +404,7 @@ Deno.test("catchup: a skipped peer is used again once skipMs has passed", async 
       s.fetch({ from: null, fromHeight: 1, limit: 2 });
       assertEquals((await target.nth(2)).from, toHex(GOOD_KEY), "still skipped");
       now = 1500;
-      await waitFor(() => !s.status()[1]!.busy, "good request done");
+      await waitUntil("good request done", () => !s.status()[1]!.busy);
       s.fetch({ from: null, fromHeight: 1, limit: 2 });
       const again = await target.nth(3);
       assertEquals([again.kind, again.from], ["failure", toHex(BAD_KEY)], "tried again");
@@ -630,7 +620,7 @@ Deno.test("catchup: 1,000 Nodes behind, an Engine fetches in answers of 256, per
   const chain = await certifiedChain(1000);
   const inner = new MemoryStorage();
   const run = await farReplica(chain, inner, async (engine, run) => {
-    await waitFor(() => run.voted || engine.failure !== null, "the vote on the proposal");
+    await waitUntil("the vote on the proposal", () => run.voted || engine.failure !== null);
     await engine.idle();
   });
   // The proposal of view 1,001 commits height 998 (3-chain 999, 1000, 1001).
@@ -647,7 +637,7 @@ Deno.test("catchup: a power loss in the middle of catching up loses no announced
       const inner = new MemoryStorage();
       let withNodes = 0;
       const first = await farReplica(chain, inner, async (engine) => {
-        await waitFor(() => engine.failure !== null, "the power loss");
+        await waitUntil("the power loss", () => engine.failure !== null);
       }, (write) => async (batch) => {
         const crash = (batch.nodes ?? batch.commits ?? []).length > 0 && ++withNodes === 2;
         if (crash && when === "before") throw new Error("power loss before the write");
@@ -662,7 +652,7 @@ Deno.test("catchup: a power loss in the middle of catching up loses no announced
       await assertCommitted(inner, chain.nodes, head);
       // Restarted from the same store: it resumes above its durable head and finishes.
       const second = await farReplica(chain, inner, async (engine, run) => {
-        await waitFor(() => run.voted || engine.failure !== null, "the vote after restart");
+        await waitUntil("the vote after restart", () => run.voted || engine.failure !== null);
         await engine.idle();
       });
       assertEquals(second.announced, range(head + 1, 698), "resumed above the durable head");

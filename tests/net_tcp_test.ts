@@ -29,20 +29,10 @@ import {
 } from "../src/net/handshake.ts";
 import { ConsensusTcp, type ConsensusTcpOptions } from "../src/net/tcp.ts";
 import { assert, assertEquals } from "./support/assert.ts";
+import { freePorts, sleep, waitUntil } from "./support/cluster.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `condition` every 5 ms until it holds; fails after `timeoutMs`. */
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await sleep(5);
-  }
-}
 
 const CHAIN = "net-test";
 const HOST = "127.0.0.1";
@@ -56,14 +46,6 @@ function signer(i: number): Signer {
   const s = signers[i];
   assert(s !== undefined, `signer ${i}`);
   return s;
-}
-
-/** A port the OS just handed out (and that nothing listens on any more). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: HOST, port: 0 });
-  const port = listener.addr.port;
-  listener.close();
-  return port;
 }
 
 async function tcpPair(): Promise<{ server: Deno.TcpConn; client: Deno.TcpConn }> {
@@ -180,7 +162,7 @@ async function startCluster(
   n: number,
   extra: Partial<ConsensusTcpOptions> = {},
 ): Promise<{ replicas: Replica[]; ports: number[]; peers: ConsensusTcpOptions["peers"] }> {
-  const ports = Array.from({ length: n }, freePort);
+  const ports = freePorts(n);
   const peers = ports.map((port, i) => ({ publicKey: signer(i).publicKey, hostname: HOST, port }));
   const replicas = await Promise.all(
     ports.map((port, i) => startReplica(replicaOptions(i, port, peers, extra), i)),
@@ -420,9 +402,9 @@ Deno.test("connections: the send queue drops the oldest frames beyond its frame 
 Deno.test("tcp: 3 replicas dialing each other at once keep exactly one connection per pair", async () => {
   const { replicas } = await startCluster(3);
   try {
-    await waitFor(
-      () => fullyConnected(replicas) && samePairConnections(replicas),
+    await waitUntil(
       "one link per pair",
+      () => fullyConnected(replicas) && samePairConnections(replicas),
     );
     // Let duplicate connections from the simultaneous dials finish closing, then check again.
     await sleep(150);
@@ -447,7 +429,7 @@ Deno.test("tcp: messages broadcast at start-up, while duplicate connections are 
     );
     // Before any connection is up: everything waits in the queues.
     replicas.forEach((r, i) => sent[i]!.forEach((m) => r.tcp.broadcast(m)));
-    await waitFor(() => replicas.every((r) => r.inbox.length === 100), "100 votes each");
+    await waitUntil("100 votes each", () => replicas.every((r) => r.inbox.length === 100));
     for (const r of replicas) {
       for (const o of replicas) {
         if (o === r) continue;
@@ -464,7 +446,7 @@ Deno.test("tcp: send and broadcast deliver every message type with the sender's 
   const { replicas } = await startCluster(3);
   const [r0, r1, r2] = replicas as [Replica, Replica, Replica];
   try {
-    await waitFor(() => fullyConnected(replicas), "fully connected");
+    await waitUntil("fully connected", () => fullyConnected(replicas));
     const p = await propose(1, signer(0));
     const v = await vote(1, signer(1));
     const nv = await newView(2, signer(2));
@@ -473,9 +455,9 @@ Deno.test("tcp: send and broadcast deliver every message type with the sender's 
     assert(r2.tcp.send(signer(0).publicKey, nv), "r2 -> r0 queued");
     assert(!r0.tcp.send(signer(0).publicKey, v), "sending to ourselves is refused");
     assert(!r0.tcp.send(outsider.publicKey, v), "sending to a non-validator is refused");
-    await waitFor(
-      () => r1.inbox.length === 1 && r2.inbox.length === 2 && r0.inbox.length === 1,
+    await waitUntil(
       "all messages delivered",
+      () => r1.inbox.length === 1 && r2.inbox.length === 2 && r0.inbox.length === 1,
     );
     assert(sameMessage(inboxFrom(r1, 0)[0]!, p), "r1 got the proposal from r0");
     assert(inboxFrom(r2, 0).some((m) => sameMessage(m, p)), "r2 got the proposal from r0");
@@ -484,7 +466,7 @@ Deno.test("tcp: send and broadcast deliver every message type with the sender's 
     // Many messages in a row arrive complete and in order.
     const votes = await Promise.all(Array.from({ length: 200 }, (_, i) => vote(i, signer(1))));
     for (const m of votes) r1.tcp.send(signer(0).publicKey, m);
-    await waitFor(() => inboxFrom(r0, 1).length === 200, "200 votes delivered");
+    await waitUntil("200 votes delivered", () => inboxFrom(r0, 1).length === 200);
     assert(inboxFrom(r0, 1).every((m, i) => sameMessage(m, votes[i]!)), "in order");
   } finally {
     await closeAll(replicas);
@@ -496,24 +478,24 @@ Deno.test("tcp: a replica that goes away is redialed, and messages flow after it
   const [r0, r1] = replicas as [Replica, Replica, Replica];
   let restarted: Replica | null = null;
   try {
-    await waitFor(() => fullyConnected(replicas), "fully connected");
+    await waitUntil("fully connected", () => fullyConnected(replicas));
     await replicas[2]!.tcp.close();
-    await waitFor(
-      () => !statusOf(r0, 2).connected && !statusOf(r1, 2).connected,
+    await waitUntil(
       "r0 and r1 notice r2 is gone",
+      () => !statusOf(r0, 2).connected && !statusOf(r1, 2).connected,
     );
     // Sent while r2 is down: it waits in the queue.
     const early = await vote(7, signer(0));
     assert(r0.tcp.send(signer(2).publicKey, early), "queued for the absent r2");
-    await waitFor(() => events(r0, "net:dial-failed").length >= 2, "r0 keeps redialing");
+    await waitUntil("r0 keeps redialing", () => events(r0, "net:dial-failed").length >= 2);
     restarted = await startReplica(replicaOptions(2, ports[2]!, peers), 2);
     const all = [r0, r1, restarted];
-    await waitFor(() => fullyConnected(all) && samePairConnections(all), "reconnected");
-    await waitFor(() => inboxFrom(restarted!, 0).length === 1, "the queued vote arrives");
+    await waitUntil("reconnected", () => fullyConnected(all) && samePairConnections(all));
+    await waitUntil("the queued vote arrives", () => inboxFrom(restarted!, 0).length === 1);
     assert(sameMessage(inboxFrom(restarted, 0)[0]!, early), "it is the queued vote");
     const late = await vote(8, signer(1));
     r1.tcp.broadcast(late);
-    await waitFor(() => inboxFrom(restarted!, 1).length === 1, "new messages flow");
+    await waitUntil("new messages flow", () => inboxFrom(restarted!, 1).length === 1);
     assert(statusOf(r0, 2).connects >= 2, "r0 connected to r2 twice");
   } finally {
     await closeAll(restarted === null ? replicas : [...replicas, restarted]);
@@ -521,7 +503,7 @@ Deno.test("tcp: a replica that goes away is redialed, and messages flow after it
 });
 
 Deno.test("tcp: the send queue to a dead peer stays at sendQueueMax; the oldest are dropped and counted", async () => {
-  const deadPort = freePort();
+  const deadPort = freePorts(1)[0]!;
   const r0 = await startReplica(
     replicaOptions(0, 0, [{ publicKey: signer(1).publicKey, hostname: HOST, port: deadPort }], {
       sendQueueMax: 8,
@@ -538,7 +520,7 @@ Deno.test("tcp: the send queue to a dead peer stays at sendQueueMax; the oldest 
     assertEquals([s.connected, s.queuedFrames, s.droppedFrames], [false, 8, 92], "bounded");
     // Drops are logged at 1, 2, 4, ... 64, not 92 times.
     assertEquals(events(r0, "net:queue-full").length, 7, "drop log is rate limited");
-    await waitFor(() => events(r0, "net:dial-failed", "dial-failed").length >= 1, "dial fails");
+    await waitUntil("dial fails", () => events(r0, "net:dial-failed", "dial-failed").length >= 1);
     assert(statusOf(r0, 1).lastError?.startsWith("dial-failed") === true, "last error shown");
   } finally {
     await r0.tcp.close();
@@ -551,7 +533,7 @@ Deno.test("tcp: garbage, a client that never handshakes and a peer sending bad f
   const raw: Deno.Conn[] = [];
   let fake: FramedConn | null = null;
   try {
-    await waitFor(() => fullyConnected(replicas), "connected");
+    await waitUntil("connected", () => fullyConnected(replicas));
     const port = r0.tcp.port;
     // 1. Garbage instead of a HELLO: "GET " announces a 1.2 GB frame.
     const garbage = await Deno.connect({ hostname: HOST, port });
@@ -562,9 +544,9 @@ Deno.test("tcp: garbage, a client that never handshakes and a peer sending bad f
     const silent = await Deno.connect({ hostname: HOST, port });
     raw.push(silent);
     assert(await closedByPeer(silent), "silent client disconnected after the handshake timeout");
-    await waitFor(
-      () => events(r0, "net:handshake-failed", "handshake-timeout").length === 1,
+    await waitUntil(
       "logged",
+      () => events(r0, "net:handshake-failed", "handshake-timeout").length === 1,
     );
     assertEquals(events(r0, "net:handshake-failed", "frame-too-large").length, 1, "garbage logged");
     // 3. An authenticated validator (r3) that sends bad frames after the handshake.
@@ -572,7 +554,7 @@ Deno.test("tcp: garbage, a client that never handshakes and a peer sending bad f
     fake = new FramedConn(conn);
     const key = await handshake(fake, handshakeOptions(signer(3)));
     assert(bytesEqual(key, signer(0).publicKey), "r3 reached r0");
-    await waitFor(() => statusOf(r0, 3).connected, "r0 accepted r3");
+    await waitUntil("r0 accepted r3", () => statusOf(r0, 3).connected);
     const badFrames = [
       new Uint8Array([FrameType.message, 0xff]), // not CBOR
       new Uint8Array([FrameType.message, 0x80]), // an empty array
@@ -602,7 +584,7 @@ Deno.test("tcp: garbage, a client that never handshakes and a peer sending bad f
     // The good replicas never noticed.
     const m = await vote(3, signer(1));
     r1.tcp.send(signer(0).publicKey, m);
-    await waitFor(() => inboxFrom(r0, 1).length === 1, "r1 -> r0 still works");
+    await waitUntil("r1 -> r0 still works", () => inboxFrom(r0, 1).length === 1);
     assertEquals(statusOf(r0, 1).connects, 1, "the r0-r1 connection never dropped");
     assertEquals(r0.inbox.length, 1, "nothing from the bad peers was delivered");
   } finally {

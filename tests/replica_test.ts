@@ -32,29 +32,13 @@ import {
 import { initCluster } from "../src/cli/init.ts";
 import { encodeKvCommand, kvMachine } from "../examples/kv_store/app.ts";
 import { kvRoutes } from "../examples/kv_store/routes.ts";
+import { freePorts, sleep, waitUntil } from "./support/cluster.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
 const HOST = "127.0.0.1";
 const enc = new TextEncoder();
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function freePorts(n: number): number[] {
-  const listeners = Array.from({ length: n }, () => Deno.listen({ hostname: HOST, port: 0 }));
-  const ports = listeners.map((l) => (l.addr as Deno.NetAddr).port);
-  for (const l of listeners) l.close();
-  return ports;
-}
-
-async function waitFor(what: string, condition: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await sleep(20);
-  }
-}
-
 const height = (r: Replica): number => r.engine.core.tree.root.node.height;
 
 interface TestCluster {
@@ -150,7 +134,7 @@ Deno.test("4 replicas on loopback with Deno KV: they commit, agree, and close() 
   const dir = await Deno.makeTempDir({ prefix: "replica-test-" });
   const cluster = await startCluster(4, { dir });
   try {
-    await waitFor(
+    await waitUntil(
       "every replica commits 10 Nodes",
       () => cluster.replicas.every((r) => height(r) >= 10),
     );
@@ -171,7 +155,7 @@ Deno.test("4 replicas on loopback with Deno KV: they commit, agree, and close() 
       assert.match(done!.node, /^[0-9a-f]{64}$/);
     }
     const top = Math.max(...results.map((r) => (r.json as Array<{ height: number }>)[0]!.height));
-    await waitFor(
+    await waitUntil(
       "every replica reaches the last write",
       () => cluster.replicas.every((r) => height(r) >= top),
     );
@@ -349,7 +333,7 @@ Deno.test("status and certificates: a committed Node's certificate is the next c
   const cluster = await startCluster(1);
   const url = cluster.urls[0]!;
   try {
-    await waitFor("a few commits", () => height(cluster.replicas[0]!) >= 5);
+    await waitUntil("a few commits", () => height(cluster.replicas[0]!) >= 5);
     const status = await (await fetch(`${url}/status`)).json();
     for (const field of ["view", "leader", "committed", "lock", "highQC", "peers", "mempool"]) {
       assert.ok(field in status, `status has ${field}`);
@@ -406,8 +390,8 @@ Deno.test("an Engine failure (a storage error) is logged as fatal, reported, and
     replicaOptions: () => ({ storage: failing, onFailure: (e) => failures.push(e) }),
   });
   try {
-    await waitFor("the failure", () => failures.length > 0);
-    await waitFor("the replica closes itself", () => cluster.replicas[0]!.closed);
+    await waitUntil("the failure", () => failures.length > 0);
+    await waitUntil("the replica closes itself", () => cluster.replicas[0]!.closed);
     assert.match(String(failures[0]), /disk on fire/);
     const fatal = cluster.logs[0]!.map((l) => JSON.parse(l)).find((l) => l.level === "fatal");
     assert.ok(fatal !== undefined, "a fatal log line");
@@ -421,7 +405,7 @@ Deno.test("an Engine failure (a storage error) is logged as fatal, reported, and
 Deno.test("logs: one JSON object per line with time, level and event; the level filters", async () => {
   const cluster = await startCluster(1, { logLevel: "debug" });
   try {
-    await waitFor("some commits", () => height(cluster.replicas[0]!) >= 3);
+    await waitUntil("some commits", () => height(cluster.replicas[0]!) >= 3);
   } finally {
     await cluster.close();
   }
@@ -438,7 +422,7 @@ Deno.test("logs: one JSON object per line with time, level and event; the level 
   assert.ok(lines.some((l) => l.event === "replica:start"));
   assert.ok(lines.some((l) => l.event === "replica:closed"));
   const quiet = await startCluster(1, { logLevel: "silent" });
-  await waitFor("some commits", () => height(quiet.replicas[0]!) >= 3);
+  await waitUntil("some commits", () => height(quiet.replicas[0]!) >= 3);
   await quiet.close();
   assert.deepEqual(quiet.logs[0], []);
 });

@@ -17,22 +17,12 @@ import { DenoKvStorage } from "../../src/storage/deno_kv.ts";
 import { ValidatorSet } from "../../src/validators.ts";
 import { kvMachine } from "../../examples/kv_store/app.ts";
 import { kvRoutes } from "../../examples/kv_store/routes.ts";
+import { sleep } from "../../examples/kv_store/cluster.ts";
 
 /** Loopback only. */
 export const HOST = "127.0.0.1";
 
-/**
- * Resolves after `ms` milliseconds.
- *
- * @example
- * ```ts
- * import { sleep } from "./cluster.ts";
- * await sleep(1);
- * ```
- */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+export { sleep };
 
 /**
  * Ports the OS just handed out (bound all at once, then released).
@@ -53,7 +43,7 @@ export function freePorts(n: number): number[] {
 /**
  * Polls `condition` every 20 ms until it holds.
  *
- * @throws {Error} naming `what` after `timeoutMs`
+ * @throws {Error} naming `what` after `timeoutMs` (default 20 s)
  * @example
  * ```ts
  * import { waitUntil } from "./cluster.ts";
@@ -63,7 +53,7 @@ export function freePorts(n: number): number[] {
 export async function waitUntil(
   what: string,
   condition: () => boolean | Promise<boolean>,
-  timeoutMs: number,
+  timeoutMs = 20_000,
 ): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   while (!(await condition())) {
