@@ -25,6 +25,7 @@
 import { encodeValue } from "../src/codec.ts";
 import { intFlag, parseFlags, requireFlag, runMain } from "../src/cli/flags.ts";
 import { kvMachine } from "../examples/kv_store/app.ts";
+import { sleep } from "../src/replica.ts";
 
 /** What one client prints when its window ends. */
 export interface ClientReport {
@@ -205,7 +206,7 @@ async function slotLoop(run: ClientRun, slot: number): Promise<void> {
     if (failure !== null) {
       run.errors[failure] = (run.errors[failure] ?? 0) + 1;
       run.lastError ??= failure;
-      await delay(RETRY_DELAY_MS, signal);
+      await sleep(RETRY_DELAY_MS, signal);
       continue;
     }
     run.ackedTotal += run.batch;
@@ -223,18 +224,6 @@ function reasonOf(text: string): string {
   } catch {
     return "not-json";
   }
-}
-
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 const FLAGS = {

@@ -977,7 +977,16 @@ function isPowerOfTwo(n: number): boolean {
   return n > 0 && (n & (n - 1)) === 0;
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/**
+ * Resolves after `ms` milliseconds, or as soon as `signal` aborts (at once if it already has).
+ *
+ * @example
+ * ```ts
+ * import { sleep } from "./replica.ts";
+ * await sleep(1, new AbortController().signal);
+ * ```
+ */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal.aborted) return resolve();
     const timer = setTimeout(done, ms);
