@@ -788,7 +788,7 @@ function asRouteError(e: unknown): RouteError | null {
 class CachedStateStorage implements Storage {
   readonly #inner: Storage;
   readonly #max: number;
-  readonly #cache = new Map<string, { value: Uint8Array | null }>();
+  readonly #cache = new Map<string, Uint8Array | null>();
   /** Writes finished so far. */
   #seq = 0;
 
@@ -832,7 +832,7 @@ class CachedStateStorage implements Storage {
   async getState(key: Uint8Array): Promise<Uint8Array | null> {
     const id = toHex(key);
     const hit = this.#cache.get(id);
-    if (hit !== undefined) return hit.value;
+    if (hit !== undefined) return hit;
     const start = this.#seq;
     const value = await this.#inner.getState(key);
     // After a write finished meanwhile, the value read may be older than the store's: not cached.
@@ -851,7 +851,7 @@ class CachedStateStorage implements Storage {
   #set(id: string, value: Uint8Array | null): void {
     if (this.#max === 0) return;
     this.#cache.delete(id);
-    this.#cache.set(id, { value });
+    this.#cache.set(id, value);
     if (this.#cache.size > this.#max) this.#cache.delete(this.#cache.keys().next().value!);
   }
 }
