@@ -462,6 +462,31 @@ export function encodeValue(value: unknown): Uint8Array {
 }
 
 /**
+ * The item count that an encoded CBOR array announces in its head, or null when `bytes` does not
+ * start with a definite-length array head. Lets a decoder refuse an oversized array before
+ * decoding it (decoding allocates every item; indefinite lengths are refused by
+ * {@link decodeValue} anyway).
+ *
+ * @example
+ * ```ts
+ * import { cborArrayLength, encodeValue } from "./codec.ts";
+ * cborArrayLength(encodeValue([1, 2, 3])); // 3
+ * cborArrayLength(encodeValue("x")); // null
+ * ```
+ */
+export function cborArrayLength(bytes: Uint8Array): number | null {
+  const first = bytes[0];
+  if (first === undefined || first >> 5 !== 4) return null;
+  const info = first & 0x1f;
+  if (info < 24) return info;
+  const size = info === 24 ? 1 : info === 25 ? 2 : info === 26 ? 4 : info === 27 ? 8 : 0;
+  if (size === 0 || bytes.length < 1 + size) return null;
+  let n = 0;
+  for (let i = 1; i <= size; i++) n = n * 256 + bytes[i]!;
+  return n;
+}
+
+/**
  * Generic strict CBOR decode. Throws {@link DecodeError} on malformed input.
  *
  * @example

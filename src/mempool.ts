@@ -45,7 +45,7 @@
  */
 import type { Application, StateUpdate, StateView } from "./app.ts";
 import { DEFAULT_APP_LIMITS } from "./app.ts";
-import { decodeValue, encodeValue } from "./codec.ts";
+import { cborArrayLength, decodeValue, encodeValue } from "./codec.ts";
 import { sha256Bytes } from "./crypto.ts";
 import { assert, ConfigError, HotStuffError } from "./errors.ts";
 import type { Hash, Node } from "./types.ts";
@@ -328,6 +328,11 @@ export function decodeEntryList(
   countMax: number,
   commandBytesMax: number,
 ): { ok: true; entries: PoolCommand[] } | { ok: false; reason: string } {
+  // The count first: decoding allocates every item.
+  const count = cborArrayLength(bytes);
+  if (count !== null && count > countMax) {
+    return { ok: false, reason: `batch of ${count} commands exceeds ${countMax}` };
+  }
   let value: unknown;
   try {
     value = decodeValue(bytes);
@@ -335,9 +340,6 @@ export function decodeEntryList(
     return { ok: false, reason: `batch is not CBOR: ${(e as Error).message}` };
   }
   if (!Array.isArray(value)) return { ok: false, reason: "batch must be a CBOR array" };
-  if (value.length > countMax) {
-    return { ok: false, reason: `batch of ${value.length} commands exceeds ${countMax}` };
-  }
   const entries: PoolCommand[] = [];
   for (const [i, e] of value.entries()) {
     if (!Array.isArray(e) || e.length !== 2) {

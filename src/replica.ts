@@ -42,7 +42,7 @@
  */
 import type { Application, AppLimits } from "./app.ts";
 import { DEFAULT_APP_LIMITS } from "./app.ts";
-import { decodeValue } from "./codec.ts";
+import { cborArrayLength, decodeValue } from "./codec.ts";
 import type { CoreLimits } from "./consensus/core.ts";
 import type { PacemakerOptions } from "./consensus/pacemaker.ts";
 import { plantedSafetyBugs } from "./consensus/safety.ts";
@@ -742,6 +742,11 @@ function mediaType(request: Request): string | null {
 const SUBMIT_COMMANDS_MAX = 65_536;
 
 function decodeCommandArray(body: Uint8Array): Uint8Array[] {
+  // The count first: decoding allocates every item.
+  const count = cborArrayLength(body);
+  if (count !== null && count > SUBMIT_COMMANDS_MAX) {
+    throw new RouteError(400, "bad-body", `${count} commands exceed ${SUBMIT_COMMANDS_MAX}`);
+  }
   let value: unknown;
   try {
     value = decodeValue(body);
@@ -750,9 +755,6 @@ function decodeCommandArray(body: Uint8Array): Uint8Array[] {
   }
   if (!Array.isArray(value) || !value.every((c) => c instanceof Uint8Array)) {
     throw new RouteError(400, "bad-body", "body must be a CBOR array of byte strings");
-  }
-  if (value.length > SUBMIT_COMMANDS_MAX) {
-    throw new RouteError(400, "bad-body", `${value.length} commands exceed ${SUBMIT_COMMANDS_MAX}`);
   }
   return value as Uint8Array[];
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { encode as cborEncode } from "cborg";
 import {
+  cborArrayLength,
   type CodecLimits,
   decodeMessage,
   decodeNode,
@@ -10,6 +11,7 @@ import {
   encodeMessage,
   encodeNode,
   encodeQC,
+  encodeValue,
   genesisNode,
   genesisQC,
   nodeHash,
@@ -698,4 +700,18 @@ Deno.test("codec: decoders reject (never throw on) deeply nested arrays", () => 
   for (const decode of [decodeMessage, decodeNode, decodeQC] as Decoder<unknown>[]) {
     assert.equal(reasonOf(decode, deep), "bad-cbor");
   }
+});
+
+Deno.test("cborArrayLength reads an array's announced count from its head alone", () => {
+  for (const n of [0, 1, 23, 24, 255, 256, 65_535, 65_536]) {
+    assert.equal(cborArrayLength(encodeValue(new Array(n).fill(0))), n);
+  }
+  // Heads whose items are not there: the count is still read, nothing is decoded.
+  assert.equal(cborArrayLength(new Uint8Array([0x9a, 0x00, 0x10, 0x00, 0x00])), 1_048_576);
+  assert.equal(cborArrayLength(new Uint8Array([0x9b, 0, 0, 0, 1, 0, 0, 0, 0])), 2 ** 32);
+  for (const notArray of [encodeValue("x"), encodeValue(7), new Uint8Array(0)]) {
+    assert.equal(cborArrayLength(notArray), null);
+  }
+  assert.equal(cborArrayLength(new Uint8Array([0x9f])), null, "indefinite length");
+  assert.equal(cborArrayLength(new Uint8Array([0x9a, 0x00])), null, "truncated head");
 });

@@ -12,6 +12,7 @@ import {
   commandId,
   type CommittedCommand,
   decodeBatch,
+  decodeEntryList,
   encodeBatch,
   Mempool,
   MempoolError,
@@ -634,4 +635,11 @@ Deno.test("leader: validating the batch it just built gives what any replica com
   assert.match(rejectReason(v), /unknown op/);
   leader.close();
   other.close();
+});
+
+Deno.test("batch: an array announcing more entries than allowed is refused from its head, undecoded", () => {
+  // A head announcing 2^20 entries, then nothing: decoding it would fail; the count refuses first.
+  const head = new Uint8Array([0x9a, 0x00, 0x10, 0x00, 0x00]);
+  const r = decodeEntryList(head, 65_536, 1024);
+  assert.deepEqual(r, { ok: false, reason: "batch of 1048576 commands exceeds 65536" });
 });

@@ -35,7 +35,7 @@
  * @module
  */
 import type { FetchRequest } from "../consensus/core.ts";
-import { decodeNode, decodeValue, nodeHash } from "../codec.ts";
+import { cborArrayLength, decodeNode, decodeValue, nodeHash } from "../codec.ts";
 import type { NodeSource } from "../engine.ts";
 import { assert, ConfigError, HotStuffError } from "../errors.ts";
 import type { Node, PublicKey } from "../types.ts";
@@ -301,11 +301,13 @@ function release(peer: Peer, controller: AbortController): void {
 
 /** The Nodes of a `/chain` body, at most `limit`, each strictly decoded. */
 function decodeChain(body: Uint8Array, limit: number): Node[] {
+  // The count first: decoding allocates every item.
+  const count = cborArrayLength(body);
+  if (count !== null && count > limit) {
+    throw new Refused("too-many-nodes", `${count} Nodes answered, ${limit} asked`);
+  }
   const value = decodeValue(body);
   if (!Array.isArray(value)) throw new Refused("bad-body", "the answer is not a CBOR array");
-  if (value.length > limit) {
-    throw new Refused("too-many-nodes", `${value.length} Nodes answered, ${limit} asked`);
-  }
   return value.map((item, i) => {
     if (!(item instanceof Uint8Array)) throw new Refused("bad-body", `item ${i} is not bytes`);
     const decoded = decodeNode(item);
