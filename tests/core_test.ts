@@ -13,13 +13,16 @@ import { deriveSecretKey, publicKeyOf } from "../src/crypto.ts";
 import type { StoredNode } from "../src/storage/storage.ts";
 import type {
   ConsensusMessage,
+  NewViewMessage,
   Node,
   PublicKey,
   QuorumCertificate,
   TimeoutCertificate,
+  VoteMessage,
 } from "../src/types.ts";
 import { bytesEqual } from "../src/types.ts";
 import { ValidatorSet } from "../src/validators.ts";
+import { NewViewCollector, VoteCollector } from "../src/consensus/votes.ts";
 
 const CHAIN = "core-test";
 const KEYS: PublicKey[] = [0, 1, 2, 3].map((i) => publicKeyOf(deriveSecretKey(`core-${i}`)));
@@ -381,4 +384,40 @@ Deno.test("4.4 step 4: progress catching up holds the view timer back; without p
   assert.deepEqual(ticks.map((t) => t.timerAt), [160, 220, 280, 340, 400, 460]);
   // Height 6 was inserted at 360: no progress since, so the view times out at 460.
   assert.equal(newViews(core.step({ type: "tick", now: 460 })), 1);
+});
+
+Deno.test("9.1/9.2: messages for many views ahead never push the view being decided out of the collectors", () => {
+  const votes = new VoteCollector("c", SET, 4);
+  const newViews = new NewViewCollector("c", SET, 4);
+  const hash = new Uint8Array(32).fill(3);
+  const vote = (signer: number, view: number): VoteMessage => ({
+    type: "vote",
+    view,
+    nodeHash: hash,
+    signer: KEYS[signer]!,
+    signature: new Uint8Array(64).fill(signer),
+  });
+  const newView = (signer: number, view: number): NewViewMessage => ({
+    type: "new-view",
+    view,
+    highQC: genesisQC("c"),
+    highTC: null,
+    vote: null,
+    signer: KEYS[signer]!,
+    signature: new Uint8Array(64).fill(signer),
+  });
+  // One signer fills every slot with views far ahead, then keeps going.
+  for (let v = 100; v < 110; v++) {
+    votes.add(vote(3, v));
+    newViews.add(newView(3, v));
+  }
+  // The current view (5) still gets its slot, and three honest messages certify it.
+  let qc: QuorumCertificate | undefined;
+  let tc: TimeoutCertificate | undefined;
+  for (const signer of [0, 1, 2]) {
+    qc ??= votes.add(vote(signer, 5)).certificate;
+    tc ??= newViews.add(newView(signer, 5)).certificate;
+  }
+  assert.equal(qc?.view, 5);
+  assert.equal(tc?.view, 5);
 });

@@ -26,7 +26,7 @@ function sortedSignatures(sigs: Iterable<SignerSignature>): SignerSignature[] {
 }
 
 /**
- * Collects VOTEs per view. Keeps at most `viewsMax` views (the oldest are dropped) and at most
+ * Collects VOTEs per view. Keeps at most `viewsMax` views (the highest make room; see `viewSlot`) and at most
  * one vote per signer per view.
  *
  * @example
@@ -51,7 +51,8 @@ export class VoteCollector {
 
   /** Adds a verified vote (Spec 9.1). */
   add(vote: VoteMessage): CollectResult<QuorumCertificate> {
-    const byViewSigner = this.#viewMap(vote.view);
+    const byViewSigner = viewSlot(this.#views, this.#formed, vote.view, this.viewsMax);
+    if (byViewSigner === null) return { ignored: true };
     const id = toHex(vote.signer);
     const prior = byViewSigner.get(id);
     // Spec 9.1 step 3: one vote per signer per view; a different second vote is evidence.
@@ -84,20 +85,31 @@ export class VoteCollector {
       }
     }
   }
+}
 
-  #viewMap(view: number): Map<string, VoteMessage> {
-    let m = this.#views.get(view);
-    if (m === undefined) {
-      m = new Map();
-      this.#views.set(view, m);
-      if (this.#views.size > this.viewsMax) {
-        const oldest = Math.min(...this.#views.keys());
-        this.#views.delete(oldest);
-        this.#formed.delete(oldest);
-      }
-    }
-    return m;
+/**
+ * The map of `view` in a collector, made if needed. When `viewsMax` views are tracked already,
+ * the highest goes to make room (views below the current one are pruned by the core, so what
+ * crowds a collector is views ahead, which anyone can send); a message for a view above all of
+ * them is not tracked (null). So messages far ahead never push out the view being decided.
+ */
+function viewSlot<T>(
+  views: Map<number, Map<string, T>>,
+  formed: Set<number>,
+  view: number,
+  viewsMax: number,
+): Map<string, T> | null {
+  let m = views.get(view);
+  if (m !== undefined) return m;
+  if (views.size >= viewsMax) {
+    const highest = Math.max(...views.keys());
+    if (view > highest) return null;
+    views.delete(highest);
+    formed.delete(highest);
   }
+  m = new Map();
+  views.set(view, m);
+  return m;
 }
 
 /**
@@ -125,16 +137,8 @@ export class NewViewCollector {
 
   /** Adds a verified NEW-VIEW. */
   add(msg: NewViewMessage): CollectResult<TimeoutCertificate> {
-    let byView = this.#views.get(msg.view);
-    if (byView === undefined) {
-      byView = new Map();
-      this.#views.set(msg.view, byView);
-      if (this.#views.size > this.viewsMax) {
-        const oldest = Math.min(...this.#views.keys());
-        this.#views.delete(oldest);
-        this.#formed.delete(oldest);
-      }
-    }
+    const byView = viewSlot(this.#views, this.#formed, msg.view, this.viewsMax);
+    if (byView === null) return { ignored: true };
     const id = toHex(msg.signer);
     // Spec 9.2 step 4: one NEW-VIEW per signer per view counts (re-sends are duplicates).
     if (byView.has(id)) return { ignored: true };
