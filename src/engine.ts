@@ -280,6 +280,9 @@ export class Engine {
       if (stored === null) return out;
       out.push(stored.node);
     }
+    // A commit while storage was read moved the root: the tree's path now starts above the
+    // Nodes read, so stop here rather than answer a chain with a gap (a short answer is fine).
+    if (this.core.tree.root !== root) return out;
     const tip = this.core.safety.highQC.nodeHash;
     if (!this.core.tree.has(tip)) return out;
     for (const e of this.core.tree.pathFromRoot(tip)) {

@@ -507,8 +507,9 @@ export class Core {
     const view = this.#view;
     if (this.#proposedView >= view || !bytesEqual(this.leader(view), this.me)) return;
     const parent = this.#tree.get(this.#highQC.nodeHash);
-    // Spec 8.5 step 1: the parent is the highest QC's Node; wait for it if we do not have it yet.
-    if (parent === undefined) return;
+    // Spec 8.5 step 1: the parent is the highest QC's Node; wait for it if we do not have it yet,
+    // and never justify a Node with a QC of its own view or later.
+    if (parent === undefined || this.#highQC.view >= view) return;
     // Spec 8.5 step 2: a Node not in the view right after its QC carries the TC for its view.
     let tc: TimeoutCertificate | null = null;
     if (this.#highQC.view + 1 < view) {
