@@ -1024,7 +1024,11 @@ Deno.test(
         l.send(...proposals.slice(0, 2))
       ));
       const view = (i: number): number => s.c.replicas[i]!.engine.core.view;
-      while (!HONEST.every((i) => view(i) >= lead.view + 2)) await sleep(1);
+      await waitUntil(
+        "the honest replicas two views past the Byzantine one's",
+        () => HONEST.every((i) => view(i) >= lead.view + 2),
+        15_000,
+      );
       const root = s.c.replicas[TARGET]!.engine.core.tree.root.node.height;
       await Promise.all(links.map((l) => l.send(...proposals.slice(2))));
       await assertCommitting(s, "the past-view Nodes", 6);

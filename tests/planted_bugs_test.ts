@@ -54,7 +54,7 @@ Deno.test("planted bug: counting a signer twice lets a forger's QCs through; cau
   await withBug(() => (plantedBugs.countSignerTwice = true), async () => {
     const found = await violations(runs());
     assert.ok(found.seeds.length >= 8, `caught in ${found.seeds.length} of 10 runs`);
-    assert.match(found.first!, /conflicting commits|halted/);
+    assert.match(found.first!, /conflicting commits/);
   });
 });
 

@@ -132,6 +132,15 @@ function kvSet(key: string, value: string): Uint8Array {
 
 Deno.test("4 replicas on loopback with Deno KV: they commit, agree, and close() leaves nothing running", async () => {
   const dir = await Deno.makeTempDir({ prefix: "replica-test-" });
+  try {
+    await fourReplicasCommitAndAgree(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  // Deno's sanitizers now check that no socket, timer or KV of the cluster is left.
+});
+
+async function fourReplicasCommitAndAgree(dir: string): Promise<void> {
   const cluster = await startCluster(4, { dir });
   try {
     await waitUntil(
@@ -175,10 +184,8 @@ Deno.test("4 replicas on loopback with Deno KV: they commit, agree, and close() 
     }
   } finally {
     await cluster.close();
-    await Deno.remove(dir, { recursive: true });
   }
-  // Deno's sanitizers now check that no socket, timer or KV of the cluster is left.
-});
+}
 
 Deno.test("1 replica: the command API answers as documented", async (t) => {
   const cluster = await startCluster(1, {
@@ -422,8 +429,11 @@ Deno.test("logs: one JSON object per line with time, level and event; the level 
   assert.ok(lines.some((l) => l.event === "replica:start"));
   assert.ok(lines.some((l) => l.event === "replica:closed"));
   const quiet = await startCluster(1, { logLevel: "silent" });
-  await waitUntil("some commits", () => height(quiet.replicas[0]!) >= 3);
-  await quiet.close();
+  try {
+    await waitUntil("some commits", () => height(quiet.replicas[0]!) >= 3);
+  } finally {
+    await quiet.close();
+  }
   assert.deepEqual(quiet.logs[0], []);
 });
 

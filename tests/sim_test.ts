@@ -82,6 +82,17 @@ Deno.test("Byzantine power at 1/3 or more (two twins of four, split): the checke
   assert.match(r.safetyViolations[0] ?? "", /conflicting commits/);
 });
 
+Deno.test("liveness checker: with two of four validators silent nothing commits, and the checker says so", async () => {
+  const r = await runSimulation({
+    seed: 1,
+    powers: [1, 1, 1, 1],
+    behaviours: ["silent", "silent", "honest", "honest"],
+    faults: QUIET,
+  });
+  assert.deepEqual(r.safetyViolations, []);
+  assert.match(r.livenessFailures[0] ?? "", /committed 0 of/);
+});
+
 Deno.test("the same split with one twin (power 1/4) stays safe", async () => {
   await assertClean({
     seed: 1,
@@ -156,6 +167,7 @@ Deno.test("users can simulate their own Application: every replica ends with the
   assert.deepEqual(r.safetyViolations, []);
   // The app saw the same commands in the same order everywhere (runs stop at slightly different
   // heights, so compare the common prefix).
+  assert.equal(chains.size, 4, "every endpoint's Application saw commits");
   const all = [...chains.values()];
   const shortest = Math.min(...all.map((c) => c.length));
   assert.ok(shortest > 20, `only ${shortest} commits`);
