@@ -64,7 +64,7 @@ import {
   type PoolCommand,
 } from "./mempool.ts";
 import { HttpNodeSource } from "./net/catchup.ts";
-import type { ConnectionLimits, ListenAddress } from "./net/connections.ts";
+import { type ConnectionLimits, FrameQueue, type ListenAddress } from "./net/connections.ts";
 import type { HttpApiLimits, NodeTreeView, NodeWithCertificate } from "./net/http.ts";
 import {
   errorResponse,
@@ -167,6 +167,8 @@ export interface ReplicaOptions {
   readonly commitWaitTimeoutMs?: number;
   /** Commands queued for one peer's forwarding; beyond it the oldest are dropped. Default 50,000. */
   readonly forwardQueueMax?: number;
+  /** Command bytes queued for one peer's forwarding; beyond it the oldest go. Default 64 MiB. */
+  readonly forwardQueueBytesMax?: number;
   /** Largest forwarding request body, bytes. Default 512 KiB. */
   readonly forwardBatchBytesMax?: number;
   /** Application routes tried before the replica's own (e.g. the key-value API). */
@@ -334,8 +336,24 @@ export class Replica implements NodeTreeView {
       extraRoutes: (request, url) => this.#routes(request, url),
       log: netLog,
     });
+    const queueMax = options.forwardQueueMax ?? 50_000;
+    const queueBytesMax = options.forwardQueueBytesMax ?? 64 * 1024 * 1024;
+    if (!Number.isSafeInteger(queueMax) || queueMax < 1) {
+      throw new ConfigError(
+        "bad-option",
+        `forwardQueueMax must be a positive integer: ${queueMax}`,
+      );
+    }
+    // Room for the largest command a client may give (see forwardedBytes).
+    if (!(queueBytesMax >= this.mempool.limits.commandBytesMax + 15)) {
+      throw new ConfigError(
+        "bad-option",
+        `forwardQueueBytesMax must hold the largest command: ${queueBytesMax}`,
+      );
+    }
     this.#forwarder = new Forwarder(peers.map((p) => p.httpUrl), {
-      queueMax: options.forwardQueueMax ?? 50_000,
+      queueMax,
+      queueBytesMax,
       batchBytesMax: options.forwardBatchBytesMax ?? 512 * 1024,
       log: (event, fields) => this.#log.write("warn", event, fields),
     });
@@ -863,16 +881,23 @@ class CachedStateStorage implements Storage {
 
 interface ForwardPeer {
   readonly url: string;
-  queue: PoolCommand[];
+  /** Commands to forward, oldest first, bounded in count and bytes (the oldest make room). */
+  readonly queue: FrameQueue<PoolCommand>;
+  /** A batch the peer could not be reached for, sent again before the queue. */
+  retry: PoolCommand[] | null;
   sending: Promise<void> | null;
   backoffMs: number;
   dropped: number;
 }
 
+/** Bytes of a forwarded command in a `POST /mempool` body, at most (its `[expires, bytes]`). */
+function forwardedBytes(c: PoolCommand): number {
+  return c.command.length + 15;
+}
+
 /** Forwards new commands to every peer's `POST /mempool`, batched, one request per peer. */
 class Forwarder {
   readonly #peers: ForwardPeer[];
-  readonly #queueMax: number;
   readonly #batchBytesMax: number;
   readonly #log: (event: string, fields: Record<string, unknown>) => void;
   readonly #abort = new AbortController();
@@ -881,12 +906,19 @@ class Forwarder {
     urls: readonly string[],
     o: {
       queueMax: number;
+      queueBytesMax: number;
       batchBytesMax: number;
       log: (event: string, fields: Record<string, unknown>) => void;
     },
   ) {
-    this.#peers = urls.map((url) => ({ url, queue: [], sending: null, backoffMs: 0, dropped: 0 }));
-    this.#queueMax = o.queueMax;
+    this.#peers = urls.map((url) => ({
+      url,
+      queue: new FrameQueue<PoolCommand>(o.queueMax, o.queueBytesMax, forwardedBytes),
+      retry: null,
+      sending: null,
+      backoffMs: 0,
+      dropped: 0,
+    }));
     this.#batchBytesMax = o.batchBytesMax;
     this.#log = o.log;
   }
@@ -894,13 +926,14 @@ class Forwarder {
   push(commands: readonly PoolCommand[]): void {
     if (commands.length === 0 || this.#abort.signal.aborted) return;
     for (const p of this.#peers) {
-      p.queue.push(...commands);
-      const over = p.queue.length - this.#queueMax;
+      // When full, the oldest go: they are in every other pool already, or this replica
+      // proposes them itself.
+      let over = 0;
+      for (const c of commands) over += p.queue.push(c);
       if (over > 0) {
-        // The oldest are in every other pool already, or will be proposed by this replica.
-        p.queue.splice(0, over);
+        const before = p.dropped;
         p.dropped += over;
-        if (isPowerOfTwo(p.dropped)) {
+        if (Math.clz32(before) !== Math.clz32(p.dropped)) {
           this.#log("mempool:forward-dropped", {
             peer: p.url,
             reason: "queue-full",
@@ -915,7 +948,7 @@ class Forwarder {
   }
 
   async #drain(p: ForwardPeer): Promise<void> {
-    while (p.queue.length > 0 && !this.#abort.signal.aborted) {
+    while ((p.retry !== null || p.queue.length > 0) && !this.#abort.signal.aborted) {
       const batch = this.#take(p);
       const ok = await this.#post(p, batch);
       if (ok) {
@@ -928,15 +961,20 @@ class Forwarder {
   }
 
   #take(p: ForwardPeer): PoolCommand[] {
-    let bytes = 16;
-    let n = 0;
-    while (n < p.queue.length) {
-      const size = p.queue[n]!.command.length + 15;
-      if (n > 0 && bytes + size > this.#batchBytesMax) break;
-      bytes += size;
-      n++;
+    if (p.retry !== null) {
+      const batch = p.retry;
+      p.retry = null;
+      return batch;
     }
-    return p.queue.splice(0, n);
+    const batch: PoolCommand[] = [];
+    let bytes = 16;
+    for (let next = p.queue.peek(); next !== undefined; next = p.queue.peek()) {
+      const size = forwardedBytes(next);
+      if (batch.length > 0 && bytes + size > this.#batchBytesMax) break;
+      bytes += size;
+      batch.push(p.queue.shift()!);
+    }
+    return batch;
   }
 
   /** True when the peer answered (even with a refusal: then the batch is not retried). */
@@ -956,7 +994,7 @@ class Forwarder {
     } catch (e) {
       if (!this.#abort.signal.aborted) {
         // Retried after a backoff: the peer may be restarting.
-        p.queue.unshift(...batch.slice(0, Math.max(0, this.#queueMax - p.queue.length)));
+        p.retry = batch;
         if (p.backoffMs === 0) {
           this.#log("mempool:forward-failed", {
             peer: p.url,
@@ -973,10 +1011,6 @@ class Forwarder {
     this.#abort.abort();
     await Promise.all(this.#peers.map((p) => p.sending?.catch(() => {})));
   }
-}
-
-function isPowerOfTwo(n: number): boolean {
-  return n > 0 && (n & (n - 1)) === 0;
 }
 
 /**

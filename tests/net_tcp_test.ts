@@ -396,6 +396,14 @@ Deno.test("connections: the send queue drops the oldest frames beyond its frame 
   assertEquals([q.shift()?.[0], q.shift()?.[0], q.shift(), q.length], [4, 5, undefined, 0], "fifo");
 });
 
+Deno.test("connections: the queue holds any item sized by sizeOf, and peek leaves it in place", () => {
+  const q = new FrameQueue<{ n: number; size: number }>(10, 10, (x) => x.size);
+  assertEquals([q.push({ n: 1, size: 4 }), q.push({ n: 2, size: 4 })], [0, 0], "8 bytes");
+  assertEquals(q.push({ n: 3, size: 4 }), 1, "12 bytes do not fit: the oldest goes");
+  assertEquals([q.peek()?.n, q.length, q.bytes], [2, 2, 8], "peek does not remove");
+  assertEquals([q.shift()?.n, q.bytes], [2, 4], "shift removes and frees its bytes");
+});
+
 // ---------------------------------------------------------------------------------------------
 // Consensus TCP scenarios
 

@@ -369,6 +369,18 @@ Deno.test("status and certificates: a committed Node's certificate is the next c
 // ---------------------------------------------------------------------------------------------
 // Failure handling
 
+Deno.test("a forwarding queue too small for the largest command is a ConfigError", async () => {
+  await assert.rejects(
+    startCluster(1, { replicaOptions: () => ({ forwardQueueBytesMax: 1024 }) }),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.equal(e.reason, "bad-option");
+      assert.match(e.message, /forwardQueueBytesMax/);
+      return true;
+    },
+  );
+});
+
 Deno.test("a replica refuses to start while a planted-bug switch is on", async () => {
   plantedSafetyBugs.skipLockCheck = true;
   try {

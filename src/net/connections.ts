@@ -281,7 +281,8 @@ export function keepsNewConnection(
 }
 
 /**
- * A bounded FIFO of frames that drops the *oldest* frames to make room.
+ * A bounded FIFO of frames (or other items, sized by `sizeOf`) that drops the *oldest* to make
+ * room: at most `framesMax` items and `bytesMax` bytes.
  *
  * @example
  * ```ts
@@ -293,12 +294,13 @@ export function keepsNewConnection(
  * q.shift(); // Uint8Array [2]
  * ```
  */
-export class FrameQueue {
+export class FrameQueue<T = Uint8Array> {
   /** Most frames held. */
   readonly framesMax: number;
   /** Most payload bytes held. */
   readonly bytesMax: number;
-  readonly #ring: (Uint8Array | undefined)[] = [];
+  readonly #sizeOf: (item: T) => number;
+  readonly #ring: (T | undefined)[] = [];
   #head = 0;
   #count = 0;
   #bytes = 0;
@@ -308,12 +310,18 @@ export class FrameQueue {
    *
    * @param framesMax most frames held, at least 1
    * @param bytesMax most payload bytes held
+   * @param sizeOf an item's bytes (default: a frame's length)
    */
-  constructor(framesMax: number, bytesMax: number) {
+  constructor(
+    framesMax: number,
+    bytesMax: number,
+    sizeOf: (item: T) => number = (item) => (item as Uint8Array).length,
+  ) {
     assert(Number.isSafeInteger(framesMax) && framesMax >= 1, "queue needs room for a frame");
     assert(bytesMax >= 0, "queue byte limit");
     this.framesMax = framesMax;
     this.bytesMax = bytesMax;
+    this.#sizeOf = sizeOf;
   }
 
   /** Frames held. */
@@ -331,29 +339,35 @@ export class FrameQueue {
    *
    * @returns how many frames were dropped
    */
-  push(frame: Uint8Array): number {
-    assert(frame.length <= this.bytesMax, "frame larger than the whole queue");
+  push(frame: T): number {
+    const size = this.#sizeOf(frame);
+    assert(size <= this.bytesMax, "frame larger than the whole queue");
     let dropped = 0;
-    while (this.#count >= this.framesMax || this.#bytes + frame.length > this.bytesMax) {
+    while (this.#count >= this.framesMax || this.#bytes + size > this.bytesMax) {
       this.shift();
       dropped++;
     }
     this.#ring[(this.#head + this.#count) % this.framesMax] = frame;
     this.#count++;
-    this.#bytes += frame.length;
+    this.#bytes += size;
     assert(this.#count <= this.framesMax && this.#bytes <= this.bytesMax, "queue bounds");
     return dropped;
   }
 
+  /** The oldest frame, left in place, or undefined if empty. */
+  peek(): T | undefined {
+    return this.#count === 0 ? undefined : this.#ring[this.#head];
+  }
+
   /** Removes and returns the oldest frame, or undefined if empty. */
-  shift(): Uint8Array | undefined {
+  shift(): T | undefined {
     if (this.#count === 0) return undefined;
     const frame = this.#ring[this.#head];
     assert(frame !== undefined, "queue slot holds a frame");
     this.#ring[this.#head] = undefined;
     this.#head = (this.#head + 1) % this.framesMax;
     this.#count--;
-    this.#bytes -= frame.length;
+    this.#bytes -= this.#sizeOf(frame);
     return frame;
   }
 }
