@@ -30,12 +30,13 @@ import { MessageVerifier, type Verdict } from "./consensus/verify.ts";
 import type { Signer, Verifier } from "./crypto.ts";
 import { assert } from "./errors.ts";
 import type { ConsensusEvent } from "./events.ts";
-import type {
-  SafetyState,
-  StateUpdate,
-  Storage,
-  StoredNode,
-  WriteBatch,
+import {
+  readCommitted,
+  type SafetyState,
+  type StateUpdate,
+  type Storage,
+  type StoredNode,
+  type WriteBatch,
 } from "./storage/storage.ts";
 import type { ConsensusMessage, Hash, Node, PublicKey } from "./types.ts";
 import { bytesEqual, SignatureDomain, toHex } from "./types.ts";
@@ -272,14 +273,11 @@ export class Engine {
    * uncommitted path to the highest QC's Node. For the NodeTree HTTP API and the simulator.
    */
   async serveNodes(fromHeight: number, limit: number): Promise<Node[]> {
-    const out: Node[] = [];
     const root = this.core.tree.root;
-    for (let h = Math.max(1, fromHeight); h <= root.node.height && out.length < limit; h++) {
-      const hash = await this.#o.storage.committedHash(h);
-      const stored = hash === null ? null : await this.#o.storage.getNode(hash);
-      if (stored === null) return out;
-      out.push(stored.node);
-    }
+    const last = Math.min(root.node.height, Math.max(1, fromHeight) + limit - 1);
+    const read = await readCommitted(this.#o.storage, fromHeight, last);
+    const out = read.map((s) => s.node);
+    if (read.length < last - Math.max(1, fromHeight) + 1) return out;
     // A commit while storage was read moved the root: the tree's path now starts above the
     // Nodes read, so stop here rather than answer a chain with a gap (a short answer is fine).
     if (this.core.tree.root !== root) return out;

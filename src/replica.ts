@@ -67,6 +67,7 @@ import { HttpNodeSource } from "./net/catchup.ts";
 import { type ConnectionLimits, FrameQueue, type ListenAddress } from "./net/connections.ts";
 import type { HttpApiLimits, NodeTreeView, NodeWithCertificate } from "./net/http.ts";
 import {
+  DEFAULT_HTTP_API_LIMITS,
   errorResponse,
   jsonResponse,
   NodeTreeHttpApi,
@@ -75,7 +76,12 @@ import {
   RouteError,
 } from "./net/http.ts";
 import { ConsensusTcp } from "./net/tcp.ts";
-import type { Storage, StoredNode, WriteBatch } from "./storage/storage.ts";
+import {
+  readCommitted,
+  type Storage,
+  type StoredNode,
+  type WriteBatch,
+} from "./storage/storage.ts";
 import type { Hash, Node, PublicKey, QuorumCertificate } from "./types.ts";
 import { bytesEqual, toHex } from "./types.ts";
 import type { ValidatorSet } from "./validators.ts";
@@ -538,15 +544,8 @@ export class Replica implements NodeTreeView {
 
   /** See {@link NodeTreeView.committedRange}. */
   async committedRange(fromHeight: number, toHeight: number): Promise<NodeWithCertificate[]> {
-    const storage = this.#o.storage;
-    const nodes: Array<{ node: Node; hash: Hash }> = [];
     // One Node beyond the range: its justify certifies the last one.
-    for (let h = Math.max(1, fromHeight); h <= toHeight + 1; h++) {
-      const hash = await storage.committedHash(h);
-      const stored = hash === null ? null : await storage.getNode(hash);
-      if (stored === null) break;
-      nodes.push({ node: stored.node, hash: stored.hash });
-    }
+    const nodes = await readCommitted(this.#o.storage, fromHeight, toHeight + 1);
     const out: NodeWithCertificate[] = [];
     for (const [i, n] of nodes.entries()) {
       if (n.node.height > toHeight) break;
@@ -626,7 +625,7 @@ export class Replica implements NodeTreeView {
   }
 
   #bodyBytesMax(): number {
-    return this.#o.http?.bodyBytesMax ?? 1024 * 1024;
+    return this.#o.http?.bodyBytesMax ?? DEFAULT_HTTP_API_LIMITS.bodyBytesMax;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -710,17 +709,7 @@ function readCommandParams(url: URL): { wait: boolean; expires: number | undefin
 async function restoreOf(storage: Storage, horizon: number): Promise<MempoolRestore> {
   const head = await storage.committedHead();
   const top = head?.height ?? 0;
-  const committed: Array<{ node: Node; hash: Hash }> = [];
-  const from = Math.max(1, top - horizon + 1);
-  for (let start = from; start <= top; start += RESTORE_READS_AT_ONCE) {
-    const heights = [];
-    for (let h = start; h <= Math.min(top, start + RESTORE_READS_AT_ONCE - 1); h++) heights.push(h);
-    const found = await Promise.all(heights.map(async (h) => {
-      const hash = await storage.committedHash(h);
-      return hash === null ? null : await storage.getNode(hash);
-    }));
-    for (const f of found) if (f !== null) committed.push({ node: f.node, hash: f.hash });
-  }
+  const committed = await readCommitted(storage, top - horizon + 1, top);
   const uncommitted = await storage.uncommittedNodes();
   return { committedHeight: top, committed, uncommitted };
 }
@@ -746,9 +735,6 @@ function memoryUsage(): Record<string, number> {
   const m = Deno.memoryUsage();
   return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external };
 }
-
-/** Committed Nodes read at once while the pool is restored. */
-const RESTORE_READS_AT_ONCE = 64;
 
 function mediaType(request: Request): string | null {
   const header = request.headers.get("content-type");

@@ -8,12 +8,13 @@ import { AssertionError, HotStuffError } from "../src/errors.ts";
 import { DENO_KV_LIMITS, DenoKvStorage } from "../src/storage/deno_kv.ts";
 import type { DenoKvOptions, FinalCommitStep } from "../src/storage/deno_kv.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
-import type {
-  SafetyState,
-  StateUpdate,
-  Storage,
-  StoredNode,
-  WriteBatch,
+import {
+  readCommitted,
+  type SafetyState,
+  type StateUpdate,
+  type Storage,
+  type StoredNode,
+  type WriteBatch,
 } from "../src/storage/storage.ts";
 import { toHex } from "../src/types.ts";
 import type { Node, QuorumCertificate } from "../src/types.ts";
@@ -234,6 +235,30 @@ for (const impl of [memory, denoKv]) {
     assertEquals(await store.uncommittedNodes(), [], "uncommitted");
     await store.write({}); // an empty batch is fine
     assertEquals(await store.committedHead(), null, "head after empty batch");
+  });
+
+  test("readCommitted: committed Nodes by height, in reads of 64, stopping at the head", async (h) => {
+    const nodes = chain(150);
+    await h.store.write({ commits: nodes });
+    const heights = (ns: StoredNode[]) => ns.map((n) => n.node.height);
+    assertEquals(
+      heights(await readCommitted(h.store, 1, 150)),
+      heights(nodes),
+      "all, over 3 reads",
+    );
+    assertEquals(
+      heights(await readCommitted(h.store, 60, 70)),
+      heights(nodes.slice(59, 70)),
+      "a range",
+    );
+    assertEquals(heights(await readCommitted(h.store, -5, 2)), [1, 2], "from below 1");
+    assertEquals(
+      heights(await readCommitted(h.store, 140, 400)),
+      heights(nodes.slice(139)),
+      "to the head",
+    );
+    assertEquals(await readCommitted(h.store, 151, 160), [], "above the head");
+    assertEquals(await readCommitted(h.store, 9, 8), [], "an empty range");
   });
 
   test("safety state: round trip, overwrite, no TC, certificates over 64 KiB", async (h) => {

@@ -139,3 +139,38 @@ export function wrapStorage(inner: Storage, overrides: Partial<Storage>): Storag
     ...overrides,
   };
 }
+
+/** Committed Nodes read from storage at once by {@link readCommitted}. */
+const COMMITTED_READS_AT_ONCE = 64;
+
+/**
+ * The committed Nodes of heights `from` to `to`, ascending, read `COMMITTED_READS_AT_ONCE` at a
+ * time; stops before the first height the store does not hold (above the head, or missing).
+ *
+ * @example
+ * ```ts
+ * import { MemoryStorage } from "./memory.ts";
+ * import { readCommitted } from "./storage.ts";
+ * await readCommitted(new MemoryStorage(), 1, 10); // [] on an empty store
+ * ```
+ */
+export async function readCommitted(
+  storage: Storage,
+  from: number,
+  to: number,
+): Promise<StoredNode[]> {
+  const out: StoredNode[] = [];
+  for (let start = Math.max(1, from); start <= to; start += COMMITTED_READS_AT_ONCE) {
+    const end = Math.min(to, start + COMMITTED_READS_AT_ONCE - 1);
+    const heights = Array.from({ length: end - start + 1 }, (_, i) => start + i);
+    const found = await Promise.all(heights.map(async (h) => {
+      const hash = await storage.committedHash(h);
+      return hash === null ? null : await storage.getNode(hash);
+    }));
+    for (const f of found) {
+      if (f === null) return out;
+      out.push(f);
+    }
+  }
+  return out;
+}
