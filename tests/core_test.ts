@@ -421,3 +421,17 @@ Deno.test("9.1/9.2: messages for many views ahead never push the view being deci
   assert.equal(qc?.view, 5);
   assert.equal(tc?.view, 5);
 });
+
+Deno.test("4.1 step 8: a buffered proposal is dropped once its view is stale, not woken when its parent comes", () => {
+  const core = freshCore();
+  const ghost = child(G, 1, GQC, 9); // not delivered yet
+  const orphan = child(ghost, 2, qcFor(ghost), 1);
+  propose(core, orphan, 1); // buffered: its parent is unknown
+  // A proposal for view 4 with the TC of view 3 moves the replica to view 4: view 2 is stale.
+  propose(core, child(G, 4, GQC, 4), 2, tcFor(3));
+  assert.equal(core.view, 4);
+  // The parent arrives: nothing wakes (before, the orphan was re-checked and refused as stale).
+  const outs = executeAll(core, fetched(core, [ghost], 3), 3);
+  assert.ok(core.tree.has(nodeHash(ghost)), "the parent is inserted");
+  assert.deepEqual(rejects(outs), []);
+});

@@ -473,6 +473,13 @@ export class Core {
     this.#votes.pruneBelow(view - 1);
     this.#newViews.pruneBelow(view);
     for (const v of [...this.#proposals.keys()]) if (v < view - 1) this.#proposals.delete(v);
+    // Spec 4.1 step 8: a buffered proposal that would now be stale goes (it would be refused
+    // when its parent came, and it would keep asking for catch-up meanwhile).
+    for (const [key, list] of [...this.#pending]) {
+      const live = list.filter((m) => m.node.view + 1 >= view);
+      if (live.length === 0) this.#pending.delete(key);
+      else if (live.length < list.length) this.#pending.set(key, live);
+    }
     this.#out.events.push({ type: "view:enter", view, leader: this.leader(view), reason });
     // Spec 8.4 step 2: the leader of the new view proposes.
     this.#maybePropose();
