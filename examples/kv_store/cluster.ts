@@ -10,7 +10,12 @@
  * @module
  */
 import { encodeValue } from "../../mod.ts";
-import { type ClusterConfig, initCluster } from "../../src/cli/mod.ts";
+import {
+  type ClusterConfig,
+  formatHostPort,
+  initCluster,
+  readClusterConfig,
+} from "../../src/cli/mod.ts";
 import { encodeKvCommand } from "./app.ts";
 
 /** `GET /status`, the fields the demo and the tests read. */
@@ -39,6 +44,12 @@ export interface ProcessClusterOptions {
   readonly viewTimeoutMs?: number;
   /** Directory prefix for the temporary directory. */
   readonly prefix?: string;
+  /**
+   * Words put before `deno run ...` when replica `i` is started, e.g.
+   * `["ip", "netns", "exec", "host-i"]` to run it on a host made as a network namespace (the
+   * wrapper must exec the command, so that signals reach the replica). Default: none.
+   */
+  readonly command?: (i: number) => readonly string[];
 }
 
 const HOST = "127.0.0.1";
@@ -100,7 +111,7 @@ export class ProcessCluster {
     this.configPath = init.configPath;
     this.config = init.config;
     this.#keyPaths = init.keyPaths;
-    this.urls = init.config.validators.map((v) => `http://${v.http.hostname}:${v.http.port}`);
+    this.urls = init.config.validators.map((v) => `http://${formatHostPort(v.http)}`);
     this.#children = init.config.validators.map(() => null);
   }
 
@@ -120,6 +131,22 @@ export class ProcessCluster {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
       throw e;
     }
+  }
+
+  /**
+   * A cluster already written by `deno task init` into `dir` (`cluster.json`, `replica-i.key`),
+   * whose data and logs go there too. {@link ProcessCluster.close} removes `dir`.
+   */
+  static async fromDir(
+    o: Omit<ProcessClusterOptions, "replicas">,
+    dir: string,
+  ): Promise<ProcessCluster> {
+    const configPath = `${dir}/cluster.json`;
+    const config = await readClusterConfig(configPath);
+    const keyPaths = config.validators.map((v) => `${dir}/${v.name}.key`);
+    await Deno.mkdir(`${dir}/logs`, { recursive: true });
+    const options = { ...o, replicas: config.validators.length };
+    return new ProcessCluster(options, dir, { configPath, keyPaths, config });
   }
 
   /** The data directory of replica `i`. */
@@ -160,8 +187,9 @@ export class ProcessCluster {
     if (this.#o.viewTimeoutMs !== undefined) {
       args.push("--view-timeout-ms", String(this.#o.viewTimeoutMs));
     }
-    const process = new Deno.Command(Deno.execPath(), {
-      args,
+    const prefix = this.#o.command?.(i) ?? [];
+    const process = new Deno.Command(prefix[0] ?? Deno.execPath(), {
+      args: prefix.length === 0 ? args : [...prefix.slice(1), Deno.execPath(), ...args],
       stdin: "null",
       stdout: "null",
       stderr: "piped",

@@ -4,11 +4,12 @@
  *
  * ```
  * deno task init --replicas N --dir DIR [--base-port P] [--powers 1,1,2,...]
- *                [--host 127.0.0.1] [--chain-id ID] [--force]
+ *                [--host 127.0.0.1 | --hosts H0,H1,...] [--chain-id ID] [--force]
  * ```
  *
  * Replica `i` gets the consensus address `host:(P + 2i)` and the HTTP address `host:(P + 2i + 1)`
- * (base port 9000 by default). Existing files are not overwritten unless `--force`. Bad flags
+ * (base port 9000 by default). With `--hosts` (one host per replica, for replicas on separate
+ * machines) replica `i` gets `Hi:P` and `Hi:(P + 1)` instead. Existing files are not overwritten unless `--force`. Bad flags
  * print one line and exit 2.
  *
  * @module
@@ -34,6 +35,11 @@ export interface InitOptions {
   readonly dir: string;
   /** Host of every address. Default `127.0.0.1`. */
   readonly host?: string;
+  /**
+   * One host per replica (replicas on separate machines): replica i listens on `hosts[i]`, at
+   * `basePort` (consensus) and `basePort + 1` (HTTP). Excludes `host`.
+   */
+  readonly hosts?: readonly string[];
   /** First port: replica i uses base + 2i (consensus) and base + 2i + 1 (HTTP). Default 9000. */
   readonly basePort?: number;
   /** Explicit ports per replica (instead of `basePort`). */
@@ -77,16 +83,19 @@ export async function initCluster(options: InitOptions): Promise<InitResult> {
   if (powers.length !== n) {
     throw new ConfigError("bad-flag", `--powers has ${powers.length} values for ${n} replicas`);
   }
-  const ports = options.ports ?? portsFrom(options.basePort ?? 9000, n);
-  const host = options.host ?? "127.0.0.1";
+  const hosts = hostsOf(options, n);
+  const ports = options.ports ??
+    (options.hosts === undefined
+      ? portsFrom(options.basePort ?? 9000, n)
+      : Array.from({ length: n }, () => portsFrom(options.basePort ?? 9000, 1)[0]!));
   const chainId = options.chainId ?? `kv-${toHex(crypto.getRandomValues(new Uint8Array(4)))}`;
   const secrets = Array.from({ length: n }, () => generateSecretKey());
   const validators: ClusterValidator[] = secrets.map((secret, i) => ({
     name: `replica-${i}`,
     publicKey: publicKeyOf(secret),
     power: powers[i]!,
-    consensus: { hostname: host, port: ports[i]!.consensus } satisfies HostPort,
-    http: { hostname: host, port: ports[i]!.http } satisfies HostPort,
+    consensus: { hostname: hosts[i]!, port: ports[i]!.consensus } satisfies HostPort,
+    http: { hostname: hosts[i]!, port: ports[i]!.http } satisfies HostPort,
   }));
   const config: ClusterConfig = { chainId, validators };
   const text = formatClusterConfig(config);
@@ -104,6 +113,20 @@ export async function initCluster(options: InitOptions): Promise<InitResult> {
   }
   await Deno.writeTextFile(configPath, text);
   return { configPath, keyPaths, config };
+}
+
+function hostsOf(options: InitOptions, n: number): string[] {
+  if (options.hosts === undefined) return Array<string>(n).fill(options.host ?? "127.0.0.1");
+  if (options.host !== undefined) {
+    throw new ConfigError("bad-flag", "give either --host or --hosts, not both");
+  }
+  if (options.hosts.length !== n) {
+    throw new ConfigError(
+      "bad-flag",
+      `--hosts has ${options.hosts.length} hosts for ${n} replicas`,
+    );
+  }
+  return [...options.hosts];
 }
 
 function portsFrom(base: number, n: number): Array<{ consensus: number; http: number }> {
@@ -142,6 +165,7 @@ const FLAGS = {
   "base-port": { type: "string" },
   powers: { type: "string" },
   host: { type: "string" },
+  hosts: { type: "string" },
   "chain-id": { type: "string" },
   force: { type: "boolean" },
 } as const;
@@ -165,6 +189,7 @@ export async function initMain(args: readonly string[]): Promise<number> {
   const basePort = intFlag(f, "base-port", 1, 65535, 9000);
   const powers = typeof f.powers === "string" ? parsePowers(f.powers) : undefined;
   const host = typeof f.host === "string" ? f.host : undefined;
+  const hosts = typeof f.hosts === "string" ? f.hosts.split(",").map((h) => h.trim()) : undefined;
   const chainId = typeof f["chain-id"] === "string" ? f["chain-id"] : undefined;
   const r = await initCluster({
     replicas,
@@ -172,6 +197,7 @@ export async function initMain(args: readonly string[]): Promise<number> {
     basePort,
     powers,
     host,
+    hosts,
     chainId,
     force: f.force === true,
   });

@@ -249,7 +249,16 @@ async function assertAllRunning(cluster: ProcessCluster): Promise<void> {
   }
 }
 
-async function heightsOf(cluster: ProcessCluster): Promise<number[]> {
+/**
+ * Each replica's committed height (-1 when it does not answer within a second).
+ *
+ * @example
+ * ```ts
+ * import { heightsOf } from "./kill_loop.ts";
+ * // const heights = await heightsOf(cluster);
+ * ```
+ */
+export async function heightsOf(cluster: ProcessCluster): Promise<number[]> {
   const statuses = await Promise.all(cluster.urls.map((u) => tryStatus(u, 1_000)));
   return statuses.map((s) => s?.committed.height ?? -1);
 }
@@ -258,7 +267,16 @@ async function maxHeight(cluster: ProcessCluster): Promise<number> {
   return Math.max(...(await heightsOf(cluster)));
 }
 
-async function logTails(cluster: ProcessCluster): Promise<string> {
+/**
+ * The last lines of every replica's log, for an error message.
+ *
+ * @example
+ * ```ts
+ * import { logTails } from "./kill_loop.ts";
+ * // throw new Error(`stuck${await logTails(cluster)}`);
+ * ```
+ */
+export async function logTails(cluster: ProcessCluster): Promise<string> {
   let out = "";
   for (let i = 0; i < cluster.urls.length; i++) {
     out += `\n--- replica-${i}\n${await cluster.logTail(i, 6)}`;
@@ -266,14 +284,28 @@ async function logTails(cluster: ProcessCluster): Promise<string> {
   return out;
 }
 
-/** Client load: every key written once; every write answered 200 remembered. */
-class Clients {
+/**
+ * Client load on a {@link ProcessCluster}: every key written once (`PUT /kv/{key}`, every fourth
+ * request a batch through `POST /commands`), at a replica chosen at random; every write answered
+ * 200 remembered as acknowledged, with the highest height it committed at.
+ *
+ * @example
+ * ```ts
+ * import { Clients } from "./kill_loop.ts";
+ * // const clients = new Clients(cluster, 4, 1); ...; await clients.stop();
+ * ```
+ */
+export class Clients {
+  /** Acknowledged writes: key to value. */
   readonly acked: Map<string, string> = new Map();
+  /** Highest height an acknowledged write committed at. */
   maxHeight = 0;
+  /** Requests not acknowledged. */
   errors = 0;
   readonly #stop = new AbortController();
   readonly #done: Promise<void[]>;
 
+  /** Starts `count` clients; `seed` fixes their choices of replica. */
   constructor(cluster: ProcessCluster, count: number, seed: number) {
     this.#done = Promise.all(
       Array.from({ length: count }, (_, c) => this.#run(cluster, c, new Random(seed * 977 + c))),
@@ -308,6 +340,7 @@ class Clients {
     }
   }
 
+  /** Stops the clients and waits for the requests in flight. */
   async stop(): Promise<void> {
     this.#stop.abort();
     await this.#done;
@@ -349,8 +382,17 @@ async function check(
   };
 }
 
-/** Waits until every replica has committed `height` (the last acknowledged write's). */
-async function waitForAll(cluster: ProcessCluster, height: number): Promise<void> {
+/**
+ * Waits until every replica has committed `height` (the last acknowledged write's).
+ *
+ * @throws {Error} after 60 s, or when a replica process is gone
+ * @example
+ * ```ts
+ * import { waitForAll } from "./kill_loop.ts";
+ * // await waitForAll(cluster, clients.maxHeight);
+ * ```
+ */
+export async function waitForAll(cluster: ProcessCluster, height: number): Promise<void> {
   const deadline = performance.now() + PROGRESS_TIMEOUT_MS;
   while (Math.min(...(await heightsOf(cluster))) < height) {
     await assertAllRunning(cluster);
@@ -364,7 +406,16 @@ async function waitForAll(cluster: ProcessCluster, height: number): Promise<void
   }
 }
 
-async function lostWrites(
+/**
+ * The acknowledged writes that some replica does not return with their value.
+ *
+ * @example
+ * ```ts
+ * import { lostWrites } from "./kill_loop.ts";
+ * // const lost = await lostWrites(cluster, clients.acked);
+ * ```
+ */
+export async function lostWrites(
   cluster: ProcessCluster,
   acked: ReadonlyMap<string, string>,
 ): Promise<LostWrite[]> {
@@ -399,8 +450,16 @@ export interface CommittedNode {
   };
 }
 
-/** A replica's whole committed chain, heights 1.., fetched in ranges of 256. */
-async function committedChain(url: string): Promise<CommittedNode[]> {
+/**
+ * A replica's whole committed chain, heights 1.., fetched in ranges of 256.
+ *
+ * @example
+ * ```ts
+ * import { committedChain } from "./kill_loop.ts";
+ * // const chain = await committedChain("http://127.0.0.1:9001");
+ * ```
+ */
+export async function committedChain(url: string): Promise<CommittedNode[]> {
   const status = await tryStatus(url, 5_000);
   const top = status?.committed.height ?? 0;
   const out: CommittedNode[] = [];
