@@ -160,8 +160,8 @@ export interface ReplicaOptions {
   readonly coreLimits?: CoreLimits;
   /** Mempool and batch limits (batch limits must match on every replica). */
   readonly mempool?: Omit<MempoolOptions, "onCommitted" | "onDropped">;
-  /** Consensus TCP limits. */
-  readonly network?: ConnectionLimits;
+  /** Consensus TCP limits, and whether links are encrypted (default true). */
+  readonly network?: ConnectionLimits & { readonly encryptLinks?: boolean };
   /** HTTP API limits. Default request timeout 60 s (to let `?wait=commit` wait). */
   readonly http?: Partial<HttpApiLimits>;
   /**

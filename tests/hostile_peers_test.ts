@@ -72,7 +72,13 @@ const TARGET = 0;
 const BYZANTINE = 3;
 const HONEST = [0, 1, 2] as const;
 /** Short timeouts so that each attack resolves in about a second. */
-const LIMITS: ConnectionLimits = {
+/**
+ * Plaintext links: the attacks below write raw bytes after the handshake, so they test what the
+ * replicas do with each message itself (encrypted links refuse every such frame before; see
+ * net_tcp_test.ts for the relay that can neither read nor inject).
+ */
+const LIMITS: ConnectionLimits & { encryptLinks: boolean } = {
+  encryptLinks: false,
   handshakeTimeoutMs: 1_500,
   readIdleTimeoutMs: 2_500,
   keepaliveIntervalMs: 1_000,
@@ -168,6 +174,7 @@ class ByzantineLink {
       verifier: ed25519Verifier(),
       validators: c.validators,
       expectedPeer: c.signers[to]!.publicKey,
+      encrypt: false,
     });
     return new ByzantineLink(io);
   }

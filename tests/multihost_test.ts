@@ -22,6 +22,7 @@ Deno.test({
     const report = await runMultihost({ durationS: 12 });
     console.log(formatMultihostSummary(report));
     assert.deepEqual(report.faults.length, 3);
+    assert.equal(report.links, "encrypted");
     assert.ok(report.acknowledgedWrites > 0, "no write was acknowledged");
     assert.equal(report.lost, 0);
     assert.equal(report.disagreements, 0);

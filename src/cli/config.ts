@@ -16,9 +16,13 @@
  *       "consensus": "127.0.0.1:9000",
  *       "http": "127.0.0.1:9001"
  *     }
- *   ]
+ *   ],
+ *   "links": "encrypted"
  * }
  * ```
+ *
+ * `links` is optional: `"encrypted"` (the default when absent) or `"plaintext"`. Every replica of
+ * a cluster must use the same (a replica refuses a peer of the other kind, `link-mode-mismatch`).
  *
  * Rules: no other fields; `chainId` 1 to 64 UTF-8 bytes; 1 to {@link VALIDATORS_MAX}
  * validators; names 1 to 64 characters of `[A-Za-z0-9._-]`, distinct; public keys exactly 64 hex
@@ -67,6 +71,8 @@ export interface ClusterConfig {
   readonly chainId: string;
   /** The validators, in file order. */
   readonly validators: readonly ClusterValidator[];
+  /** Consensus links: encrypted (`link_cipher.ts`; the default when absent) or plaintext. */
+  readonly links?: "encrypted" | "plaintext";
 }
 
 const NAME = /^[A-Za-z0-9._-]{1,64}$/;
@@ -154,7 +160,11 @@ export function parseClusterConfig(text: string, source: string): ClusterConfig 
     throw new ConfigError(reason, `${source}: ${message}`);
   };
   const top = record(raw, "the top level", fail);
-  onlyFields(top, ["chainId", "validators"], "the top level", fail);
+  onlyFields(top, ["chainId", "validators"], "the top level", fail, ["links"]);
+  const links = top.links;
+  if (links !== undefined && links !== "encrypted" && links !== "plaintext") {
+    fail("bad-links", `links must be "encrypted" or "plaintext": ${JSON.stringify(links)}`);
+  }
   const chainId = top.chainId;
   if (typeof chainId !== "string" || chainId.length === 0) {
     fail("bad-chain-id", `chainId must be a non-empty string: ${JSON.stringify(chainId)}`);
@@ -173,7 +183,8 @@ export function parseClusterConfig(text: string, source: string): ClusterConfig 
   } catch (e) {
     fail((e as ConfigError).reason ?? "bad-validators", (e as Error).message);
   }
-  return { chainId: chainId as string, validators };
+  const config = { chainId: chainId as string, validators };
+  return links === undefined ? config : { ...config, links: links as "encrypted" | "plaintext" };
 }
 
 type Fail = (reason: string, message: string) => never;
@@ -185,9 +196,17 @@ function record(v: unknown, what: string, fail: Fail): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-function onlyFields(o: Record<string, unknown>, allowed: string[], what: string, fail: Fail): void {
+function onlyFields(
+  o: Record<string, unknown>,
+  allowed: string[],
+  what: string,
+  fail: Fail,
+  optional: readonly string[] = [],
+): void {
   for (const k of Object.keys(o)) {
-    if (!allowed.includes(k)) fail("unknown-field", `${what}: unknown field ${JSON.stringify(k)}`);
+    if (!allowed.includes(k) && !optional.includes(k)) {
+      fail("unknown-field", `${what}: unknown field ${JSON.stringify(k)}`);
+    }
   }
   for (const k of allowed) if (!(k in o)) fail("missing-field", `${what}: missing field ${k}`);
 }
@@ -261,7 +280,8 @@ export function formatClusterConfig(config: ClusterConfig): string {
     consensus: formatHostPort(v.consensus),
     http: formatHostPort(v.http),
   }));
-  return JSON.stringify({ chainId: config.chainId, validators }, null, 2) + "\n";
+  const links = config.links === undefined ? {} : { links: config.links };
+  return JSON.stringify({ chainId: config.chainId, validators, ...links }, null, 2) + "\n";
 }
 
 /**

@@ -4,12 +4,16 @@
  *
  * ```
  * deno task init --replicas N --dir DIR [--base-port P] [--powers 1,1,2,...]
- *                [--host 127.0.0.1 | --hosts H0,H1,...] [--chain-id ID] [--force]
+ *                [--host 127.0.0.1 | --hosts H0,H1,...] [--chain-id ID] [--plaintext] [--force]
  * ```
  *
  * Replica `i` gets the consensus address `host:(P + 2i)` and the HTTP address `host:(P + 2i + 1)`
  * (base port 9000 by default). With `--hosts` (one host per replica, for replicas on separate
- * machines) replica `i` gets `Hi:P` and `Hi:(P + 1)` instead. Existing files are not overwritten unless `--force`. Bad flags
+ * machines) replica `i` gets `Hi:P` and `Hi:(P + 1)` instead.
+ *
+ * The cluster's consensus links are encrypted (`"links": "encrypted"`: an X25519 key exchange
+ * signed by the validator keys, then AES-256-GCM; nothing else to generate). `--plaintext`
+ * writes `"links": "plaintext"` instead, for local tests only. Existing files are not overwritten unless `--force`. Bad flags
  * print one line and exit 2.
  *
  * @module
@@ -50,6 +54,8 @@ export interface InitOptions {
   readonly chainId?: string;
   /** Overwrite existing files. */
   readonly force?: boolean;
+  /** Plaintext consensus links (local tests only). Default: encrypted. */
+  readonly plaintext?: boolean;
 }
 
 /** What {@link initCluster} wrote. */
@@ -97,7 +103,8 @@ export async function initCluster(options: InitOptions): Promise<InitResult> {
     consensus: { hostname: hosts[i]!, port: ports[i]!.consensus } satisfies HostPort,
     http: { hostname: hosts[i]!, port: ports[i]!.http } satisfies HostPort,
   }));
-  const config: ClusterConfig = { chainId, validators };
+  const links = options.plaintext === true ? "plaintext" : "encrypted";
+  const config: ClusterConfig = { chainId, validators, links };
   const text = formatClusterConfig(config);
   // Whatever we write must read back: the same strict checks as `deno task replica`.
   parseClusterConfig(text, "the generated cluster file");
@@ -168,6 +175,7 @@ const FLAGS = {
   hosts: { type: "string" },
   "chain-id": { type: "string" },
   force: { type: "boolean" },
+  plaintext: { type: "boolean" },
 } as const;
 
 /**
@@ -200,8 +208,12 @@ export async function initMain(args: readonly string[]): Promise<number> {
     hosts,
     chainId,
     force: f.force === true,
+    plaintext: f.plaintext === true,
   });
-  console.log(`wrote ${r.configPath} (chain ${r.config.chainId}, ${replicas} replicas)`);
+  console.log(
+    `wrote ${r.configPath} (chain ${r.config.chainId}, ${replicas} replicas, ` +
+      `${r.config.links} consensus links)`,
+  );
   for (const [i, v] of r.config.validators.entries()) {
     console.log(
       `  ${v.name}: power ${v.power}, consensus ${v.consensus.hostname}:${v.consensus.port}, ` +

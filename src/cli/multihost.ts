@@ -11,7 +11,7 @@
  *    veth pair, each with its own address in a private /24 (`10.231.X.1` .. `10.231.X.4`, X from
  *    the process id; the bridge is `.254`). Traffic goes only to these addresses.
  * 2. **Cluster.** `deno task init --replicas 4 --hosts <the four addresses>` (the ordinary CLI,
- *    as a subprocess), then one `examples/kv_store/replica.ts` per host under
+ *    as a subprocess; its default, encrypted consensus links), then one `examples/kv_store/replica.ts` per host under
  *    `ip netns exec`, with the ordinary flags.
  * 3. **Load.** Four clients in the default namespace write through random replicas (as the kill
  *    loop's clients do: each key once, every 200 remembered as acknowledged).
@@ -78,6 +78,8 @@ export interface MultihostReport {
   readonly commonHeight: number;
   /** Faults injected, in order. */
   readonly faults: readonly string[];
+  /** The consensus links, as the cluster file says (`deno task init`'s default: encrypted). */
+  readonly links: "encrypted" | "plaintext";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -403,6 +405,7 @@ async function check(
     clientErrors: clients.errors,
     commonHeight: Math.min(...chains.map((c) => c.length)),
     faults,
+    links: cluster.config.links ?? "encrypted",
   };
 }
 
@@ -448,7 +451,9 @@ export async function multihostMain(args: readonly string[]): Promise<number> {
     log: (line) => console.log(line),
   });
   console.log(
-    `faults: ${report.faults.join("; ")}; ${report.commonHeight} common committed heights, ` +
+    `${report.links} links; faults: ${
+      report.faults.join("; ")
+    }; ${report.commonHeight} common committed heights, ` +
       `${report.disagreements} disagreements, ${report.clientErrors} client requests not ` +
       `acknowledged`,
   );

@@ -106,6 +106,7 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
       listenHttp: listenHttp ?? me.http,
       peers: peersOf(config),
       pacemaker: { viewTimeoutMinMs, viewTimeoutMaxMs: LAN_VIEW_TIMEOUT_MAX_MS },
+      network: { encryptLinks: config.links !== "plaintext" },
       logLevel: logLevel as LogLevel,
       name: me.name,
       signal: stop.signal,

@@ -171,6 +171,11 @@ export interface NetworkOptions extends ConnectionLimits {
   readonly log?: NetLog;
   /** Random numbers in [0, 1) for backoff jitter. Default `Math.random`. */
   readonly random?: () => number;
+  /**
+   * Encrypt every link (handshake version 2, `link_cipher.ts`) and refuse plaintext peers.
+   * `false` runs plaintext links, an explicit choice for local tests. Default true.
+   */
+  readonly encryptLinks?: boolean;
 }
 
 /** Options of {@link ConnectionManager}. */
@@ -777,6 +782,7 @@ export class ConnectionManager {
         expectedPeer: expected?.key,
         handshakeTimeoutMs: this.#limits.handshakeTimeoutMs,
         handshakeFrameBytesMax: this.#limits.handshakeFrameBytesMax,
+        encrypt: this.#options.encryptLinks ?? true,
       });
     } catch (e) {
       if (this.#closed) return null;

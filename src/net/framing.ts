@@ -16,6 +16,8 @@ import { assert, HotStuffError } from "../errors.ts";
 export const FRAME_HEADER_BYTES = 4;
 /** Largest payload a 4-byte header can announce. */
 export const FRAME_BYTES_LIMIT = 0xffff_ffff;
+/** The most bytes a {@link FrameCipher} may add to a payload. */
+export const SEALED_OVERHEAD_BYTES_MAX = 64;
 /** Default `frameBytesMax`: 8 MiB. */
 export const DEFAULT_FRAME_BYTES_MAX: number = 8 * 1024 * 1024;
 /** Default `readIdleTimeoutMs`: 30 s for one whole frame to arrive. */
@@ -51,7 +53,10 @@ export type FrameErrorReason =
   | "truncated-frame"
   | "read-timeout"
   | "read-failed"
-  | "write-failed";
+  | "write-failed"
+  | "decrypt-failed"
+  | "bad-key-exchange"
+  | "sequence-exhausted";
 
 /**
  * A framing failure: the connection it happened on must be closed.
@@ -401,6 +406,19 @@ export async function writeAll(sink: ByteSink, bytes: Uint8Array): Promise<void>
 export interface FramedConnOptions extends FrameReaderOptions {}
 
 /**
+ * Seals frame payloads before they are written and opens them after they are read, in order
+ * (`link_cipher.ts`'s `LinkCipher` is one). Installed by the handshake.
+ */
+export interface FrameCipher {
+  /** Bytes a sealed payload adds. */
+  readonly overheadBytes: number;
+  /** The sealed form of the next payload written. */
+  seal(payload: Uint8Array): Promise<Uint8Array>;
+  /** The payload of the next sealed frame read; throws a {@link FrameError} if it does not open. */
+  open(sealed: Uint8Array): Promise<Uint8Array>;
+}
+
+/**
  * A `Deno.Conn` that speaks frames: one {@link FrameReader}, batched writes, idempotent close.
  *
  * @example
@@ -426,6 +444,7 @@ export class FramedConn {
   readonly remoteAddress: string;
   readonly #reader: FrameReader;
   readonly #frameBytesMax: number;
+  #cipher: FrameCipher | null = null;
   #closed = false;
 
   /**
@@ -439,10 +458,27 @@ export class FramedConn {
     this.localAddress = addressOf(conn.localAddr);
     this.remoteAddress = addressOf(conn.remoteAddr);
     this.#frameBytesMax = options.frameBytesMax ?? DEFAULT_FRAME_BYTES_MAX;
+    // Room for a cipher's overhead; `next` applies the exact limit.
+    const readerMax = Math.min(FRAME_BYTES_LIMIT, this.#frameBytesMax + SEALED_OVERHEAD_BYTES_MAX);
     this.#reader = new FrameReader(
       { read: (p) => conn.read(p), close: () => this.close() },
-      options,
+      { ...options, frameBytesMax: readerMax },
     );
+  }
+
+  /**
+   * From now on, seals every payload written and opens every payload read with `cipher`. Call
+   * it between two frames, with no read or write under way (the handshake does, when it ends).
+   */
+  secure(cipher: FrameCipher): void {
+    assert(this.#cipher === null, "FramedConn.secure called twice");
+    assert(cipher.overheadBytes <= SEALED_OVERHEAD_BYTES_MAX, "cipher overhead too large");
+    this.#cipher = cipher;
+  }
+
+  /** True once {@link FramedConn.secure} installed a cipher. */
+  get secured(): boolean {
+    return this.#cipher !== null;
   }
 
   /** True once {@link FramedConn.close} ran (by us, or by the reader after a failure). */
@@ -455,8 +491,17 @@ export class FramedConn {
    *
    * @throws {FrameError} see {@link FrameReader.next}
    */
-  next(frameBytesMax?: number): Promise<Uint8Array | null> {
-    return this.#reader.next(frameBytesMax);
+  async next(frameBytesMax: number = this.#frameBytesMax): Promise<Uint8Array | null> {
+    const cipher = this.#cipher;
+    if (cipher === null) return await this.#reader.next(frameBytesMax);
+    const sealed = await this.#reader.next(frameBytesMax + cipher.overheadBytes);
+    if (sealed === null) return null;
+    try {
+      return await cipher.open(sealed);
+    } catch (e) {
+      this.close();
+      throw toFrameError(e, "decrypt-failed");
+    }
   }
 
   /**
@@ -474,7 +519,22 @@ export class FramedConn {
    * @throws {FrameError} `frame-too-large` or `write-failed`
    */
   async writeBatch(payloads: readonly Uint8Array[]): Promise<void> {
-    await writeAll(this.conn, encodeFrames(payloads, this.#frameBytesMax));
+    const cipher = this.#cipher;
+    if (cipher === null) {
+      await writeAll(this.conn, encodeFrames(payloads, this.#frameBytesMax));
+      return;
+    }
+    for (const p of payloads) {
+      if (p.length > this.#frameBytesMax) {
+        throw new FrameError(
+          "frame-too-large",
+          `payload of ${p.length} bytes exceeds frameBytesMax ${this.#frameBytesMax}`,
+        );
+      }
+    }
+    // Sealed in write order: the sequence numbers are taken now, before any await.
+    const sealed = await Promise.all(payloads.map((p) => cipher.seal(p)));
+    await writeAll(this.conn, encodeFrames(sealed, this.#frameBytesMax + cipher.overheadBytes));
   }
 
   /**

@@ -14,20 +14,30 @@
  * All of it must finish within `handshakeTimeoutMs` (default 5 s). Any failure is a
  * {@link HandshakeError} with a reason, and the caller closes the connection.
  *
- * The handshake authenticates the peer's key; it does not encrypt or bind the channel, so a relay
- * in the middle could take over after it. Consensus messages carry their own signatures, which is
- * what the protocol relies on; the transport identity is for routing and accounting.
+ * **Encrypted links (version 2, the default).** Each HELLO also carries a fresh X25519 ephemeral
+ * key, `[2, chainId, publicKey, nonce, ephemeralKey]`, and each PROOF signs both ephemeral keys as
+ * well ({@link handshakeSignedBytesV2}). Both sides then derive one AES-256-GCM key per direction
+ * from the X25519 secret and seal every later frame (`link_cipher.ts`, which also says why this and
+ * not TLS). A relay in the middle can neither read the frames nor inject, replay or reorder any.
+ * With `encrypt: false` (an explicit choice, for local tests) the handshake is version 1, as
+ * above, and frames travel in the clear; a side of either kind refuses the other
+ * (`link-mode-mismatch`), so a cluster never half-encrypts.
  *
  * @module
  */
 import { decodeValue, encodeValue } from "../codec.ts";
 import type { Signer, Verifier } from "../crypto.ts";
-import { DecodeError, HotStuffError } from "../errors.ts";
+import { assert, DecodeError, HotStuffError } from "../errors.ts";
 import { bytesEqual, SignatureDomain, toHex } from "../types.ts";
-import { FrameError, FrameType } from "./framing.ts";
+import { type FrameCipher, FrameError, FrameType } from "./framing.ts";
+import { deriveLinkCipher, EPHEMERAL_KEY_BYTES, generateEphemeralKey } from "./link_cipher.ts";
 
-/** Version number in the HELLO; a peer with another version is refused. */
+/** Version number in a plaintext HELLO. */
 export const HANDSHAKE_VERSION = 1;
+/** Version number in an encrypting HELLO (one that carries an ephemeral key). */
+export const HANDSHAKE_VERSION_ENCRYPTED = 2;
+/** The domain tag a version 2 PROOF signs. */
+export const HANDSHAKE_V2_DOMAIN = "hotstuff/handshake/v2";
 /** Bytes of a handshake nonce. */
 export const NONCE_BYTES = 32;
 /** Default `handshakeTimeoutMs`: 5 s for the whole exchange. */
@@ -47,6 +57,8 @@ export type HandshakeErrorReason =
   | "unexpected-peer"
   | "nonce-reuse"
   | "bad-signature"
+  | "link-mode-mismatch"
+  | "bad-key-exchange"
   | "handshake-timeout"
   | "closed"
   | "frame-too-large"
@@ -87,6 +99,8 @@ export interface Hello {
   readonly publicKey: Uint8Array;
   /** 32 fresh random bytes that the other side must sign. */
   readonly nonce: Uint8Array;
+  /** The sender's X25519 ephemeral public key (version 2), or null (version 1, plaintext). */
+  readonly ephemeral?: Uint8Array | null;
 }
 
 /** Either a decoded value, or why it was refused (reason `bad-hello` or `bad-proof`). */
@@ -96,7 +110,8 @@ export type HandshakeDecodeResult<T> = { ok: true; value: T } | {
 };
 
 /**
- * The frame payload of a HELLO: the type byte, then CBOR `[1, chainId, publicKey, nonce]`.
+ * The frame payload of a HELLO: the type byte, then CBOR `[1, chainId, publicKey, nonce]`, or
+ * `[2, chainId, publicKey, nonce, ephemeral]` when it carries an ephemeral key.
  *
  * @example
  * ```ts
@@ -106,10 +121,11 @@ export type HandshakeDecodeResult<T> = { ok: true; value: T } | {
  * ```
  */
 export function encodeHello(hello: Hello): Uint8Array {
-  return withType(
-    FrameType.hello,
-    encodeValue([HANDSHAKE_VERSION, hello.chainId, hello.publicKey, hello.nonce]),
-  );
+  const e = hello.ephemeral ?? null;
+  const fields = e === null
+    ? [HANDSHAKE_VERSION, hello.chainId, hello.publicKey, hello.nonce]
+    : [HANDSHAKE_VERSION_ENCRYPTED, hello.chainId, hello.publicKey, hello.nonce, e];
+  return withType(FrameType.hello, encodeValue(fields));
 }
 
 /**
@@ -123,9 +139,10 @@ export function encodeHello(hello: Hello): Uint8Array {
  */
 export function decodeHello(payload: Uint8Array): HandshakeDecodeResult<Hello> {
   return decodeTyped(payload, FrameType.hello, "bad-hello", (v) => {
-    const a = fields(v, "hello", 4);
-    if (a[0] !== HANDSHAKE_VERSION) {
-      throw new DecodeError("bad-version", `hello: version ${String(a[0])}, expected 1`);
+    const encrypted = Array.isArray(v) && v[0] === HANDSHAKE_VERSION_ENCRYPTED;
+    const a = fields(v, "hello", encrypted ? 5 : 4);
+    if (a[0] !== HANDSHAKE_VERSION && !encrypted) {
+      throw new DecodeError("bad-version", `hello: version ${String(a[0])}, expected 1 or 2`);
     }
     const chainId = a[1];
     if (typeof chainId !== "string" || chainId.length === 0) {
@@ -138,6 +155,7 @@ export function decodeHello(payload: Uint8Array): HandshakeDecodeResult<Hello> {
       chainId,
       publicKey: bytesField(a[2], "hello public key", 32),
       nonce: bytesField(a[3], "hello nonce", NONCE_BYTES),
+      ephemeral: encrypted ? bytesField(a[4], "hello ephemeral key", EPHEMERAL_KEY_BYTES) : null,
     };
   });
 }
@@ -192,6 +210,35 @@ export function handshakeSignedBytes(
 }
 
 /**
+ * The bytes a version 2 (encrypting) PROOF signs: canonical CBOR of `["hotstuff/handshake/v2",
+ * chainId, nonce, publicKey, ownEphemeral, peerEphemeral]`, where `nonce` is the other side's
+ * nonce, `publicKey` the signer's own key, and the ephemeral keys the signer's and the one it
+ * received. Signing both ephemeral keys is what keeps a relay from substituting its own.
+ *
+ * @example
+ * ```ts
+ * import { handshakeSignedBytesV2 } from "./handshake.ts";
+ * const k = new Uint8Array(32);
+ * handshakeSignedBytesV2("c", k, k, { own: k, peer: k });
+ * ```
+ */
+export function handshakeSignedBytesV2(
+  chainId: string,
+  nonce: Uint8Array,
+  publicKey: Uint8Array,
+  ephemeral: { readonly own: Uint8Array; readonly peer: Uint8Array },
+): Uint8Array {
+  return encodeValue([
+    HANDSHAKE_V2_DOMAIN,
+    chainId,
+    nonce,
+    publicKey,
+    ephemeral.own,
+    ephemeral.peer,
+  ]);
+}
+
+/**
  * What the transport needs of the validator set: who is a member. `ValidatorSet` is one.
  */
 export interface Membership {
@@ -209,6 +256,8 @@ export interface FrameChannel {
   write(payload: Uint8Array): Promise<void>;
   /** Closes the channel; pending reads and writes fail. Idempotent. */
   close(): void;
+  /** Seals every later frame with `cipher` (needed for an encrypting handshake). */
+  secure?(cipher: FrameCipher): void;
 }
 
 /** Options of {@link handshake}. */
@@ -229,6 +278,11 @@ export interface HandshakeOptions {
   readonly handshakeFrameBytesMax?: number;
   /** Source of nonces. Default `crypto.getRandomValues`. */
   readonly randomBytes?: (length: number) => Uint8Array;
+  /**
+   * Encrypt the link (handshake version 2) and refuse a plaintext peer; `false` for a plaintext
+   * link (version 1) that refuses an encrypting peer. Default true.
+   */
+  readonly encrypt?: boolean;
 }
 
 /**
@@ -272,34 +326,67 @@ async function exchange(channel: FrameChannel, options: HandshakeOptions): Promi
   const { chainId, signer } = options;
   const max = options.handshakeFrameBytesMax ?? DEFAULT_HANDSHAKE_FRAME_BYTES_MAX;
   const random = options.randomBytes ?? randomBytes;
+  const encrypt = options.encrypt ?? true;
+  assert(!encrypt || channel.secure !== undefined, "an encrypting handshake needs secure()");
   const nonce = random(NONCE_BYTES);
+  const ephemeral = encrypt ? await generateEphemeralKey() : null;
   // Step 1: HELLO.
-  await channel.write(encodeHello({ chainId, publicKey: signer.publicKey, nonce }));
+  const ownHello = { chainId, publicKey: signer.publicKey, nonce, ephemeral: ephemeral?.publicKey };
+  await channel.write(encodeHello(ownHello));
   // Step 2: the peer's HELLO.
-  const hello = decodeHello(await nextFrame(channel, max, "hello"));
-  if (!hello.ok) throw hello.error;
-  checkHello(hello.value, nonce, options);
-  // Step 3: our PROOF over the peer's nonce.
+  const decoded = decodeHello(await nextFrame(channel, max, "hello"));
+  if (!decoded.ok) throw decoded.error;
+  const hello = decoded.value;
+  checkHello(hello, nonce, options);
+  const peerEphemeral = hello.ephemeral ?? null;
+  if ((peerEphemeral !== null) !== encrypt) {
+    throw new HandshakeError(
+      "link-mode-mismatch",
+      `peer ${toHex(hello.publicKey)} wants ${
+        peerEphemeral === null ? "plaintext" : "encrypted"
+      } ` +
+        `links, we want ${encrypt ? "encrypted" : "plaintext"} links`,
+    );
+  }
+  const keys = ephemeral === null || peerEphemeral === null
+    ? null
+    : { own: ephemeral.publicKey, peer: peerEphemeral };
+  const cipher = ephemeral === null || peerEphemeral === null ? null : deriveLinkCipher({
+    chainId,
+    own: ephemeral,
+    peerEphemeral,
+    ownKey: signer.publicKey,
+    peerKey: hello.publicKey,
+    ownNonce: nonce,
+    peerNonce: hello.nonce,
+  });
+  cipher?.catch(() => {}); // awaited below; a failure must not go unhandled meanwhile
+  // Step 3: our PROOF over the peer's nonce (and both ephemeral keys).
   let signature: Uint8Array;
   try {
     signature = await signer.sign(
-      handshakeSignedBytes(chainId, hello.value.nonce, signer.publicKey),
+      keys === null
+        ? handshakeSignedBytes(chainId, hello.nonce, signer.publicKey)
+        : handshakeSignedBytesV2(chainId, hello.nonce, signer.publicKey, keys),
     );
   } catch (e) {
     throw new HandshakeError("sign-failed", e instanceof Error ? e.message : String(e));
   }
   await channel.write(encodeProof(signature));
-  // Step 4: the peer's PROOF over our nonce.
+  // Step 4: the peer's PROOF over our nonce (and both ephemeral keys, seen from its side).
   const proof = decodeProof(await nextFrame(channel, max, "proof"));
   if (!proof.ok) throw proof.error;
-  const signed = handshakeSignedBytes(chainId, nonce, hello.value.publicKey);
-  if (!(await options.verifier.verify(hello.value.publicKey, signed, proof.value))) {
+  const signed = keys === null
+    ? handshakeSignedBytes(chainId, nonce, hello.publicKey)
+    : handshakeSignedBytesV2(chainId, nonce, hello.publicKey, { own: keys.peer, peer: keys.own });
+  if (!(await options.verifier.verify(hello.publicKey, signed, proof.value))) {
     throw new HandshakeError(
       "bad-signature",
-      `handshake proof of ${toHex(hello.value.publicKey)} does not verify`,
+      `handshake proof of ${toHex(hello.publicKey)} does not verify`,
     );
   }
-  return hello.value.publicKey;
+  if (cipher !== null) channel.secure!(await cipher);
+  return hello.publicKey;
 }
 
 /** Step 2's checks, in order; the first that fails is the reason. */

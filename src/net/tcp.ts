@@ -18,7 +18,7 @@
  *
  * | type | name | body |
  * |---|---|---|
- * | `0x10` | HELLO | CBOR `[1, chainId: text, publicKey: bytes(32), nonce: bytes(32)]` |
+ * | `0x10` | HELLO | CBOR `[1, chainId: text, publicKey: bytes(32), nonce: bytes(32)]`; encrypted links: `[2, chainId, publicKey, nonce, ephemeral: bytes(32)]` |
  * | `0x11` | PROOF | CBOR `[signature: bytes(64)]` |
  * | `0x00` | PING | empty |
  * | `0x01` | PONG | empty |
@@ -37,6 +37,12 @@
  *
  * All four within `handshakeTimeoutMs` (default 5 s) or `handshake-timeout`. Before the
  * handshake is done, no other frame type is accepted.
+ *
+ * **Encrypted links** (the default; `encryptLinks: false` for plaintext, local tests only): the
+ * HELLO is version 2 and carries an X25519 ephemeral key, the PROOF also signs both ephemeral
+ * keys, and every later frame payload is sealed with AES-256-GCM, one key per direction
+ * (`handshake.ts`, `link_cipher.ts`; a frame that does not open closes the connection,
+ * `decrypt-failed`). A replica refuses a peer of the other kind (`link-mode-mismatch`).
  *
  * **After the handshake**, either side may send PING, PONG and MESSAGE frames in any order.
  * A PING is answered with a PONG. Every `keepaliveIntervalMs` (default 5 s) each side sends a

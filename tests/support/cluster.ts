@@ -264,8 +264,8 @@ export interface InProcessClusterOptions {
   readonly run?: readonly number[];
   /** Pacemaker timing. Default 250 ms minimum, 2 s maximum. */
   readonly pacemaker?: PacemakerOptions;
-  /** Consensus TCP limits of every replica. */
-  readonly network?: ConnectionLimits;
+  /** Consensus TCP limits of every replica, and whether links are encrypted (default true). */
+  readonly network?: ConnectionLimits & { readonly encryptLinks?: boolean };
 }
 
 /** A running in-process cluster. */
