@@ -153,6 +153,20 @@ export {
 } from "./src/net/http.ts";
 export { type FetchTarget, HttpNodeSource, type HttpPeerStatus } from "./src/net/catchup.ts";
 export {
+  Admission,
+  type AdmissionAuth,
+  type AdmissionLimits,
+  type AdmissionOptions,
+  type AdmissionStats,
+  AUTH_HEADER,
+  DEFAULT_ADMISSION_LIMITS,
+  type Refusal,
+  type RouteClass,
+  signRequest,
+  type Ticket,
+} from "./src/net/admission.ts";
+export type { Membership } from "./src/net/handshake.ts";
+export {
   errorResponse,
   jsonResponse,
   readBodyLimited,

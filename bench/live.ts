@@ -31,14 +31,14 @@ export interface LiveContext extends BenchContext {
  * ```
  */
 export async function runLiveSection(
-  id: "a" | "b" | "f",
+  id: "a" | "b" | "f" | "g",
   ctx: LiveContext,
 ): Promise<SectionResult> {
   const args = ["run", "--allow-all", "--config", DENO_JSON, CHILD, "--section", id];
   if (ctx.quick) args.push("--quick");
   if (ctx.long) args.push("--long");
   if (id === "a" && ctx.cpuProfDir) args.push("--cpu-prof", ctx.cpuProfDir);
-  if (id !== "f" && ctx.timed === true) args.push("--timed");
+  if ((id === "a" || id === "b") && ctx.timed === true) args.push("--timed");
   const child = new Deno.Command(Deno.execPath(), {
     args,
     stdin: "null",
@@ -115,4 +115,17 @@ export function runLightLoad(ctx: LiveContext): Promise<SectionResult> {
  */
 export function runMemory(ctx: LiveContext): Promise<SectionResult> {
   return runLiveSection("f", ctx);
+}
+
+/**
+ * Section (g): writes under an HTTP read flood (see bench/flood.ts).
+ *
+ * @example
+ * ```ts
+ * import { runFlood } from "./live.ts";
+ * // await runFlood({ quick: true, long: false, log: console.error });
+ * ```
+ */
+export function runFlood(ctx: LiveContext): Promise<SectionResult> {
+  return runLiveSection("g", ctx);
 }

@@ -12,6 +12,7 @@
  *   [--warmup-s 3] [--window-s 10]
  * deno run -A bench/live_child.ts --section b [--quick] [--timed]
  * deno run -A bench/live_child.ts --section f [--quick | --long]
+ * deno run -A bench/live_child.ts --section g [--quick]
  * ```
  *
  * `--sizes` and `--outstanding` make every combination (sizes outer); given, they replace the
@@ -22,6 +23,7 @@
  */
 import { parseArgs } from "node:util";
 import type { SectionResult } from "./figures.ts";
+import { floodSection } from "./flood.ts";
 import { memorySection } from "./memory.ts";
 import type { LiveOptions, LoadCase } from "./saturated.ts";
 import {
@@ -65,8 +67,10 @@ async function main(args: string[]): Promise<SectionResult> {
       });
     case "f":
       return await memorySection({ quick, long: values.long, log });
+    case "g":
+      return await floodSection({ quick, log });
     default:
-      throw new Error(`--section must be a, b or f: ${values.section}`);
+      throw new Error(`--section must be a, b, f or g: ${values.section}`);
   }
 }
 

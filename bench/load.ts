@@ -30,6 +30,8 @@ export interface LoadOptions {
   readonly windowMs: number;
   /** First client number (distinct per run on one cluster; commands are unique anyway). */
   readonly firstClient?: number;
+  /** Replicas the clients write through (base URLs). Default: every replica, in turn. */
+  readonly urls?: readonly string[];
   /** Called once per second from the start to the end of the window (e.g. to sample RSS). */
   readonly onSecond?: (secondsSinceStart: number) => Promise<void> | void;
 }
@@ -100,7 +102,7 @@ export async function runLoad(cluster: BenchCluster, o: LoadOptions): Promise<Lo
         DENO_JSON,
         CLIENT_ENTRY,
         "--urls",
-        cluster.urls.join(","),
+        (o.urls ?? cluster.urls).join(","),
         "--client",
         String((o.firstClient ?? 0) + c),
         "--size",

@@ -7,13 +7,15 @@
  * - c: scaling, n ∈ {4, 16, 64, 128} replicas in one process with real signatures;
  * - d: catch-up rate of a replica 10,000 Nodes behind;
  * - e: restart time with 100,000 committed Nodes on disk;
- * - f: memory (RSS of each replica) over a run at full load.
+ * - f: memory (RSS of each replica) over a run at full load;
+ * - g: writes through one replica while wrk floods another with expensive reads
+ *   (`floodWriteRatio`, bench/flood.ts).
  *
  * It prints a table (section, figure, value, unit, target) and, with `--json FILE`, writes every
  * figure with its details. `--quick` runs a short subset (under 60 s). The bench reports; it
  * never passes or fails on a figure (the exit code is non-zero only when the harness breaks).
  *
- * Sections a, b and f run in a child process each (bench/live.ts). `--cpu-prof DIR` runs one
+ * Sections a, b, f and g run in a child process each (bench/live.ts). `--cpu-prof DIR` runs one
  * replica of section a under the V8 profiler; `--timed` runs one replica of sections a and b
  * with wall-time accounting (bench/timed_replica.ts). With `--plot` (or `--plot-file FILE`), or
  * with `--json` in a full run, section a's points (and b's) are drawn as a throughput-latency
@@ -26,7 +28,8 @@ import { runCatchUpSection } from "./catchup.ts";
 import type { Section, SectionResult } from "./figures.ts";
 import { formatTable, notMeasured } from "./figures.ts";
 import type { LiveContext } from "./live.ts";
-import { runLightLoad, runMemory, runSaturated } from "./live.ts";
+import { runFlood, runLightLoad, runMemory, runSaturated } from "./live.ts";
+import { floodSummary } from "./flood.ts";
 import { DEFAULT_PLOT_PATH, plotFromSection } from "./plot.ts";
 import { runRestart } from "./restart.ts";
 import { runScaling } from "./scaling.ts";
@@ -39,13 +42,14 @@ export const SECTIONS: readonly Section[] = [
   { id: "d", title: "Catch-up", run: runCatchUpSection },
   { id: "e", title: "Restart", run: runRestart },
   { id: "f", title: "Memory", run: runMemory },
+  { id: "g", title: "Writes under a read flood", run: runFlood },
 ];
 
 const USAGE = `Usage: deno task bench [options]
 
   --quick        a short subset (whole run under 60 s)
   --long         the long memory run (section f: 10 minutes)
-  --only a,b,..  only these sections (letters a-f)
+  --only a,b,..  only these sections (letters a-g)
   --json FILE    also write every figure and its details to FILE
   --plot         draw section a's throughput-latency curve as SVG into
                  docs/throughput-latency.svg (--json in a full run implies it)
@@ -199,6 +203,8 @@ async function main(): Promise<number> {
       elapsedMs,
       args,
       machine: machine(),
+      // Headline figures, one key each (issue 14's: floodWriteRatio).
+      summary: { ...floodSummary(results) },
       sections: results,
     };
     await Deno.writeTextFile(args.json, JSON.stringify(report, null, 2) + "\n");

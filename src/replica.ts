@@ -76,6 +76,7 @@ import {
   RouteError,
 } from "./net/http.ts";
 import { ConsensusTcp } from "./net/tcp.ts";
+import { type AdmissionOptions, signRequest } from "./net/admission.ts";
 import {
   readCommitted,
   type Storage,
@@ -162,8 +163,11 @@ export interface ReplicaOptions {
   readonly mempool?: Omit<MempoolOptions, "onCommitted" | "onDropped">;
   /** Consensus TCP limits, and whether links are encrypted (default true). */
   readonly network?: ConnectionLimits & { readonly encryptLinks?: boolean };
-  /** HTTP API limits. Default request timeout 60 s (to let `?wait=commit` wait). */
-  readonly http?: Partial<HttpApiLimits>;
+  /**
+   * HTTP API limits and admission limits (`net/admission.ts`; validators' signed catch-up
+   * requests are served first). Default request timeout 60 s (to let `?wait=commit` wait).
+   */
+  readonly http?: Partial<HttpApiLimits> & { readonly admission?: AdmissionOptions };
   /**
    * Application state values cached in memory (exact: every write goes through the cache), for
    * the machine's reads and `committedState`. Default 20,000.
@@ -332,6 +336,7 @@ export class Replica implements NodeTreeView {
     this.#source = new HttpNodeSource({
       peers: peers.map((p) => ({ publicKey: p.publicKey, url: p.httpUrl })),
       log: netLog,
+      sign: (method, url) => signRequest(options.signer, { chainId: options.chainId, method, url }),
     });
     this.#http = new NodeTreeHttpApi({
       requestTimeoutMs: 60_000,
@@ -341,6 +346,14 @@ export class Replica implements NodeTreeView {
       view: this,
       extraRoutes: (request, url) => this.#routes(request, url),
       log: netLog,
+      admission: {
+        ...options.http?.admission,
+        auth: {
+          chainId: options.chainId,
+          validators: options.validators,
+          verifier: options.verifier ?? ed25519Verifier(),
+        },
+      },
     });
     const queueMax = options.forwardQueueMax ?? 50_000;
     const queueBytesMax = options.forwardQueueBytesMax ?? 64 * 1024 * 1024;

@@ -23,6 +23,7 @@ import {
   type HttpNodeSourceOptions,
 } from "../src/net/catchup.ts";
 import { NodeTreeHttpApi, type NodeTreeView } from "../src/net/http.ts";
+import { signRequest } from "../src/net/admission.ts";
 import { counterApp } from "../src/sim/counter_app.ts";
 import { FastSignatures } from "../src/sim/fast_signatures.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
@@ -559,11 +560,17 @@ async function farReplica(
     port: 0,
     view: chainView(() => chain.nodes),
     log: () => {},
+    // As replicas do: the catch-up requests are signed, so the public read budget (which 1,000
+    // Nodes exceed) does not apply to them.
+    admission: {
+      auth: { chainId: FAR_CHAIN, validators: FAR_VALIDATORS, verifier: FAST.verifier },
+    },
   });
   await api.start();
   const source = new HttpNodeSource({
     peers: [{ publicKey: leader, url: `http://${HOST}:${api.port}` }],
     log: () => {},
+    sign: (method, url) => signRequest(me, { chainId: FAR_CHAIN, method, url }),
   });
   const app = counterApp();
   const engine = await Engine.open({

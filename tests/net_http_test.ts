@@ -138,6 +138,8 @@ async function withApi(
     view,
     rangeMax: 8,
     log: (event, fields) => logs.push({ event, fields }),
+    // These tests are about the routes; admission has its own tests (net_admission_test.ts).
+    admission: { clientReadRate: 1e6, clientReadBurst: 1e6, readRate: 1e6, readBurst: 1e6 },
     ...options,
   });
   await server.start();
@@ -244,7 +246,9 @@ Deno.test("http: GET /status answers the view's status as JSON", async () => {
   await withApi({}, async ({ base, view }) => {
     const a = await request(base, "/status");
     assertEquals(a.status, 200, "status");
-    assertEquals(json(a), view.status(), "body");
+    const { http, ...rest } = json(a) as Record<string, unknown>;
+    assertEquals(rest, view.status(), "body");
+    assertEquals((http as { admitted: { read: number } }).admitted.read, 1, "admission counters");
   });
 });
 
@@ -462,7 +466,8 @@ Deno.test("http: extra routes go first; null falls through to the built-in route
     const a = await request(base, "/kv/echo", { method: "POST", body: "hello" });
     assertEquals(a.status, 200, "extra route answered");
     assertEquals(json(a), { bytes: 5 }, "echo");
-    assertEquals(json(await request(base, "/status")), view.status(), "built-in route");
+    const { http: _, ...status } = json(await request(base, "/status")) as Record<string, unknown>;
+    assertEquals(status, view.status(), "built-in route");
     const bad = await request(base, "/kv/bad");
     assertEquals(
       [bad.status, (json(bad) as { reason: string }).reason],

@@ -301,6 +301,31 @@ async function copyToFile(stream: ReadableStream<Uint8Array>, path: string): Pro
 // HTTP client helpers
 
 /**
+ * `fetch`, retried while the replica answers `429` or `503` (its admission control: too many
+ * requests), after the `Retry-After` it gives (at most 2 s), until `deadlineMs` has passed.
+ *
+ * @example
+ * ```ts
+ * import { fetchPolitely } from "./cluster.ts";
+ * // const r = await fetchPolitely(`${url}/committed?from=1&to=256`);
+ * ```
+ */
+export async function fetchPolitely(
+  url: string,
+  init: RequestInit = {},
+  deadlineMs = 30_000,
+): Promise<Response> {
+  const deadline = performance.now() + deadlineMs;
+  for (;;) {
+    const r = await fetch(url, { ...init, signal: init.signal ?? AbortSignal.timeout(10_000) });
+    if ((r.status !== 429 && r.status !== 503) || performance.now() > deadline) return r;
+    await r.body?.cancel();
+    const after = Number(r.headers.get("retry-after"));
+    await sleep(Number.isFinite(after) && after > 0 ? Math.min(after * 1000, 2_000) : 200);
+  }
+}
+
+/**
  * `GET /status`, or null when the replica does not answer.
  *
  * @example
@@ -357,9 +382,7 @@ export async function putKv(
  * ```
  */
 export async function getKv(url: string, key: string): Promise<Uint8Array | null> {
-  const r = await fetch(`${url}/kv/${encodeURIComponent(key)}`, {
-    signal: AbortSignal.timeout(10_000),
-  });
+  const r = await fetchPolitely(`${url}/kv/${encodeURIComponent(key)}`);
   if (r.status === 404) {
     await r.body?.cancel();
     return null;
@@ -411,9 +434,7 @@ export async function committedHashes(url: string, from: number, to: number): Pr
   const out: string[] = [];
   for (let h = from; h <= to;) {
     const end = Math.min(to, h + 255);
-    const r = await fetch(`${url}/committed?from=${h}&to=${end}`, {
-      signal: AbortSignal.timeout(10_000),
-    });
+    const r = await fetchPolitely(`${url}/committed?from=${h}&to=${end}`);
     if (r.status !== 200) throw new Error(`GET /committed: ${r.status} ${await r.text()}`);
     const nodes = await r.json() as Array<{ node: { hash: string; height: number } }>;
     if (nodes.length === 0) break;

@@ -37,6 +37,7 @@
 import { intFlag, parseFlags, runMain } from "./flags.ts";
 import { Random } from "../sim/random.ts";
 import {
+  fetchPolitely,
   getKv,
   ProcessCluster,
   putKv,
@@ -465,9 +466,7 @@ export async function committedChain(url: string): Promise<CommittedNode[]> {
   const out: CommittedNode[] = [];
   for (let h = 1; h <= top;) {
     const to = Math.min(top, h + 255);
-    const r = await fetch(`${url}/committed?from=${h}&to=${to}`, {
-      signal: AbortSignal.timeout(10_000),
-    });
+    const r = await fetchPolitely(`${url}/committed?from=${h}&to=${to}`);
     if (r.status !== 200) throw new Error(`GET ${url}/committed: ${r.status} ${await r.text()}`);
     const nodes = (await r.json() as Array<{ node: CommittedNode }>).map((n) => n.node);
     if (nodes.length === 0) break;

@@ -34,6 +34,7 @@
  *
  * @module
  */
+import { AUTH_HEADER } from "./admission.ts";
 import type { FetchRequest } from "../consensus/core.ts";
 import { cborArrayLength, decodeNode, decodeValue, nodeHash } from "../codec.ts";
 import type { NodeSource } from "../engine.ts";
@@ -75,6 +76,11 @@ export interface HttpNodeSourceOptions {
   readonly now?: () => number;
   /** Log sink for `catchup:*` events. Default: `console.error`. */
   readonly log?: NetLog;
+  /**
+   * Signs each request as this replica's validator (`admission.ts`'s `signRequest`), so peers
+   * serve it before the public. Default: requests go unsigned.
+   */
+  readonly sign?: (method: string, url: URL) => Promise<string>;
 }
 
 /** The defaults of {@link HttpNodeSourceOptions}. */
@@ -141,6 +147,7 @@ export class HttpNodeSource implements NodeSource {
   readonly #random: () => number;
   readonly #now: () => number;
   readonly #log: NetLog;
+  readonly #sign: ((method: string, url: URL) => Promise<string>) | null;
   #target: FetchTarget | null = null;
   #closed = false;
 
@@ -159,6 +166,7 @@ export class HttpNodeSource implements NodeSource {
     checkInteger("skipMs", this.#skipMs, 0);
     this.#random = options.random ?? Math.random;
     this.#now = options.now ?? (() => performance.now());
+    this.#sign = options.sign ?? null;
     const log = options.log ?? defaultLog;
     this.#log = (event, fields) => {
       try {
@@ -270,8 +278,10 @@ export class HttpNodeSource implements NodeSource {
     url.pathname = `${url.pathname.replace(/\/+$/, "")}/chain`;
     url.search = `?from=${request.fromHeight}&limit=${request.limit}`;
     const signal = AbortSignal.any([abort, AbortSignal.timeout(this.#timeoutMs)]);
+    const headers: Record<string, string> = { accept: "application/cbor" };
+    if (this.#sign !== null) headers[AUTH_HEADER] = await this.#sign("GET", url);
     const response = await fetch(url, {
-      headers: { accept: "application/cbor" },
+      headers,
       redirect: "error",
       signal,
     });

@@ -7,7 +7,7 @@
  *
  * | method and path | answer |
  * |---|---|
- * | `GET /status` | JSON: the replica's status object (view, leader, committed height and hash, lock, highest QC, peers) |
+ * | `GET /status` | JSON: the replica's status object (view, leader, committed height and hash, lock, highest QC, peers), and `http`: the admission counters |
  * | `GET /nodes/{hash}` | the Node with that hash, with the QC that certifies it and whether it is committed |
  * | `GET /committed?from=H&to=H2` | committed Nodes of heights `H..H2` (inclusive), ascending, each as above |
  * | `GET /chain?from=H&limit=N` | CBOR only: up to `N` Nodes of the replica's chain from height `H` (the catch-up endpoint) |
@@ -51,15 +51,23 @@
  * | 404 | `not-found` | no such route, or no Node with that hash |
  * | 405 | `method-not-allowed` | a method other than `GET` on a route above (with `Allow: GET`) |
  * | 413 | `body-too-large` | a request whose `Content-Length` exceeds `bodyBytesMax`, or whose body outgrows it while an extra route reads it with {@link readBodyLimited} |
+ * | 401 | `bad-validator-auth` | a validator header that does not verify (`admission.ts`) |
+ * | 429 | `rate-limited` | the client is over its budget (`admission.ts`), with `Retry-After` |
  * | 500 | `internal` | a handler threw (logged as `http:handler-error`; the server keeps running) |
- * | 503 | `timeout` | no answer within `requestTimeoutMs` (logged as `http:timeout`) |
+ * | 503 | `timeout`, `busy` | no answer within `requestTimeoutMs` (logged as `http:timeout`); `busy`: a class in flight or the global read budget is full (`admission.ts`), with `Retry-After` |
  *
  * **Limits** (options of {@link NodeTreeHttpApi}, defaults in {@link DEFAULT_HTTP_API_LIMITS}):
  * `rangeMax` 256 Nodes per request, `bodyBytesMax` 1 MiB per request body, `responseBytesMax`
  * 32 MiB of encoded Nodes per answer, `requestTimeoutMs` 10 s per request.
  *
- * **Extra routes.** Every request goes first to `extraRoutes(request, url)` (after the
- * `Content-Length` check); when it answers `null`, the routes above apply. It may answer its own
+ * **Admission and oversized bodies.** Before any route, a request whose `Content-Length` exceeds
+ * `bodyBytesMax` is answered `413`, two seconds late per MiB announced (2 to 10 s), and every other
+ * request is admitted or refused by `admission.ts` (in-flight limits per class, read cost from
+ * the query, per-client and global budgets, validators' signed catch-up first). `/committed`
+ * reads 32 Nodes at a time and stops once the answer is full.
+ *
+ * **Extra routes.** Every request goes first to `extraRoutes(request, url)` (after admission and
+ * the `Content-Length` check); when it answers `null`, the routes above apply. It may answer its own
  * errors in the same shape with {@link errorResponse}.
  *
  * @module
@@ -69,6 +77,7 @@ import { assert, ConfigError, HotStuffError } from "../errors.ts";
 import type { Node, QuorumCertificate } from "../types.ts";
 import { toHex } from "../types.ts";
 import type { NetLog } from "./connections.ts";
+import { Admission, type AdmissionOptions, type Refusal } from "./admission.ts";
 
 /** A Node of the NodeTree with what a reader needs to trust it. */
 export interface NodeWithCertificate {
@@ -136,6 +145,11 @@ export interface HttpApiOptions extends Partial<HttpApiLimits> {
   readonly extraRoutes?: (request: Request, url: URL) => Promise<Response | null>;
   /** Log sink for `http:*` events. Default: `console.error`. */
   readonly log?: NetLog;
+  /**
+   * Admission control (`admission.ts`): in-flight limits per route class, read costs, per-client
+   * limits, validator authentication. Default: {@link DEFAULT_ADMISSION_LIMITS}, no validators.
+   */
+  readonly admission?: AdmissionOptions;
 }
 
 /**
@@ -208,6 +222,8 @@ export class NodeTreeHttpApi {
   readonly #o: HttpApiOptions;
   readonly #limits: HttpApiLimits;
   readonly #log: NetLog;
+  readonly #admission: Admission;
+  #tarpitted = 0;
   #server: Deno.HttpServer<Deno.NetAddr> | null = null;
   #closing: Promise<void> | null = null;
 
@@ -230,6 +246,7 @@ export class NodeTreeHttpApi {
     checkInteger("responseBytesMax", this.#limits.responseBytesMax, 1);
     checkInteger("requestTimeoutMs", this.#limits.requestTimeoutMs, 1, 2 ** 31 - 1);
     checkInteger("port", options.port, 0, 65535);
+    this.#admission = new Admission(options.admission);
     const log = options.log ?? defaultLog;
     this.#log = (event, fields) => {
       try {
@@ -289,9 +306,49 @@ export class NodeTreeHttpApi {
       port: this.#o.port,
       onListen: () => {},
       onError: (e) => this.#internalError("serve", e),
-    }, (request) => this.#handle(request));
+    }, (request, info) => this.#admit(request, info.remoteAddr.hostname));
     const addr = this.#server.addr;
     this.#log("http:listening", { address: `${addr.hostname}:${addr.port}` });
+  }
+
+  /** Admission first (`admission.ts`): a refused request costs next to nothing. */
+  async #admit(request: Request, remote: string): Promise<Response> {
+    const declared = contentLength(request.headers);
+    if (declared !== null && declared > this.#limits.bodyBytesMax) return this.#tarpit(declared);
+    const verdict = await this.#admission.admit(request, remote);
+    if ("status" in verdict) {
+      await request.body?.cancel().catch(() => {});
+      return refusalResponse(verdict);
+    }
+    try {
+      return await this.#handle(request);
+    } finally {
+      verdict.release();
+    }
+  }
+
+  /**
+   * `413` for an announced oversized body, answered two seconds late per MiB announced (2 to 10
+   * s) while fewer than {@link TARPIT_MAX} such answers wait (at once otherwise). The server reads a refused body to its end
+   * once it has answered (`Deno.serve` drains it to keep the connection), so the delay is what
+   * keeps a client from streaming oversized bodies at the rate of the link: while it waits, its
+   * connection stalls once the socket buffers are full.
+   */
+  async #tarpit(declared: number): Promise<Response> {
+    if (this.#tarpitted < TARPIT_MAX) {
+      this.#tarpitted++;
+      try {
+        const delayMs = Math.min(
+          OVERSIZE_DELAY_MAX_MS,
+          Math.max(1, Math.ceil(declared / MIB)) * OVERSIZE_DELAY_PER_MIB_MS,
+        );
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+      } finally {
+        this.#tarpitted--;
+      }
+    }
+    const e = tooLarge(`body of ${declared} bytes exceeds ${this.#limits.bodyBytesMax}`);
+    return errorResponse(e.status, e.reason, e.message);
   }
 
   /** Every request ends here in a response: a refusal, an error, or a timeout, never a throw. */
@@ -341,7 +398,9 @@ export class NodeTreeHttpApi {
     const query = readQuery(url.searchParams, match.route.query);
     switch (match.route.name) {
       case "status":
-        return Promise.resolve(jsonResponse(this.#o.view.status()));
+        return Promise.resolve(
+          jsonResponse({ ...this.#o.view.status(), http: this.#admission.stats() }),
+        );
       case "node":
         return this.#node(request, match.params.hash ?? "");
       case "committed":
@@ -370,13 +429,31 @@ export class NodeTreeHttpApi {
         `${to - from + 1} Nodes asked, at most ${this.#limits.rangeMax} per request`,
       );
     }
-    const found = await this.#o.view.committedRange(from, to);
-    const fits = fitting(found.slice(0, to - from + 1), this.#limits.responseBytesMax, (n) => {
-      const nodeBytes = encodeNode(n.node).length;
-      return nodeBytes + (n.certificate === null ? 0 : encodeQC(n.certificate).length);
-    });
+    const fits = await this.#committedFitting(from, to);
     if (acceptsCbor(request)) return cborResponse(encodeValue(fits.map(nodeWithCertificateCbor)));
     return jsonResponse(fits.map(nodeWithCertificateJson));
+  }
+
+  /**
+   * Committed Nodes `from..to` that fit `responseBytesMax`, read a chunk at a time, so a
+   * request never reads much beyond what it answers.
+   */
+  async #committedFitting(from: number, to: number): Promise<NodeWithCertificate[]> {
+    const out: NodeWithCertificate[] = [];
+    let bytes = 0;
+    for (let h = from; h <= to;) {
+      const end = Math.min(to, h + COMMITTED_CHUNK_NODES - 1);
+      const chunk = (await this.#o.view.committedRange(h, end)).slice(0, end - h + 1);
+      for (const n of chunk) {
+        bytes += encodeNode(n.node).length +
+          (n.certificate === null ? 0 : encodeQC(n.certificate).length);
+        if (bytes > this.#limits.responseBytesMax && out.length > 0) return out;
+        out.push(n);
+      }
+      if (chunk.length < end - h + 1) return out; // the replica has no more
+      h = end + 1;
+    }
+    return out;
   }
 
   async #chain(query: Map<string, string>): Promise<Response> {
@@ -503,6 +580,15 @@ export function readQuery(
 }
 
 const DIGITS = /^[0-9]{1,16}$/;
+const MIB = 1024 * 1024;
+/** How late an announced oversized body is refused, per MiB announced, ms. */
+const OVERSIZE_DELAY_PER_MIB_MS = 2_000;
+/** ... and at most, ms. */
+const OVERSIZE_DELAY_MAX_MS = 10_000;
+/** Refusals of oversized bodies waiting at once, at most (beyond: answered at once). */
+const TARPIT_MAX = 256;
+/** `/committed` reads this many Nodes at a time, and stops once the answer is full. */
+const COMMITTED_CHUNK_NODES = 32;
 const HASH_HEX = /^[0-9a-fA-F]{64}$/;
 
 /** A required non-negative decimal safe integer. */
@@ -654,6 +740,13 @@ export function errorResponse(
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
+
+function refusalResponse(refusal: Refusal): Response {
+  const response = errorResponse(refusal.status, refusal.reason, refusal.message);
+  if (refusal.retryAfterS === null) response.headers.delete("retry-after");
+  else response.headers.set("retry-after", String(refusal.retryAfterS));
+  return response;
+}
 
 function tooLarge(message: string): RouteError {
   return new RouteError(413, "body-too-large", message);
