@@ -9,7 +9,9 @@
  * Windows of the same length, alternating without and with the flood, A-B-A-B-A (quick: 5 s
  * each; full: A-B-A-B-A-B-A, 10 s each), so that a drift of a shared machine falls on both kinds
  * alike. The figure is `floodWriteRatio = mean flooded rate / mean unflooded rate`; every window's
- * rate is in the notes. Target ≥ 0.70. Without wrk on PATH the figure is not measured (and says
+ * rate is in the notes. Target ≥ 0.70. `FLOOD_KINDS=01` in the environment restricts the flood to
+ * some kinds (0 `/committed`, 1 `/chain`, 2 oversized bodies, 3 unknown routes), to see what each
+ * costs. Without wrk on PATH the figure is not measured (and says
  * why).
  *
  * @module
