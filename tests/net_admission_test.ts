@@ -106,6 +106,16 @@ Deno.test("admission: a validator's signed request is served while the public is
   assertEquals(a.stats().refused["bad-validator-auth"], 4, "counted");
 });
 
+Deno.test("admission: the addresses of one IPv6 /64 are one client; an IPv4-mapped address is its IPv4 client", async () => {
+  const { a } = withClock({ clientReadRate: 1, clientReadBurst: 256 });
+  admitted(await a.admit(get("/committed?from=1&to=256"), "2001:db8:0:1::1")).release();
+  const r = refused(await a.admit(get("/status"), "2001:db8:0:1:ffff::2"));
+  assertEquals(r.status, 429, "same /64");
+  admitted(await a.admit(get("/status"), "2001:db8:0:2::1")).release();
+  admitted(await a.admit(get("/committed?from=1&to=256"), "10.0.0.7")).release();
+  assertEquals(refused(await a.admit(get("/status"), "::ffff:10.0.0.7")).status, 429, "mapped");
+});
+
 Deno.test("admission: at most clientsMax clients are remembered", async () => {
   const { a } = withClock({ clientsMax: 3 });
   for (let i = 0; i < 50; i++) admitted(await a.admit(get("/status"), `10.0.1.${i}`)).release();

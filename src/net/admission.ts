@@ -10,7 +10,8 @@
  * 2. **Cost before work.** A read's cost is computed from its query before it runs: one unit per
  *    Node of the range a `/committed` or `/chain` request asks for (a Node read, certified and
  *    encoded costs ~0.3 to 0.7 ms of CPU here), one unit for any other read.
- * 3. **Per client** (the remote IP address): a token bucket of read units
+ * 3. **Per client** (the remote IPv4 address, or the /64 prefix of an IPv6 address, since one
+ *    host may hold a whole /64): a token bucket of read units
  *    (`clientReadRate`/s, burst `clientReadBurst`), a token bucket of submissions
  *    (`clientSubmitRate`/s, burst `clientSubmitBurst`) and at most `clientInFlightMax` requests
  *    in flight. Beyond them: `429 rate-limited` with `Retry-After` (seconds until the bucket
@@ -298,7 +299,8 @@ export class Admission {
     };
   }
 
-  #client(remote: string): Client {
+  #client(address: string): Client {
+    const remote = clientKey(address);
     let client = this.#clients.get(remote);
     if (client !== undefined) return client;
     if (this.#clients.size >= this.#limits.clientsMax) {
@@ -424,6 +426,20 @@ export async function signRequest(
     requestSignedBytes(request.chainId, request.method, path, timeMs),
   );
   return `${toHex(signer.publicKey)}.${timeMs}.${toHex(signature)}`;
+}
+
+/** The client an address belongs to: an IPv4 address, or the /64 prefix of an IPv6 one. */
+function clientKey(address: string): string {
+  if (!address.includes(":")) return address;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped !== null) return mapped[1]!;
+  const [head = "", tail = ""] = address.toLowerCase().split("::");
+  const left = head === "" ? [] : head.split(":");
+  const right = tail === "" ? [] : tail.split(":");
+  const groups = address.includes("::")
+    ? [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right]
+    : left;
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":")}::/64`;
 }
 
 /** A read's cost in units, from its query alone (before any work). */
