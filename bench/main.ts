@@ -195,6 +195,7 @@ async function main(): Promise<number> {
   if (args.json !== null) {
     const report = {
       version: 1,
+      summary: summaryOf(results),
       startedAt: new Date(Date.now() - elapsedMs).toISOString(),
       elapsedMs,
       args,
@@ -205,6 +206,37 @@ async function main(): Promise<number> {
     log(`wrote ${args.json}`);
   }
   return 0;
+}
+
+/** The keys of the report's `summary`, in order. */
+export const SUMMARY_KEYS = [
+  "orderingThroughput",
+  "kvThroughput",
+  "cpuUsPerCommandPerReplica",
+  "lightP50Ms",
+  "lightP99Ms",
+  "catchUpNodesPerSecond",
+] as const;
+
+/**
+ * The report's top-level `summary`: the headline number of each key that a section run measured
+ * (commands/s, µs, ms, Nodes/s), null for the others.
+ *
+ * @example
+ * ```ts
+ * import { summaryOf } from "./main.ts";
+ * summaryOf([]).kvThroughput; // null
+ * ```
+ */
+export function summaryOf(
+  results: readonly SectionResult[],
+): Record<(typeof SUMMARY_KEYS)[number], number | null> {
+  const merged: Record<string, number | null> = {};
+  for (const r of results) Object.assign(merged, r.summary ?? {});
+  return Object.fromEntries(SUMMARY_KEYS.map((k) => [k, merged[k] ?? null])) as Record<
+    (typeof SUMMARY_KEYS)[number],
+    number | null
+  >;
 }
 
 if (import.meta.main) Deno.exit(await main());
