@@ -141,7 +141,7 @@ export {
 } from "./src/sim/scenario.ts";
 export { type TwinsOptions, twinsScenario } from "./src/sim/twins.ts";
 export { ConsensusTcp } from "./src/net/tcp.ts";
-export type { MessageHandler } from "./src/net/tcp.ts";
+export type { BatchHandler, MessageHandler } from "./src/net/tcp.ts";
 export type { ConnectionLimits, ListenAddress, NetLog, PeerStatus } from "./src/net/connections.ts";
 export {
   DEFAULT_HTTP_API_LIMITS,
@@ -186,15 +186,19 @@ export {
 export {
   type ApplyRequest,
   type ApplyResult,
+  batchDigest,
   type BatchLimits,
+  type BatchStore,
   commandId,
   type CommandMachine,
   type CommittedCommand,
   decodeBatch,
+  decodeDigests,
   decodeEntryList,
   DEFAULT_BATCH_LIMITS,
   encodeBatch,
-  encodeEntries,
+  encodeDigests,
+  MemoryBatchStore,
   Mempool,
   MempoolError,
   type MempoolOptions,
@@ -202,3 +206,4 @@ export {
   type PoolCommand,
   type SubmitResult,
 } from "./src/mempool.ts";
+export { DenoKvBatchStore } from "./src/storage/batches.ts";

@@ -260,6 +260,7 @@ export async function runCatchUpSection(
   return {
     section: "d",
     title: "Catch-up",
+    summary: { catchUpNodesPerSecond: r.nodesPerSecond },
     figures: [
       withTarget(
         {

@@ -36,6 +36,11 @@ export interface SectionResult {
   readonly notes: string[];
   /** Everything else worth keeping (per-case raw numbers), written to the JSON file only. */
   readonly details?: unknown;
+  /**
+   * The section's headline numbers for the report's top-level `summary` (see bench/main.ts),
+   * null where not measured.
+   */
+  readonly summary?: Readonly<Record<string, number | null>>;
   /** Wall time the section took, ms. */
   readonly elapsedMs?: number;
 }

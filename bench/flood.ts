@@ -137,27 +137,11 @@ export async function floodSection(o: FloodOptions): Promise<SectionResult> {
         `wrk -t1 -c${FLOOD_CONNECTIONS} -s bench/flood.lua (100 ms delay per connection)`,
       ],
       details: { windows },
+      summary: { floodWriteRatio: round(ratio) },
     };
   } finally {
     await cluster.close();
   }
-}
-
-/**
- * The keys this section adds to the bench JSON's `summary` object: `floodWriteRatio` (null when
- * not measured).
- *
- * @example
- * ```ts
- * import { floodSummary } from "./flood.ts";
- * floodSummary([]); // {}
- * ```
- */
-export function floodSummary(results: readonly SectionResult[]): Record<string, number | null> {
-  const g = results.find((r) => r.section === "g");
-  if (g === undefined) return {};
-  const figure = g.figures.find((f) => f.name === "floodWriteRatio");
-  return { floodWriteRatio: figure?.value ?? null };
 }
 
 async function hasWrk(): Promise<boolean> {

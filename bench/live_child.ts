@@ -8,7 +8,7 @@
  *
  * ```
  * deno run -A bench/live_child.ts --section a [--quick] [--cpu-prof DIR] [--timed]
- *   [--sizes 32,128] [--outstanding 1000,4000] [--batch 100] [--clients 2]
+ *   [--app kv,order] [--sizes 32,128] [--outstanding 1000,4000] [--batch 100] [--clients 2]
  *   [--warmup-s 3] [--window-s 10]
  * deno run -A bench/live_child.ts --section b [--quick] [--timed]
  * deno run -A bench/live_child.ts --section f [--quick | --long]
@@ -25,7 +25,7 @@ import { parseArgs } from "node:util";
 import type { SectionResult } from "./figures.ts";
 import { floodSection } from "./flood.ts";
 import { memorySection } from "./memory.ts";
-import type { LiveOptions, LoadCase } from "./saturated.ts";
+import type { BenchApp, LiveOptions, LoadCase } from "./saturated.ts";
 import {
   lightLoadOptions,
   lightLoadSection,
@@ -44,6 +44,7 @@ async function main(args: string[]): Promise<SectionResult> {
       "cpu-prof": { type: "string" },
       timed: { type: "boolean", default: false },
       sizes: { type: "string" },
+      app: { type: "string" },
       outstanding: { type: "string" },
       batch: { type: "string" },
       clients: { type: "string" },
@@ -80,10 +81,14 @@ function overrides(o: LiveOptions, v: Record<string, string | boolean | undefine
   const sizes = list(v.sizes);
   const outstanding = list(v.outstanding);
   let cases: readonly LoadCase[] = o.cases;
-  if (sizes !== null || outstanding !== null) {
+  const apps = typeof v.app === "string" ? v.app.split(",").map(appOf) : null;
+  if (sizes !== null || outstanding !== null || apps !== null) {
+    const as = apps ?? [...new Set(o.cases.map((c) => c.app ?? "kv"))];
     const ss = sizes ?? [...new Set(o.cases.map((c) => c.size))];
     const os = outstanding ?? [...new Set(o.cases.map((c) => c.outstanding))];
-    cases = ss.flatMap((size) => os.map((n) => ({ size, outstanding: n })));
+    cases = as.flatMap((app) =>
+      ss.flatMap((size) => os.map((n): LoadCase => ({ size, outstanding: n, app })))
+    );
   }
   const num = (s: unknown, fallback: number): number =>
     typeof s === "string" ? positive(s) : fallback;
@@ -95,6 +100,12 @@ function overrides(o: LiveOptions, v: Record<string, string | boolean | undefine
     warmupMs: typeof v["warmup-s"] === "string" ? Number(v["warmup-s"]) * 1000 : o.warmupMs,
     windowMs: num(v["window-s"], o.windowMs / 1000) * 1000,
   };
+}
+
+function appOf(s: string): BenchApp {
+  const a = s.trim();
+  if (a !== "kv" && a !== "order") throw new Error(`--app must be kv or order: ${s}`);
+  return a;
 }
 
 function positive(s: string): number {

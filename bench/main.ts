@@ -29,7 +29,6 @@ import type { Section, SectionResult } from "./figures.ts";
 import { formatTable, notMeasured } from "./figures.ts";
 import type { LiveContext } from "./live.ts";
 import { runFlood, runLightLoad, runMemory, runSaturated } from "./live.ts";
-import { floodSummary } from "./flood.ts";
 import { DEFAULT_PLOT_PATH, plotFromSection } from "./plot.ts";
 import { runRestart } from "./restart.ts";
 import { runScaling } from "./scaling.ts";
@@ -200,18 +199,49 @@ async function main(): Promise<number> {
   if (args.json !== null) {
     const report = {
       version: 1,
+      summary: summaryOf(results),
       startedAt: new Date(Date.now() - elapsedMs).toISOString(),
       elapsedMs,
       args,
       machine: machine(),
-      // Headline figures, one key each (issue 14's: floodWriteRatio).
-      summary: { ...floodSummary(results) },
       sections: results,
     };
     await Deno.writeTextFile(args.json, JSON.stringify(report, null, 2) + "\n");
     log(`wrote ${args.json}`);
   }
   return 0;
+}
+
+/** The keys of the report's `summary`, in order. */
+export const SUMMARY_KEYS = [
+  "orderingThroughput",
+  "kvThroughput",
+  "cpuUsPerCommandPerReplica",
+  "lightP50Ms",
+  "lightP99Ms",
+  "catchUpNodesPerSecond",
+  "floodWriteRatio",
+] as const;
+
+/**
+ * The report's top-level `summary`: the headline number of each key that a section run measured
+ * (commands/s, µs, ms, Nodes/s), null for the others.
+ *
+ * @example
+ * ```ts
+ * import { summaryOf } from "./main.ts";
+ * summaryOf([]).kvThroughput; // null
+ * ```
+ */
+export function summaryOf(
+  results: readonly SectionResult[],
+): Record<(typeof SUMMARY_KEYS)[number], number | null> {
+  const merged: Record<string, number | null> = {};
+  for (const r of results) Object.assign(merged, r.summary ?? {});
+  return Object.fromEntries(SUMMARY_KEYS.map((k) => [k, merged[k] ?? null])) as Record<
+    (typeof SUMMARY_KEYS)[number],
+    number | null
+  >;
 }
 
 if (import.meta.main) Deno.exit(await main());

@@ -28,6 +28,8 @@ export interface BenchClusterOptions {
   readonly profile?: { readonly index: number; readonly dir: string };
   /** Run replica `index` from another entry point with the same flags (bench/timed_replica.ts). */
   readonly entry?: { readonly index: number; readonly path: string };
+  /** The entry point of every other replica. Default the key-value replica. */
+  readonly program?: string;
 }
 
 /** A replica's log lines, counted by level and event. */
@@ -114,7 +116,7 @@ export class BenchCluster {
       "--allow-net",
       "--config",
       DENO_JSON,
-      this.#o.entry?.index === i ? this.#o.entry.path : REPLICA_ENTRY,
+      this.#o.entry?.index === i ? this.#o.entry.path : this.#o.program ?? REPLICA_ENTRY,
       "--config",
       this.files.configPath,
       "--key",

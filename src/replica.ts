@@ -10,7 +10,7 @@
  * |---|---|---|
  * | `POST /commands` | one raw command (`Content-Type: application/octet-stream`) | `202 {"id", "expires"}`; with `?wait=commit`, `200 {"id", "expires", "height", "node"}` once committed |
  * | `POST /commands` | CBOR array of commands (`Content-Type: application/cbor`): the batched path | `202 {"ids": [...], "expires"}`; with `?wait=commit`, `200 [{"id", "expires", "height", "node"}, ...]` |
- * | `POST /mempool` | CBOR array of `[expires, command]` (replica to replica forwarding) | `200 {"added": n}` |
+ * | `GET /batches/{digest}` | | the batch with this digest (64 hex digits), `application/cbor`: for peers that miss one |
  *
  * Every command has an expiry height: `?expires=H` (for all commands of the request), or the
  * committed height plus `commandHorizon`. A command id is the SHA-256 of the expiry and the bytes
@@ -21,9 +21,10 @@
  * command-too-large | body-too-large`, `415 unsupported-media-type`, `422 command-rejected`, `503
  * pool-full | too-many-waiters | closed` (with `Retry-After`), `504 wait-timeout`.
  *
- * A replica forwards every command a client gives it, and that was new to its pool, to every
- * peer (`POST /mempool`, batched, one request in flight per peer, a bounded queue per peer), so
- * whoever leads next can propose it.
+ * A replica packs the commands its clients give it into batches and sends each batch once to every
+ * peer over the Consensus TCP connections (a BATCH frame); proposals name batches by digest. A
+ * replica that misses a batch a Node names fetches it from its peers' `GET /batches/{digest}`
+ * (see `mempool.ts` and SPECIFICATION.md 13).
  *
  * ## Lifecycle
  *
@@ -53,18 +54,17 @@ import { Engine } from "./engine.ts";
 import { ConfigError, HotStuffError } from "./errors.ts";
 import type { ConsensusEvent } from "./events.ts";
 import {
+  batchDigest,
   type BatchLimits,
+  type BatchStore,
   type CommandMachine,
-  decodeEntryList,
-  encodeEntries,
   Mempool,
   MempoolError,
   type MempoolOptions,
   type MempoolRestore,
-  type PoolCommand,
 } from "./mempool.ts";
 import { HttpNodeSource } from "./net/catchup.ts";
-import { type ConnectionLimits, FrameQueue, type ListenAddress } from "./net/connections.ts";
+import type { ConnectionLimits, ListenAddress } from "./net/connections.ts";
 import type { HttpApiLimits, NodeTreeView, NodeWithCertificate } from "./net/http.ts";
 import {
   DEFAULT_HTTP_API_LIMITS,
@@ -76,7 +76,7 @@ import {
   RouteError,
 } from "./net/http.ts";
 import { ConsensusTcp } from "./net/tcp.ts";
-import { type AdmissionOptions, signRequest } from "./net/admission.ts";
+import { type AdmissionOptions, AUTH_HEADER, signRequest } from "./net/admission.ts";
 import {
   readCommitted,
   type Storage,
@@ -84,7 +84,7 @@ import {
   type WriteBatch,
 } from "./storage/storage.ts";
 import type { Hash, Node, PublicKey, QuorumCertificate } from "./types.ts";
-import { bytesEqual, toHex } from "./types.ts";
+import { bytesEqual, fromHex, toHex } from "./types.ts";
 import type { ValidatorSet } from "./validators.ts";
 import { plantedBugs } from "./validators.ts";
 
@@ -160,7 +160,16 @@ export interface ReplicaOptions {
   /** Core memory bounds. */
   readonly coreLimits?: CoreLimits;
   /** Mempool and batch limits (batch limits must match on every replica). */
-  readonly mempool?: Omit<MempoolOptions, "onCommitted" | "onDropped">;
+  readonly mempool?: Omit<
+    MempoolOptions,
+    "onCommitted" | "onDropped" | "onBatch" | "fetchBatch" | "batchStore"
+  >;
+  /**
+   * Where batches of client commands are kept durably (a Node is voted for only once its batches
+   * are stored). Default in memory; the replica CLI uses `DenoKvBatchStore` in the data
+   * directory. The replica closes it on {@link Replica.close} if it has a `close` method.
+   */
+  readonly batchStore?: BatchStore & { close?(): Promise<void> | void };
   /** Consensus TCP limits, and whether links are encrypted (default true). */
   readonly network?: ConnectionLimits & { readonly encryptLinks?: boolean };
   /**
@@ -175,12 +184,6 @@ export interface ReplicaOptions {
   readonly stateCacheEntriesMax?: number;
   /** Longest `?wait=commit` wait, ms. Default 30,000. */
   readonly commitWaitTimeoutMs?: number;
-  /** Commands queued for one peer's forwarding; beyond it the oldest are dropped. Default 50,000. */
-  readonly forwardQueueMax?: number;
-  /** Command bytes queued for one peer's forwarding; beyond it the oldest go. Default 64 MiB. */
-  readonly forwardQueueBytesMax?: number;
-  /** Largest forwarding request body, bytes. Default 512 KiB. */
-  readonly forwardBatchBytesMax?: number;
   /** Application routes tried before the replica's own (e.g. the key-value API). */
   readonly routes?: (request: Request, url: URL, replica: Replica) => Promise<Response | null>;
   /** Least level logged. Default `"info"`. */
@@ -298,7 +301,7 @@ export class Replica implements NodeTreeView {
   readonly #tcp: ConsensusTcp;
   readonly #http: NodeTreeHttpApi;
   readonly #source: HttpNodeSource;
-  readonly #forwarder: Forwarder;
+  readonly #peerUrls: readonly string[];
   readonly #storage: CachedStateStorage;
   readonly #started = performance.now();
   #engine: Engine | null = null;
@@ -317,8 +320,12 @@ export class Replica implements NodeTreeView {
     );
     const me = options.signer.publicKey;
     const peers = options.peers.filter((p) => !bytesEqual(p.publicKey, me));
+    this.#peerUrls = peers.map((p) => p.httpUrl);
     this.mempool = new Mempool(options.machine, {
       ...options.mempool,
+      batchStore: options.batchStore,
+      onBatch: (bytes) => this.#tcp.broadcastBatch(bytes),
+      fetchBatch: (digest, signal) => this.#fetchBatch(digest, signal),
       onDropped: (id, reason) => this.#log.write("warn", "mempool:drop", { id, reason }),
     });
     const netLog = (event: string, fields: Record<string, unknown>): void =>
@@ -355,27 +362,6 @@ export class Replica implements NodeTreeView {
         },
       },
     });
-    const queueMax = options.forwardQueueMax ?? 50_000;
-    const queueBytesMax = options.forwardQueueBytesMax ?? 64 * 1024 * 1024;
-    if (!Number.isSafeInteger(queueMax) || queueMax < 1) {
-      throw new ConfigError(
-        "bad-option",
-        `forwardQueueMax must be a positive integer: ${queueMax}`,
-      );
-    }
-    // Room for the largest command a client may give (see forwardedBytes).
-    if (!(queueBytesMax >= this.mempool.limits.commandBytesMax + 15)) {
-      throw new ConfigError(
-        "bad-option",
-        `forwardQueueBytesMax must hold the largest command: ${queueBytesMax}`,
-      );
-    }
-    this.#forwarder = new Forwarder(peers.map((p) => p.httpUrl), {
-      queueMax,
-      queueBytesMax,
-      batchBytesMax: options.forwardBatchBytesMax ?? 512 * 1024,
-      log: (event, fields) => this.#log.write("warn", event, fields),
-    });
   }
 
   /** Opens the Engine and starts the network, the HTTP API and the Engine. Called once. */
@@ -388,7 +374,9 @@ export class Replica implements NodeTreeView {
     };
     const app: Application = this.mempool.application;
     const t0 = performance.now();
-    this.mempool.restore(await restoreOf(this.#o.storage, this.mempool.limits.commandHorizon));
+    await this.mempool.restore(
+      await restoreOf(this.#o.storage, this.mempool.limits.commandHorizon),
+    );
     const restoreMs = Math.round(performance.now() - t0);
     const engine = await Engine.open({
       chainId: o.chainId,
@@ -409,6 +397,7 @@ export class Replica implements NodeTreeView {
     this.#engine = engine;
     this.#source.attach(engine);
     tcp.onMessage((from, message) => engine.receive(from, message));
+    tcp.onBatch((from, bytes) => this.#onBatch(from, bytes));
     if (this.#closing !== null) return;
     await tcp.start();
     await this.#http.start();
@@ -468,17 +457,17 @@ export class Replica implements NodeTreeView {
     await this.#engine?.stop();
     await this.#tcp.close();
     this.mempool.close();
-    await this.#forwarder.close();
     await this.#http.close();
     await this.#source.close();
     await this.#storage.close();
+    await this.#o.batchStore?.close?.();
     this.#log.write("info", "replica:closed", {});
     this.#log.flush();
   }
 
   /**
-   * Submits commands as a client would: adds them to the pool and forwards the new ones to the
-   * peers. With `wait`, resolves when every one is committed.
+   * Submits commands as a client would: adds them to this replica's next batch (sent to every
+   * peer). With `wait`, resolves when every one is committed.
    *
    * @throws {MempoolError} see {@link Mempool.submit} and {@link Mempool.waitForCommit}
    */
@@ -487,7 +476,6 @@ export class Replica implements NodeTreeView {
     options: { wait?: boolean; signal?: AbortSignal; expires?: number } = {},
   ): Promise<SubmittedCommand[]> {
     const r = this.mempool.submit(commands, { expires: options.expires });
-    this.#forwarder.push(r.added);
     const expires = r.expires;
     if (options.wait !== true) {
       return r.ids.map((id) => ({ id, expires, height: null, node: null }));
@@ -528,6 +516,7 @@ export class Replica implements NodeTreeView {
       mempool: {
         commands: this.mempool.size,
         bytes: this.mempool.bytes,
+        batches: this.mempool.batches,
         waiting: this.mempool.waiting,
         committedCommands: this.mempool.committedCommands,
         rememberedIds: this.mempool.rememberedIds,
@@ -587,14 +576,14 @@ export class Replica implements NodeTreeView {
   }
 
   // -------------------------------------------------------------------------------------------
-  // HTTP routes: commands and forwarding
+  // HTTP routes: commands and batches
 
   async #routes(request: Request, url: URL): Promise<Response | null> {
     try {
       const own = this.#o.routes === undefined ? null : await this.#o.routes(request, url, this);
       if (own !== null) return own;
       if (url.pathname === "/commands") return await this.#postCommands(request, url);
-      if (url.pathname === "/mempool") return await this.#postMempool(request, url);
+      if (url.pathname.startsWith("/batches/")) return await this.#getBatch(request, url);
       return null;
     } catch (e) {
       const refusal = asRouteError(e);
@@ -628,13 +617,66 @@ export class Replica implements NodeTreeView {
     return jsonResponse(single ? results[0] : results, 200);
   }
 
-  async #postMempool(request: Request, url: URL): Promise<Response> {
-    requirePost(request);
+  async #getBatch(request: Request, url: URL): Promise<Response> {
+    if (request.method !== "GET") {
+      throw new RouteError(405, "method-not-allowed", `${request.method} is not allowed`, "GET");
+    }
     readQuery(url.searchParams, []);
-    const body = await readBodyLimited(request, this.#bodyBytesMax());
-    const decoded = decodeEntryList(body, SUBMIT_COMMANDS_MAX, this.mempool.limits.commandBytesMax);
-    if (!decoded.ok) throw new RouteError(400, "bad-body", decoded.reason);
-    return jsonResponse({ added: this.mempool.addForwarded(decoded.entries) }, 200);
+    const hex = url.pathname.slice("/batches/".length);
+    const digest = /^[0-9a-f]{64}$/.test(hex) ? fromHex(hex) : null;
+    if (digest === null) {
+      throw new RouteError(400, "bad-digest", "a batch digest is 64 lowercase hex digits");
+    }
+    const bytes = await this.mempool.batchBytes(digest);
+    if (bytes === null) throw new RouteError(404, "not-found", `no batch ${hex} here`);
+    return new Response(bytes as Uint8Array<ArrayBuffer>, {
+      headers: { "content-type": "application/cbor" },
+    });
+  }
+
+  /** A batch a peer sent over Consensus TCP. */
+  #onBatch(from: Uint8Array, bytes: Uint8Array): void {
+    try {
+      this.mempool.addBatch(bytes);
+    } catch (e) {
+      if (!(e instanceof MempoolError) || e.reason === "closed") return;
+      this.#log.write("warn", "mempool:batch-refused", {
+        from: toHex(from),
+        reason: e.reason,
+        detail: e.message,
+      });
+    }
+  }
+
+  /** Asks each peer's `GET /batches/{digest}` in turn until one has it (checked by the pool). */
+  async #fetchBatch(digest: Uint8Array, signal: AbortSignal): Promise<Uint8Array | null> {
+    const hex = toHex(digest);
+    const limit = this.mempool.limits.batchBytesMax;
+    for (const url of this.#peerUrls) {
+      if (signal.aborted) return null;
+      try {
+        // Signed as this validator: peers serve it before the public (`net/admission.ts`).
+        const target = new URL(`${url}/batches/${hex}`);
+        const o = this.#o;
+        const auth = await signRequest(o.signer, {
+          chainId: o.chainId,
+          method: "GET",
+          url: target,
+        });
+        const response = await fetch(target, { signal, headers: { [AUTH_HEADER]: auth } });
+        if (!response.ok) {
+          await response.body?.cancel();
+          continue;
+        }
+        const body = await readBodyLimited(response, limit);
+        if (bytesEqual(batchDigest(body), digest)) return body;
+        this.#log.write("warn", "mempool:batch-fetch", { peer: url, reason: "wrong-digest" });
+      } catch (e) {
+        if (signal.aborted) return null;
+        this.#log.write("debug", "mempool:batch-fetch", { peer: url, reason: String(e) });
+      }
+    }
+    return null;
   }
 
   #bodyBytesMax(): number {
@@ -872,143 +914,6 @@ class CachedStateStorage implements Storage {
     this.#cache.delete(id);
     this.#cache.set(id, value);
     if (this.#cache.size > this.#max) this.#cache.delete(this.#cache.keys().next().value!);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Forwarding commands to peers
-
-interface ForwardPeer {
-  readonly url: string;
-  /** Commands to forward, oldest first, bounded in count and bytes (the oldest make room). */
-  readonly queue: FrameQueue<PoolCommand>;
-  /** A batch the peer could not be reached for, sent again before the queue. */
-  retry: PoolCommand[] | null;
-  sending: Promise<void> | null;
-  backoffMs: number;
-  dropped: number;
-}
-
-/** Bytes of a forwarded command in a `POST /mempool` body, at most (its `[expires, bytes]`). */
-function forwardedBytes(c: PoolCommand): number {
-  return c.command.length + 15;
-}
-
-/** Forwards new commands to every peer's `POST /mempool`, batched, one request per peer. */
-class Forwarder {
-  readonly #peers: ForwardPeer[];
-  readonly #batchBytesMax: number;
-  readonly #log: (event: string, fields: Record<string, unknown>) => void;
-  readonly #abort = new AbortController();
-
-  constructor(
-    urls: readonly string[],
-    o: {
-      queueMax: number;
-      queueBytesMax: number;
-      batchBytesMax: number;
-      log: (event: string, fields: Record<string, unknown>) => void;
-    },
-  ) {
-    this.#peers = urls.map((url) => ({
-      url,
-      queue: new FrameQueue<PoolCommand>(o.queueMax, o.queueBytesMax, forwardedBytes),
-      retry: null,
-      sending: null,
-      backoffMs: 0,
-      dropped: 0,
-    }));
-    this.#batchBytesMax = o.batchBytesMax;
-    this.#log = o.log;
-  }
-
-  push(commands: readonly PoolCommand[]): void {
-    if (commands.length === 0 || this.#abort.signal.aborted) return;
-    for (const p of this.#peers) {
-      // When full, the oldest go: they are in every other pool already, or this replica
-      // proposes them itself.
-      let over = 0;
-      for (const c of commands) over += p.queue.push(c);
-      if (over > 0) {
-        const before = p.dropped;
-        p.dropped += over;
-        if (Math.clz32(before) !== Math.clz32(p.dropped)) {
-          this.#log("mempool:forward-dropped", {
-            peer: p.url,
-            reason: "queue-full",
-            dropped: p.dropped,
-          });
-        }
-      }
-      p.sending ??= this.#drain(p).finally(() => {
-        p.sending = null;
-      });
-    }
-  }
-
-  async #drain(p: ForwardPeer): Promise<void> {
-    while ((p.retry !== null || p.queue.length > 0) && !this.#abort.signal.aborted) {
-      const batch = this.#take(p);
-      const ok = await this.#post(p, batch);
-      if (ok) {
-        p.backoffMs = 0;
-        continue;
-      }
-      p.backoffMs = Math.min(Math.max(100, p.backoffMs * 2), 5_000);
-      await sleep(p.backoffMs, this.#abort.signal);
-    }
-  }
-
-  #take(p: ForwardPeer): PoolCommand[] {
-    if (p.retry !== null) {
-      const batch = p.retry;
-      p.retry = null;
-      return batch;
-    }
-    const batch: PoolCommand[] = [];
-    let bytes = 16;
-    for (let next = p.queue.peek(); next !== undefined; next = p.queue.peek()) {
-      const size = forwardedBytes(next);
-      if (batch.length > 0 && bytes + size > this.#batchBytesMax) break;
-      bytes += size;
-      batch.push(p.queue.shift()!);
-    }
-    return batch;
-  }
-
-  /** True when the peer answered (even with a refusal: then the batch is not retried). */
-  async #post(p: ForwardPeer, batch: PoolCommand[]): Promise<boolean> {
-    try {
-      const response = await fetch(`${p.url}/mempool`, {
-        method: "POST",
-        headers: { "content-type": "application/cbor" },
-        body: encodeEntries(batch) as Uint8Array<ArrayBuffer>,
-        signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(5_000)]),
-      });
-      await response.body?.cancel();
-      if (!response.ok) {
-        this.#log("mempool:forward-refused", { peer: p.url, reason: `status-${response.status}` });
-      }
-      return true;
-    } catch (e) {
-      if (!this.#abort.signal.aborted) {
-        // Retried after a backoff: the peer may be restarting.
-        p.retry = batch;
-        if (p.backoffMs === 0) {
-          this.#log("mempool:forward-failed", {
-            peer: p.url,
-            reason: "unreachable",
-            error: String(e),
-          });
-        }
-      }
-      return false;
-    }
-  }
-
-  async close(): Promise<void> {
-    this.#abort.abort();
-    await Promise.all(this.#peers.map((p) => p.sending?.catch(() => {})));
   }
 }
 

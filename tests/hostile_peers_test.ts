@@ -48,7 +48,7 @@ import type {
   VoteMessage,
 } from "../src/types.ts";
 import { bytesCompare, bytesEqual, SignatureDomain, toHex } from "../src/types.ts";
-import { encodeBatch } from "../src/mempool.ts";
+import { batchDigest, encodeBatch, encodeDigests } from "../src/mempool.ts";
 import { encodeKvCommand } from "../examples/kv_store/app.ts";
 import { committedHashes } from "../examples/kv_store/cluster.ts";
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
@@ -761,6 +761,7 @@ async function equivocate(s: Scene): Promise<void> {
       const [target, ...taps] = [await targetLink(s), ...s.taps];
       const lead = await leadAView(s, [target!, ...taps]);
       const nodes = [1, 2].map((n) => byzantineNode(s, lead, n));
+      await sendByzantineBatches([target!, ...taps], lead, 3);
       const [p1, p2] = await Promise.all(nodes.map((n) => propose(s.byzantine, n)));
       await Promise.all([target!.send(p1!, p2!), ...taps.map((t) => t.send(p2!))]);
       await s.log.waitFor({ event: "equivocation:detect", reason: "double-proposal", since });
@@ -822,20 +823,41 @@ async function leadAView(s: Scene, links: readonly ByzantineLink[]): Promise<Lea
   }
 }
 
-/** The `n`th distinct Node the Byzantine validator proposes with `lead` (a valid KV batch). */
-function byzantineNode(s: Scene, lead: Leadership, n: number): Node {
+/** The batch that the `n`th Byzantine Node of `lead` names (one KV command). */
+function byzantineBatch(lead: Leadership, n: number): Uint8Array {
   const key = new TextEncoder().encode(`byzantine-${lead.view}-${n}`);
+  return encodeBatch([{
+    command: encodeKvCommand({ op: "set", key, value: new Uint8Array(512) }),
+    expires: lead.parent.height + 1,
+  }]);
+}
+
+/**
+ * The `n`th distinct Node the Byzantine validator proposes with `lead` (a valid KV Node: it names
+ * {@link byzantineBatch}, which {@link sendByzantineBatches} gives the replicas first).
+ */
+function byzantineNode(s: Scene, lead: Leadership, n: number): Node {
   return {
     view: lead.view,
     height: lead.parent.height + 1,
     parent: nodeHash(lead.parent),
     justify: lead.qc,
-    command: encodeBatch([{
-      command: encodeKvCommand({ op: "set", key, value: new Uint8Array(512) }),
-      expires: lead.parent.height + 1,
-    }]),
+    command: encodeDigests([batchDigest(byzantineBatch(lead, n))]),
     proposer: s.byzantine.publicKey,
   };
+}
+
+/** Sends the batches of the Byzantine Nodes `0..count-1` of `lead` over every link, as BATCH frames. */
+async function sendByzantineBatches(
+  links: readonly ByzantineLink[],
+  lead: Leadership,
+  count: number,
+): Promise<void> {
+  const frames = Array.from(
+    { length: count },
+    (_, n) => encodeFrame(withType(FrameType.batch, byzantineBatch(lead, n))),
+  );
+  for (const l of links) for (const f of frames) await l.writeRaw(f);
 }
 
 /** The honest replicas' committed chains have the same hash at every common height. */
@@ -1023,6 +1045,7 @@ Deno.test(
       await listen(s);
       const links = [await targetLink(s), ...s.taps];
       const lead = await leadAView(s, links);
+      await sendByzantineBatches(links, lead, PAST_VIEW_NODES);
       const proposals = await Promise.all(
         Array.from({ length: PAST_VIEW_NODES }, (_, n) =>
           propose(s.byzantine, byzantineNode(s, lead, n))),

@@ -1,23 +1,26 @@
 /**
  * Tests of the key-value store's application logic (examples/kv_store/app.ts, routes.ts) and the
- * batching Application of the mempool (src/mempool.ts): command format, expiry heights,
- * at-most-once (dedupe inside a batch, against committed Nodes of the horizon and against
- * uncommitted ancestors, after a restore too), batch limits, bad commands, the pool's bounds and
- * the leader's batching. No network, no disk: state views are plain maps.
+ * batching Application of the mempool (src/mempool.ts): command format, batches named by digest,
+ * execution (SPECIFICATION.md 13.2: live entries not consumed before are delivered once; the rest
+ * skipped), expiry heights, at most once against committed Nodes of the horizon and uncommitted
+ * ancestors (after a restore too), Node limits, missing batches, the pool's bounds and the leader's
+ * choice of batches. No network, no disk: state views are plain maps, batches in memory.
  */
 import assert from "node:assert/strict";
 import { encodeValue } from "../src/codec.ts";
 import { genesisQC } from "../src/codec.ts";
 import {
+  batchDigest,
   commandId,
   type CommittedCommand,
-  decodeBatch,
+  decodeDigests,
   decodeEntryList,
   encodeBatch,
+  encodeDigests,
+  MemoryBatchStore,
   Mempool,
   MempoolError,
   type MempoolOptions,
-  type PoolCommand,
 } from "../src/mempool.ts";
 import type { StateView } from "../src/app.ts";
 import type { Node } from "../src/types.ts";
@@ -49,14 +52,23 @@ function stateOf(values: Map<string, Uint8Array | null> = new Map()): StateView 
   return { get: (key) => Promise.resolve(values.get(toHex(key)) ?? null) };
 }
 
-/** Batch entries for commands, all with one expiry height. */
-function entries(commands: readonly Uint8Array[], expires = 100): PoolCommand[] {
-  return commands.map((command) => ({ command, expires }));
+/** Every batch the tests make, as if every replica had stored it. */
+const STORE = new MemoryBatchStore();
+
+/** Stores a batch of commands (all with one expiry height) and returns its bytes and digest. */
+function makeBatch(commands: readonly Uint8Array[], expires = 100): {
+  bytes: Uint8Array;
+  digest: Uint8Array;
+} {
+  const bytes = encodeBatch(commands.map((command) => ({ command, expires })));
+  const digest = batchDigest(bytes);
+  void STORE.put(digest, bytes);
+  return { bytes, digest };
 }
 
-/** A batch of commands, all with one expiry height. */
+/** A Node command naming one stored batch of these commands. */
 function batch(commands: readonly Uint8Array[], expires = 100): Uint8Array {
-  return encodeBatch(entries(commands, expires));
+  return encodeDigests([makeBatch(commands, expires).digest]);
 }
 
 /** The hex id of a command with its expiry. */
@@ -81,7 +93,12 @@ function nodeOf(command: Uint8Array, options: { height?: number; parent?: Uint8A
 }
 
 function pool(options: MempoolOptions = {}): Mempool {
-  return new Mempool(kvMachine, { idleProposeDelayMs: 0, ...options });
+  return new Mempool(kvMachine, {
+    idleProposeDelayMs: 0,
+    batchDelayMs: 0,
+    batchStore: STORE,
+    ...options,
+  });
 }
 
 async function validate(
@@ -94,11 +111,20 @@ async function validate(
   return { result: await m.application.validateNode({ node, hash, state }), node, hash };
 }
 
+/** The commands of the batches a leader names, in order. */
 async function produce(m: Mempool, parent: Uint8Array, state = stateOf(), height = 1) {
   const r = await m.application.produceCommand({ view: 2, height, parent, state });
-  const d = decodeBatch(r.command);
-  assert.ok(d.ok, "a produced batch decodes");
-  return d.entries.map((e) => e.command);
+  const d = decodeDigests(r.command, 64);
+  assert.ok(d.ok, "a produced command decodes");
+  const out: Uint8Array[] = [];
+  for (const digest of d.digests) {
+    const bytes = await m.batchBytes(digest);
+    assert.ok(bytes !== null, "the leader holds what it names");
+    const list = decodeEntryList(bytes, 1 << 16, 1 << 16);
+    assert.ok(list.ok);
+    out.push(...list.entries.map((e) => e.command));
+  }
+  return out;
 }
 
 function rejectReason(r: unknown): string {
@@ -107,8 +133,20 @@ function rejectReason(r: unknown): string {
   return v.reason!;
 }
 
+/** The keys (text, without the k/ prefix) a validation result updates, sorted. */
+function keysOf(r: unknown): string[] {
+  const v = r as { ok: boolean; updates: ReadonlyArray<readonly [Uint8Array, unknown]> };
+  assert.ok(v.ok, "expected a valid Node");
+  return v.updates.map(([k]) => dec.decode(k.subarray(2))).sort();
+}
+
+/** Commits a validated Node in the pool (as the Engine's onCommit would). */
+async function commit(m: Mempool, v: { node: Node; hash: Uint8Array }): Promise<void> {
+  await m.application.onCommit!({ node: v.node, hash: v.hash, updates: [] });
+}
+
 // ---------------------------------------------------------------------------------------------
-// Command format
+// The key-value machine
 
 Deno.test("kv command: [set, key, value] and [del, key, null] decode, with or without a nonce", () => {
   const a = decodeKvCommand(set("k", "v"));
@@ -183,14 +221,9 @@ Deno.test("kv routes: keys are one path segment of 1..256 UTF-8 bytes", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// Validating batches: expiry, at most once, limits, bad commands
+// Executing a Node: its batches' live entries, each delivered once (SPECIFICATION.md 13.2)
 
-/** Commits a validated Node in the pool (as the Engine's onCommit would). */
-async function commit(m: Mempool, v: { node: Node; hash: Uint8Array }): Promise<void> {
-  await m.application.onCommit!({ node: v.node, hash: v.hash, updates: [] });
-}
-
-Deno.test("batch: a valid batch updates the keys, and nothing else", async () => {
+Deno.test("execute: a Node naming a batch updates its keys, and nothing else", async () => {
   const m = pool();
   const { result } = await validate(m, batch([set("a", "1"), set("b", "2")]));
   assert.ok(result.ok);
@@ -200,9 +233,13 @@ Deno.test("batch: a valid batch updates the keys, and nothing else", async () =>
   m.close();
 });
 
-Deno.test("batch: later commands of a batch see the earlier ones; the last write of a key wins", async () => {
+Deno.test("execute: later commands see the earlier ones, across batches; the last write of a key wins", async () => {
   const m = pool();
-  const { result } = await validate(m, batch([set("a", "1"), set("a", "2", 1)]));
+  const two = encodeDigests([
+    makeBatch([set("a", "1")]).digest,
+    makeBatch([set("a", "2", 1)]).digest,
+  ]);
+  const { result } = await validate(m, two);
   assert.ok(result.ok);
   const updates = result.updates.filter(([k]) => toHex(k) === toHex(kvStateKey(enc.encode("a"))));
   assert.equal(updates.length, 1, "one update per key");
@@ -210,66 +247,71 @@ Deno.test("batch: later commands of a batch see the earlier ones; the last write
   m.close();
 });
 
-Deno.test("batch: the same command twice in one batch is rejected; another expiry is another command", async () => {
+Deno.test("execute: a command twice in one Node is delivered once; another expiry is another command", async () => {
   const m = pool();
-  const { result } = await validate(m, batch([set("a", "1"), set("b", "2"), set("a", "1")]));
-  assert.match(rejectReason(result), /command 2 repeats/);
-  const twoExpiries = encodeBatch([
-    { command: set("a", "1"), expires: 100 },
-    { command: set("a", "1"), expires: 101 },
+  const dup = encodeDigests([
+    makeBatch([set("a", "1"), set("b", "2")]).digest,
+    makeBatch([set("a", "1"), set("c", "3")]).digest,
   ]);
-  assert.ok((await validate(m, twoExpiries)).result.ok);
+  const v = await validate(m, dup);
+  assert.deepEqual(keysOf(v.result), ["a", "b", "c"]);
+  await commit(m, v);
+  assert.equal(m.committedCommands, 3, "a once, b, c");
+  const twoExpiries = encodeDigests([
+    makeBatch([set("x", "1")], 100).digest,
+    makeBatch([set("x", "1")], 101).digest,
+  ]);
+  const w = await validate(m, twoExpiries, stateOf(), { height: 2, parent: v.hash });
+  await commit(m, w);
+  assert.equal(m.committedCommands, 5, "two expiries: two commands");
   m.close();
 });
 
-Deno.test("batch: a command committed within the horizon is rejected (at most once)", async () => {
+Deno.test("execute: a command committed within the horizon is skipped (at most once)", async () => {
   const m = pool();
   const first = await validate(m, batch([set("a", "1")]), stateOf(), { height: 1 });
-  assert.ok(first.result.ok);
+  assert.deepEqual(keysOf(first.result), ["a"]);
   await commit(m, first);
   const again = await validate(m, batch([set("b", "2"), set("a", "1")]), stateOf(), {
     height: 2,
     parent: first.hash,
   });
-  assert.match(rejectReason(again.result), /command 1 .* already committed or pending/);
-  // The same key and value with another nonce is another command: fine.
+  assert.deepEqual(keysOf(again.result), ["b"], "a was committed: skipped");
+  // The same key and value with another nonce is another command: delivered.
   const other = await validate(m, batch([set("a", "1", 9)]), stateOf(), {
     height: 2,
     parent: first.hash,
   });
-  assert.ok(other.result.ok);
+  assert.deepEqual(keysOf(other.result), ["a"]);
   m.close();
 });
 
-Deno.test("batch: a command in an uncommitted ancestor is rejected", async () => {
+Deno.test("execute: a command consumed by an uncommitted ancestor is skipped; a sibling branch may deliver it", async () => {
   const m = pool();
   const parent = await validate(m, batch([set("a", "1")]), stateOf(), { height: 1 });
-  assert.ok(parent.result.ok);
-  const child = await validate(m, batch([set("a", "1")]), stateOf(), {
+  assert.deepEqual(keysOf(parent.result), ["a"]);
+  const child = await validate(m, batch([set("a", "1"), set("z", "0")]), stateOf(), {
     height: 2,
     parent: parent.hash,
   });
-  assert.match(rejectReason(child.result), /already committed or pending/);
-  // A sibling of the parent (another branch from genesis) may carry it.
-  assert.ok((await validate(m, batch([set("a", "1")]), stateOf(), { height: 1 })).result.ok);
+  assert.deepEqual(keysOf(child.result), ["z"]);
+  assert.deepEqual(keysOf((await validate(m, batch([set("a", "1")]))).result), ["a"]);
   m.close();
 });
 
-Deno.test("batch: every command must be live at the Node's height: h <= expires < h + horizon", async () => {
+Deno.test("execute: only entries live at the Node's height are delivered: h <= expires < h + horizon", async () => {
   const m = pool({ commandHorizon: 10 });
-  m.restore({ committedHeight: 4, committed: [], uncommitted: [] });
-  const at5 = (expires: number) =>
-    validate(m, batch([set("a", "1")], expires), stateOf(), {
-      height: 5,
-    });
-  assert.match(rejectReason((await at5(4)).result), /expires at 4, outside \[5, 14\]/);
-  assert.ok((await at5(5)).result.ok);
-  assert.ok((await at5(14)).result.ok);
-  assert.match(rejectReason((await at5(15)).result), /expires at 15, outside \[5, 14\]/);
+  await m.restore({ committedHeight: 4, committed: [], uncommitted: [] });
+  const at5 = async (expires: number) =>
+    keysOf((await validate(m, batch([set("a", "1")], expires), stateOf(), { height: 5 })).result);
+  assert.deepEqual(await at5(4), [], "expired at 4");
+  assert.deepEqual(await at5(5), ["a"]);
+  assert.deepEqual(await at5(14), ["a"]);
+  assert.deepEqual(await at5(15), [], "not live before height 6");
   m.close();
 });
 
-Deno.test("batch: a Node whose uncommitted ancestors were never validated here is refused", async () => {
+Deno.test("execute: a Node whose uncommitted ancestors were never validated here is refused", async () => {
   const m = pool();
   const { result } = await validate(m, batch([set("a", "1")]), stateOf(), {
     height: 3,
@@ -279,18 +321,18 @@ Deno.test("batch: a Node whose uncommitted ancestors were never validated here i
   m.close();
 });
 
-Deno.test("batch: at most once holds past the horizon, with only the horizon's ids in memory", async () => {
+Deno.test("execute: at most once holds past the horizon, with only the horizon's ids in memory", async () => {
   const m = pool({ commandHorizon: 4 });
   const cmd = set("a", "1");
   // Committed at height 1 with expiry 4: it could only ever be in Nodes of heights 1 to 4.
   let prev = await validate(m, batch([cmd], 4), stateOf(), { height: 1 });
-  assert.ok(prev.result.ok);
+  assert.deepEqual(keysOf(prev.result), ["a"]);
   await commit(m, prev);
   assert.equal(m.rememberedIds, 1);
   for (let h = 2; h <= 5; h++) {
     const copy = await validate(m, batch([cmd], 4), stateOf(), { height: h, parent: prev.hash });
-    // Inside the horizon the id is remembered; beyond it the expiry refuses the copy.
-    assert.match(rejectReason(copy.result), h <= 4 ? /already committed/ : /expires at 4/);
+    // Inside the horizon the id is remembered; beyond it the expiry skips the copy.
+    assert.deepEqual(keysOf(copy.result), [], `height ${h}`);
     prev = await validate(m, batch([]), stateOf(), { height: h, parent: prev.hash });
     await commit(m, prev);
   }
@@ -298,19 +340,39 @@ Deno.test("batch: at most once holds past the horizon, with only the horizon's i
   m.close();
 });
 
-Deno.test("batch: bad batches are rejected with a reason", async () => {
-  const m = pool({ batchCommandsMax: 3, batchBytesMax: 4096 });
+Deno.test("execute: a command the machine refuses is consumed without effect; its client learns why", async () => {
+  const m = new Mempool({ check: () => null, apply: (r) => kvMachine.apply(r) }, {
+    idleProposeDelayMs: 0,
+    batchDelayMs: 0,
+    batchStore: STORE,
+  });
+  const junk = encodeValue(["frob", "k", "v"]);
+  const { ids, expires } = m.submit([junk, set("a", "1")]);
+  const [bad, good] = ids.map((id) => m.waitForCommit(id, expires, { timeoutMs: 5000 }));
+  const v = await validate(m, batch([junk, set("a", "1")], expires));
+  assert.deepEqual(keysOf(v.result), ["a"]);
+  await commit(m, v);
+  await assert.rejects(bad!, (e: unknown) => {
+    assert.ok(e instanceof MempoolError);
+    assert.equal(e.reason, "command-rejected");
+    assert.match(e.message, /unknown op/);
+    return true;
+  });
+  assert.equal((await good!).height, 1);
+  assert.equal(m.committedCommands, 1);
+  m.close();
+});
+
+Deno.test("execute: malformed Node commands are refused with a reason", async () => {
+  const m = pool({ nodeBatchesMax: 2 });
+  const d = (n: number) => makeBatch([set(`k${n}`, "v")]).digest;
   const cases: Array<[Uint8Array, RegExp]> = [
     [new Uint8Array([0xff]), /not CBOR/],
     [encodeValue({ a: 1 }), /must be a CBOR array/],
-    [encodeValue([new Uint8Array(1)]), /entry 0 is not \[expires, command\]/],
-    [encodeValue([[0, new Uint8Array(1)]]), /expires must be a height >= 1/],
-    [encodeValue([[5, "not bytes"]]), /command 0 is not bytes/],
-    [encodeValue([[5, new Uint8Array(0)]]), /command 0 is empty/],
-    [batch([set("a", "1"), set("b", "2"), set("c", "3"), set("d", "4")]), /4 commands exceeds 3/],
-    [batch([set("a", "x".repeat(5000))]), /bytes exceeds 4096/],
-    [batch([set("a", "1"), encodeValue(["frob", "k", "v"])]), /command 1 rejected: unknown op/],
-    [batch([new Uint8Array([1, 2, 3])]), /command 0 rejected: not CBOR/],
+    [encodeValue([new Uint8Array(31)]), /digest 0 is not 32 bytes/],
+    [encodeValue(["x"]), /digest 0 is not 32 bytes/],
+    [encodeDigests([d(1), d(1)]), /digest 1 repeats/],
+    [encodeDigests([d(1), d(2), d(3)]), /naming 3 batches exceeds 2/],
   ];
   for (const [command, reason] of cases) {
     assert.match(rejectReason((await validate(m, command)).result), reason);
@@ -318,17 +380,95 @@ Deno.test("batch: bad batches are rejected with a reason", async () => {
   m.close();
 });
 
-Deno.test("batch: a batch over its update limits is rejected; the empty batch is valid", async () => {
+Deno.test("execute: a Node over its update limits is refused; the empty Node is valid", async () => {
   const m = pool({ batchUpdatesMax: 2 });
   const three = batch([set("a", "1"), set("b", "2"), set("c", "3")]);
   assert.match(rejectReason((await validate(m, three)).result), /too many state updates/);
   assert.ok((await validate(m, batch([set("a", "1"), set("b", "2")]))).result.ok);
   assert.deepEqual((await validate(m, batch([]))).result, { ok: true, updates: [] });
+  assert.deepEqual((await validate(m, encodeDigests([]))).result, { ok: true, updates: [] });
   m.close();
   assert.throws(() => pool({ batchUpdatesMax: 65_537 }), /at most 65536/);
   assert.throws(() => pool({ updateValueBytesMax: 64 * 1024 }), /at most 61440/);
   assert.throws(() => pool({ batchBytesMax: 0 }), /positive integer/);
   assert.throws(() => pool({ commandHorizon: 0 }), /positive integer/);
+  assert.throws(() => pool({ commandBytesMax: 64_000 }), /must leave room/);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Batches: sealing, sending, receiving, missing ones
+
+Deno.test("batches: own commands are sealed into batches, stored and sent once; peers take them whole", async () => {
+  const sent: Uint8Array[] = [];
+  const store = new MemoryBatchStore();
+  const a = pool({
+    batchStore: store,
+    batchBytesMax: 1000,
+    commandBytesMax: 900,
+    onBatch: (b) => sent.push(b),
+  });
+  const cmds = Array.from({ length: 40 }, (_, i) => set(`key-${i}`, "v".repeat(30)));
+  a.submit(cmds);
+  await new Promise((r) => setTimeout(r, 5));
+  assert.ok(sent.length >= 2, `several batches of at most 1000 bytes: ${sent.length}`);
+  assert.ok(sent.every((b) => b.length <= 1000));
+  assert.equal(store.batches.size, sent.length, "each stored");
+  assert.equal(a.batches, sent.length);
+  const b = pool({ batchStore: new MemoryBatchStore(), batchBytesMax: 1000, commandBytesMax: 900 });
+  for (const bytes of sent) b.addBatch(bytes);
+  for (const bytes of sent) b.addBatch(bytes); // a copy is ignored
+  assert.equal(b.size, 40);
+  assert.equal(b.batches, sent.length);
+  assert.throws(() => b.addBatch(new Uint8Array([0xff])), { reason: "bad-batch" });
+  assert.throws(() => b.addBatch(encodeBatch([{ command: set("x", "1"), expires: 5000 }])), {
+    reason: "bad-batch",
+  });
+  a.close();
+  b.close();
+});
+
+Deno.test("batches: a missing batch is fetched (its digest checked) before the vote; one nobody has refuses the Node", async () => {
+  const store = new MemoryBatchStore();
+  const { bytes, digest } = makeBatch([set("f", "1")]);
+  const asked: string[] = [];
+  let serve: Uint8Array | null = encodeBatch([{ command: set("forged", "1"), expires: 100 }]);
+  const m = new Mempool(kvMachine, {
+    idleProposeDelayMs: 0,
+    batchStore: store,
+    batchFetchTimeoutMs: 200,
+    fetchBatch: (d) => {
+      asked.push(toHex(d));
+      return Promise.resolve(serve);
+    },
+  });
+  const command = encodeDigests([digest]);
+  assert.match(rejectReason((await validate(m, command)).result), /batch-unavailable/);
+  serve = bytes;
+  const v = await validate(m, command);
+  assert.deepEqual(keysOf(v.result), ["f"]);
+  assert.deepEqual(asked, [toHex(digest), toHex(digest)]);
+  assert.ok(store.batches.has(toHex(digest)), "stored before the vote");
+  serve = null;
+  const never = encodeDigests([new Uint8Array(32).fill(3)]);
+  assert.match(rejectReason((await validate(m, never)).result), /batch-unavailable/);
+  m.close();
+});
+
+Deno.test("batches: validation waits until the batches it names are durable", async () => {
+  let release = (): void => {};
+  const slow = new MemoryBatchStore();
+  const put = slow.put.bind(slow);
+  slow.put = (d, b) => put(d, b).then(() => new Promise<void>((r) => release = r));
+  const m = pool({ batchStore: slow });
+  const peerBatch = encodeBatch([{ command: set("d", "1"), expires: 100 }]);
+  m.addBatch(peerBatch);
+  let done = false;
+  const v = validate(m, encodeDigests([batchDigest(peerBatch)])).then((r) => (done = true, r));
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(done, false, "not before the batch is durable");
+  release();
+  assert.deepEqual(keysOf((await v).result), ["d"]);
+  m.close();
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -341,9 +481,9 @@ Deno.test("pool: dedupes by id, bounds commands and bytes, refuses bad commands"
   assert.equal(r.ids[0], r.ids[1]);
   assert.equal(r.expires, 1024, "default: committed height (0) + commandHorizon");
   assert.equal(r.ids[0], idOf(set("a", "1"), 1024));
-  assert.equal(r.added.length, 2, "the duplicate is added once");
+  assert.equal(r.added, 2, "the duplicate is added once");
   assert.equal(m.size, 2);
-  assert.equal(m.submit([set("a", "1")]).added.length, 0, "already in the pool");
+  assert.equal(m.submit([set("a", "1")]).added, 0, "already submitted here");
   assert.throws(() => m.submit([set("c", "3"), set("d", "4")]), (e: unknown) => {
     assert.ok(e instanceof MempoolError);
     assert.equal(e.reason, "pool-full");
@@ -358,9 +498,9 @@ Deno.test("pool: dedupes by id, bounds commands and bytes, refuses bad commands"
   assert.throws(() => m.submit([set("z", "1")]), { reason: "closed" });
 });
 
-Deno.test("pool: the client's expiry must lie in (committed height, committed height + horizon]", () => {
+Deno.test("pool: the client's expiry must lie in (committed height, committed height + horizon]", async () => {
   const m = pool({ commandHorizon: 10 });
-  m.restore({ committedHeight: 20, committed: [], uncommitted: [] });
+  await m.restore({ committedHeight: 20, committed: [], uncommitted: [] });
   assert.equal(m.submit([set("a", "1")]).expires, 30);
   assert.equal(m.submit([set("a", "1")], { expires: 21 }).expires, 21);
   assert.throws(() => m.submit([set("a", "1")], { expires: 20 }), { reason: "expired" });
@@ -376,38 +516,46 @@ Deno.test("pool: the byte bound refuses with pool-full too", () => {
   m.close();
 });
 
-Deno.test("pool: commit drops the ids and answers the waiting clients with height and node", async () => {
+Deno.test("pool: commit answers the waiting clients with height and node; the batch leaves memory", async () => {
   const m = pool();
   const cmds = [set("a", "1"), set("b", "2")];
   const { ids, expires } = m.submit(cmds);
   const waits = ids.map((id) => m.waitForCommit(id, expires, { timeoutMs: 5000 }));
-  const v = await validate(m, batch(cmds, expires));
+  const command = (await m.application.produceCommand({
+    view: 1,
+    height: 1,
+    parent: new Uint8Array(32),
+    state: stateOf(),
+  })).command;
+  const v = await validate(m, command);
   assert.ok(v.result.ok);
   await commit(m, v);
   const done: CommittedCommand[] = await Promise.all(waits);
   assert.deepEqual(done.map((d) => [d.height, d.node]), [[1, toHex(v.hash)], [1, toHex(v.hash)]]);
   assert.equal(m.size, 0);
+  assert.equal(m.batches, 0);
   assert.equal(m.committedCommands, 2);
-  // A late copy (a client's retry, a forward that arrives after the commit) is known committed.
+  // A late copy (a client's retry) is known committed.
   const late = m.submit([cmds[0]!], { expires });
-  assert.equal(late.added.length, 0);
+  assert.equal(late.added, 0);
   assert.equal(late.committed.get(0)?.height, 1);
   assert.equal((await m.waitForCommit(ids[0]!, expires)).height, 1, "answered at once");
   m.close();
 });
 
-Deno.test("pool: a command not committed by its expiry leaves the pool; its clients get expired", async () => {
+Deno.test("pool: a command not committed by its expiry leaves; its clients get expired", async () => {
   const dropped: string[] = [];
   const m = pool({ onDropped: (id, reason) => dropped.push(`${id}:${reason}`) });
   const { ids } = m.submit([set("late", "1")], { expires: 2 });
   const waiting = m.waitForCommit(ids[0]!, 2, { timeoutMs: 5000 });
+  await new Promise((r) => setTimeout(r, 5));
   const n1 = await validate(m, batch([]), stateOf(), { height: 1 });
   await commit(m, n1);
   assert.equal(m.size, 1, "still live at height 2");
   const n2 = await validate(m, batch([]), stateOf(), { height: 2, parent: n1.hash });
   await commit(m, n2);
   await assert.rejects(waiting, { reason: "expired" });
-  assert.equal(m.size, 0);
+  assert.equal(m.size, 0, "its batch can deliver nothing more");
   assert.deepEqual(dropped, [`${ids[0]}:expired`]);
   await assert.rejects(m.waitForCommit(ids[0]!, 2), { reason: "expired" });
   m.close();
@@ -441,18 +589,7 @@ Deno.test("pool: waiters are bounded (too-many-waiters)", async () => {
   await assert.rejects(first, { reason: "closed" });
 });
 
-Deno.test("pool: forwarded entries keep their expiry; expired ones are skipped, far ones refused", () => {
-  const m = pool({ commandHorizon: 10 });
-  m.restore({ committedHeight: 5, committed: [], uncommitted: [] });
-  assert.equal(m.addForwarded(entries([set("a", "1"), set("b", "2")], 12)), 2);
-  assert.equal(m.addForwarded(entries([set("c", "3")], 5)), 0, "expired here: skipped");
-  assert.equal(m.addForwarded(entries([set("d", "4")], 25)), 1, "ahead of this replica: kept");
-  assert.throws(() => m.addForwarded(entries([set("e", "5")], 26)), { reason: "bad-expiry" });
-  assert.equal(m.size, 3);
-  m.close();
-});
-
-Deno.test("pool: restore brings back the horizon's committed ids and the uncommitted Nodes", async () => {
+Deno.test("pool: restore brings back, from the stored batches, the horizon's committed ids and the uncommitted Nodes", async () => {
   const before = pool();
   const n1 = await validate(before, batch([set("a", "1")]), stateOf(), { height: 1 });
   const n2 = await validate(before, batch([set("b", "2")]), stateOf(), {
@@ -462,94 +599,13 @@ Deno.test("pool: restore brings back the horizon's committed ids and the uncommi
   before.close();
   // A restarted replica: n1 committed, n2 stored uncommitted.
   const m = pool();
-  m.restore({ committedHeight: 1, committed: [n1], uncommitted: [n2] });
+  await m.restore({ committedHeight: 1, committed: [n1], uncommitted: [n2] });
   assert.equal(m.submit([set("a", "1")], { expires: 100 }).committed.get(0)?.height, 1);
-  const child = await validate(m, batch([set("b", "2")]), stateOf(), {
+  const child = await validate(m, batch([set("b", "2"), set("c", "3")]), stateOf(), {
     height: 3,
     parent: n2.hash,
   });
-  assert.match(rejectReason(child.result), /already committed or pending/);
-  const fresh = await validate(m, batch([set("c", "3")]), stateOf(), {
-    height: 3,
-    parent: n2.hash,
-  });
-  assert.ok(fresh.result.ok, "n2 is a known ancestor");
-  m.close();
-});
-
-// ---------------------------------------------------------------------------------------------
-// The leader's batches
-
-Deno.test("leader: batches pool commands oldest first, up to the byte limit", async () => {
-  const m = pool({ batchBytesMax: 1000 });
-  const cmds = Array.from({ length: 40 }, (_, i) => set(`key-${i}`, "v".repeat(30)));
-  const { expires } = m.submit(cmds);
-  const got = await produce(m, new Uint8Array(32).fill(7));
-  assert.ok(got.length > 5 && got.length < 40, `a partial batch: ${got.length}`);
-  assert.ok(batch(got, expires).length <= 1000);
-  assert.deepEqual(got, cmds.slice(0, got.length), "oldest first");
-  // What the leader produces, every replica accepts.
-  assert.ok((await validate(m, batch(got, expires))).result.ok);
-  m.close();
-});
-
-Deno.test("leader: skips commands already in the uncommitted ancestors it extends", async () => {
-  const m = pool();
-  const cmds = [set("a", "1"), set("b", "2"), set("c", "3")];
-  const { expires } = m.submit(cmds);
-  // Node 1 carries a and b; a leader extending node 1 must not propose them again.
-  const n1 = await validate(m, batch(cmds.slice(0, 2), expires), stateOf(), { height: 1 });
-  assert.ok(n1.result.ok);
-  assert.deepEqual(await produce(m, n1.hash, stateOf(), 2), [cmds[2]]);
-  // On another branch (extending genesis) they are fair game again.
-  assert.deepEqual(await produce(m, new Uint8Array(32).fill(99)), cmds);
-  // Extending a Node it never validated, it cannot know what is pending: an empty batch.
-  assert.deepEqual(await produce(m, new Uint8Array(32).fill(98), stateOf(), 3), []);
-  m.close();
-});
-
-Deno.test("leader: drops commands the machine refuses; skips commands not live yet", async () => {
-  const dropped: string[] = [];
-  const m = new Mempool({
-    check: () => null, // let anything in, so that apply refuses it
-    apply: (r) => kvMachine.apply(r),
-  }, {
-    idleProposeDelayMs: 0,
-    commandHorizon: 10,
-    onDropped: (id, reason) => dropped.push(`${id}:${reason}`),
-  });
-  const good = set("a", "1");
-  const junk = encodeValue(["frob", "k", "v"]);
-  m.submit([junk, good]);
-  m.addForwarded(entries([set("later", "1")], 15)); // live from height 6 on
-  assert.deepEqual(await produce(m, new Uint8Array(32)), [good]);
-  assert.equal(dropped.length, 1);
-  assert.match(dropped[0]!, /unknown op/);
-  assert.equal(m.size, 2, "the junk left the pool; the rest stays until it commits");
-  m.close();
-});
-
-Deno.test("leader: with nothing to propose it waits up to idleProposeDelayMs; a command ends the wait", async () => {
-  const m = new Mempool(kvMachine, { idleProposeDelayMs: 200 });
-  const t0 = performance.now();
-  const empty = await produce(m, new Uint8Array(32));
-  assert.deepEqual(empty, []);
-  assert.ok(performance.now() - t0 >= 190, "waited for a command");
-  const t1 = performance.now();
-  const waiting = produce(m, new Uint8Array(32));
-  await new Promise((r) => setTimeout(r, 20));
-  m.submit([set("a", "1")]);
-  assert.equal((await waiting).length, 1);
-  assert.ok(performance.now() - t1 < 150, "woken by the submission");
-  m.close();
-});
-
-Deno.test("leader: a batch stops at the update limits, and the rest waits for the next Node", async () => {
-  const m = pool({ batchUpdatesMax: 3 });
-  m.submit([set("a", "1"), set("b", "2"), set("c", "3"), set("d", "4")]);
-  const got = await produce(m, new Uint8Array(32));
-  assert.equal(got.length, 3, "3 commands x 1 update");
-  assert.equal(m.size, 4, "nothing leaves the pool before it commits");
+  assert.deepEqual(keysOf(child.result), ["c"], "n2 is a known ancestor that consumed b");
   m.close();
 });
 
@@ -581,34 +637,80 @@ Deno.test("pool: waitForCommits answers a whole submission once all of it commit
   m.close();
 });
 
-Deno.test("batch: ids found by bytes for pool commands agree with computed ids, short and long", async () => {
-  const m = pool();
-  const short = set("s", "1");
-  const long = set("l", "x".repeat(400)); // over the size whose ids are found by bytes
-  const { ids, expires } = m.submit([short, long]);
-  assert.deepEqual(ids, [idOf(short, expires), idOf(long, expires)]);
-  const parent = await validate(m, batch([short, long], expires), stateOf(), { height: 1 });
-  assert.ok(parent.result.ok);
-  for (const c of [short, long]) {
-    const child = await validate(m, batch([c], expires), stateOf(), {
-      height: 2,
-      parent: parent.hash,
-    });
-    assert.match(rejectReason(child.result), /already committed or pending/);
-  }
-  // Committed (and so out of the pool), the ids are computed again and still match.
-  await commit(m, parent);
-  assert.equal(m.size, 0);
-  const late = m.submit([short, long], { expires });
-  assert.deepEqual([...late.committed.values()].map((c) => c.id), ids);
+// ---------------------------------------------------------------------------------------------
+// The leader's choice of batches
+
+Deno.test("leader: names held batches oldest first, seals its own commands first", async () => {
+  const m = pool({ batchBytesMax: 1000, commandBytesMax: 900, batchDelayMs: 10_000 });
+  const peer = encodeBatch([{ command: set("peer", "1"), expires: 100 }]);
+  m.addBatch(peer);
+  const cmds = Array.from({ length: 40 }, (_, i) => set(`key-${i}`, "v".repeat(30)));
+  m.submit(cmds);
+  assert.ok(m.batches >= 2, "full batches are sealed at once");
+  m.submit([set("last", "1")]);
+  const held = m.batches;
+  assert.equal(m.size, 42, "the last one waits for the batch delay, unsealed");
+  const got = await produce(m, new Uint8Array(32).fill(7));
+  assert.deepEqual(got, [set("peer", "1"), ...cmds, set("last", "1")], "oldest first");
+  assert.equal(m.batches, held + 1, "the leader sealed the waiting command to name it");
   m.close();
 });
 
-Deno.test("leader: validating the batch it just built gives what any replica computes; another batch is checked in full", async () => {
+Deno.test("leader: skips batches its uncommitted ancestors name, and over nodeBatchesMax", async () => {
+  const m = pool({ nodeBatchesMax: 2 });
+  const bs = [0, 1, 2].map((i) => encodeBatch([{ command: set(`k${i}`, "v"), expires: 100 }]));
+  for (const b of bs) m.addBatch(b);
+  const first = await produce(m, new Uint8Array(32));
+  assert.deepEqual(first, [set("k0", "v"), set("k1", "v")], "two batches at most");
+  const n1 = await validate(m, encodeDigests([batchDigest(bs[0]!), batchDigest(bs[1]!)]));
+  assert.ok(n1.result.ok);
+  assert.deepEqual(await produce(m, n1.hash, stateOf(), 2), [set("k2", "v")]);
+  // Extending a Node it never validated, it cannot know what is pending: an empty Node.
+  assert.deepEqual(await produce(m, new Uint8Array(32).fill(98), stateOf(), 3), []);
+  m.close();
+});
+
+Deno.test("leader: with nothing to propose it waits up to idleProposeDelayMs; a batch ends the wait", async () => {
+  const m = new Mempool(kvMachine, { idleProposeDelayMs: 200, batchDelayMs: 0 });
+  const t0 = performance.now();
+  const empty = await produce(m, new Uint8Array(32));
+  assert.deepEqual(empty, []);
+  assert.ok(performance.now() - t0 >= 190, "waited for a command");
+  const t1 = performance.now();
+  const waiting = produce(m, new Uint8Array(32));
+  await new Promise((r) => setTimeout(r, 20));
+  m.submit([set("a", "1")]);
+  assert.equal((await waiting).length, 1);
+  assert.ok(performance.now() - t1 < 150, "woken by the batch");
+  m.close();
+});
+
+Deno.test("leader: batches beyond the update limits wait for the next Node; one that never fits leaves", async () => {
+  const dropped: string[] = [];
+  const m = pool({ batchUpdatesMax: 3, onDropped: (_, reason) => dropped.push(reason) });
+  for (const k of ["a", "b"]) m.addBatch(encodeBatch([{ command: set(k, "1"), expires: 100 }]));
+  m.addBatch(
+    encodeBatch(["c", "d", "e", "f"].map((k) => ({ command: set(k, "1"), expires: 100 }))),
+  );
+  m.addBatch(encodeBatch([{ command: set("g", "1"), expires: 100 }]));
+  assert.deepEqual((await produce(m, new Uint8Array(32))).length, 2, "a, b; c-f do not fit");
+  assert.equal(m.batches, 4, "nothing leaves before it commits");
+  const alone = pool({ batchUpdatesMax: 3, onDropped: (_, reason) => dropped.push(reason) });
+  alone.addBatch(
+    encodeBatch(["c", "d", "e", "f"].map((k) => ({ command: set(k, "1"), expires: 100 }))),
+  );
+  assert.deepEqual(await produce(alone, new Uint8Array(32)), []);
+  assert.equal(alone.batches, 0);
+  assert.match(dropped.join(), /alone in a Node/);
+  m.close();
+  alone.close();
+});
+
+Deno.test("leader: validating the Node it just built gives what any replica computes; another Node is executed in full", async () => {
   const leader = pool();
   const other = pool();
   const cmds = [set("a", "1"), set("b", "2"), set("a", "3", 1)];
-  const { expires } = leader.submit(cmds);
+  leader.submit(cmds);
   const r = await leader.application.produceCommand({
     view: 1,
     height: 1,
@@ -620,19 +722,16 @@ Deno.test("leader: validating the batch it just built gives what any replica com
   const theirs = await other.application.validateNode({ node, hash, state: stateOf() });
   assert.ok(mine.ok && theirs.ok);
   assert.deepEqual(mine.updates, theirs.updates);
-  // Built, then a different batch on the same parent: no shortcut, the bad command is found.
+  // Built, then a different Node on the same parent: no shortcut.
   await leader.application.produceCommand({
     view: 1,
     height: 1,
     parent: new Uint8Array(32),
     state: stateOf(),
   });
-  const forged = nodeOf(
-    encodeBatch([{ command: encodeValue(["frob", "k", "v"]), expires }]),
-    { height: 1 },
-  );
+  const forged = nodeOf(batch([set("q", "1")]), { height: 1 });
   const v = await leader.application.validateNode({ ...forged, state: stateOf() });
-  assert.match(rejectReason(v), /unknown op/);
+  assert.deepEqual(keysOf(v), ["q"]);
   leader.close();
   other.close();
 });
@@ -642,4 +741,8 @@ Deno.test("batch: an array announcing more entries than allowed is refused from 
   const head = new Uint8Array([0x9a, 0x00, 0x10, 0x00, 0x00]);
   const r = decodeEntryList(head, 65_536, 1024);
   assert.deepEqual(r, { ok: false, reason: "batch of 1048576 commands exceeds 65536" });
+  assert.deepEqual(decodeDigests(head, 64), {
+    ok: false,
+    reason: "a Node naming 1048576 batches exceeds 64",
+  });
 });

@@ -247,6 +247,10 @@ Deno.test("1 replica: the command API answers as documented", async (t) => {
       },
     );
     await t.step("bad requests are refused with a status and a reason", async () => {
+      const getJson = async (u: string) => {
+        const r = await fetch(u);
+        return { status: r.status, json: await r.json() };
+      };
       const cases: Array<[Promise<{ status: number; json: unknown }>, number, string]> = [
         [post(`${url}/commands`, new Uint8Array([1, 2])), 400, "bad-command"],
         [post(`${url}/commands`, new Uint8Array(0)), 400, "bad-command"],
@@ -263,13 +267,17 @@ Deno.test("1 replica: the command API answers as documented", async (t) => {
           400,
           "duplicate-parameter",
         ],
+        [post(`${url}/commands`, new Uint8Array(70_000)), 413, "command-too-large"],
+        [getJson(`${url}/batches/xyz`), 400, "bad-digest"],
+        [getJson(`${url}/batches/${"AB".repeat(32)}`), 400, "bad-digest"],
+        [getJson(`${url}/batches/${"ab".repeat(32)}`), 404, "not-found"],
+        [getJson(`${url}/batches/${"ab".repeat(32)}?x=1`), 400, "unknown-parameter"],
+        [post(`${url}/batches/${"ab".repeat(32)}`, new Uint8Array(1)), 405, "method-not-allowed"],
         [
           post(`${url}/mempool`, encodeValue([kvSet("k", "v")]), "application/cbor"),
-          400,
-          "bad-body",
+          404,
+          "not-found",
         ],
-        [post(`${url}/commands`, new Uint8Array(70_000)), 413, "command-too-large"],
-        [post(`${url}/mempool?x=1`, encodeValue([])), 400, "unknown-parameter"],
       ];
       for (const [request, status, reason] of cases) {
         const r = await request;
@@ -369,13 +377,13 @@ Deno.test("status and certificates: a committed Node's certificate is the next c
 // ---------------------------------------------------------------------------------------------
 // Failure handling
 
-Deno.test("a forwarding queue too small for the largest command is a ConfigError", async () => {
+Deno.test("batch limits that leave no room for the largest command are a ConfigError", async () => {
   await assert.rejects(
-    startCluster(1, { replicaOptions: () => ({ forwardQueueBytesMax: 1024 }) }),
+    startCluster(1, { replicaOptions: () => ({ mempool: { batchBytesMax: 1024 } }) }),
     (e: unknown) => {
       assert.ok(e instanceof ConfigError);
       assert.equal(e.reason, "bad-option");
-      assert.match(e.message, /forwardQueueBytesMax/);
+      assert.match(e.message, /must leave room/);
       return true;
     },
   );

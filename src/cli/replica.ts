@@ -24,6 +24,7 @@ import type { CommandMachine } from "../mempool.ts";
 import { ed25519Signer } from "../crypto.ts";
 import { ConfigError } from "../errors.ts";
 import { isLogLevel, type LogLevel, type Replica, startReplica } from "../replica.ts";
+import { DenoKvBatchStore } from "../storage/batches.ts";
 import { DenoKvStorage } from "../storage/deno_kv.ts";
 import {
   type ClusterConfig,
@@ -89,6 +90,7 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
   const lock = await lockDataDir(dataDir);
   const me = config.validators[index]!;
   const storage = await DenoKvStorage.open(`${dataDir}/replica.kv`);
+  const batchStore = await DenoKvBatchStore.open(`${dataDir}/batches.kv`);
   const stop = new AbortController();
   let failed = false;
   const onSignal = (): void => stop.abort();
@@ -100,6 +102,7 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
       validators: validatorSetOf(config),
       signer: ed25519Signer(secretKey),
       storage,
+      batchStore,
       machine: p.machine,
       routes: p.routes,
       listenConsensus: listenConsensus ?? me.consensus,

@@ -41,6 +41,8 @@ export const FrameType = {
   pong: 0x01,
   /** A consensus message: this byte, then `encodeMessage` bytes. */
   message: 0x02,
+  /** A batch of client commands: this byte, then the batch's bytes (`encodeBatch`). */
+  batch: 0x03,
   /** Handshake step 1: this byte, then CBOR `[1, chainId, publicKey, nonce]`. */
   hello: 0x10,
   /** Handshake step 2: this byte, then CBOR `[signature]`. */

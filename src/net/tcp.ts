@@ -23,6 +23,7 @@
  * | `0x00` | PING | empty |
  * | `0x01` | PONG | empty |
  * | `0x02` | MESSAGE | `encodeMessage(msg)`: canonical CBOR of PROPOSE, VOTE or NEW-VIEW |
+ * | `0x03` | BATCH | a batch of client commands (`encodeBatch`; SPECIFICATION.md 13.1) |
  *
  * **Handshake** (`handshake.ts`). Both sides, dialer and listener alike, at once:
  *
@@ -44,7 +45,7 @@
  * (`handshake.ts`, `link_cipher.ts`; a frame that does not open closes the connection,
  * `decrypt-failed`). A replica refuses a peer of the other kind (`link-mode-mismatch`).
  *
- * **After the handshake**, either side may send PING, PONG and MESSAGE frames in any order.
+ * **After the handshake**, either side may send PING, PONG, MESSAGE and BATCH frames in any order.
  * A PING is answered with a PONG. Every `keepaliveIntervalMs` (default 5 s) each side sends a
  * PING; after `keepaliveMissedMax` (default 3) intervals without any frame received, it closes
  * the connection (`keepalive-timeout`). A MESSAGE that does not decode, an unknown type, an empty
@@ -80,6 +81,12 @@ export interface ConsensusTcpOptions extends NetworkOptions {
  * The message's own signatures are not checked yet.
  */
 export type MessageHandler = (from: Uint8Array, msg: ConsensusMessage) => void;
+
+/**
+ * Receives the bytes of each BATCH frame with the public key of the authenticated peer that sent
+ * it; the consumer decodes and checks them.
+ */
+export type BatchHandler = (from: Uint8Array, bytes: Uint8Array) => void;
 
 /**
  * The Consensus TCP API of one replica.
@@ -123,6 +130,7 @@ export class ConsensusTcp {
   readonly #manager: ConnectionManager;
   readonly #codecLimits: CodecLimits;
   #handler: MessageHandler | null = null;
+  #batchHandler: BatchHandler | null = null;
 
   /**
    * Creates the API; nothing happens until {@link ConsensusTcp.start}.
@@ -175,6 +183,25 @@ export class ConsensusTcp {
     this.#handler = handler;
   }
 
+  /**
+   * Queues a batch of client commands for every peer, as one BATCH frame (built once). A full
+   * peer queue drops its oldest frame, as for messages.
+   */
+  broadcastBatch(bytes: Uint8Array): void {
+    const frame = new Uint8Array(1 + bytes.length);
+    frame[0] = FrameType.batch;
+    frame.set(bytes, 1);
+    this.#manager.broadcast(frame);
+  }
+
+  /**
+   * Sets the handler for incoming BATCH frames (replacing any earlier one); without one they are
+   * dropped. A handler that throws is logged (`net:handler-error`); the connection stays up.
+   */
+  onBatch(handler: BatchHandler): void {
+    this.#batchHandler = handler;
+  }
+
   /** One line per peer for a status page; see {@link PeerStatus}. */
   status(): PeerStatus[] {
     return this.#manager.status();
@@ -186,6 +213,10 @@ export class ConsensusTcp {
   }
 
   #receive(from: Uint8Array, frame: Uint8Array): HotStuffError | null {
+    if (frame[0] === FrameType.batch) {
+      this.#batchHandler?.(from, frame.subarray(1));
+      return null;
+    }
     if (frame[0] !== FrameType.message) {
       return new DecodeError("unknown-frame-type", `frame type ${frame[0]} after the handshake`);
     }
