@@ -106,6 +106,30 @@ Deno.test("admission: a validator's signed request is served while the public is
   assertEquals(a.stats().refused["bad-validator-auth"], 4, "counted");
 });
 
+Deno.test("admission: a client that keeps sending bad validator signatures is refused without a check", async () => {
+  let checks = 0;
+  const counting = {
+    ...auth,
+    verifier: {
+      verify: (k: Uint8Array, m: Uint8Array, s: Uint8Array) => {
+        checks++;
+        return auth.verifier.verify(k, m, s);
+      },
+    },
+  };
+  const { a, advance } = withClock({ auth: counting, clientAuthFailureBurst: 3 });
+  const bad = await signedGet("/chain?from=1&limit=1");
+  const forged = get("/chain?from=1&limit=256", { [AUTH_HEADER]: bad.headers.get(AUTH_HEADER)! });
+  const statuses: number[] = [];
+  for (let i = 0; i < 6; i++) statuses.push(refused(await a.admit(forged, "10.0.0.5")).status);
+  assertEquals(statuses, [401, 401, 401, 429, 429, 429], "statuses");
+  assertEquals(checks, 3, "signature checks");
+  // Another address, and the same one later, are checked again.
+  admitted(await a.admit(await signedGet("/chain?from=1&limit=256"), "10.0.0.6"));
+  advance(1_000);
+  assertEquals(refused(await a.admit(forged, "10.0.0.5")).status, 401, "after a second");
+});
+
 Deno.test("admission: the addresses of one IPv6 /64 are one client; an IPv4-mapped address is its IPv4 client", async () => {
   const { a } = withClock({ clientReadRate: 1, clientReadBurst: 256 });
   admitted(await a.admit(get("/committed?from=1&to=256"), "2001:db8:0:1::1")).release();

@@ -27,7 +27,9 @@
  * key, decimal milliseconds since the epoch, hex Ed25519 signature) over CBOR
  * `["hotstuff/http/v1", chainId, method, pathAndQuery, TIME]`. It is accepted when the key is a
  * validator's, TIME is within `authSkewMs` of the replica's clock, and the signature verifies. A
- * header that fails is answered `401 bad-validator-auth` and costs its client one read unit. A
+ * header that fails is answered `401 bad-validator-auth` and costs its client one read unit and one
+ * of its `clientAuthFailureRate` (10/s, burst 20) failures; beyond those, its signed requests are
+ * refused (`429`) without being checked, so bogus signatures cannot buy signature checks. A
  * captured header can be replayed only for the same request within the skew, which gains the
  * replayer nothing but that request's answer.
  *
@@ -71,6 +73,10 @@ export interface AdmissionLimits {
   readonly readRate: number;
   /** Read units all clients together may save up. Default 1,024. */
   readonly readBurst: number;
+  /** Failed validator signatures one client may send per second (each costs a check). Default 10. */
+  readonly clientAuthFailureRate: number;
+  /** Failed validator signatures one client may save up. Default 20. */
+  readonly clientAuthFailureBurst: number;
   /** Clients tracked at once. Default 10,000. */
   readonly clientsMax: number;
   /** Largest difference between a signature's time and ours, ms. Default 30 s. */
@@ -97,6 +103,8 @@ export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
   clientSubmitBurst: 20_000,
   readRate: 400,
   readBurst: 1024,
+  clientAuthFailureRate: 10,
+  clientAuthFailureBurst: 20,
   clientsMax: 10_000,
   authSkewMs: 30_000,
 };
@@ -161,6 +169,7 @@ interface Bucket {
 interface Client {
   readonly read: Bucket;
   readonly submit: Bucket;
+  readonly authFailures: Bucket;
   inFlight: number;
 }
 
@@ -220,10 +229,21 @@ export class Admission {
   async admit(request: Request, remote: string): Promise<Ticket | Refusal> {
     const header = request.headers.get(AUTH_HEADER);
     if (header !== null && this.#auth !== null) {
+      // A client whose signatures keep failing is refused before we check another one.
+      const client = this.#client(remote);
+      const l = this.#limits;
+      const wait = this.#wait(
+        client.authFailures,
+        1,
+        l.clientAuthFailureRate,
+        l.clientAuthFailureBurst,
+      );
+      if (wait > 0) return this.#rateLimited("failed validator signatures", wait);
       if (await this.#validSignature(request, header, this.#auth)) {
         return this.#take("catchup", null) ?? this.#busy("catchup");
       }
-      this.#charge(this.#client(remote).read, 1);
+      this.#charge(client.authFailures, 1);
+      this.#charge(client.read, 1);
       return this.#refuse({
         status: 401,
         reason: "bad-validator-auth",
@@ -316,6 +336,7 @@ export class Admission {
     client = {
       read: { tokens: this.#limits.clientReadBurst, at: now },
       submit: { tokens: this.#limits.clientSubmitBurst, at: now },
+      authFailures: { tokens: this.#limits.clientAuthFailureBurst, at: now },
       inFlight: 0,
     };
     this.#clients.set(remote, client);
