@@ -140,6 +140,18 @@ Deno.test("admission: the addresses of one IPv6 /64 are one client; an IPv4-mapp
   assertEquals(refused(await a.admit(get("/status"), "::ffff:10.0.0.7")).status, 429, "mapped");
 });
 
+Deno.test("admission: a replayed validator header gets no priority: the replay is a public request", async () => {
+  const { a } = withClock({ auth, readInFlightMax: 1 });
+  admitted(await a.admit(get("/status"), "10.0.0.1")); // fills the read class
+  const signed = await signedGet("/chain?from=1&limit=256");
+  assertEquals(admitted(await a.admit(signed, "10.0.0.1")).routeClass, "catchup", "first use");
+  const replay = get("/chain?from=1&limit=256", {
+    [AUTH_HEADER]: signed.headers.get(AUTH_HEADER)!,
+  });
+  const r = refused(await a.admit(replay, "10.0.0.66"));
+  assertEquals([r.status, r.reason], [503, "busy"], "the replay waits with the public");
+});
+
 Deno.test("admission: at most clientsMax clients are remembered", async () => {
   const { a } = withClock({ clientsMax: 3 });
   for (let i = 0; i < 50; i++) admitted(await a.admit(get("/status"), `10.0.1.${i}`)).release();

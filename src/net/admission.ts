@@ -29,9 +29,9 @@
  * validator's, TIME is within `authSkewMs` of the replica's clock, and the signature verifies. A
  * header that fails is answered `401 bad-validator-auth` and costs its client one read unit and one
  * of its `clientAuthFailureRate` (10/s, burst 20) failures; beyond those, its signed requests are
- * refused (`429`) without being checked, so bogus signatures cannot buy signature checks. A
- * captured header can be replayed only for the same request within the skew, which gains the
- * replayer nothing but that request's answer.
+ * refused (`429`) without being checked, so bogus signatures cannot buy signature checks. Each
+ * header gives priority once: a header seen before (a replay; the HTTP API is plaintext, so an
+ * eavesdropper can capture one) is admitted as a public request, with the public's budgets.
  *
  * @module
  */
@@ -45,6 +45,8 @@ import type { Membership } from "./handshake.ts";
 export const AUTH_HEADER = "x-hotstuff-validator";
 /** The domain tag of a request signature. */
 export const HTTP_AUTH_DOMAIN = "hotstuff/http/v1";
+/** Validator headers remembered at once against replays. */
+const SEEN_HEADERS_MAX = 65_536;
 /** The most units one read is charged (ranges beyond `rangeMax` are refused by the route). */
 const READ_COST_MAX = 4096;
 
@@ -191,6 +193,8 @@ export class Admission {
   readonly #now: () => number;
   readonly #wall: () => number;
   readonly #clients = new Map<string, Client>();
+  /** Validator headers already used, to the wall time they can be forgotten. */
+  readonly #seen = new Map<string, number>();
   readonly #global: Bucket;
   readonly #inFlight: Record<RouteClass, number> = { read: 0, submit: 0, catchup: 0 };
   readonly #admitted: Record<RouteClass, number> = { read: 0, submit: 0, catchup: 0 };
@@ -240,7 +244,10 @@ export class Admission {
       );
       if (wait > 0) return this.#rateLimited("failed validator signatures", wait);
       if (await this.#validSignature(request, header, this.#auth)) {
-        return this.#take("catchup", null) ?? this.#busy("catchup");
+        // A header seen before is a replay (HTTP is plaintext): served as a public request.
+        if (this.#firstUse(header)) return this.#take("catchup", null) ?? this.#busy("catchup");
+        const read = request.method === "GET" || request.method === "HEAD";
+        return read ? this.#admitRead(request, remote) : this.#admitSubmit(remote);
       }
       this.#charge(client.authFailures, 1);
       this.#charge(client.read, 1);
@@ -377,6 +384,23 @@ export class Admission {
   #refuse(refusal: Refusal): Refusal {
     this.#refused[refusal.reason]++;
     return refusal;
+  }
+
+  /**
+   * True the first time a valid header is used. Headers are remembered until they are too old
+   * to verify (`authSkewMs` past their time, checked by arrival order), at most
+   * {@link SEEN_HEADERS_MAX} of them; when that many are remembered, none counts as a first use.
+   */
+  #firstUse(header: string): boolean {
+    const now = this.#wall();
+    for (const [h, expires] of this.#seen) {
+      if (expires > now) break;
+      this.#seen.delete(h);
+    }
+    if (this.#seen.has(header) || this.#seen.size >= SEEN_HEADERS_MAX) return false;
+    const time = Number(header.split(".")[1]);
+    this.#seen.set(header, Math.max(now, time) + this.#limits.authSkewMs);
+    return true;
   }
 
   async #validSignature(request: Request, header: string, auth: AdmissionAuth): Promise<boolean> {
