@@ -18,7 +18,7 @@
  * @module
  */
 import { decode as cborDecode, encode as cborEncode } from "cborg";
-import { sha256 } from "@noble/hashes/sha2.js";
+import { sha256Bytes } from "./crypto.ts";
 import { DecodeError } from "./errors.ts";
 import { bytesEqual } from "./types.ts";
 import type {
@@ -164,7 +164,7 @@ const nodeHashCache = new WeakMap<Node, Hash>();
 export function nodeHash(node: Node): Hash {
   let h = nodeHashCache.get(node);
   if (h === undefined) {
-    h = sha256(encodeNode(node));
+    h = sha256Bytes(encodeNode(node));
     nodeHashCache.set(node, h);
   }
   return h;

@@ -6,6 +6,7 @@
  * @module
  */
 import * as ed from "@noble/ed25519";
+import { createHash } from "node:crypto";
 import { sha256, sha512 } from "@noble/hashes/sha2.js";
 import { ConfigError } from "./errors.ts";
 import type { PublicKey, Signature } from "./types.ts";
@@ -204,7 +205,9 @@ export function ed25519Verifier(options: VerifierOptions = {}): Verifier {
 }
 
 /**
- * SHA-256 (synchronous, @noble/hashes).
+ * SHA-256 (synchronous, the runtime's native implementation through `node:crypto`: ~7x faster
+ * than @noble/hashes on Nodes and batches, and faster on 40-byte command ids too; see
+ * docs/PERFORMANCE.md).
  *
  * @example
  * ```ts
@@ -213,5 +216,6 @@ export function ed25519Verifier(options: VerifierOptions = {}): Verifier {
  * ```
  */
 export function sha256Bytes(data: Uint8Array): Uint8Array {
-  return sha256(data);
+  const d = createHash("sha256").update(data).digest();
+  return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
 }

@@ -53,6 +53,7 @@ import { createHash } from "node:crypto";
 import type { Application, StateUpdate, StateView } from "./app.ts";
 import { DEFAULT_APP_LIMITS } from "./app.ts";
 import { cborArrayLength, decodeValue, encodeValue } from "./codec.ts";
+import { sha256Bytes } from "./crypto.ts";
 import { assert, ConfigError, HotStuffError } from "./errors.ts";
 import type { Hash, Node } from "./types.ts";
 import { bytesEqual, fromHex, toHex } from "./types.ts";
@@ -354,8 +355,7 @@ function commandIdHex(command: Uint8Array, expires: number): string {
  * ```
  */
 export function batchDigest(bytes: Uint8Array): Uint8Array {
-  const d = createHash("sha256").update(bytes).digest();
-  return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+  return sha256Bytes(bytes);
 }
 
 /**

@@ -85,7 +85,7 @@
  *
  * @module
  */
-import { sha256 } from "@noble/hashes/sha2.js";
+import { sha256Bytes as sha256 } from "../crypto.ts";
 import {
   decodeNode,
   decodeQC,
