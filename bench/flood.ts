@@ -19,6 +19,7 @@
 import { type Figure, notMeasured, type SectionResult, withTarget } from "./figures.ts";
 import { type LoadResult, runLoad } from "./load.ts";
 import { BenchCluster } from "./replicas.ts";
+import { hasWrk, runWrk, type WrkSummary } from "./wrk.ts";
 
 const SCRIPT = new URL("./flood.lua", import.meta.url).pathname;
 /** The writers: 200 requests of one command outstanding, from two client processes. */
@@ -32,15 +33,6 @@ export interface FloodOptions {
   readonly quick: boolean;
   /** Progress lines. */
   readonly log: (line: string) => void;
-}
-
-/** What wrk reported. */
-interface WrkSummary {
-  readonly requests: number | null;
-  readonly requestsPerSecond: number | null;
-  readonly non2xx: number | null;
-  readonly socketErrors: string | null;
-  readonly text: string;
 }
 
 /**
@@ -144,36 +136,8 @@ export async function floodSection(o: FloodOptions): Promise<SectionResult> {
   }
 }
 
-async function hasWrk(): Promise<boolean> {
-  try {
-    const out = await new Deno.Command("wrk", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    })
-      .output();
-    return out.code === 0 || out.code === 1; // wrk --version exits 1 after printing its version
-  } catch {
-    return false;
-  }
-}
-
-async function startWrk(url: string, seconds: number): Promise<WrkSummary> {
-  const args = ["-t1", `-c${FLOOD_CONNECTIONS}`, `-d${seconds}s`, "--timeout", "10s"];
-  args.push("-s", SCRIPT, url);
-  const out = await new Deno.Command("wrk", { args, stdout: "piped", stderr: "piped" }).output();
-  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  const num = (re: RegExp): number | null => {
-    const m = re.exec(text);
-    return m === null ? null : Number(m[1]);
-  };
-  return {
-    requests: num(/(\d+) requests in/),
-    requestsPerSecond: num(/Requests\/sec:\s+([\d.]+)/),
-    non2xx: num(/Non-2xx or 3xx responses: (\d+)/) ?? 0,
-    socketErrors: /Socket errors: (.*)/.exec(text)?.[1] ?? null,
-    text: text.slice(0, 2000),
-  };
+function startWrk(url: string, seconds: number): Promise<WrkSummary> {
+  return runWrk(url, { threads: 1, connections: FLOOD_CONNECTIONS, seconds, script: SCRIPT });
 }
 
 function mean(values: readonly number[]): number {

@@ -31,7 +31,7 @@ export interface LiveContext extends BenchContext {
  * ```
  */
 export async function runLiveSection(
-  id: "a" | "b" | "f" | "g",
+  id: "a" | "b" | "f" | "g" | "h",
   ctx: LiveContext,
 ): Promise<SectionResult> {
   const args = ["run", "--allow-all", "--config", DENO_JSON, CHILD, "--section", id];
@@ -128,4 +128,17 @@ export function runMemory(ctx: LiveContext): Promise<SectionResult> {
  */
 export function runFlood(ctx: LiveContext): Promise<SectionResult> {
   return runLiveSection("g", ctx);
+}
+
+/**
+ * Section (h): single-key writes from 200 concurrent clients (see bench/puts.ts).
+ *
+ * @example
+ * ```ts
+ * import { runPuts } from "./live.ts";
+ * // await runPuts({ quick: true, long: false, log: console.error });
+ * ```
+ */
+export function runPuts(ctx: LiveContext): Promise<SectionResult> {
+  return runLiveSection("h", ctx);
 }

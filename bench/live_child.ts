@@ -8,7 +8,7 @@
  *
  * ```
  * deno run -A bench/live_child.ts --section a [--quick] [--cpu-prof DIR] [--timed]
- *   [--app kv,order] [--sizes 32,128] [--outstanding 1000,4000] [--batch 100] [--clients 2]
+ *   [--plaintext] [--app kv,order] [--sizes 32,128] [--outstanding 1000,4000] [--batch 100] [--clients 2]
  *   [--warmup-s 3] [--window-s 10]
  * deno run -A bench/live_child.ts --section b [--quick] [--timed]
  * deno run -A bench/live_child.ts --section f [--quick | --long]
@@ -24,6 +24,7 @@
 import { parseArgs } from "node:util";
 import type { SectionResult } from "./figures.ts";
 import { floodSection } from "./flood.ts";
+import { putsSection } from "./puts.ts";
 import { memorySection } from "./memory.ts";
 import type { BenchApp, LiveOptions, LoadCase } from "./saturated.ts";
 import {
@@ -45,6 +46,7 @@ async function main(args: string[]): Promise<SectionResult> {
       timed: { type: "boolean", default: false },
       sizes: { type: "string" },
       app: { type: "string" },
+      plaintext: { type: "boolean", default: false },
       outstanding: { type: "string" },
       batch: { type: "string" },
       clients: { type: "string" },
@@ -60,18 +62,22 @@ async function main(args: string[]): Promise<SectionResult> {
       return await saturatedSection({
         ...overrides(saturatedOptions({ quick, log, cpuProfDir: values["cpu-prof"] }), values),
         timed: values.timed,
+        plaintext: values.plaintext,
       });
     case "b":
       return await lightLoadSection({
         ...overrides(lightLoadOptions({ quick, log }), values),
         timed: values.timed,
+        plaintext: values.plaintext,
       });
     case "f":
       return await memorySection({ quick, long: values.long, log });
     case "g":
       return await floodSection({ quick, log });
+    case "h":
+      return await putsSection({ quick, log });
     default:
-      throw new Error(`--section must be a, b, f or g: ${values.section}`);
+      throw new Error(`--section must be a, b, f, g or h: ${values.section}`);
   }
 }
 

@@ -28,7 +28,7 @@ import { runCatchUpSection } from "./catchup.ts";
 import type { Section, SectionResult } from "./figures.ts";
 import { formatTable, notMeasured } from "./figures.ts";
 import type { LiveContext } from "./live.ts";
-import { runFlood, runLightLoad, runMemory, runSaturated } from "./live.ts";
+import { runFlood, runLightLoad, runMemory, runPuts, runSaturated } from "./live.ts";
 import { DEFAULT_PLOT_PATH, plotFromSection } from "./plot.ts";
 import { runRestart } from "./restart.ts";
 import { runScaling } from "./scaling.ts";
@@ -42,13 +42,14 @@ export const SECTIONS: readonly Section[] = [
   { id: "e", title: "Restart", run: runRestart },
   { id: "f", title: "Memory", run: runMemory },
   { id: "g", title: "Writes under a read flood", run: runFlood },
+  { id: "h", title: "Single-key writes", run: runPuts },
 ];
 
 const USAGE = `Usage: deno task bench [options]
 
   --quick        a short subset (whole run under 60 s; section g only with --only g)
   --long         the long memory run (section f: 10 minutes)
-  --only a,b,..  only these sections (letters a-g)
+  --only a,b,..  only these sections (letters a-h)
   --json FILE    also write every figure and its details to FILE
   --plot         draw section a's throughput-latency curve as SVG into
                  docs/throughput-latency.svg (--json in a full run implies it)
@@ -220,6 +221,7 @@ export const SUMMARY_KEYS = [
   "lightP50Ms",
   "lightP99Ms",
   "catchUpNodesPerSecond",
+  "singleKeyPutsPerSecond",
   "floodWriteRatio",
 ] as const;
 

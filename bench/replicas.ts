@@ -30,6 +30,8 @@ export interface BenchClusterOptions {
   readonly entry?: { readonly index: number; readonly path: string };
   /** The entry point of every other replica. Default the key-value replica. */
   readonly program?: string;
+  /** Plaintext consensus links. Default: encrypted, as `deno task init` writes. */
+  readonly plaintext?: boolean;
 }
 
 /** A replica's log lines, counted by level and event. */
@@ -86,6 +88,7 @@ export class BenchCluster {
     const files = await ProcessCluster.create({
       replicas: o.replicas ?? 4,
       prefix: "hotstuff-bench-",
+      plaintext: o.plaintext,
     });
     return new BenchCluster(files, o);
   }

@@ -80,6 +80,8 @@ export interface LiveOptions {
   readonly cpuProfDir?: string;
   /** Run replica 1 as bench/timed_replica.ts and report where it waits. */
   readonly timed?: boolean;
+  /** Plaintext consensus links (default: encrypted, as `deno task init` writes). */
+  readonly plaintext?: boolean;
   /** Progress lines. */
   readonly log: (line: string) => void;
 }
@@ -245,7 +247,13 @@ async function runCluster(
     : { index: 0, dir: o.cpuProfDir };
   const entry = o.timed === true && first === 0 ? { index: 1, path: TIMED_ENTRY } : undefined;
   const program = app === "order" ? ORDER_ENTRY : undefined;
-  const cluster = await BenchCluster.create({ replicas: 4, profile, entry, program });
+  const cluster = await BenchCluster.create({
+    replicas: 4,
+    profile,
+    entry,
+    program,
+    plaintext: o.plaintext,
+  });
   const results: Array<LoadResult & { app: BenchApp }> = [];
   const undrained: number[] = [];
   let engine: LiveRun["engine"] = [];

@@ -949,17 +949,18 @@ export class Mempool {
     }
   }
 
-  /** A batch with its ids (one hash per command), being stored. */
+  /** A batch with its ids (one hash per command), being stored (unless `persist` is false). */
   #batchOf(
     digestBytes: Uint8Array,
     digest: string,
     bytes: Uint8Array,
     entries: readonly PoolCommand[],
     ids: readonly string[] = entries.map((e) => commandIdHex(e.command, e.expires)),
+    persist = true,
   ): Batch {
     let expiresMax = 0;
     for (const e of entries) if (e.expires > expiresMax) expiresMax = e.expires;
-    const durable = this.#store.put(digestBytes, bytes);
+    const durable = persist ? this.#store.put(digestBytes, bytes) : Promise.resolve();
     // Awaited by validation; a failed put must not count as unhandled meanwhile.
     durable.catch(() => {});
     return { digest, digestBytes, bytes, entries, ids, expiresMax, durable };
@@ -1367,32 +1368,30 @@ export class Mempool {
    * `batchFetchTimeoutMs`; or the first digest that cannot be had.
    */
   async #obtain(digests: readonly string[]): Promise<Batch[] | { missing: string }> {
-    const out: Batch[] = [];
+    // One deadline for the Node's fetches, made on the first one; the batches are had at once.
     let deadline: AbortSignal | null = null;
-    for (const d of digests) {
-      const held = this.#batches.get(d);
-      if (held !== undefined) {
-        out.push(held);
-        continue;
-      }
-      const digestBytes = fromHex(d)!;
-      let bytes = await this.#store.get(digestBytes);
-      const stored = bytes !== null;
-      if (bytes === null && this.#o.fetchBatch !== undefined && !this.#closed) {
-        deadline ??= AbortSignal.any([
-          this.#abort.signal,
-          AbortSignal.timeout(this.#fetchTimeoutMs),
-        ]);
-        bytes = await this.#o.fetchBatch(digestBytes, deadline).catch(() => null);
-      }
-      if (bytes === null || !bytesEqual(batchDigest(bytes), digestBytes)) return { missing: d };
-      const decoded = decodeBatch(bytes, this.limits);
-      if (!decoded.ok) return { missing: d };
-      const b = this.#batchOf(digestBytes, d, bytes, decoded.entries);
-      // A fetched batch is stored like any other; a stored one is not written again.
-      out.push(stored ? { ...b, durable: Promise.resolve() } : b);
+    const signal = (): AbortSignal =>
+      deadline ??= AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#fetchTimeoutMs)]);
+    const found = await Promise.all(digests.map((d) => this.#obtainOne(d, signal)));
+    const missing = found.indexOf(null);
+    return missing >= 0 ? { missing: digests[missing]! } : found as Batch[];
+  }
+
+  /** One batch of {@link Mempool.#obtain}, or null when it cannot be had. */
+  async #obtainOne(d: string, signal: () => AbortSignal): Promise<Batch | null> {
+    const held = this.#batches.get(d);
+    if (held !== undefined) return held;
+    const digestBytes = fromHex(d)!;
+    let bytes = await this.#store.get(digestBytes);
+    const stored = bytes !== null;
+    if (bytes === null && this.#o.fetchBatch !== undefined && !this.#closed) {
+      bytes = await this.#o.fetchBatch(digestBytes, signal()).catch(() => null);
     }
-    return out;
+    if (bytes === null || !bytesEqual(batchDigest(bytes), digestBytes)) return null;
+    const decoded = decodeBatch(bytes, this.limits);
+    if (!decoded.ok) return null;
+    // A fetched batch is stored like any other; a stored one is not written again.
+    return this.#batchOf(digestBytes, d, bytes, decoded.entries, undefined, !stored);
   }
 
   async #validate(

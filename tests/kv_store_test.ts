@@ -746,3 +746,30 @@ Deno.test("batch: an array announcing more entries than allowed is refused from 
     reason: "a Node naming 1048576 batches exceeds 64",
   });
 });
+
+Deno.test("batches: a Node's missing batches are fetched at once; a batch read from the store is not written again", async () => {
+  const store = new MemoryBatchStore();
+  let puts = 0;
+  const put = store.put.bind(store);
+  store.put = (d, b) => (puts++, put(d, b));
+  const stored = encodeBatch([{ command: set("s", "1"), expires: 100 }]);
+  await put(batchDigest(stored), stored);
+  const far = [1, 2, 3].map((i) => encodeBatch([{ command: set(`f${i}`, "1"), expires: 100 }]));
+  let inFlight = 0;
+  let most = 0;
+  const m = new Mempool(kvMachine, {
+    idleProposeDelayMs: 0,
+    batchStore: store,
+    fetchBatch: async (d) => {
+      most = Math.max(most, ++inFlight);
+      await new Promise((r) => setTimeout(r, 20));
+      inFlight--;
+      return far.find((b) => toHex(batchDigest(b)) === toHex(d)) ?? null;
+    },
+  });
+  const command = encodeDigests([stored, ...far].map(batchDigest));
+  assert.deepEqual(keysOf((await validate(m, command)).result), ["f1", "f2", "f3", "s"]);
+  assert.equal(most, 3, "the three fetches were in flight together");
+  assert.equal(puts, 3, "the fetched ones were stored; the stored one was not written again");
+  m.close();
+});

@@ -44,6 +44,8 @@ export interface ProcessClusterOptions {
   readonly viewTimeoutMs?: number;
   /** Directory prefix for the temporary directory. */
   readonly prefix?: string;
+  /** Plaintext consensus links (`"links": "plaintext"`). Default: encrypted, as `init` writes. */
+  readonly plaintext?: boolean;
   /**
    * Words put before `deno run ...` when replica `i` is started, e.g.
    * `["ip", "netns", "exec", "host-i"]` to run it on a host made as a network namespace (the
@@ -124,7 +126,13 @@ export class ProcessCluster {
         consensus: p[2 * i]!,
         http: p[2 * i + 1]!,
       }));
-      const init = await initCluster({ replicas: o.replicas, dir, ports, host: HOST });
+      const init = await initCluster({
+        replicas: o.replicas,
+        dir,
+        ports,
+        host: HOST,
+        plaintext: o.plaintext,
+      });
       await Deno.mkdir(`${dir}/logs`);
       return new ProcessCluster(o, dir, init);
     } catch (e) {
