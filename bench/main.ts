@@ -10,6 +10,7 @@
  * - f: memory (RSS of each replica) over a run at full load;
  * - g: writes through one replica while wrk floods another with expensive reads
  *   (`floodWriteRatio`, bench/flood.ts).
+ * - h: single-key PUTs from 200 concurrent wrk clients (bench/puts.ts).
  *
  * It prints a table (section, figure, value, unit, target) and, with `--json FILE`, writes every
  * figure with its details. `--quick` runs a short subset (under 60 s). The bench reports; it
