@@ -241,10 +241,15 @@ export interface MempoolOptions extends Partial<BatchLimits> {
   /** Sends a batch this replica made to every peer (the replica: a BATCH frame each). */
   readonly onBatch?: (bytes: Uint8Array, digest: Uint8Array) => void;
   /**
-   * Fetches a batch by digest from the peers, or null when none has it. The pool checks the
-   * digest of what it gets.
+   * Fetches a batch by digest from the peers, or null when none has it; `from` is the key of the
+   * validator that proposed the Node naming it (it should hold it: ask it first). The pool checks
+   * the digest of what it gets.
    */
-  readonly fetchBatch?: (digest: Uint8Array, signal: AbortSignal) => Promise<Uint8Array | null>;
+  readonly fetchBatch?: (
+    digest: Uint8Array,
+    signal: AbortSignal,
+    from: Uint8Array | null,
+  ) => Promise<Uint8Array | null>;
   /** Told about every committed Node's commands (for metrics and logs). */
   readonly onCommitted?: (notice: { height: number; commands: number }) => void;
   /** Told about a command or batch that left uncommitted: refused, expired, dropped. */
@@ -1367,25 +1372,32 @@ export class Mempool {
    * The batches with these digests (hex): held, stored, or fetched from the peers within
    * `batchFetchTimeoutMs`; or the first digest that cannot be had.
    */
-  async #obtain(digests: readonly string[]): Promise<Batch[] | { missing: string }> {
+  async #obtain(
+    digests: readonly string[],
+    from: Uint8Array | null = null,
+  ): Promise<Batch[] | { missing: string }> {
     // One deadline for the Node's fetches, made on the first one; the batches are had at once.
     let deadline: AbortSignal | null = null;
     const signal = (): AbortSignal =>
       deadline ??= AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#fetchTimeoutMs)]);
-    const found = await Promise.all(digests.map((d) => this.#obtainOne(d, signal)));
+    const found = await Promise.all(digests.map((d) => this.#obtainOne(d, signal, from)));
     const missing = found.indexOf(null);
     return missing >= 0 ? { missing: digests[missing]! } : found as Batch[];
   }
 
   /** One batch of {@link Mempool.#obtain}, or null when it cannot be had. */
-  async #obtainOne(d: string, signal: () => AbortSignal): Promise<Batch | null> {
+  async #obtainOne(
+    d: string,
+    signal: () => AbortSignal,
+    from: Uint8Array | null,
+  ): Promise<Batch | null> {
     const held = this.#batches.get(d);
     if (held !== undefined) return held;
     const digestBytes = fromHex(d)!;
     let bytes = await this.#store.get(digestBytes);
     const stored = bytes !== null;
     if (bytes === null && this.#o.fetchBatch !== undefined && !this.#closed) {
-      bytes = await this.#o.fetchBatch(digestBytes, signal()).catch(() => null);
+      bytes = await this.#o.fetchBatch(digestBytes, signal(), from).catch(() => null);
     }
     if (bytes === null || !bytesEqual(batchDigest(bytes), digestBytes)) return null;
     const decoded = decodeBatch(bytes, this.limits);
@@ -1410,7 +1422,7 @@ export class Mempool {
       return { ok: false, reason: "ancestors-unknown: an uncommitted ancestor was not validated" };
     }
     // Spec 13.2 step 2: every batch is here, durably (persisted before the vote it allows).
-    const batches = await this.#obtain(digests);
+    const batches = await this.#obtain(digests, node.proposer);
     if (!Array.isArray(batches)) {
       return { ok: false, reason: `batch-unavailable: ${batches.missing}` };
     }

@@ -54,7 +54,6 @@ import { Engine } from "./engine.ts";
 import { ConfigError, HotStuffError } from "./errors.ts";
 import type { ConsensusEvent } from "./events.ts";
 import {
-  batchDigest,
   type BatchLimits,
   type BatchStore,
   type CommandMachine,
@@ -77,6 +76,7 @@ import {
 } from "./net/http.ts";
 import { ConsensusTcp } from "./net/tcp.ts";
 import { type AdmissionOptions, AUTH_HEADER, signRequest } from "./net/admission.ts";
+import { type BatchPeer, fetchBatchFromPeers } from "./net/batch_fetch.ts";
 import {
   readCommitted,
   type Storage,
@@ -301,7 +301,8 @@ export class Replica implements NodeTreeView {
   readonly #tcp: ConsensusTcp;
   readonly #http: NodeTreeHttpApi;
   readonly #source: HttpNodeSource;
-  readonly #peerUrls: readonly string[];
+  /** The other validators' keys and HTTP APIs (where missing batches are fetched). */
+  readonly #peers: readonly BatchPeer[];
   readonly #storage: CachedStateStorage;
   readonly #started = performance.now();
   #engine: Engine | null = null;
@@ -320,12 +321,12 @@ export class Replica implements NodeTreeView {
     );
     const me = options.signer.publicKey;
     const peers = options.peers.filter((p) => !bytesEqual(p.publicKey, me));
-    this.#peerUrls = peers.map((p) => p.httpUrl);
+    this.#peers = peers.map((p) => ({ publicKey: p.publicKey, url: p.httpUrl }));
     this.mempool = new Mempool(options.machine, {
       ...options.mempool,
       batchStore: options.batchStore,
       onBatch: (bytes) => this.#tcp.broadcastBatch(bytes),
-      fetchBatch: (digest, signal) => this.#fetchBatch(digest, signal),
+      fetchBatch: (digest, signal, from) => this.#fetchBatch(digest, signal, from),
       onDropped: (id, reason) => this.#log.write("warn", "mempool:drop", { id, reason }),
     });
     const netLog = (event: string, fields: Record<string, unknown>): void =>
@@ -649,34 +650,29 @@ export class Replica implements NodeTreeView {
   }
 
   /** Asks each peer's `GET /batches/{digest}` in turn until one has it (checked by the pool). */
-  async #fetchBatch(digest: Uint8Array, signal: AbortSignal): Promise<Uint8Array | null> {
-    const hex = toHex(digest);
-    const limit = this.mempool.limits.batchBytesMax;
-    for (const url of this.#peerUrls) {
-      if (signal.aborted) return null;
-      try {
-        // Signed as this validator: peers serve it before the public (`net/admission.ts`).
-        const target = new URL(`${url}/batches/${hex}`);
-        const o = this.#o;
-        const auth = await signRequest(o.signer, {
-          chainId: o.chainId,
-          method: "GET",
-          url: target,
-        });
-        const response = await fetch(target, { signal, headers: { [AUTH_HEADER]: auth } });
-        if (!response.ok) {
-          await response.body?.cancel();
-          continue;
-        }
-        const body = await readBodyLimited(response, limit);
-        if (bytesEqual(batchDigest(body), digest)) return body;
-        this.#log.write("warn", "mempool:batch-fetch", { peer: url, reason: "wrong-digest" });
-      } catch (e) {
-        if (signal.aborted) return null;
-        this.#log.write("debug", "mempool:batch-fetch", { peer: url, reason: String(e) });
-      }
-    }
-    return null;
+  /** A missing batch from the peers (proposer first), signed as this validator for priority. */
+  #fetchBatch(
+    digest: Uint8Array,
+    signal: AbortSignal,
+    from: Uint8Array | null,
+  ): Promise<Uint8Array | null> {
+    const o = this.#o;
+    return fetchBatchFromPeers(this.#peers, digest, {
+      signal,
+      from,
+      peerTimeoutMs: BATCH_FETCH_PEER_TIMEOUT_MS,
+      bytesMax: this.mempool.limits.batchBytesMax,
+      // Signed as this validator: peers serve it before the public (`net/admission.ts`).
+      headers: async (url) => ({
+        [AUTH_HEADER]: await signRequest(o.signer, { chainId: o.chainId, method: "GET", url }),
+      }),
+      onFailure: (peer, reason) =>
+        this.#log.write(
+          reason === "wrong-digest" ? "warn" : "debug",
+          "mempool:batch-fetch",
+          { peer, reason },
+        ),
+    });
   }
 
   #bodyBytesMax(): number {
@@ -796,6 +792,9 @@ function mediaType(request: Request): string | null {
   if (header === null) return null;
   return header.split(";")[0]!.trim().toLowerCase();
 }
+
+/** How long one peer may take to answer `GET /batches/{digest}`, ms, before the next is asked. */
+const BATCH_FETCH_PEER_TIMEOUT_MS = 500;
 
 /** Most commands in one CBOR array body. */
 const SUBMIT_COMMANDS_MAX = 65_536;

@@ -77,6 +77,7 @@ function idOf(command: Uint8Array, expires = 100): string {
 }
 
 let nextHash = 1;
+const PROPOSER = new Uint8Array(32).fill(0x77);
 function nodeOf(command: Uint8Array, options: { height?: number; parent?: Uint8Array } = {}): {
   node: Node;
   hash: Uint8Array;
@@ -87,7 +88,7 @@ function nodeOf(command: Uint8Array, options: { height?: number; parent?: Uint8A
     parent: options.parent ?? new Uint8Array(32),
     justify: genesisQC("kv-test"),
     command,
-    proposer: new Uint8Array(32),
+    proposer: PROPOSER,
   };
   return { node, hash: new Uint8Array(32).fill(nextHash++ & 0xff) };
 }
@@ -436,8 +437,9 @@ Deno.test("batches: a missing batch is fetched (its digest checked) before the v
     idleProposeDelayMs: 0,
     batchStore: store,
     batchFetchTimeoutMs: 200,
-    fetchBatch: (d) => {
+    fetchBatch: (d, _signal, from) => {
       asked.push(toHex(d));
+      assert.deepEqual(from, PROPOSER, "the Node's proposer is asked first");
       return Promise.resolve(serve);
     },
   });
