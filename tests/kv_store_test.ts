@@ -775,3 +775,49 @@ Deno.test("batches: a Node's missing batches are fetched at once; a batch read f
   assert.equal(puts, 3, "the fetched ones were stored; the stored one was not written again");
   m.close();
 });
+
+Deno.test("kv command: the fast path for the common shape decodes exactly as the generic decoder does", () => {
+  const rand = (n: number, seed: number) => new Uint8Array(n).map((_, i) => (i * 31 + seed) & 0xff);
+  const inputs: Uint8Array[] = [];
+  for (const keyLen of [1, 23, 24, 255, 256, 257, 300]) {
+    for (const valueLen of [0, 23, 24, 255, 256, 61_440, 61_441, 65_535, 65_536]) {
+      for (const nonce of [undefined, new Uint8Array(0), rand(32, 5), rand(33, 6)]) {
+        inputs.push(
+          encodeKvCommand({ op: "set", key: rand(keyLen, 1), value: rand(valueLen, 2) }, nonce),
+        );
+      }
+    }
+    inputs.push(encodeKvCommand({ op: "del", key: rand(keyLen, 3) }));
+    inputs.push(encodeKvCommand({ op: "del", key: rand(keyLen, 3) }, rand(4, 4)));
+  }
+  inputs.push(
+    encodeValue(["set", "text key", "text value"]),
+    encodeValue(["put", new Uint8Array([1]), new Uint8Array([2])]),
+    encodeValue(["delete", new Uint8Array([1]), null]),
+    encodeValue(["del", new Uint8Array([1]), new Uint8Array([2])]),
+    encodeValue(["set", new Uint8Array([1]), null]),
+    encodeValue(["set", new Uint8Array([1])]),
+    encodeValue(["set", new Uint8Array([1]), new Uint8Array([2]), new Uint8Array([3]), 4]),
+    new Uint8Array([0x83, 0x63, 0x73, 0x65, 0x74, 0x58, 0x01, 0x61, 0x41, 0x62]), // long head
+    new Uint8Array([0x83, 0x63, 0x73, 0x65, 0x74, 0x41, 0x61, 0x41, 0x62, 0x00]), // trailing byte
+    new Uint8Array([0x83, 0x63, 0x73, 0x65, 0x74, 0x41, 0x61, 0x42, 0x62]), // truncated
+  );
+  // Every valid command cut short and with one byte changed.
+  let seed = 7;
+  for (const base of inputs.slice(0, 60)) {
+    inputs.push(base.subarray(0, base.length - 1));
+    const flipped = base.slice();
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    const at = seed % flipped.length;
+    flipped[at] = flipped[at]! ^ (1 << (seed % 8));
+    inputs.push(flipped);
+  }
+  let fast = 0;
+  for (const bytes of inputs) {
+    const a = decodeKvCommand(bytes);
+    const b = decodeKvCommand(bytes, { fast: false });
+    assert.deepEqual(a, b, `input ${toHex(bytes.subarray(0, 16))}...`);
+    if (a.ok) fast++;
+  }
+  assert.ok(fast > 100, `many valid commands compared: ${fast}`);
+});
