@@ -176,7 +176,7 @@ export async function checkModel(o: CheckOptions): Promise<CheckResult> {
   try {
     await must("spin", [...defines, "-a", "hotstuff.pml"], dir);
     const memory = `-DMEMLIM=${o.memoryMiB ?? 3000}`;
-    const cflags = ["-O2", "-DSAFETY", "-DCOLLAPSE", memory, "-w", "-o", "pan", "pan.c"];
+    const cflags = ["-O1", "-DSAFETY", "-DCOLLAPSE", memory, "-w", "-o", "pan", "pan.c"];
     if (o.bitstateBits !== undefined) cflags.splice(2, 1, "-DBITSTATE");
     await must("cc", cflags, dir);
     const panArgs = ["-m100000"];
