@@ -42,7 +42,13 @@ interface Pending {
 export class DenoKvBatchStore implements BatchStore {
   readonly #kv: Deno.Kv;
   #queue: Pending[] = [];
-  #writing: Promise<void> | null = null;
+  /** The drain in progress; meaningful while `#draining`. */
+  #writing: Promise<void> = Promise.resolve();
+  /**
+   * True from a drain's start until its loop ends, cleared in the same turn as its last look at
+   * the queue: a put queued after that starts a new drain (none is left waiting).
+   */
+  #draining = false;
   #closed = false;
   /** Atomic operations committed (for tests and the bench). */
   writes = 0;
@@ -83,7 +89,7 @@ export class DenoKvBatchStore implements BatchStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    while (this.#writing !== null) await this.#writing;
+    while (this.#draining) await this.#writing;
     this.#kv.close();
   }
 
@@ -91,38 +97,50 @@ export class DenoKvBatchStore implements BatchStore {
     if (this.#closed) return Promise.reject(new Error("the batch store is closed"));
     const done = Promise.withResolvers<void>();
     this.#queue.push({ key, value, done });
-    this.#writing ??= this.#drain().finally(() => {
-      this.#writing = null;
-    });
+    if (!this.#draining) {
+      this.#draining = true;
+      this.#writing = this.#drain();
+    }
     return done.promise;
   }
 
-  /** Commits the queue in operations of bounded size, one at a time, until it is empty. */
+  /**
+   * Commits the queue in operations of bounded size, one at a time, until it is empty. The flag
+   * is cleared in the same turn as the loop's last look at the queue (no await between them), so
+   * a put queued later, even from a callback of this drain's own puts, starts a new drain.
+   */
   async #drain(): Promise<void> {
-    while (this.#queue.length > 0) {
-      let bytes = 0;
-      let n = 0;
-      while (n < this.#queue.length && n < WRITE_BATCHES_MAX) {
-        const size = this.#queue[n]!.value?.length ?? 0;
-        if (n > 0 && bytes + size > WRITE_BYTES_MAX) break;
-        bytes += size;
-        n++;
-      }
-      const group = this.#queue.splice(0, n);
-      assert(group.length > 0, "a write takes at least one batch");
-      const op = this.#kv.atomic();
-      for (const p of group) {
-        if (p.value === null) op.delete(p.key);
-        else op.set(p.key, p.value);
-      }
-      try {
-        const r = await op.commit();
-        if (!r.ok) throw new Error("batch store write refused");
-        this.writes++;
-        for (const p of group) p.done.resolve();
-      } catch (e) {
-        for (const p of group) p.done.reject(e);
-      }
+    try {
+      while (this.#queue.length > 0) await this.#commitSome();
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  /** One atomic operation of the queue's first batches (and deletes). */
+  async #commitSome(): Promise<void> {
+    let bytes = 0;
+    let n = 0;
+    while (n < this.#queue.length && n < WRITE_BATCHES_MAX) {
+      const size = this.#queue[n]!.value?.length ?? 0;
+      if (n > 0 && bytes + size > WRITE_BYTES_MAX) break;
+      bytes += size;
+      n++;
+    }
+    const group = this.#queue.splice(0, n);
+    assert(group.length > 0, "a write takes at least one batch");
+    const op = this.#kv.atomic();
+    for (const p of group) {
+      if (p.value === null) op.delete(p.key);
+      else op.set(p.key, p.value);
+    }
+    try {
+      const r = await op.commit();
+      if (!r.ok) throw new Error("batch store write refused");
+      this.writes++;
+      for (const p of group) p.done.resolve();
+    } catch (e) {
+      for (const p of group) p.done.reject(e);
     }
   }
 }
