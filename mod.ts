@@ -92,7 +92,7 @@ export {
   type EngineOptions,
   type Network,
   type NodeSource,
-} from "./src/engine.ts";
+} from "./src/runtime/engine.ts";
 export {
   Core,
   type CoreInput,
@@ -130,7 +130,7 @@ export {
   runSimulation,
   type SimOptions,
   type SimReport,
-} from "./src/sim/sim.ts";
+} from "./src/testing/sim.ts";
 export {
   crashStormScenario,
   forgerScenario,
@@ -138,8 +138,8 @@ export {
   mixedScenario,
   quietFaults,
   type ScenarioOptions,
-} from "./src/sim/scenario.ts";
-export { type TwinsOptions, twinsScenario } from "./src/sim/twins.ts";
+} from "./src/testing/scenario.ts";
+export { type TwinsOptions, twinsScenario } from "./src/testing/twins.ts";
 export { ConsensusTcp } from "./src/net/tcp.ts";
 export type { BatchHandler, MessageHandler } from "./src/net/tcp.ts";
 export type { ConnectionLimits, ListenAddress, NetLog, PeerStatus } from "./src/net/connections.ts";
@@ -174,15 +174,14 @@ export {
   RouteError,
 } from "./src/net/http.ts";
 export {
-  isLogLevel,
-  type LogLevel,
   Replica,
   type ReplicaOptions,
   type ReplicaPeer,
   startReplica,
   type SubmittedCommand,
-  systemClock,
-} from "./src/replica.ts";
+} from "./src/runtime/replica.ts";
+export { isLogLevel, type LogLevel } from "./src/runtime/log.ts";
+export { systemClock } from "./src/runtime/clock.ts";
 export {
   type ApplyRequest,
   type ApplyResult,
@@ -205,5 +204,5 @@ export {
   type MempoolRestore,
   type PoolCommand,
   type SubmitResult,
-} from "./src/mempool.ts";
+} from "./src/runtime/mempool.ts";
 export { DenoKvBatchStore } from "./src/storage/batches.ts";

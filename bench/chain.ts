@@ -14,7 +14,7 @@ import type { Application } from "../src/app.ts";
 import { encodeMessage, genesisNode, genesisQC, nodeHash, signedBytes } from "../src/codec.ts";
 import type { Signer } from "../src/crypto.ts";
 import { deriveSecretKey, ed25519Signer } from "../src/crypto.ts";
-import { counterApp } from "../src/sim/counter_app.ts";
+import { counterApp } from "../src/testing/counter_app.ts";
 import type { StoredNode } from "../src/storage/storage.ts";
 import type { Node, ProposeMessage, QuorumCertificate } from "../src/types.ts";
 import { bytesEqual, SignatureDomain, toHex } from "../src/types.ts";

@@ -25,7 +25,7 @@
 import { encodeValue } from "../src/codec.ts";
 import { intFlag, parseFlags, requireFlag, runMain } from "../src/cli/flags.ts";
 import { kvMachine } from "../examples/kv_store/app.ts";
-import { sleep } from "../src/replica.ts";
+import { sleep } from "../src/runtime/clock.ts";
 
 /** What one client prints when its window ends. */
 export interface ClientReport {

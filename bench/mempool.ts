@@ -19,7 +19,7 @@ import {
   encodeDigests,
   MemoryBatchStore,
   Mempool,
-} from "../src/mempool.ts";
+} from "../src/runtime/mempool.ts";
 import { toHex } from "../src/types.ts";
 import type { Node } from "../src/types.ts";
 import { encodeKvCommand, kvMachine } from "../examples/kv_store/app.ts";

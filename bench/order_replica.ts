@@ -13,7 +13,7 @@
  * @module
  */
 import { replicaMain, runMain } from "../src/cli/mod.ts";
-import type { CommandMachine } from "../src/mempool.ts";
+import type { CommandMachine } from "../src/runtime/mempool.ts";
 
 /** Accepts every command and writes nothing. */
 export const orderingMachine: CommandMachine = {

@@ -17,9 +17,9 @@ const modulesLoadedAt = Date.now();
 import { parseArgs } from "node:util";
 import { decodeMessage } from "../src/codec.ts";
 import { ed25519Verifier } from "../src/crypto.ts";
-import { Engine } from "../src/engine.ts";
+import { Engine } from "../src/runtime/engine.ts";
 import type { ConsensusEvent } from "../src/events.ts";
-import { counterApp } from "../src/sim/counter_app.ts";
+import { counterApp } from "../src/testing/counter_app.ts";
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
 import { BENCH_CHAIN_ID, benchValidators } from "./chain.ts";
 

@@ -15,8 +15,8 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { encodeMessage } from "../src/codec.ts";
-import { Engine } from "../src/engine.ts";
-import { runSimulation } from "../src/sim/sim.ts";
+import { Engine } from "../src/runtime/engine.ts";
+import { runSimulation } from "../src/testing/sim.ts";
 import type { ConsensusMessage, PublicKey } from "../src/types.ts";
 import type { BenchContext, Figure, SectionResult } from "./figures.ts";
 import { notMeasured, quantile, withTarget } from "./figures.ts";

@@ -20,9 +20,9 @@ import { runMain } from "../src/cli/flags.ts";
 import { ed25519Signer, ed25519Verifier } from "../src/crypto.ts";
 import type { Signer, Verifier } from "../src/crypto.ts";
 import type { Application } from "../src/app.ts";
-import { Mempool } from "../src/mempool.ts";
-import { startReplica } from "../src/replica.ts";
-import type { LogLevel } from "../src/replica.ts";
+import { Mempool } from "../src/runtime/mempool.ts";
+import { startReplica } from "../src/runtime/replica.ts";
+import type { LogLevel } from "../src/runtime/log.ts";
 import { type Storage, wrapStorage, type WriteBatch } from "../src/storage/storage.ts";
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
 import {

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { decodeMessage } from "../src/codec.ts";
 import { ConfigError } from "../src/errors.ts";
-import { fuzzDecoders, type FuzzReport } from "../src/fuzz.ts";
-import { main } from "../src/fuzz_cli.ts";
+import { fuzzDecoders, type FuzzReport } from "../src/testing/fuzz.ts";
+import { main } from "../src/testing/fuzz_cli.ts";
 
 const SEED = 20_240_611;
 

@@ -48,11 +48,11 @@ import type {
   VoteMessage,
 } from "../src/types.ts";
 import { bytesCompare, bytesEqual, SignatureDomain, toHex } from "../src/types.ts";
-import { batchDigest, encodeBatch, encodeDigests } from "../src/mempool.ts";
+import { batchDigest, encodeBatch, encodeDigests } from "../src/runtime/mempool.ts";
 import { encodeKvCommand } from "../examples/kv_store/app.ts";
 import { committedHashes } from "../examples/kv_store/cluster.ts";
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
-import { Random } from "../src/sim/random.ts";
+import { Random } from "../src/testing/random.ts";
 import {
   connectionsTo,
   getStatus,

@@ -1,5 +1,5 @@
 /**
- * The kill loop (`src/cli/kill_loop.ts`, `deno task kill-loop`) with a bounded count for CI: 4
+ * The kill loop (`src/testing/kill_loop.ts`, `deno task kill-loop`) with a bounded count for CI: 4
  * replica processes of the key-value store with Deno KV data directories, client load through
  * `PUT /kv/{key}` and `POST /commands?wait=commit`, and SIGKILLs of random replicas at random
  * moments, each restarted from its data directory. Then: no acknowledged write lost, every
@@ -15,7 +15,7 @@ import {
   killLoopMain,
   runKillLoop,
   VoteBook,
-} from "../src/cli/kill_loop.ts";
+} from "../src/testing/kill_loop.ts";
 import { ConfigError } from "../src/errors.ts";
 
 const KILLS = 6;

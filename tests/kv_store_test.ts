@@ -1,6 +1,6 @@
 /**
  * Tests of the key-value store's application logic (examples/kv_store/app.ts, routes.ts) and the
- * batching Application of the mempool (src/mempool.ts): command format, batches named by digest,
+ * batching Application of the mempool (src/runtime/mempool.ts): command format, batches named by digest,
  * execution (SPECIFICATION.md 13.2: live entries not consumed before are delivered once; the rest
  * skipped), expiry heights, at most once against committed Nodes of the horizon and uncommitted
  * ancestors (after a restore too), Node limits, missing batches, the pool's bounds and the leader's
@@ -21,7 +21,7 @@ import {
   Mempool,
   MempoolError,
   type MempoolOptions,
-} from "../src/mempool.ts";
+} from "../src/runtime/mempool.ts";
 import type { StateView } from "../src/app.ts";
 import type { Node } from "../src/types.ts";
 import { toHex } from "../src/types.ts";

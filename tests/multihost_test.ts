@@ -1,5 +1,5 @@
 /**
- * Four replicas on four hosts made as network namespaces (`src/cli/multihost.ts`): link down,
+ * Four replicas on four hosts made as network namespaces (`src/testing/multihost.ts`): link down,
  * a partition and a crash, then every acknowledged write on every replica. Skipped, with the
  * reason printed, where namespaces cannot be made (not root, no iproute2, not Linux).
  */
@@ -8,7 +8,7 @@ import {
   formatMultihostSummary,
   namespacesUnavailable,
   runMultihost,
-} from "../src/cli/multihost.ts";
+} from "../src/testing/multihost.ts";
 
 const unavailable = await namespacesUnavailable();
 if (unavailable !== null) console.log(`multihost_test: skipped: ${unavailable}`);

@@ -4,7 +4,7 @@
  * taken, and no peer having it gives null. Real HTTP servers on loopback, ports chosen by the OS.
  */
 import assert from "node:assert/strict";
-import { batchDigest, encodeBatch } from "../src/mempool.ts";
+import { batchDigest, encodeBatch } from "../src/runtime/mempool.ts";
 import { fetchBatchFromPeers } from "../src/net/batch_fetch.ts";
 
 const BATCH = encodeBatch([{ command: new Uint8Array([1, 2, 3]), expires: 9 }]);

@@ -15,7 +15,7 @@ import {
   signedBytes,
 } from "../src/codec.ts";
 import { deriveSecretKey, type Signer } from "../src/crypto.ts";
-import { Engine } from "../src/engine.ts";
+import { Engine } from "../src/runtime/engine.ts";
 import { AssertionError, ConfigError } from "../src/errors.ts";
 import {
   type FetchTarget,
@@ -24,8 +24,8 @@ import {
 } from "../src/net/catchup.ts";
 import { NodeTreeHttpApi, type NodeTreeView } from "../src/net/http.ts";
 import { signRequest } from "../src/net/admission.ts";
-import { counterApp } from "../src/sim/counter_app.ts";
-import { FastSignatures } from "../src/sim/fast_signatures.ts";
+import { counterApp } from "../src/testing/counter_app.ts";
+import { FastSignatures } from "../src/testing/fast_signatures.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
 import { type SafetyState, type Storage, wrapStorage } from "../src/storage/storage.ts";
 import type { ConsensusMessage, Node, PublicKey, QuorumCertificate } from "../src/types.ts";

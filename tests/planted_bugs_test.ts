@@ -10,9 +10,9 @@ import {
   forgerScenario,
   forkerScenario,
   quietFaults,
-} from "../src/sim/scenario.ts";
-import type { SimOptions } from "../src/sim/sim.ts";
-import { runSimulation } from "../src/sim/sim.ts";
+} from "../src/testing/scenario.ts";
+import type { SimOptions } from "../src/testing/sim.ts";
+import { runSimulation } from "../src/testing/sim.ts";
 import { plantedBugs } from "../src/validators.ts";
 import { GAP_ATTACK_LEADERS, gapAttacker } from "./support/gap_attack.ts";
 

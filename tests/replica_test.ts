@@ -1,5 +1,5 @@
 /**
- * Tests of the replica runtime (src/replica.ts) with real sockets on loopback and Deno KV in
+ * Tests of the replica runtime (src/runtime/replica.ts) with real sockets on loopback and Deno KV in
  * temporary directories: clusters commit and agree, the command API answers as documented,
  * close() leaves nothing running (Deno's test sanitizers check every socket, timer and KV),
  * planted bugs and Engine failures stop a replica loudly. Also the cluster file rules of the CLI
@@ -9,15 +9,11 @@ import assert from "node:assert/strict";
 import { decodeValue, encodeValue } from "../src/codec.ts";
 import { deriveSecretKey, ed25519Signer, publicKeyOf, type Signer } from "../src/crypto.ts";
 import { ConfigError } from "../src/errors.ts";
-import { commandId } from "../src/mempool.ts";
+import { commandId } from "../src/runtime/mempool.ts";
 import { plantedSafetyBugs } from "../src/consensus/safety.ts";
-import {
-  type LogLevel,
-  type Replica,
-  type ReplicaOptions,
-  startReplica,
-  systemClock,
-} from "../src/replica.ts";
+import { systemClock } from "../src/runtime/clock.ts";
+import type { LogLevel } from "../src/runtime/log.ts";
+import { type Replica, type ReplicaOptions, startReplica } from "../src/runtime/replica.ts";
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
 import { type Storage, wrapStorage, type WriteBatch } from "../src/storage/storage.ts";

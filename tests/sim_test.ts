@@ -4,10 +4,10 @@
  */
 import assert from "node:assert/strict";
 import type { Application } from "../src/app.ts";
-import { describeScenario, mixedScenario } from "../src/sim/scenario.ts";
-import type { SimOptions } from "../src/sim/sim.ts";
-import { runSimulation } from "../src/sim/sim.ts";
-import { twinsScenario } from "../src/sim/twins.ts";
+import { describeScenario, mixedScenario } from "../src/testing/scenario.ts";
+import type { SimOptions } from "../src/testing/sim.ts";
+import { runSimulation } from "../src/testing/sim.ts";
+import { twinsScenario } from "../src/testing/twins.ts";
 
 const QUIET: SimOptions["faults"] = {
   dropRate: 0,

@@ -8,7 +8,7 @@
  * ```
  *
  * See `src/cli/replica.ts` for the flags and exit codes, `routes.ts` for the key-value HTTP API
- * and `src/replica.ts` for the command API (`POST /commands`) and the NodeTree HTTP API.
+ * and `src/runtime/replica.ts` for the command API (`POST /commands`) and the NodeTree HTTP API.
  *
  * @module
  */

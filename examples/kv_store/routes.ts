@@ -8,7 +8,7 @@
  * | `GET /kv/{key}` | none | the committed value (`200`, raw bytes), or `404 {"error", "reason": "not-found"}` |
  *
  * `{key}` is one URL path segment (percent-encoding allowed) of 1 to 256 UTF-8 bytes; anything
- * else is `400 bad-key`. Refusals are JSON `{"error", "reason"}` (see `src/replica.ts` for the
+ * else is `400 bad-key`. Refusals are JSON `{"error", "reason"}` (see `src/runtime/replica.ts` for the
  * mempool's: `503 pool-full`, `504 wait-timeout`, ...).
  *
  * @module

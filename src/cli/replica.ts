@@ -20,10 +20,11 @@
  *
  * @module
  */
-import type { CommandMachine } from "../mempool.ts";
+import type { CommandMachine } from "../runtime/mempool.ts";
 import { ed25519Signer } from "../crypto.ts";
 import { ConfigError } from "../errors.ts";
-import { isLogLevel, type LogLevel, type Replica, startReplica } from "../replica.ts";
+import { isLogLevel, type LogLevel } from "../runtime/log.ts";
+import { type Replica, startReplica } from "../runtime/replica.ts";
 import { DenoKvBatchStore } from "../storage/batches.ts";
 import { DenoKvStorage } from "../storage/deno_kv.ts";
 import {

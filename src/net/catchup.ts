@@ -37,7 +37,7 @@
 import { AUTH_HEADER } from "./admission.ts";
 import type { FetchRequest } from "../consensus/core.ts";
 import { cborArrayLength, decodeNode, decodeValue, nodeHash } from "../codec.ts";
-import type { NodeSource } from "../engine.ts";
+import type { NodeSource } from "../runtime/engine.ts";
 import { assert, ConfigError, HotStuffError } from "../errors.ts";
 import type { Node, PublicKey } from "../types.ts";
 import { bytesEqual, toHex } from "../types.ts";

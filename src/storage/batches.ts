@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { BatchStore } from "../mempool.ts";
+import type { BatchStore } from "../runtime/mempool.ts";
 import { assert } from "../errors.ts";
 
 /** Most batches in one atomic operation. */

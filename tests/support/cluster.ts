@@ -12,7 +12,7 @@
 import { deriveSecretKey, ed25519Signer, type Signer } from "../../src/crypto.ts";
 import type { ConnectionLimits } from "../../src/net/connections.ts";
 import type { PacemakerOptions } from "../../src/consensus/pacemaker.ts";
-import { type Replica, type ReplicaPeer, startReplica } from "../../src/replica.ts";
+import { type Replica, type ReplicaPeer, startReplica } from "../../src/runtime/replica.ts";
 import { DenoKvStorage } from "../../src/storage/deno_kv.ts";
 import { ValidatorSet } from "../../src/validators.ts";
 import { kvMachine } from "../../examples/kv_store/app.ts";

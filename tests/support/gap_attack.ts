@@ -16,7 +16,7 @@
  *    B) extend `d` and commit `c`: at height 1, where the buggy C committed `b`.
  */
 import { genesisNode, genesisQC, nodeHash } from "../../src/codec.ts";
-import type { Adversary, AdversaryApi } from "../../src/sim/sim.ts";
+import type { Adversary, AdversaryApi } from "../../src/testing/sim.ts";
 import type {
   ConsensusMessage,
   NewViewMessage,

@@ -33,9 +33,9 @@ import {
   genesisQC,
   nodeHash,
   signedBytes,
-} from "./codec.ts";
-import { deriveSecretKey, ed25519Signer, type Signer } from "./crypto.ts";
-import { assert, ConfigError, DecodeError } from "./errors.ts";
+} from "../codec.ts";
+import { deriveSecretKey, ed25519Signer, type Signer } from "../crypto.ts";
+import { assert, ConfigError, DecodeError } from "../errors.ts";
 import {
   bytesEqual,
   type ConsensusMessage,
@@ -45,10 +45,10 @@ import {
   type SignerSignature,
   type TimeoutCertificate,
   toHex,
-} from "./types.ts";
+} from "../types.ts";
 
 // Re-exported because the public types below refer to it.
-export type { CodecLimits } from "./codec.ts";
+export type { CodecLimits } from "../codec.ts";
 
 /** Which decoder an input is fed to. */
 export type FuzzTarget = "message" | "node" | "qc";

@@ -13,23 +13,23 @@
  * @module
  */
 import { setImmediate } from "node:timers";
-import { genesisNode, nodeHash, signedBytes } from "./codec.ts";
-import type { Application, StateView } from "./app.ts";
-import { checkValidateResult, DEFAULT_APP_LIMITS } from "./app.ts";
-import type { AppLimits } from "./app.ts";
+import { genesisNode, nodeHash, signedBytes } from "../codec.ts";
+import type { Application, StateView } from "../app.ts";
+import { checkValidateResult, DEFAULT_APP_LIMITS } from "../app.ts";
+import type { AppLimits } from "../app.ts";
 import type {
   CoreInput,
   CoreLimits,
   CoreOutput,
   FetchRequest,
   Outbound,
-} from "./consensus/core.ts";
-import { Core } from "./consensus/core.ts";
-import type { PacemakerOptions } from "./consensus/pacemaker.ts";
-import { MessageVerifier, type Verdict } from "./consensus/verify.ts";
-import type { Signer, Verifier } from "./crypto.ts";
-import { assert } from "./errors.ts";
-import type { ConsensusEvent } from "./events.ts";
+} from "../consensus/core.ts";
+import { Core } from "../consensus/core.ts";
+import type { PacemakerOptions } from "../consensus/pacemaker.ts";
+import { MessageVerifier, type Verdict } from "../consensus/verify.ts";
+import type { Signer, Verifier } from "../crypto.ts";
+import { assert } from "../errors.ts";
+import type { ConsensusEvent } from "../events.ts";
 import {
   readCommitted,
   type SafetyState,
@@ -37,10 +37,10 @@ import {
   type Storage,
   type StoredNode,
   type WriteBatch,
-} from "./storage/storage.ts";
-import type { ConsensusMessage, Hash, Node, PublicKey } from "./types.ts";
-import { bytesEqual, SignatureDomain, toHex } from "./types.ts";
-import type { ValidatorSet } from "./validators.ts";
+} from "../storage/storage.ts";
+import type { ConsensusMessage, Hash, Node, PublicKey } from "../types.ts";
+import { bytesEqual, SignatureDomain, toHex } from "../types.ts";
+import type { ValidatorSet } from "../validators.ts";
 
 /** Where the Engine sends consensus messages. */
 export interface Network {

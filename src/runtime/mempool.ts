@@ -50,13 +50,13 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import type { Application, StateUpdate, StateView } from "./app.ts";
-import { DEFAULT_APP_LIMITS } from "./app.ts";
-import { cborArrayLength, decodeValue, encodeValue } from "./codec.ts";
-import { sha256Bytes } from "./crypto.ts";
-import { assert, ConfigError, HotStuffError } from "./errors.ts";
-import type { Hash, Node } from "./types.ts";
-import { bytesEqual, fromHex, toHex } from "./types.ts";
+import type { Application, StateUpdate, StateView } from "../app.ts";
+import { DEFAULT_APP_LIMITS } from "../app.ts";
+import { cborArrayLength, decodeValue, encodeValue } from "../codec.ts";
+import { sha256Bytes } from "../crypto.ts";
+import { assert, ConfigError, HotStuffError } from "../errors.ts";
+import type { Hash, Node } from "../types.ts";
+import { bytesEqual, fromHex, toHex } from "../types.ts";
 
 /** Input of {@link CommandMachine.apply}. */
 export interface ApplyRequest {

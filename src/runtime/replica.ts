@@ -41,77 +41,43 @@
  *
  * @module
  */
-import type { Application, AppLimits } from "./app.ts";
-import { DEFAULT_APP_LIMITS } from "./app.ts";
-import { cborArrayLength, decodeValue } from "./codec.ts";
-import type { CoreLimits } from "./consensus/core.ts";
-import type { PacemakerOptions } from "./consensus/pacemaker.ts";
-import { plantedSafetyBugs } from "./consensus/safety.ts";
-import type { Signer, Verifier } from "./crypto.ts";
-import { ed25519Verifier } from "./crypto.ts";
-import type { Clock, Network } from "./engine.ts";
-import { Engine } from "./engine.ts";
-import { ConfigError, HotStuffError } from "./errors.ts";
-import type { ConsensusEvent } from "./events.ts";
+import type { Application } from "../app.ts";
+import type { CoreLimits } from "../consensus/core.ts";
+import type { PacemakerOptions } from "../consensus/pacemaker.ts";
+import type { Signer, Verifier } from "../crypto.ts";
+import { ed25519Verifier } from "../crypto.ts";
+import { ConfigError, HotStuffError } from "../errors.ts";
+import type { ConsensusEvent } from "../events.ts";
+import { type AdmissionOptions, AUTH_HEADER, signRequest } from "../net/admission.ts";
+import { type BatchPeer, fetchBatchFromPeers } from "../net/batch_fetch.ts";
+import { HttpNodeSource } from "../net/catchup.ts";
+import type { ConnectionLimits, ListenAddress } from "../net/connections.ts";
+import type { HttpApiLimits, NodeTreeView, NodeWithCertificate } from "../net/http.ts";
+import { DEFAULT_HTTP_API_LIMITS, errorResponse, NodeTreeHttpApi } from "../net/http.ts";
+import { ConsensusTcp } from "../net/tcp.ts";
+import { readCommitted, type Storage } from "../storage/storage.ts";
+import type { Hash, Node, PublicKey, QuorumCertificate } from "../types.ts";
+import { bytesEqual, toHex } from "../types.ts";
+import type { ValidatorSet } from "../validators.ts";
+import { systemClock } from "./clock.ts";
 import {
-  type BatchLimits,
+  asRouteError,
+  type CommandRouteContext,
+  getBatch,
+  postCommands,
+} from "./command_routes.ts";
+import type { Network } from "./engine.ts";
+import { Engine } from "./engine.ts";
+import { eventLog, type LogLevel, netLevel, ReplicaLog } from "./log.ts";
+import {
   type BatchStore,
   type CommandMachine,
   Mempool,
   MempoolError,
   type MempoolOptions,
-  type MempoolRestore,
 } from "./mempool.ts";
-import { HttpNodeSource } from "./net/catchup.ts";
-import type { ConnectionLimits, ListenAddress } from "./net/connections.ts";
-import type { HttpApiLimits, NodeTreeView, NodeWithCertificate } from "./net/http.ts";
-import {
-  DEFAULT_HTTP_API_LIMITS,
-  errorResponse,
-  jsonResponse,
-  NodeTreeHttpApi,
-  readBodyLimited,
-  readQuery,
-  RouteError,
-} from "./net/http.ts";
-import { ConsensusTcp } from "./net/tcp.ts";
-import { type AdmissionOptions, AUTH_HEADER, signRequest } from "./net/admission.ts";
-import { type BatchPeer, fetchBatchFromPeers } from "./net/batch_fetch.ts";
-import {
-  readCommitted,
-  type Storage,
-  type StoredNode,
-  type WriteBatch,
-} from "./storage/storage.ts";
-import type { Hash, Node, PublicKey, QuorumCertificate } from "./types.ts";
-import { bytesEqual, fromHex, toHex } from "./types.ts";
-import type { ValidatorSet } from "./validators.ts";
-import { plantedBugs } from "./validators.ts";
-
-/** Log levels, quietest last. `fatal` lines (an Engine failure) are written unless `silent`. */
-export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
-
-const LEVELS: Record<LogLevel | "fatal", number> = {
-  debug: 10,
-  info: 20,
-  warn: 30,
-  error: 40,
-  fatal: 50,
-  silent: 100,
-};
-
-/**
- * Whether `value` names a {@link LogLevel}.
- *
- * @example
- * ```ts
- * import { isLogLevel } from "./replica.ts";
- * isLogLevel("warn"); // true
- * ```
- */
-export function isLogLevel(value: string): value is LogLevel {
-  return value !== "fatal" && Object.hasOwn(LEVELS, value);
-}
+import { appLimitsFor, refusePlantedBugs, restoreOf } from "./startup.ts";
+import { CachedStateStorage } from "./state_cache.ts";
 
 /** Another replica, as this one reaches it. */
 export interface ReplicaPeer {
@@ -196,63 +162,6 @@ export interface ReplicaOptions {
   readonly signal?: AbortSignal;
   /** Called once if the Engine fails (a bug); the replica then closes itself. */
   readonly onFailure?: (error: unknown) => void;
-}
-
-/**
- * A `setTimeout` clock with one timer: monotonic milliseconds (`performance.now`).
- *
- * @example
- * ```ts
- * import { systemClock } from "./replica.ts";
- * const clock = systemClock();
- * clock.setTimer(clock.now() + 10, () => console.log("tick"));
- * clock.clearTimer();
- * ```
- */
-export function systemClock(): Clock {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return {
-    now: () => performance.now(),
-    setTimer(at: number, callback: () => void): void {
-      clearTimeout(timer);
-      // Never early: setTimeout truncates fractional delays and may fire a little before `at`,
-      // and the core ignores a tick before its deadline (without arming a new timer).
-      const delay = (): number => Math.max(0, Math.ceil(at - performance.now()));
-      const fire = (): void => {
-        if (performance.now() < at) {
-          timer = setTimeout(fire, delay());
-          return;
-        }
-        timer = undefined;
-        callback();
-      };
-      timer = setTimeout(fire, delay());
-    },
-    clearTimer(): void {
-      clearTimeout(timer);
-      timer = undefined;
-    },
-  };
-}
-
-/**
- * Throws unless every planted-bug switch (test-only) is off.
- *
- * @throws {ConfigError} `planted-bug` naming the switches that are on
- * @example
- * ```ts
- * import { refusePlantedBugs } from "./replica.ts";
- * refusePlantedBugs(); // fine: all switches are off
- * ```
- */
-export function refusePlantedBugs(): void {
-  const on = [
-    ...Object.entries(plantedSafetyBugs).filter(([, v]) => v).map(([k]) => `safety.${k}`),
-    ...Object.entries(plantedBugs).filter(([, v]) => v).map(([k]) => `validators.${k}`),
-  ];
-  if (on.length > 0) {
-    throw new ConfigError("planted-bug", `refusing to start: planted bug switch on: ${on}`);
-  }
 }
 
 /**
@@ -583,56 +492,19 @@ export class Replica implements NodeTreeView {
     try {
       const own = this.#o.routes === undefined ? null : await this.#o.routes(request, url, this);
       if (own !== null) return own;
-      if (url.pathname === "/commands") return await this.#postCommands(request, url);
-      if (url.pathname.startsWith("/batches/")) return await this.#getBatch(request, url);
+      const ctx: CommandRouteContext = {
+        mempool: this.mempool,
+        bodyBytesMax: this.#bodyBytesMax(),
+        submit: (commands, options) => this.submit(commands, options),
+      };
+      if (url.pathname === "/commands") return await postCommands(ctx, request, url);
+      if (url.pathname.startsWith("/batches/")) return await getBatch(ctx, request, url);
       return null;
     } catch (e) {
       const refusal = asRouteError(e);
       if (refusal === null) throw e;
       return errorResponse(refusal.status, refusal.reason, refusal.message, refusal.allow);
     }
-  }
-
-  async #postCommands(request: Request, url: URL): Promise<Response> {
-    requirePost(request);
-    const { wait, expires } = readCommandParams(url);
-    const type = mediaType(request);
-    const body = await readBodyLimited(request, this.#bodyBytesMax());
-    let commands: Uint8Array[];
-    let single = false;
-    if (type === "application/cbor") commands = decodeCommandArray(body);
-    else if (type === "application/octet-stream" || type === null) {
-      commands = [body];
-      single = true;
-    } else {
-      throw new RouteError(415, "unsupported-media-type", `Content-Type ${type} is not supported`);
-    }
-    if (commands.length === 0) throw new RouteError(400, "bad-command", "no commands given");
-    // An abandoned request stops waiting: its waiters do not outlive the client.
-    const results = await this.submit(commands, { wait, expires, signal: request.signal });
-    if (!wait) {
-      const ids = results.map((r) => r.id);
-      const exp = results[0]!.expires;
-      return jsonResponse(single ? { id: ids[0], expires: exp } : { ids, expires: exp }, 202);
-    }
-    return jsonResponse(single ? results[0] : results, 200);
-  }
-
-  async #getBatch(request: Request, url: URL): Promise<Response> {
-    if (request.method !== "GET") {
-      throw new RouteError(405, "method-not-allowed", `${request.method} is not allowed`, "GET");
-    }
-    readQuery(url.searchParams, []);
-    const hex = url.pathname.slice("/batches/".length);
-    const digest = /^[0-9a-f]{64}$/.test(hex) ? fromHex(hex) : null;
-    if (digest === null) {
-      throw new RouteError(400, "bad-digest", "a batch digest is 64 lowercase hex digits");
-    }
-    const bytes = await this.mempool.batchBytes(digest);
-    if (bytes === null) throw new RouteError(404, "not-found", `no batch ${hex} here`);
-    return new Response(bytes as Uint8Array<ArrayBuffer>, {
-      headers: { "content-type": "application/cbor" },
-    });
   }
 
   /** A batch a peer sent over Consensus TCP. */
@@ -725,351 +597,11 @@ function certifies(child: Node, hash: Hash): QuorumCertificate | null {
   return bytesEqual(child.justify.nodeHash, hash) ? child.justify : null;
 }
 
-// ---------------------------------------------------------------------------------------------
-// HTTP helpers
-
-function requirePost(request: Request): void {
-  if (request.method !== "POST") {
-    throw new RouteError(
-      405,
-      "method-not-allowed",
-      `${request.method} is not allowed; use POST`,
-      "POST",
-    );
-  }
-}
-
-/** `?wait=commit` and `?expires=H` of `POST /commands`. */
-function readCommandParams(url: URL): { wait: boolean; expires: number | undefined } {
-  const query = readQuery(url.searchParams, ["wait", "expires"]);
-  const wait = query.get("wait");
-  if (wait !== undefined && wait !== "commit") {
-    throw new RouteError(400, "bad-parameter", `wait must be "commit": ${JSON.stringify(wait)}`);
-  }
-  const expires = query.get("expires");
-  if (expires !== undefined && !/^[0-9]{1,15}$/.test(expires)) {
-    throw new RouteError(400, "bad-expiry", `expires must be a height: ${JSON.stringify(expires)}`);
-  }
-  return { wait: wait !== undefined, expires: expires === undefined ? undefined : Number(expires) };
-}
-
-/**
- * What the pool needs from the store before the Engine starts (see {@link Mempool.restore}): the
- * committed Nodes of the last `horizon` heights and the uncommitted Nodes.
- */
-async function restoreOf(storage: Storage, horizon: number): Promise<MempoolRestore> {
-  const head = await storage.committedHead();
-  const top = head?.height ?? 0;
-  const committed = await readCommitted(storage, top - horizon + 1, top);
-  const uncommitted = await storage.uncommittedNodes();
-  return { committedHeight: top, committed, uncommitted };
-}
-
-/**
- * Engine Application limits that accept every batch the mempool accepts: a batch within its
- * {@link BatchLimits} is never refused by the Engine after the replicas validated it.
- */
-function appLimitsFor(batch: BatchLimits): AppLimits {
-  const d = DEFAULT_APP_LIMITS;
-  return {
-    ...d,
-    commandBytesMax: Math.max(d.commandBytesMax, batch.batchBytesMax),
-    updatesMax: Math.max(d.updatesMax, batch.batchUpdatesMax),
-    // Keys total at most half of the batch's key budget (2 * key.length + 16 each).
-    updateKeysBytesMax: Math.max(d.updateKeysBytesMax, batch.batchUpdateKeyBytesMax),
-    updatesBytesMax: Math.max(d.updatesBytesMax, batch.batchUpdateBytesMax),
-  };
-}
-
 /** The process's memory, bytes (`Deno.memoryUsage`). */
 function memoryUsage(): Record<string, number> {
   const m = Deno.memoryUsage();
   return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external };
 }
 
-function mediaType(request: Request): string | null {
-  const header = request.headers.get("content-type");
-  if (header === null) return null;
-  return header.split(";")[0]!.trim().toLowerCase();
-}
-
 /** How long one peer may take to answer `GET /batches/{digest}`, ms, before the next is asked. */
 const BATCH_FETCH_PEER_TIMEOUT_MS = 500;
-
-/** Most commands in one CBOR array body. */
-const SUBMIT_COMMANDS_MAX = 65_536;
-
-function decodeCommandArray(body: Uint8Array): Uint8Array[] {
-  // The count first: decoding allocates every item.
-  const count = cborArrayLength(body);
-  if (count !== null && count > SUBMIT_COMMANDS_MAX) {
-    throw new RouteError(400, "bad-body", `${count} commands exceed ${SUBMIT_COMMANDS_MAX}`);
-  }
-  let value: unknown;
-  try {
-    value = decodeValue(body);
-  } catch (e) {
-    throw new RouteError(400, "bad-body", `body is not CBOR: ${(e as Error).message}`);
-  }
-  if (!Array.isArray(value) || !value.every((c) => c instanceof Uint8Array)) {
-    throw new RouteError(400, "bad-body", "body must be a CBOR array of byte strings");
-  }
-  return value as Uint8Array[];
-}
-
-const MEMPOOL_STATUS: Record<string, number> = {
-  "bad-command": 400,
-  "command-too-large": 413,
-  "command-rejected": 422,
-  "bad-expiry": 400,
-  "expired": 410,
-  "pool-full": 503,
-  "too-many-waiters": 503,
-  "closed": 503,
-  "wait-timeout": 504,
-};
-
-function asRouteError(e: unknown): RouteError | null {
-  if (e instanceof RouteError) return e;
-  if (e instanceof MempoolError) {
-    return new RouteError(MEMPOOL_STATUS[e.reason] ?? 500, e.reason, e.message);
-  }
-  return null;
-}
-
-// ---------------------------------------------------------------------------------------------
-// An exact read cache of application state
-
-/**
- * A {@link Storage} that caches application state values. Exact, because every write goes
- * through it: a committed update replaces the cached value of its key, and a read that a write
- * overtook is not cached. Bounded: the oldest entries are dropped.
- */
-class CachedStateStorage implements Storage {
-  readonly #inner: Storage;
-  readonly #max: number;
-  readonly #cache = new Map<string, Uint8Array | null>();
-  /** Writes finished so far. */
-  #seq = 0;
-
-  constructor(inner: Storage, max: number) {
-    if (!Number.isSafeInteger(max) || max < 0) {
-      throw new ConfigError("bad-option", `stateCacheEntriesMax must be >= 0: ${max}`);
-    }
-    this.#inner = inner;
-    this.#max = max;
-  }
-
-  loadSafety(): ReturnType<Storage["loadSafety"]> {
-    return this.#inner.loadSafety();
-  }
-
-  async write(batch: WriteBatch): Promise<void> {
-    await this.#inner.write(batch);
-    this.#seq++;
-    // Only cached keys are updated: most written keys are never read back.
-    if (this.#cache.size === 0) return;
-    for (const c of batch.commits ?? []) {
-      for (const [k, v] of c.updates) {
-        const id = toHex(k);
-        if (this.#cache.has(id)) this.#set(id, v);
-      }
-    }
-  }
-
-  getNode(hash: Hash): Promise<StoredNode | null> {
-    return this.#inner.getNode(hash);
-  }
-
-  committedHash(height: number): Promise<Hash | null> {
-    return this.#inner.committedHash(height);
-  }
-
-  committedHead(): ReturnType<Storage["committedHead"]> {
-    return this.#inner.committedHead();
-  }
-
-  async getState(key: Uint8Array): Promise<Uint8Array | null> {
-    const id = toHex(key);
-    const hit = this.#cache.get(id);
-    if (hit !== undefined) return hit;
-    const start = this.#seq;
-    const value = await this.#inner.getState(key);
-    // After a write finished meanwhile, the value read may be older than the store's: not cached.
-    if (this.#seq === start) this.#set(id, value);
-    return value;
-  }
-
-  uncommittedNodes(): Promise<StoredNode[]> {
-    return this.#inner.uncommittedNodes();
-  }
-
-  close(): Promise<void> {
-    return this.#inner.close();
-  }
-
-  #set(id: string, value: Uint8Array | null): void {
-    if (this.#max === 0) return;
-    this.#cache.delete(id);
-    this.#cache.set(id, value);
-    if (this.#cache.size > this.#max) this.#cache.delete(this.#cache.keys().next().value!);
-  }
-}
-
-/**
- * Resolves after `ms` milliseconds, or as soon as `signal` aborts (at once if it already has).
- *
- * @example
- * ```ts
- * import { sleep } from "./replica.ts";
- * await sleep(1, new AbortController().signal);
- * ```
- */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Logging
-
-/** Events that come in floods (one per view) log at debug; rejections are rate limited. */
-function eventLog(
-  e: ConsensusEvent,
-): { level: LogLevel | "fatal"; fields: Record<string, unknown> } {
-  const { type: _type, ...rest } = e;
-  switch (e.type) {
-    case "message:reject":
-      return { level: "warn", fields: rest };
-    case "equivocation:detect":
-      return {
-        level: "error",
-        fields: {
-          reason: e.evidence.kind,
-          view: e.evidence.kind === "double-vote"
-            ? e.evidence.first.view
-            : e.evidence.first.node.view,
-        },
-      };
-    case "view:timeout":
-    case "tc:form":
-    case "catchup:request":
-    case "catchup:receive":
-      return { level: "info", fields: rest };
-    default:
-      return { level: "debug", fields: rest };
-  }
-}
-
-function netLevel(event: string): LogLevel {
-  switch (event) {
-    case "net:dial-failed":
-    case "catchup:peer-skipped":
-      return "debug";
-    case "net:handshake-failed":
-    case "net:bad-frame":
-    case "net:queue-full":
-    case "net:disconnected":
-    case "net:handler-error":
-    case "http:timeout":
-      return "warn";
-    case "net:task-failed":
-    case "http:handler-error":
-      return "error";
-    default:
-      return "info";
-  }
-}
-
-/** Lines per event and reason in one window before the rest are counted instead. */
-const LOG_BURST_MAX = 20;
-const LOG_WINDOW_MS = 10_000;
-
-/** One JSON object per line; warnings rate limited per event and reason. */
-class ReplicaLog {
-  readonly #min: number;
-  readonly #sink: (line: string) => void;
-  readonly #name: string | undefined;
-  readonly #bursts = new Map<string, { start: number; count: number }>();
-
-  constructor(level: LogLevel, sink: ((line: string) => void) | undefined, name?: string) {
-    if (!isLogLevel(level)) throw new ConfigError("bad-option", `unknown log level ${level}`);
-    this.#min = LEVELS[level];
-    this.#sink = sink ?? stderrSink;
-    this.#name = name;
-  }
-
-  write(level: LogLevel | "fatal", event: string, fields: Record<string, unknown>): void {
-    if (LEVELS[level] < this.#min || level === "silent") return;
-    if (level === "warn" && !this.#admit(event, fields)) return;
-    const line: Record<string, unknown> = { time: new Date().toISOString(), level, event };
-    if (this.#name !== undefined) line.replica = this.#name;
-    for (const [k, v] of Object.entries(fields)) line[k] = jsonSafe(v);
-    try {
-      this.#sink(JSON.stringify(line));
-    } catch {
-      // A broken log sink must not stop the replica.
-    }
-  }
-
-  #admit(event: string, fields: Record<string, unknown>): boolean {
-    const key = `${event}/${String(fields.reason ?? "")}`;
-    const now = performance.now();
-    let b = this.#bursts.get(key);
-    if (b === undefined || now - b.start > LOG_WINDOW_MS) {
-      if (b !== undefined && b.count > LOG_BURST_MAX) {
-        this.#emitSuppressed(key, b.count - LOG_BURST_MAX);
-      }
-      if (this.#bursts.size > 1000) this.#bursts.clear();
-      this.#bursts.set(key, b = { start: now, count: 0 });
-    }
-    b.count++;
-    return b.count <= LOG_BURST_MAX;
-  }
-
-  #emitSuppressed(key: string, count: number): void {
-    const line = {
-      time: new Date().toISOString(),
-      level: "warn",
-      event: "log:suppressed",
-      key,
-      count,
-    };
-    try {
-      this.#sink(JSON.stringify(line));
-    } catch {
-      // ignore
-    }
-  }
-
-  flush(): void {
-    for (const [key, b] of this.#bursts) {
-      if (b.count > LOG_BURST_MAX) this.#emitSuppressed(key, b.count - LOG_BURST_MAX);
-    }
-    this.#bursts.clear();
-  }
-}
-
-const lineEncoder = new TextEncoder();
-
-function stderrSink(line: string): void {
-  const bytes = lineEncoder.encode(line + "\n");
-  let written = 0;
-  while (written < bytes.length) written += Deno.stderr.writeSync(bytes.subarray(written));
-}
-
-function jsonSafe(v: unknown): unknown {
-  if (v instanceof Uint8Array) return toHex(v);
-  if (Array.isArray(v)) return v.map(jsonSafe);
-  if (typeof v === "bigint") return v.toString();
-  if (v instanceof Error) return `${v.name}: ${v.message}`;
-  return v;
-}

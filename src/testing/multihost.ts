@@ -30,7 +30,7 @@
  *
  * @module
  */
-import { intFlag, parseFlags, runMain } from "./flags.ts";
+import { intFlag, parseFlags, runMain } from "../cli/flags.ts";
 import {
   chainDisagreements,
   Clients,
@@ -51,7 +51,7 @@ export const EXIT_SKIPPED = 3;
 
 /** How long a phase may wait for commits, ms. */
 const PROGRESS_TIMEOUT_MS = 60_000;
-const INIT_ENTRY = new URL("./init.ts", import.meta.url).pathname;
+const INIT_ENTRY = new URL("../cli/init.ts", import.meta.url).pathname;
 const DENO_JSON = new URL("../../deno.json", import.meta.url).pathname;
 
 /** Options of {@link runMultihost}. */

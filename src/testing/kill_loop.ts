@@ -34,8 +34,8 @@
  *
  * @module
  */
-import { intFlag, parseFlags, runMain } from "./flags.ts";
-import { Random } from "../sim/random.ts";
+import { intFlag, parseFlags, runMain } from "../cli/flags.ts";
+import { Random } from "./random.ts";
 import {
   fetchPolitely,
   getKv,

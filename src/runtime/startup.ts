@@ -1,0 +1,61 @@
+/**
+ * What a replica checks and reads before its Engine starts: the planted-bug switches, the pool's
+ * restore from the store, and the Engine's Application limits for batches.
+ *
+ * @module
+ */
+import type { AppLimits } from "../app.ts";
+import { DEFAULT_APP_LIMITS } from "../app.ts";
+import { plantedSafetyBugs } from "../consensus/safety.ts";
+import { ConfigError } from "../errors.ts";
+import { readCommitted, type Storage } from "../storage/storage.ts";
+import { plantedBugs } from "../validators.ts";
+import type { BatchLimits, MempoolRestore } from "./mempool.ts";
+
+/**
+ * Throws unless every planted-bug switch (test-only) is off.
+ *
+ * @throws {ConfigError} `planted-bug` naming the switches that are on
+ * @example
+ * ```ts
+ * import { refusePlantedBugs } from "./startup.ts";
+ * refusePlantedBugs(); // fine: all switches are off
+ * ```
+ */
+export function refusePlantedBugs(): void {
+  const on = [
+    ...Object.entries(plantedSafetyBugs).filter(([, v]) => v).map(([k]) => `safety.${k}`),
+    ...Object.entries(plantedBugs).filter(([, v]) => v).map(([k]) => `validators.${k}`),
+  ];
+  if (on.length > 0) {
+    throw new ConfigError("planted-bug", `refusing to start: planted bug switch on: ${on}`);
+  }
+}
+
+/**
+ * What the pool needs from the store before the Engine starts (see {@link Mempool.restore}): the
+ * committed Nodes of the last `horizon` heights and the uncommitted Nodes.
+ */
+export async function restoreOf(storage: Storage, horizon: number): Promise<MempoolRestore> {
+  const head = await storage.committedHead();
+  const top = head?.height ?? 0;
+  const committed = await readCommitted(storage, top - horizon + 1, top);
+  const uncommitted = await storage.uncommittedNodes();
+  return { committedHeight: top, committed, uncommitted };
+}
+
+/**
+ * Engine Application limits that accept every batch the mempool accepts: a batch within its
+ * {@link BatchLimits} is never refused by the Engine after the replicas validated it.
+ */
+export function appLimitsFor(batch: BatchLimits): AppLimits {
+  const d = DEFAULT_APP_LIMITS;
+  return {
+    ...d,
+    commandBytesMax: Math.max(d.commandBytesMax, batch.batchBytesMax),
+    updatesMax: Math.max(d.updatesMax, batch.batchUpdatesMax),
+    // Keys total at most half of the batch's key budget (2 * key.length + 16 each).
+    updateKeysBytesMax: Math.max(d.updateKeysBytesMax, batch.batchUpdateKeyBytesMax),
+    updatesBytesMax: Math.max(d.updatesBytesMax, batch.batchUpdateBytesMax),
+  };
+}
