@@ -119,7 +119,12 @@ export {
   type WriteBatch,
 } from "./src/storage/storage.ts";
 export { MemoryStorage } from "./src/storage/memory.ts";
-export { DenoKvStorage } from "./src/storage/deno_kv.ts";
+export {
+  type DenoKvLimits,
+  type DenoKvOptions,
+  DenoKvStorage,
+  type FinalCommitStep,
+} from "./src/storage/deno_kv.ts";
 export {
   type Adversary,
   type AdversaryApi,
@@ -141,8 +146,15 @@ export {
 } from "./src/testing/scenario.ts";
 export { type TwinsOptions, twinsScenario } from "./src/testing/twins.ts";
 export { ConsensusTcp } from "./src/net/tcp.ts";
-export type { BatchHandler, MessageHandler } from "./src/net/tcp.ts";
-export type { ConnectionLimits, ListenAddress, NetLog, PeerStatus } from "./src/net/connections.ts";
+export type { BatchHandler, ConsensusTcpOptions, MessageHandler } from "./src/net/tcp.ts";
+export type {
+  ConnectionLimits,
+  ListenAddress,
+  NetLog,
+  NetworkOptions,
+  PeerAddress,
+  PeerStatus,
+} from "./src/net/connections.ts";
 export {
   DEFAULT_HTTP_API_LIMITS,
   type HttpApiLimits,
@@ -151,7 +163,13 @@ export {
   type NodeTreeView,
   type NodeWithCertificate,
 } from "./src/net/http.ts";
-export { type FetchTarget, HttpNodeSource, type HttpPeerStatus } from "./src/net/catchup.ts";
+export {
+  type FetchTarget,
+  HttpNodeSource,
+  type HttpNodeSourceOptions,
+  type HttpPeer,
+  type HttpPeerStatus,
+} from "./src/net/catchup.ts";
 export {
   Admission,
   type AdmissionAuth,
@@ -175,12 +193,18 @@ export {
 } from "./src/net/http.ts";
 export {
   Replica,
+  type ReplicaEvent,
+  type ReplicaHttpOptions,
+  type ReplicaMempoolOptions,
+  type ReplicaNetworkOptions,
   type ReplicaOptions,
   type ReplicaPeer,
+  type ReplicaRoutes,
   startReplica,
   type SubmittedCommand,
 } from "./src/runtime/replica.ts";
 export { isLogLevel, type LogLevel } from "./src/runtime/log.ts";
+export { type MetricsSource, ReplicaMetrics } from "./src/runtime/metrics.ts";
 export { systemClock } from "./src/runtime/clock.ts";
 export {
   type ApplyRequest,

@@ -8,12 +8,18 @@
 import assert from "node:assert/strict";
 import { decodeValue, encodeValue } from "../src/codec.ts";
 import { deriveSecretKey, ed25519Signer, publicKeyOf, type Signer } from "../src/crypto.ts";
+import type { Application } from "../src/app.ts";
 import { ConfigError } from "../src/errors.ts";
 import { commandId } from "../src/runtime/mempool.ts";
 import { plantedSafetyBugs } from "../src/consensus/safety.ts";
 import { systemClock } from "../src/runtime/clock.ts";
 import type { LogLevel } from "../src/runtime/log.ts";
-import { type Replica, type ReplicaOptions, startReplica } from "../src/runtime/replica.ts";
+import {
+  type Replica,
+  type ReplicaEvent,
+  type ReplicaOptions,
+  startReplica,
+} from "../src/runtime/replica.ts";
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
 import { type Storage, wrapStorage, type WriteBatch } from "../src/storage/storage.ts";
@@ -372,6 +378,60 @@ Deno.test("status and certificates: a committed Node's certificate is the next c
 
 // ---------------------------------------------------------------------------------------------
 // Failure handling
+
+/** A Node-level Application: each Node carries one byte, its height mod 256. */
+const heightApp: Application = {
+  produceCommand: ({ height }) => ({ command: new Uint8Array([height % 256]) }),
+  validateNode: ({ node }) =>
+    node.command.length === 1 && node.command[0] === node.height % 256
+      ? { ok: true, updates: [[enc.encode("last"), node.command]] }
+      : { ok: false, reason: "wrong byte" },
+};
+
+Deno.test("a Node-level Application: 4 replicas commit it; onCommit sees heights in order, onEvent sees typed events; no command pool", async () => {
+  const commits: number[][] = [[], [], [], []];
+  const events: ReplicaEvent[][] = [[], [], [], []];
+  const cluster = await startCluster(4, {
+    replicaOptions: (i) => ({
+      machine: undefined,
+      routes: undefined,
+      app: heightApp,
+      onCommit: ({ node }) => void commits[i]!.push(node.height),
+      onEvent: (e) => void events[i]!.push(e),
+    }),
+  });
+  try {
+    await waitUntil("30 commits everywhere", () => commits.every((c) => c.length >= 30));
+    for (const c of commits) {
+      assert.deepEqual(c.slice(0, 30), c.slice(0, 30).map((_, k) => c[0]! + k), "in height order");
+    }
+    const types = new Set(events[0]!.map((e) => e.type));
+    for (const t of ["node:commit", "view:enter", "peer:connect", "qc:form"]) {
+      assert.ok(types.has(t as ReplicaEvent["type"]), `no ${t} event`);
+    }
+    const committedEvents = events[0]!.filter((e) => e.type === "node:commit").length;
+    assert.ok(committedEvents >= 30, `${committedEvents} node:commit events`);
+    assert.equal(cluster.replicas[0]!.mempool, null);
+    const r = await post(`${cluster.urls[0]}/commands`, new Uint8Array([1]));
+    assert.equal(r.status, 404);
+    await assert.rejects(cluster.replicas[0]!.submit([new Uint8Array([1])]), ConfigError);
+    const value = await cluster.replicas[0]!.committedState(enc.encode("last"));
+    assert.ok(value !== null && value.length === 1);
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("startReplica takes exactly one of machine and app", async () => {
+  for (const extra of [{ app: heightApp }, { machine: undefined }]) {
+    await assert.rejects(startCluster(1, { replicaOptions: () => extra }), (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.equal(e.reason, "bad-option");
+      assert.match(e.message, /exactly one of `machine` and `app`/);
+      return true;
+    });
+  }
+});
 
 Deno.test("batch limits that leave no room for the largest command are a ConfigError", async () => {
   await assert.rejects(

@@ -1,8 +1,13 @@
 /**
  * The replica runtime: one process's replica, wiring the {@link Engine} (the sans-I/O core and
  * its shell) to real I/O: the Consensus TCP API, the NodeTree HTTP API, catch-up over HTTP, a
- * {@link Storage} (Deno KV by default), a `setTimeout` clock, and the {@link Mempool} of client
+ * {@link Storage} (Deno KV by default), a `setTimeout` clock, Prometheus metrics, and the
+ * Application: either the user's Node-level {@link Application} (`app`), run as is, or a
+ * per-command {@link CommandMachine} (`machine`) served by the {@link Mempool} of client
  * commands with its batching Application.
+ *
+ * `GET /metrics` serves the replica's Prometheus metrics (`metrics.ts`) in every mode; the
+ * command routes below exist only with a `machine`.
  *
  * ## HTTP routes it adds to the NodeTree HTTP API
  *
@@ -41,7 +46,7 @@
  *
  * @module
  */
-import type { Application } from "../app.ts";
+import type { Application, CommitNotice } from "../app.ts";
 import type { CoreLimits } from "../consensus/core.ts";
 import type { PacemakerOptions } from "../consensus/pacemaker.ts";
 import type { Signer, Verifier } from "../crypto.ts";
@@ -53,11 +58,17 @@ import { type BatchPeer, fetchBatchFromPeers } from "../net/batch_fetch.ts";
 import { HttpNodeSource } from "../net/catchup.ts";
 import type { ConnectionLimits, ListenAddress } from "../net/connections.ts";
 import type { HttpApiLimits, NodeTreeView, NodeWithCertificate } from "../net/http.ts";
-import { DEFAULT_HTTP_API_LIMITS, errorResponse, NodeTreeHttpApi } from "../net/http.ts";
+import {
+  DEFAULT_HTTP_API_LIMITS,
+  errorResponse,
+  NodeTreeHttpApi,
+  readQuery,
+  RouteError,
+} from "../net/http.ts";
 import { ConsensusTcp } from "../net/tcp.ts";
 import { readCommitted, type Storage } from "../storage/storage.ts";
 import type { Hash, Node, PublicKey, QuorumCertificate } from "../types.ts";
-import { bytesEqual, toHex } from "../types.ts";
+import { bytesEqual, fromHex, toHex } from "../types.ts";
 import type { ValidatorSet } from "../validators.ts";
 import { systemClock } from "./clock.ts";
 import {
@@ -78,6 +89,7 @@ import {
 } from "./mempool.ts";
 import { appLimitsFor, refusePlantedBugs, restoreOf } from "./startup.ts";
 import { CachedStateStorage } from "./state_cache.ts";
+import { ReplicaMetrics } from "./metrics.ts";
 
 /** Another replica, as this one reaches it. */
 export interface ReplicaPeer {
@@ -113,8 +125,26 @@ export interface ReplicaOptions {
   readonly verifier?: Verifier;
   /** Persistence; the replica closes it on {@link Replica.close}. */
   readonly storage: Storage;
-  /** The application: a per-command state machine, batched through the mempool. */
-  readonly machine: CommandMachine;
+  /**
+   * A per-command state machine, served by the mempool: clients `POST /commands`, the replica
+   * batches them, and every Node's command names batches. Give this or `app`, not both.
+   */
+  readonly machine?: CommandMachine;
+  /**
+   * A Node-level {@link Application} (its own `produceCommand`, `validateNode`, `onCommit`): the
+   * replica runs it as is, with no mempool and no `/commands` route. Give this or `machine`.
+   */
+  readonly app?: Application;
+  /**
+   * Called after each Node is durably committed, in height order (after the Application's own
+   * `onCommit`). An exception is logged, never fatal.
+   */
+  readonly onCommit?: (notice: CommitNotice) => void | Promise<void>;
+  /**
+   * Observer of the replica's typed `noun:verb` events (commits, views, timeouts, catch-up,
+   * peers, equivocation), called after the fact. An exception is logged, never fatal.
+   */
+  readonly onEvent?: (event: ReplicaEvent) => void;
   /** Where the Consensus TCP API listens (port 0: the OS chooses). */
   readonly listenConsensus: ListenAddress;
   /** Where the HTTP API listens (port 0: the OS chooses). */
@@ -126,10 +156,7 @@ export interface ReplicaOptions {
   /** Core memory bounds. */
   readonly coreLimits?: CoreLimits;
   /** Mempool and batch limits (batch limits must match on every replica). */
-  readonly mempool?: Omit<
-    MempoolOptions,
-    "onCommitted" | "onDropped" | "onBatch" | "fetchBatch" | "batchStore"
-  >;
+  readonly mempool?: ReplicaMempoolOptions;
   /**
    * Where batches of client commands are kept durably (a Node is voted for only once its batches
    * are stored). Default in memory; the replica CLI uses `DenoKvBatchStore` in the data
@@ -137,12 +164,12 @@ export interface ReplicaOptions {
    */
   readonly batchStore?: BatchStore & { close?(): Promise<void> | void };
   /** Consensus TCP limits, and whether links are encrypted (default true). */
-  readonly network?: ConnectionLimits & { readonly encryptLinks?: boolean };
+  readonly network?: ReplicaNetworkOptions;
   /**
    * HTTP API limits and admission limits (`net/admission.ts`; validators' signed catch-up
    * requests are served first). Default request timeout 60 s (to let `?wait=commit` wait).
    */
-  readonly http?: Partial<HttpApiLimits> & { readonly admission?: AdmissionOptions };
+  readonly http?: ReplicaHttpOptions;
   /**
    * Application state values cached in memory (exact: every write goes through the cache), for
    * the machine's reads and `committedState`. Default 20,000.
@@ -151,7 +178,7 @@ export interface ReplicaOptions {
   /** Longest `?wait=commit` wait, ms. Default 30,000. */
   readonly commitWaitTimeoutMs?: number;
   /** Application routes tried before the replica's own (e.g. the key-value API). */
-  readonly routes?: (request: Request, url: URL, replica: Replica) => Promise<Response | null>;
+  readonly routes?: ReplicaRoutes;
   /** Least level logged. Default `"info"`. */
   readonly logLevel?: LogLevel;
   /** Where log lines go. Default: stderr. */
@@ -163,6 +190,38 @@ export interface ReplicaOptions {
   /** Called once if the Engine fails (a bug); the replica then closes itself. */
   readonly onFailure?: (error: unknown) => void;
 }
+
+/** Mempool and batch limits of {@link ReplicaOptions} (the replica wires the callbacks). */
+export type ReplicaMempoolOptions = Omit<
+  MempoolOptions,
+  "onCommitted" | "onDropped" | "onBatch" | "fetchBatch" | "batchStore"
+>;
+
+/** Consensus TCP limits of {@link ReplicaOptions}, and whether links are encrypted (default true). */
+export type ReplicaNetworkOptions = ConnectionLimits & { readonly encryptLinks?: boolean };
+
+/** HTTP API and admission limits of {@link ReplicaOptions}. */
+export type ReplicaHttpOptions = Partial<HttpApiLimits> & {
+  readonly admission?: AdmissionOptions;
+};
+
+/** Application routes: a Response, or null to let the replica's own routes answer. */
+export type ReplicaRoutes = (
+  request: Request,
+  url: URL,
+  replica: Replica,
+) => Promise<Response | null>;
+
+/**
+ * Every event a replica emits: the Engine's {@link ConsensusEvent}s (`view:enter`,
+ * `view:timeout`, `node:insert`, `node:commit`, `qc:form`, `tc:form`, `lock:update`,
+ * `equivocation:detect`, `message:reject`, `catchup:request`, `catchup:receive`, ...) and the
+ * Connection Manager's `peer:connect` and `peer:disconnect` (peer keys in hex).
+ */
+export type ReplicaEvent =
+  | ConsensusEvent
+  | { readonly type: "peer:connect"; readonly peer: string; readonly direction: string }
+  | { readonly type: "peer:disconnect"; readonly peer: string; readonly reason: string };
 
 /**
  * Starts a replica. Resolves once it listens on both ports and its Engine runs.
@@ -178,6 +237,9 @@ export interface ReplicaOptions {
  */
 export async function startReplica(options: ReplicaOptions): Promise<Replica> {
   refusePlantedBugs();
+  if ((options.machine === undefined) === (options.app === undefined)) {
+    throw new ConfigError("bad-option", "give exactly one of `machine` and `app`");
+  }
   if (options.validators.get(options.signer.publicKey) === undefined) {
     throw new ConfigError("not-a-validator", "the signer's key is not in the validator set");
   }
@@ -203,8 +265,8 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
  * ```
  */
 export class Replica implements NodeTreeView {
-  /** The pool of client commands. */
-  readonly mempool: Mempool;
+  /** The pool of client commands; null when the replica runs a Node-level `app`. */
+  readonly mempool: Mempool | null;
   readonly #o: ReplicaOptions;
   readonly #log: ReplicaLog;
   readonly #tcp: ConsensusTcp;
@@ -213,6 +275,7 @@ export class Replica implements NodeTreeView {
   /** The other validators' keys and HTTP APIs (where missing batches are fetched). */
   readonly #peers: readonly BatchPeer[];
   readonly #storage: CachedStateStorage;
+  readonly #metrics: ReplicaMetrics;
   readonly #started = performance.now();
   #engine: Engine | null = null;
   #watchdog: ReturnType<typeof setInterval> | undefined;
@@ -227,19 +290,28 @@ export class Replica implements NodeTreeView {
     this.#storage = new CachedStateStorage(
       options.storage,
       options.stateCacheEntriesMax ?? 20_000,
+      (ms) => this.#metrics.onStorageWrite(ms),
     );
+    this.#metrics = new ReplicaMetrics({
+      chain: () => this.#chain(),
+      pool: () => ({ commands: this.mempool?.size ?? 0, bytes: this.mempool?.bytes ?? 0 }),
+      peers: () => this.#peerTotals(),
+    });
     const me = options.signer.publicKey;
     const peers = options.peers.filter((p) => !bytesEqual(p.publicKey, me));
     this.#peers = peers.map((p) => ({ publicKey: p.publicKey, url: p.httpUrl }));
-    this.mempool = new Mempool(options.machine, {
+    this.mempool = options.machine === undefined ? null : new Mempool(options.machine, {
       ...options.mempool,
       batchStore: options.batchStore,
       onBatch: (bytes) => this.#tcp.broadcastBatch(bytes),
       fetchBatch: (digest, signal, from) => this.#fetchBatch(digest, signal, from),
       onDropped: (id, reason) => this.#log.write("warn", "mempool:drop", { id, reason }),
     });
-    const netLog = (event: string, fields: Record<string, unknown>): void =>
+    const netLog = (event: string, fields: Record<string, unknown>): void => {
       this.#log.write(netLevel(event), event, fields);
+      const peerEvent = peerEventOf(event, fields);
+      if (peerEvent !== null) this.#notify(peerEvent);
+    };
     this.#tcp = new ConsensusTcp({
       ...options.network,
       chainId: options.chainId,
@@ -282,11 +354,12 @@ export class Replica implements NodeTreeView {
       send: (to, message) => void tcp.send(to, message),
       broadcast: (message) => tcp.broadcast(message),
     };
-    const app: Application = this.mempool.application;
+    const pool = this.mempool;
+    const app = this.#withCommitCallback(o.app ?? pool!.application);
     const t0 = performance.now();
-    await this.mempool.restore(
-      await restoreOf(this.#o.storage, this.mempool.limits.commandHorizon),
-    );
+    if (pool !== null) {
+      await pool.restore(await restoreOf(this.#o.storage, pool.limits.commandHorizon));
+    }
     const restoreMs = Math.round(performance.now() - t0);
     const engine = await Engine.open({
       chainId: o.chainId,
@@ -299,15 +372,19 @@ export class Replica implements NodeTreeView {
       nodeSource: this.#source,
       clock: systemClock(),
       // Batches may carry more updates than the Engine's default allows (see BatchLimits).
-      appLimits: appLimitsFor(this.mempool.limits),
+      appLimits: pool === null ? undefined : appLimitsFor(pool.limits),
       pacemaker: o.pacemaker,
       limits: o.coreLimits,
       onEvent: (e) => this.#onEvent(e),
+      onSend: (message) => this.#metrics.onSend(message),
     });
     this.#engine = engine;
     this.#source.attach(engine);
-    tcp.onMessage((from, message) => engine.receive(from, message));
-    tcp.onBatch((from, bytes) => this.#onBatch(from, bytes));
+    tcp.onMessage((from, message) => {
+      this.#metrics.onReceive(message);
+      engine.receive(from, message);
+    });
+    if (pool !== null) tcp.onBatch((from, bytes) => this.#onBatch(pool, from, bytes));
     if (this.#closing !== null) return;
     await tcp.start();
     await this.#http.start();
@@ -323,7 +400,7 @@ export class Replica implements NodeTreeView {
       committedHeight: engine.core.tree.root.node.height,
       // The pool's ids of the last commandHorizon committed heights, read from the store.
       poolRestoreMs: restoreMs,
-      rememberedIds: this.mempool.rememberedIds,
+      rememberedIds: pool?.rememberedIds ?? 0,
     });
   }
 
@@ -366,7 +443,7 @@ export class Replica implements NodeTreeView {
     clearInterval(this.#watchdog);
     await this.#engine?.stop();
     await this.#tcp.close();
-    this.mempool.close();
+    this.mempool?.close();
     await this.#http.close();
     await this.#source.close();
     await this.#storage.close();
@@ -380,18 +457,23 @@ export class Replica implements NodeTreeView {
    * peer). With `wait`, resolves when every one is committed.
    *
    * @throws {MempoolError} see {@link Mempool.submit} and {@link Mempool.waitForCommit}
+   * @throws {ConfigError} `no-mempool` when the replica runs a Node-level `app`
    */
   async submit(
     commands: readonly Uint8Array[],
     options: { wait?: boolean; signal?: AbortSignal; expires?: number } = {},
   ): Promise<SubmittedCommand[]> {
-    const r = this.mempool.submit(commands, { expires: options.expires });
+    const pool = this.mempool;
+    if (pool === null) {
+      throw new ConfigError("no-mempool", "this replica runs a Node-level app: no command pool");
+    }
+    const r = pool.submit(commands, { expires: options.expires });
     const expires = r.expires;
     if (options.wait !== true) {
       return r.ids.map((id) => ({ id, expires, height: null, node: null }));
     }
     const timeoutMs = this.#o.commitWaitTimeoutMs ?? 30_000;
-    const done = await this.mempool.waitForCommits(r.ids, expires, {
+    const done = await pool.waitForCommits(r.ids, expires, {
       timeoutMs,
       signal: options.signal,
     });
@@ -423,14 +505,7 @@ export class Replica implements NodeTreeView {
       highTC: s.highTC === null ? null : { view: s.highTC.view },
       lastVotedView: s.lastVotedView,
       peers: this.#tcp.status(),
-      mempool: {
-        commands: this.mempool.size,
-        bytes: this.mempool.bytes,
-        batches: this.mempool.batches,
-        waiting: this.mempool.waiting,
-        committedCommands: this.mempool.committedCommands,
-        rememberedIds: this.mempool.rememberedIds,
-      },
+      mempool: poolStatus(this.mempool),
       engine: { droppedMessages: this.engine.dropped, failed: this.#failure !== null },
       // Bytes: resident set, V8 heap in use and reserved, memory held outside the heap.
       memory: memoryUsage(),
@@ -492,8 +567,11 @@ export class Replica implements NodeTreeView {
     try {
       const own = this.#o.routes === undefined ? null : await this.#o.routes(request, url, this);
       if (own !== null) return own;
+      if (url.pathname === "/metrics") return await this.#getMetrics(request, url);
+      const pool = this.mempool;
+      if (pool === null) return null;
       const ctx: CommandRouteContext = {
-        mempool: this.mempool,
+        mempool: pool,
         bodyBytesMax: this.#bodyBytesMax(),
         submit: (commands, options) => this.submit(commands, options),
       };
@@ -507,10 +585,20 @@ export class Replica implements NodeTreeView {
     }
   }
 
+  /** `GET /metrics`: the Prometheus exposition. */
+  async #getMetrics(request: Request, url: URL): Promise<Response> {
+    if (request.method !== "GET") {
+      throw new RouteError(405, "method-not-allowed", `${request.method} is not allowed`, "GET");
+    }
+    readQuery(url.searchParams, []);
+    const text = await this.#metrics.text();
+    return new Response(text, { headers: { "content-type": this.#metrics.contentType } });
+  }
+
   /** A batch a peer sent over Consensus TCP. */
-  #onBatch(from: Uint8Array, bytes: Uint8Array): void {
+  #onBatch(pool: Mempool, from: Uint8Array, bytes: Uint8Array): void {
     try {
-      this.mempool.addBatch(bytes);
+      pool.addBatch(bytes);
     } catch (e) {
       if (!(e instanceof MempoolError) || e.reason === "closed") return;
       this.#log.write("warn", "mempool:batch-refused", {
@@ -533,7 +621,7 @@ export class Replica implements NodeTreeView {
       signal,
       from,
       peerTimeoutMs: BATCH_FETCH_PEER_TIMEOUT_MS,
-      bytesMax: this.mempool.limits.batchBytesMax,
+      bytesMax: this.mempool!.limits.batchBytesMax,
       // Signed as this validator: peers serve it before the public (`net/admission.ts`).
       headers: async (url) => ({
         [AUTH_HEADER]: await signRequest(o.signer, { chainId: o.chainId, method: "GET", url }),
@@ -557,6 +645,59 @@ export class Replica implements NodeTreeView {
   #onEvent(e: ConsensusEvent): void {
     const { level, fields } = eventLog(e);
     this.#log.write(level, e.type, fields);
+    this.#metrics.onEvent(e, performance.now());
+    this.#notify(e);
+  }
+
+  /** Hands an event to the `onEvent` observer; its exceptions are logged, never fatal. */
+  #notify(e: ReplicaEvent): void {
+    const observer = this.#o.onEvent;
+    if (observer === undefined) return;
+    try {
+      observer(e);
+    } catch (error) {
+      this.#log.write("error", "replica:observer-failed", { event: e.type, error });
+    }
+  }
+
+  /** The Application with the `onCommit` option called after its own `onCommit`. */
+  #withCommitCallback(app: Application): Application {
+    const callback = this.#o.onCommit;
+    if (callback === undefined) return app;
+    return {
+      produceCommand: (request) => app.produceCommand(request),
+      validateNode: (request) => app.validateNode(request),
+      onCommit: async (notice) => {
+        await app.onCommit?.(notice);
+        try {
+          await callback(notice);
+        } catch (error) {
+          this.#log.write("error", "replica:observer-failed", { event: "commit", error });
+        }
+      },
+    };
+  }
+
+  #chain(): { view: number; height: number } {
+    const core = this.#engine?.core;
+    return { view: core?.view ?? 0, height: core?.tree.root.node.height ?? 0 };
+  }
+
+  #peerTotals(): {
+    connected: number;
+    connectedPower: number;
+    totalPower: number;
+    droppedFrames: number;
+  } {
+    let connected = 0, connectedPower = 0, droppedFrames = 0;
+    for (const p of this.#tcp.status()) {
+      droppedFrames += p.droppedFrames;
+      if (!p.connected) continue;
+      connected++;
+      const key = fromHex(p.publicKey);
+      connectedPower += key === null ? 0 : this.#o.validators.get(key)?.power ?? 0;
+    }
+    return { connected, connectedPower, totalPower: this.#o.validators.totalPower, droppedFrames };
   }
 
   #watch(): void {
@@ -570,8 +711,8 @@ export class Replica implements NodeTreeView {
       this.#log.write("info", "replica:progress", {
         view: core.view,
         committedHeight: core.tree.root.node.height,
-        committedCommands: this.mempool.committedCommands,
-        poolCommands: this.mempool.size,
+        committedCommands: this.mempool?.committedCommands ?? 0,
+        poolCommands: this.mempool?.size ?? 0,
       });
     }
   }
@@ -595,6 +736,31 @@ export class Replica implements NodeTreeView {
 /** The certificate `child` carries for `hash`, if it certifies it. */
 function certifies(child: Node, hash: Hash): QuorumCertificate | null {
   return bytesEqual(child.justify.nodeHash, hash) ? child.justify : null;
+}
+
+/** The pool's part of `GET /status`, or null without a pool. */
+function poolStatus(pool: Mempool | null): Record<string, number> | null {
+  if (pool === null) return null;
+  return {
+    commands: pool.size,
+    bytes: pool.bytes,
+    batches: pool.batches,
+    waiting: pool.waiting,
+    committedCommands: pool.committedCommands,
+    rememberedIds: pool.rememberedIds,
+  };
+}
+
+/** The `peer:*` event of a Connection Manager log line, or null. */
+function peerEventOf(event: string, fields: Record<string, unknown>): ReplicaEvent | null {
+  const peer = String(fields.peer ?? "");
+  if (event === "net:connected") {
+    return { type: "peer:connect", peer, direction: String(fields.direction ?? "") };
+  }
+  if (event === "net:disconnected") {
+    return { type: "peer:disconnect", peer, reason: String(fields.reason ?? "") };
+  }
+  return null;
 }
 
 /** The process's memory, bytes (`Deno.memoryUsage`). */

@@ -20,12 +20,16 @@ export class CachedStateStorage implements Storage {
   /** Writes finished so far. */
   #seq = 0;
 
-  constructor(inner: Storage, max: number) {
+  readonly #onWrite: ((ms: number) => void) | undefined;
+
+  /** `onWrite` hears each write's duration, ms. */
+  constructor(inner: Storage, max: number, onWrite?: (ms: number) => void) {
     if (!Number.isSafeInteger(max) || max < 0) {
       throw new ConfigError("bad-option", `stateCacheEntriesMax must be >= 0: ${max}`);
     }
     this.#inner = inner;
     this.#max = max;
+    this.#onWrite = onWrite;
   }
 
   loadSafety(): ReturnType<Storage["loadSafety"]> {
@@ -33,7 +37,9 @@ export class CachedStateStorage implements Storage {
   }
 
   async write(batch: WriteBatch): Promise<void> {
+    const t0 = performance.now();
     await this.#inner.write(batch);
+    this.#onWrite?.(performance.now() - t0);
     this.#seq++;
     // Only cached keys are updated: most written keys are never read back.
     if (this.#cache.size === 0) return;
