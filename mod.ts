@@ -230,3 +230,33 @@ export {
   type SubmitResult,
 } from "./src/runtime/mempool.ts";
 export { DenoKvBatchStore } from "./src/storage/batches.ts";
+// The command-line building blocks (also the package's `./cli` entry), for replica programs such
+// as the key-value example's.
+export {
+  type ClusterConfig,
+  type ClusterValidator,
+  EXIT_USAGE,
+  type FlagSpec,
+  formatClusterConfig,
+  formatHostPort,
+  type HostPort,
+  initCluster,
+  initMain,
+  type InitOptions,
+  type InitResult,
+  intFlag,
+  LAN_VIEW_TIMEOUT_MAX_MS,
+  LAN_VIEW_TIMEOUT_MIN_MS,
+  parseClusterConfig,
+  parseFlags,
+  parseHostPort,
+  parseSecretKey,
+  readClusterConfig,
+  readSecretKey,
+  replicaMain,
+  type ReplicaProgram,
+  requireFlag,
+  runMain,
+  VALIDATORS_MAX,
+  validatorSetOf,
+} from "./src/cli/mod.ts";

@@ -9,13 +9,13 @@
  *
  * @module
  */
-import { encodeValue } from "../../mod.ts";
 import {
   type ClusterConfig,
+  encodeValue,
   formatHostPort,
   initCluster,
   readClusterConfig,
-} from "../../src/cli/mod.ts";
+} from "../../mod.ts";
 import { encodeKvCommand } from "./app.ts";
 
 /** `GET /status`, the fields the demo and the tests read. */

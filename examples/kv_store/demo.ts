@@ -24,8 +24,7 @@
  *
  * @module
  */
-import { ConfigError } from "../../mod.ts";
-import { intFlag, parseFlags, runMain } from "../../src/cli/mod.ts";
+import { ConfigError, intFlag, parseFlags, runMain } from "../../mod.ts";
 import {
   compareChains,
   getKv,

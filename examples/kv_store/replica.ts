@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { replicaMain, runMain } from "../../src/cli/mod.ts";
+import { replicaMain, runMain } from "../../mod.ts";
 import { kvMachine } from "./app.ts";
 import { kvRoutes } from "./routes.ts";
 
