@@ -3,11 +3,17 @@
  * (Yin et al., PODC 2019). Every honest replica commits the same chain of Nodes, and a committed
  * Node never changes, while less than 1/3 of the voting power is Byzantine.
  *
+ * - {@link startReplica}: a whole networked replica (Consensus TCP, NodeTree HTTP API with
+ *   catch-up, Prometheus `/metrics` and the live NodeTree page at `/`, Deno KV) around your
+ *   {@link Application} or a {@link CommandMachine} served by the mempool.
  * - {@link Engine}: one replica's protocol engine (the sans-I/O core plus its shell).
  * - {@link Application}: the three hooks your state machine implements.
  * - {@link runSimulation}: the deterministic simulator, to test your Application under faults.
  * - {@link DenoKvStorage} and {@link MemoryStorage}: persistence.
  * - {@link ConsensusTcp}, {@link NodeTreeHttpApi}, {@link HttpNodeSource}: the network.
+ *
+ * Deno KV is unstable in Deno 2: programs that use {@link DenoKvStorage} (as replicas do by
+ * default) run with `--unstable-kv`, or with `"unstable": ["kv"]` in their `deno.json`.
  *
  * See SPECIFICATION.md for the protocol and README.md for a quick start.
  *

@@ -107,7 +107,15 @@ export function encodeQC(qc: QuorumCertificate): Uint8Array {
  * @example
  * ```ts
  * import { decodeMessage, encodeMessage } from "./codec.ts";
- * // const bytes = encodeMessage(vote); decodeMessage(bytes)
+ * const vote = {
+ *   type: "vote",
+ *   view: 3,
+ *   nodeHash: new Uint8Array(32),
+ *   signer: new Uint8Array(32).fill(1),
+ *   signature: new Uint8Array(64),
+ * } as const;
+ * const decoded = decodeMessage(encodeMessage(vote));
+ * console.log(decoded.ok && decoded.value.type); // "vote"
  * ```
  */
 export function encodeMessage(msg: ConsensusMessage): Uint8Array {

@@ -35,7 +35,8 @@ export class HotStuffError extends Error {
  *
  * @example
  * ```ts
- * import { decodeMessage, DecodeError } from "./codec.ts";
+ * import { decodeMessage } from "./codec.ts";
+ * import { DecodeError } from "./errors.ts";
  * const r = decodeMessage(new Uint8Array([0xff]));
  * if (!r.ok) console.log(r.error instanceof DecodeError, r.error.reason);
  * ```

@@ -181,8 +181,9 @@ export function kvStateKey(key: Uint8Array): Uint8Array {
  *
  * @example
  * ```ts
- * import { kvMachine } from "./app.ts";
- * // new Mempool(kvMachine) or startReplica({ machine: kvMachine, ... })
+ * import { encodeKvCommand, kvMachine } from "./app.ts";
+ * const command = encodeKvCommand({ op: "del", key: new TextEncoder().encode("k") }, new Uint8Array(8));
+ * console.log(kvMachine.check?.(command)); // null: well formed
  * ```
  */
 export const kvMachine: CommandMachine = {

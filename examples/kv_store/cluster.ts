@@ -315,7 +315,10 @@ async function copyToFile(stream: ReadableStream<Uint8Array>, path: string): Pro
  * @example
  * ```ts
  * import { fetchPolitely } from "./cluster.ts";
- * // const r = await fetchPolitely(`${url}/committed?from=1&to=256`);
+ * async function firstNodes(url: string): Promise<unknown> {
+ *   const r = await fetchPolitely(`${url}/committed?from=1&to=256`);
+ *   return await r.json();
+ * }
  * ```
  */
 export async function fetchPolitely(
@@ -362,7 +365,10 @@ export async function tryStatus(url: string, timeoutMs = 2_000): Promise<Replica
  * @example
  * ```ts
  * import { putKv } from "./cluster.ts";
- * // const { height } = await putKv(url, "k", new TextEncoder().encode("v"));
+ * async function put(url: string): Promise<number> {
+ *   const { height } = await putKv(url, "k", new TextEncoder().encode("v"));
+ *   return height;
+ * }
  * ```
  */
 export async function putKv(
@@ -386,7 +392,9 @@ export async function putKv(
  * @example
  * ```ts
  * import { getKv } from "./cluster.ts";
- * // const value = await getKv(url, "k");
+ * async function get(url: string): Promise<unknown> {
+ *   return await getKv(url, "k");
+ * }
  * ```
  */
 export async function getKv(url: string, key: string): Promise<Uint8Array | null> {
@@ -407,7 +415,9 @@ export async function getKv(url: string, key: string): Promise<Uint8Array | null
  * @example
  * ```ts
  * import { setBatch } from "./cluster.ts";
- * // await setBatch(url, [["k1", value], ["k2", value]]);
+ * async function setTwo(url: string, value: Uint8Array): Promise<void> {
+ *   await setBatch(url, [["k1", value], ["k2", value]]);
+ * }
  * ```
  */
 export async function setBatch(
@@ -435,7 +445,10 @@ export async function setBatch(
  * @example
  * ```ts
  * import { committedHashes } from "./cluster.ts";
- * // const hashes = await committedHashes(url, 1, 1000);
+ * async function count(url: string): Promise<number> {
+ *   const hashes = await committedHashes(url, 1, 1000);
+ *   return hashes.length;
+ * }
  * ```
  */
 export async function committedHashes(url: string, from: number, to: number): Promise<string[]> {
@@ -458,7 +471,10 @@ export async function committedHashes(url: string, from: number, to: number): Pr
  * @example
  * ```ts
  * import { compareChains } from "./cluster.ts";
- * // const { agree, commonHeight } = await compareChains(urls);
+ * async function check(urls: string[]): Promise<boolean> {
+ *   const { agree, commonHeight } = await compareChains(urls);
+ *   return agree && commonHeight > 0;
+ * }
  * ```
  */
 export async function compareChains(

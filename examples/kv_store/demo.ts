@@ -63,7 +63,7 @@ interface Load {
  * @example
  * ```ts
  * import { demoMain } from "./demo.ts";
- * // Deno.exit(await demoMain(["--duration", "20"]));
+ * if (import.meta.main) Deno.exit(await demoMain(["--duration", "20"]));
  * ```
  */
 export async function demoMain(args: readonly string[]): Promise<number> {

@@ -54,7 +54,11 @@ export function parseKeyPath(pathname: string): Uint8Array | null {
  * @example
  * ```ts
  * import { kvRoutes } from "./routes.ts";
- * // startReplica({ ..., machine: kvMachine, routes: kvRoutes })
+ * import { kvMachine } from "./app.ts";
+ * import { type ReplicaOptions, startReplica } from "../../mod.ts";
+ * async function start(options: Omit<ReplicaOptions, "machine" | "routes">): Promise<void> {
+ *   await startReplica({ ...options, machine: kvMachine, routes: kvRoutes });
+ * }
  * ```
  */
 export async function kvRoutes(

@@ -290,8 +290,11 @@ export function formatClusterConfig(config: ClusterConfig): string {
  * @throws {ConfigError} from {@link ValidatorSet} (e.g. total power overflow)
  * @example
  * ```ts
- * import { validatorSetOf } from "./config.ts";
- * // validatorSetOf(parseClusterConfig(text, path)).totalPower
+ * import { readClusterConfig, validatorSetOf } from "./config.ts";
+ * import { initCluster } from "./init.ts";
+ * const dir = await Deno.makeTempDir();
+ * await initCluster({ replicas: 4, dir });
+ * console.log(validatorSetOf(await readClusterConfig(`${dir}/cluster.json`)).totalPower); // 4
  * ```
  */
 export function validatorSetOf(config: ClusterConfig): ValidatorSet {
@@ -307,7 +310,11 @@ export function validatorSetOf(config: ClusterConfig): ValidatorSet {
  * @example
  * ```ts
  * import { readClusterConfig } from "./config.ts";
- * // const config = await readClusterConfig("cluster/cluster.json");
+ * import { initCluster } from "./init.ts";
+ * const dir = await Deno.makeTempDir();
+ * await initCluster({ replicas: 4, dir });
+ * const config = await readClusterConfig(`${dir}/cluster.json`);
+ * console.log(config.validators.length); // 4
  * ```
  */
 export async function readClusterConfig(path: string): Promise<ClusterConfig> {
@@ -344,8 +351,13 @@ export function parseSecretKey(text: string, source: string): Uint8Array {
  * @throws {ConfigError} `unreadable`, `bad-key-file`, `unknown-key` (no validator has its key)
  * @example
  * ```ts
- * import { readSecretKey } from "./config.ts";
- * // const { secretKey, index } = await readSecretKey("cluster/replica-0.key", config);
+ * import { readClusterConfig, readSecretKey } from "./config.ts";
+ * import { initCluster } from "./init.ts";
+ * const dir = await Deno.makeTempDir();
+ * await initCluster({ replicas: 4, dir });
+ * const config = await readClusterConfig(`${dir}/cluster.json`);
+ * const { index } = await readSecretKey(`${dir}/replica-0.key`, config);
+ * console.log(index); // 0
  * ```
  */
 export async function readSecretKey(

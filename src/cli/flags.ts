@@ -91,7 +91,8 @@ export function intFlag(
  * @example
  * ```ts
  * import { runMain } from "./flags.ts";
- * // if (import.meta.main) runMain(() => main(Deno.args), "init");
+ * import { initMain } from "./init.ts";
+ * if (import.meta.main) await runMain(() => initMain(Deno.args), "init");
  * ```
  */
 export async function runMain(main: () => Promise<number>, program: string): Promise<never> {

@@ -186,7 +186,9 @@ const FLAGS = {
  * @example
  * ```ts
  * import { initMain } from "./init.ts";
- * // Deno.exit(await initMain(["--replicas", "4", "--dir", "cluster"]));
+ * const dir = await Deno.makeTempDir();
+ * const code = await initMain(["--replicas", "4", "--dir", dir]);
+ * console.log(code); // 0
  * ```
  */
 export async function initMain(args: readonly string[]): Promise<number> {

@@ -6,7 +6,7 @@
  * @example
  * ```ts
  * import { initCluster } from "./mod.ts";
- * // await initCluster({ replicas: 4, dir: "/tmp/cluster" });
+ * await initCluster({ replicas: 4, dir: await Deno.makeTempDir() });
  * ```
  *
  * @module

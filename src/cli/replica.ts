@@ -70,7 +70,12 @@ const FLAGS = {
  * @example
  * ```ts
  * import { replicaMain } from "./replica.ts";
- * // Deno.exit(await replicaMain(Deno.args, { program: "kv-replica", machine: kvMachine }));
+ * import { runMain } from "./flags.ts";
+ * import { kvMachine } from "../../examples/kv_store/app.ts";
+ *
+ * if (import.meta.main) {
+ *   await runMain(() => replicaMain(Deno.args, { program: "kv-replica", machine: kvMachine }), "kv-replica");
+ * }
  * ```
  */
 export async function replicaMain(args: readonly string[], p: ReplicaProgram): Promise<number> {

@@ -234,7 +234,18 @@ class Output {
  *
  * @example
  * ```ts
- * // const core = new Core(options, restored); const out = core.step({ type: "start", now: 0 });
+ * import { Core } from "./core.ts";
+ * import { genesisNode, nodeHash } from "../codec.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ *
+ * const me = new Uint8Array(32).fill(7);
+ * const genesis = genesisNode("example");
+ * const core = new Core(
+ *   { chainId: "example", validators: new ValidatorSet([{ publicKey: me, power: 1 }]), me },
+ *   { safety: null, root: { node: genesis, hash: nodeHash(genesis), updates: [] }, uncommitted: [] },
+ * );
+ * const out = core.step({ type: "start", now: 0 });
+ * console.log(out.events.map((e) => e.type)); // what to persist, send and announce, in order
  * ```
  */
 export class Core {

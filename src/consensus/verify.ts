@@ -33,8 +33,19 @@ function fail(reason: string, detail: string): Verdict {
  *
  * @example
  * ```ts
- * // const v = new MessageVerifier("chain", validators, ed25519Verifier());
- * // const verdict = await v.verifyMessage(msg);
+ * import { MessageVerifier } from "./verify.ts";
+ * import { ed25519Verifier } from "../crypto.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const key = new Uint8Array(32).fill(1);
+ * const v = new MessageVerifier("chain", new ValidatorSet([{ publicKey: key, power: 1 }]), ed25519Verifier());
+ * const verdict = await v.verifyMessage({
+ *   type: "vote",
+ *   view: 1,
+ *   nodeHash: new Uint8Array(32),
+ *   signer: key,
+ *   signature: new Uint8Array(64),
+ * });
+ * console.log(verdict.ok); // false: the signature does not verify
  * ```
  */
 export class MessageVerifier {

@@ -31,7 +31,18 @@ function sortedSignatures(sigs: Iterable<SignerSignature>): SignerSignature[] {
  *
  * @example
  * ```ts
- * // const c = new VoteCollector("chain", validators, 64); c.add(vote)
+ * import { VoteCollector } from "./votes.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const key = new Uint8Array(32).fill(1);
+ * const c = new VoteCollector("chain", new ValidatorSet([{ publicKey: key, power: 1 }]), 64);
+ * const r = c.add({
+ *   type: "vote",
+ *   view: 1,
+ *   nodeHash: new Uint8Array(32),
+ *   signer: key,
+ *   signature: new Uint8Array(64),
+ * });
+ * console.log(r); // one vote of power 1 of 1: a QC (signatures are checked before, by the Engine)
  * ```
  */
 export class VoteCollector {
@@ -117,7 +128,11 @@ function viewSlot<T>(
  *
  * @example
  * ```ts
- * // const c = new NewViewCollector("chain", validators, 64); c.add(newView)
+ * import { NewViewCollector } from "./votes.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const key = new Uint8Array(32).fill(1);
+ * const c = new NewViewCollector("chain", new ValidatorSet([{ publicKey: key, power: 1 }]), 64);
+ * console.log(c); // add() takes NEW-VIEW messages the Engine has verified
  * ```
  */
 export class NewViewCollector {

@@ -135,7 +135,7 @@ class Refused extends HotStuffError {
  *   receiveNodes: (from, nodes) => console.log(nodes.length, "Nodes"),
  *   receiveFetchFailure: (from) => console.log("failed"),
  * }); // the Engine, in a replica
- * // source.fetch({ from: null, fromHeight: 1, limit: 256 });
+ * source.fetch({ from: null, fromHeight: 1, limit: 256 }); // the answer goes to receiveNodes
  * await source.close();
  * ```
  */

@@ -392,7 +392,11 @@ export function encodeFrames(
  * @example
  * ```ts
  * import { encodeFrame, writeAll } from "./framing.ts";
- * // await writeAll(conn, encodeFrame(new Uint8Array([1])));
+ * const written: Uint8Array[] = [];
+ * // A sink that takes at most 3 bytes per call, as a socket may.
+ * const sink = { write: (b: Uint8Array) => Promise.resolve(written.push(b.slice(0, 3)) && Math.min(3, b.length)) };
+ * await writeAll(sink, encodeFrame(new Uint8Array([1, 2, 3, 4])));
+ * console.log(written.length); // 3: a 4-byte header and 4 bytes, 3 at a time
  * ```
  */
 export async function writeAll(sink: ByteSink, bytes: Uint8Array): Promise<void> {

@@ -292,9 +292,14 @@ export interface HandshakeOptions {
  * @throws {HandshakeError} with the reason the peer was refused
  * @example
  * ```ts
- * import { handshake } from "./handshake.ts";
+ * import { handshake, type HandshakeOptions } from "./handshake.ts";
  * import { FramedConn } from "./framing.ts";
- * // const peer = await handshake(new FramedConn(conn), { chainId, signer, verifier, validators });
+ *
+ * // On an accepted or dialed connection: who is at the other end?
+ * async function peerOf(conn: Deno.TcpConn, options: HandshakeOptions): Promise<string> {
+ *   const key = await handshake(new FramedConn(conn), options);
+ *   return Array.from(key, (b) => b.toString(16).padStart(2, "0")).join("");
+ * }
  * ```
  */
 export async function handshake(

@@ -165,8 +165,13 @@ export async function deriveLinkCipher(input: LinkKeyInput): Promise<LinkCipher>
  *
  * @example
  * ```ts
- * import { deriveLinkCipher } from "./link_cipher.ts";
- * // const cipher = await deriveLinkCipher({...}); const sealed = await cipher.seal(payload);
+ * import { deriveLinkCipher, generateEphemeralKey } from "./link_cipher.ts";
+ * const a = await generateEphemeralKey();
+ * const b = await generateEphemeralKey();
+ * const k = (n: number) => new Uint8Array(32).fill(n);
+ * const cipher = await deriveLinkCipher({ chainId: "c", own: a, peerEphemeral: b.publicKey,
+ *   ownKey: k(1), peerKey: k(2), ownNonce: k(3), peerNonce: k(4) });
+ * const sealed = await cipher.seal(new Uint8Array([7])); // one byte and its tag
  * ```
  */
 export class LinkCipher implements FrameCipher {

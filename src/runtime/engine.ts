@@ -153,9 +153,31 @@ const QUEUE_MAX = 100_000;
  *
  * @example
  * ```ts
- * // const engine = await Engine.open({ chainId, validators, signer, verifier, storage, app,
- * //   network, nodeSource, clock });
- * // engine.start(); network.onMessage((from, m) => engine.receive(from, m));
+ * import { Engine } from "./engine.ts";
+ * import { systemClock } from "./clock.ts";
+ * import { deriveSecretKey, ed25519Signer, ed25519Verifier } from "../crypto.ts";
+ * import { MemoryStorage } from "../storage/memory.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ *
+ * // One validator, no network: the Engine commits empty Nodes on its own.
+ * const signer = ed25519Signer(deriveSecretKey("engine-example"));
+ * const engine = await Engine.open({
+ *   chainId: "example",
+ *   validators: new ValidatorSet([{ publicKey: signer.publicKey, power: 1 }]),
+ *   signer,
+ *   verifier: ed25519Verifier(),
+ *   storage: new MemoryStorage(),
+ *   app: {
+ *     produceCommand: () => ({ command: new Uint8Array() }),
+ *     validateNode: () => ({ ok: true, updates: [] }),
+ *   },
+ *   network: { send: () => {}, broadcast: () => {} }, // a replica passes its ConsensusTcp here
+ *   nodeSource: { fetch: () => {} },
+ *   clock: systemClock(),
+ *   onEvent: (e) => e.type === "node:commit" ? console.log("committed", e.height) : undefined,
+ * });
+ * engine.start();
+ * await engine.stop();
  * ```
  */
 export class Engine {

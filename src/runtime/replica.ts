@@ -230,9 +230,30 @@ export type ReplicaEvent =
  * @throws {ConfigError} `planted-bug` when a test-only bug switch is on; on bad options
  * @example
  * ```ts
- * // const replica = await startReplica({ chainId, validators, signer, storage, machine,
- * //   listenConsensus, listenHttp, peers });
- * // console.log(replica.status()); await replica.close();
+ * import { startReplica } from "./replica.ts";
+ * import { deriveSecretKey, ed25519Signer } from "../crypto.ts";
+ * import { MemoryStorage } from "../storage/memory.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ *
+ * // A one-validator chain of empty Nodes (a real cluster lists every validator in `peers`).
+ * const signer = ed25519Signer(deriveSecretKey("example-0"));
+ * const replica = await startReplica({
+ *   chainId: "example",
+ *   validators: new ValidatorSet([{ publicKey: signer.publicKey, power: 1 }]),
+ *   signer,
+ *   storage: new MemoryStorage(),
+ *   app: {
+ *     produceCommand: () => ({ command: new Uint8Array() }),
+ *     validateNode: () => ({ ok: true, updates: [] }),
+ *   },
+ *   listenConsensus: { hostname: "127.0.0.1", port: 0 },
+ *   listenHttp: { hostname: "127.0.0.1", port: 0 },
+ *   peers: [],
+ *   onCommit: ({ node }) => console.log("committed", node.height),
+ *   onEvent: (e) => e.type === "view:timeout" ? console.log("timeout", e.view) : undefined,
+ * });
+ * console.log(`status at http://127.0.0.1:${replica.httpPort}/status`);
+ * await replica.close();
  * ```
  */
 export async function startReplica(options: ReplicaOptions): Promise<Replica> {
@@ -258,10 +279,33 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
  *
  * @example
  * ```ts
- * // const replica = await startReplica(options);
- * // const [done] = await replica.submit([command], { wait: true });
- * // console.log(done.height, replica.status());
- * // await replica.close();
+ * import { startReplica } from "./replica.ts";
+ * import type { CommandMachine } from "./mempool.ts";
+ * import { deriveSecretKey, ed25519Signer } from "../crypto.ts";
+ * import { MemoryStorage } from "../storage/memory.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ *
+ * // A per-command machine served by the mempool: every command is appended to a log.
+ * const log: CommandMachine = {
+ *   apply: ({ command, height }) => ({
+ *     ok: true,
+ *     updates: [[new TextEncoder().encode(`log/${height}`), command]],
+ *   }),
+ * };
+ * const signer = ed25519Signer(deriveSecretKey("example-0"));
+ * const replica = await startReplica({
+ *   chainId: "example",
+ *   validators: new ValidatorSet([{ publicKey: signer.publicKey, power: 1 }]),
+ *   signer,
+ *   storage: new MemoryStorage(),
+ *   machine: log,
+ *   listenConsensus: { hostname: "127.0.0.1", port: 0 },
+ *   listenHttp: { hostname: "127.0.0.1", port: 0 },
+ *   peers: [],
+ * });
+ * const [done] = await replica.submit([new TextEncoder().encode("hello")], { wait: true });
+ * console.log(done!.height, replica.status().committed);
+ * await replica.close();
  * ```
  */
 export class Replica implements NodeTreeView {

@@ -174,8 +174,9 @@ export async function runKillLoop(options: KillLoopOptions): Promise<KillLoopRep
  *
  * @example
  * ```ts
- * import { killLoopPassed } from "./kill_loop.ts";
- * // if (!killLoopPassed(report)) Deno.exit(1);
+ * import { killLoopPassed, runKillLoop } from "./kill_loop.ts";
+ * const report = await runKillLoop({ kills: 1, seed: 1 });
+ * if (!killLoopPassed(report)) Deno.exit(1);
  * ```
  */
 export function killLoopPassed(report: Omit<KillLoopReport, "keptDir">): boolean {
@@ -188,8 +189,9 @@ export function killLoopPassed(report: Omit<KillLoopReport, "keptDir">): boolean
  *
  * @example
  * ```ts
- * import { formatKillLoopSummary } from "./kill_loop.ts";
- * // console.log(formatKillLoopSummary(report)); // "6 kills, 812 acknowledged writes, 0 lost, ..."
+ * import { formatKillLoopSummary, runKillLoop } from "./kill_loop.ts";
+ * const report = await runKillLoop({ kills: 6, seed: 1 });
+ * console.log(formatKillLoopSummary(report)); // "6 kills, 812 acknowledged writes, 0 lost, ..."
  * ```
  */
 export function formatKillLoopSummary(report: KillLoopReport): string {
@@ -256,7 +258,10 @@ async function assertAllRunning(cluster: ProcessCluster): Promise<void> {
  * @example
  * ```ts
  * import { heightsOf } from "./kill_loop.ts";
- * // const heights = await heightsOf(cluster);
+ * import type { ProcessCluster } from "../../examples/kv_store/cluster.ts";
+ * async function lowest(cluster: ProcessCluster): Promise<number> {
+ *   return Math.min(...await heightsOf(cluster));
+ * }
  * ```
  */
 export async function heightsOf(cluster: ProcessCluster): Promise<number[]> {
@@ -274,7 +279,10 @@ async function maxHeight(cluster: ProcessCluster): Promise<number> {
  * @example
  * ```ts
  * import { logTails } from "./kill_loop.ts";
- * // throw new Error(`stuck${await logTails(cluster)}`);
+ * import type { ProcessCluster } from "../../examples/kv_store/cluster.ts";
+ * async function stuck(cluster: ProcessCluster): Promise<never> {
+ *   throw new Error(`stuck${await logTails(cluster)}`);
+ * }
  * ```
  */
 export async function logTails(cluster: ProcessCluster): Promise<string> {
@@ -293,7 +301,13 @@ export async function logTails(cluster: ProcessCluster): Promise<string> {
  * @example
  * ```ts
  * import { Clients } from "./kill_loop.ts";
- * // const clients = new Clients(cluster, 4, 1); ...; await clients.stop();
+ * import type { ProcessCluster } from "../../examples/kv_store/cluster.ts";
+ * async function load(cluster: ProcessCluster): Promise<number> {
+ *   const clients = new Clients(cluster, 4, 1);
+ *   await new Promise((resolve) => setTimeout(resolve, 1_000));
+ *   await clients.stop();
+ *   return clients.acked.size;
+ * }
  * ```
  */
 export class Clients {
@@ -389,8 +403,11 @@ async function check(
  * @throws {Error} after 60 s, or when a replica process is gone
  * @example
  * ```ts
- * import { waitForAll } from "./kill_loop.ts";
- * // await waitForAll(cluster, clients.maxHeight);
+ * import { type Clients, waitForAll } from "./kill_loop.ts";
+ * import type { ProcessCluster } from "../../examples/kv_store/cluster.ts";
+ * async function settle(cluster: ProcessCluster, clients: Clients): Promise<void> {
+ *   await waitForAll(cluster, clients.maxHeight);
+ * }
  * ```
  */
 export async function waitForAll(cluster: ProcessCluster, height: number): Promise<void> {
@@ -412,8 +429,11 @@ export async function waitForAll(cluster: ProcessCluster, height: number): Promi
  *
  * @example
  * ```ts
- * import { lostWrites } from "./kill_loop.ts";
- * // const lost = await lostWrites(cluster, clients.acked);
+ * import { type Clients, lostWrites } from "./kill_loop.ts";
+ * import type { ProcessCluster } from "../../examples/kv_store/cluster.ts";
+ * async function lost(cluster: ProcessCluster, clients: Clients): Promise<number> {
+ *   return (await lostWrites(cluster, clients.acked)).length;
+ * }
  * ```
  */
 export async function lostWrites(
@@ -457,7 +477,9 @@ export interface CommittedNode {
  * @example
  * ```ts
  * import { committedChain } from "./kill_loop.ts";
- * // const chain = await committedChain("http://127.0.0.1:9001");
+ * async function length(url: string): Promise<number> {
+ *   return (await committedChain(url)).length;
+ * }
  * ```
  */
 export async function committedChain(url: string): Promise<CommittedNode[]> {
@@ -619,7 +641,7 @@ const FLAGS = {
  * @example
  * ```ts
  * import { killLoopMain } from "./kill_loop.ts";
- * // Deno.exit(await killLoopMain(["--kills", "100", "--seed", "42"]));
+ * if (import.meta.main) Deno.exit(await killLoopMain(["--kills", "100", "--seed", "42"]));
  * ```
  */
 export async function killLoopMain(args: readonly string[]): Promise<number> {

@@ -91,7 +91,8 @@ export interface MultihostReport {
  * @example
  * ```ts
  * import { VirtualHosts } from "./multihost.ts";
- * // const hosts = await VirtualHosts.create(4); try { ... } finally { await hosts.remove(); }
+ * const hosts = await VirtualHosts.create(4); // needs root and `ip`
+ * await hosts.remove();
  * ```
  */
 export class VirtualHosts {
@@ -234,8 +235,9 @@ async function ip(...args: string[]): Promise<void> {
  * @throws {Error} when namespaces cannot be made, or the cluster stops committing
  * @example
  * ```ts
- * import { runMultihost } from "./multihost.ts";
- * // const report = await runMultihost({ durationS: 30 });
+ * import { formatMultihostSummary, runMultihost } from "./multihost.ts";
+ * const report = await runMultihost({ durationS: 30 }); // needs root and `ip`
+ * console.log(formatMultihostSummary(report));
  * ```
  */
 export async function runMultihost(options: MultihostOptions): Promise<MultihostReport> {
@@ -414,8 +416,10 @@ async function check(
  *
  * @example
  * ```ts
- * import { formatMultihostSummary } from "./multihost.ts";
- * // console.log(formatMultihostSummary(report));
+ * import { formatMultihostSummary, type MultihostReport } from "./multihost.ts";
+ * function summary(report: MultihostReport): string {
+ *   return formatMultihostSummary(report);
+ * }
  * ```
  */
 export function formatMultihostSummary(report: MultihostReport): string {
@@ -434,7 +438,7 @@ const FLAGS = {
  * @example
  * ```ts
  * import { multihostMain } from "./multihost.ts";
- * // Deno.exit(await multihostMain(["--duration", "30"]));
+ * if (import.meta.main) Deno.exit(await multihostMain(["--duration", "30"]));
  * ```
  */
 export async function multihostMain(args: readonly string[]): Promise<number> {
