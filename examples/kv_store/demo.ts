@@ -101,6 +101,10 @@ export async function demoMain(args: readonly string[]): Promise<number> {
     for (let i = 0; i < replicas; i++) cluster.start(i);
     await cluster.waitReady();
     console.log(`replicas up: ${cluster.urls.join(" ")}`);
+    console.log(
+      `live NodeTree page: ${cluster.urls[0]}/ (every replica serves its own at /, ` +
+        `Prometheus metrics at /metrics)`,
+    );
     const label = duration > 0 ? `for ${duration} s` : "until Ctrl-C";
     console.log(`load: ${clients} clients, batches of ${batch} commands, ${label}`);
     const load: Load = { acked: 0, errors: 0, lastError: null, puts: [], maxHeight: 0 };

@@ -6,8 +6,9 @@
  * per-command {@link CommandMachine} (`machine`) served by the {@link Mempool} of client
  * commands with its batching Application.
  *
- * `GET /metrics` serves the replica's Prometheus metrics (`metrics.ts`) in every mode; the
- * command routes below exist only with a `machine`.
+ * `GET /metrics` serves the replica's Prometheus metrics (`metrics.ts`) and `GET /` the live
+ * NodeTree page (`page.ts`, with its data at `GET /tree`) in every mode; the command routes
+ * below exist only with a `machine`.
  *
  * ## HTTP routes it adds to the NodeTree HTTP API
  *
@@ -90,6 +91,8 @@ import {
 import { appLimitsFor, refusePlantedBugs, restoreOf } from "./startup.ts";
 import { CachedStateStorage } from "./state_cache.ts";
 import { ReplicaMetrics } from "./metrics.ts";
+import { pageRoutes } from "./page.ts";
+import { CommittedWindow, type TreeSnapshot, treeSnapshot } from "./tree_snapshot.ts";
 
 /** Another replica, as this one reaches it. */
 export interface ReplicaPeer {
@@ -320,6 +323,8 @@ export class Replica implements NodeTreeView {
   readonly #peers: readonly BatchPeer[];
   readonly #storage: CachedStateStorage;
   readonly #metrics: ReplicaMetrics;
+  /** Recent committed Nodes, for the NodeTree page. */
+  readonly #committedWindow = new CommittedWindow();
   readonly #started = performance.now();
   #engine: Engine | null = null;
   #watchdog: ReturnType<typeof setInterval> | undefined;
@@ -612,6 +617,8 @@ export class Replica implements NodeTreeView {
       const own = this.#o.routes === undefined ? null : await this.#o.routes(request, url, this);
       if (own !== null) return own;
       if (url.pathname === "/metrics") return await this.#getMetrics(request, url);
+      const page = pageRoutes(request, url, (window) => this.#treeSnapshot(window));
+      if (page !== null) return page;
       const pool = this.mempool;
       if (pool === null) return null;
       const ctx: CommandRouteContext = {
@@ -690,6 +697,7 @@ export class Replica implements NodeTreeView {
     const { level, fields } = eventLog(e);
     this.#log.write(level, e.type, fields);
     this.#metrics.onEvent(e, performance.now());
+    if (e.type === "node:commit") this.#committedWindow.add(e.hash, e.height, e.view);
     this.#notify(e);
   }
 
@@ -720,6 +728,18 @@ export class Replica implements NodeTreeView {
         }
       },
     };
+  }
+
+  #treeSnapshot(window: number): TreeSnapshot {
+    const core = this.engine.core;
+    return treeSnapshot({
+      tree: core.tree,
+      safety: core.safety,
+      view: core.view,
+      leader: core.leader(core.view),
+      committed: this.#committedWindow.last(window + 1),
+      window,
+    });
   }
 
   #chain(): { view: number; height: number } {
