@@ -209,7 +209,14 @@ export {
   startReplica,
   type SubmittedCommand,
 } from "./src/runtime/replica.ts";
-export { isLogLevel, type LogLevel } from "./src/runtime/log.ts";
+export {
+  configureJsonLogging,
+  isLogLevel,
+  type JsonLineRecord,
+  jsonLineSink,
+  LOG_CATEGORY,
+  type LogLevel,
+} from "./src/runtime/log.ts";
 export { type MetricsSource, ReplicaMetrics } from "./src/runtime/metrics.ts";
 export { systemClock } from "./src/runtime/clock.ts";
 export {

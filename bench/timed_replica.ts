@@ -22,7 +22,7 @@ import type { Signer, Verifier } from "../src/crypto.ts";
 import type { Application } from "../src/app.ts";
 import { Mempool } from "../src/runtime/mempool.ts";
 import { startReplica } from "../src/runtime/replica.ts";
-import type { LogLevel } from "../src/runtime/log.ts";
+import { configureJsonLogging, type LogLevel } from "../src/runtime/log.ts";
 import { type Storage, wrapStorage, type WriteBatch } from "../src/storage/storage.ts";
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
 import {
@@ -235,6 +235,7 @@ async function main(args: readonly string[]): Promise<number> {
   const stop = new AbortController();
   Deno.addSignalListener("SIGTERM", () => stop.abort());
   Deno.addSignalListener("SIGINT", () => stop.abort());
+  await configureJsonLogging((f["log-level"] ?? "warn") as LogLevel);
   const replica = await startReplica({
     chainId: config.chainId,
     validators: validatorSetOf(config),

@@ -23,7 +23,7 @@
 import type { CommandMachine } from "../runtime/mempool.ts";
 import { ed25519Signer } from "../crypto.ts";
 import { ConfigError } from "../errors.ts";
-import { isLogLevel, type LogLevel } from "../runtime/log.ts";
+import { configureJsonLogging, isLogLevel, type LogLevel } from "../runtime/log.ts";
 import { type Replica, startReplica } from "../runtime/replica.ts";
 import { DenoKvBatchStore } from "../storage/batches.ts";
 import { DenoKvStorage } from "../storage/deno_kv.ts";
@@ -87,6 +87,7 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
   if (!isLogLevel(logLevel)) {
     throw new ConfigError("bad-flag", `--log-level must be debug, info, warn, error or silent`);
   }
+  await configureJsonLogging(logLevel);
   const viewTimeoutMinMs = intFlag(f, "view-timeout-ms", 10, 60_000, LAN_VIEW_TIMEOUT_MIN_MS);
   const listenConsensus = optionalAddress(f["listen-consensus"], "--listen-consensus");
   const listenHttp = optionalAddress(f["listen-http"], "--listen-http");

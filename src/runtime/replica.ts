@@ -42,8 +42,11 @@
  *
  * ## Logs
  *
- * One JSON object per line (to stderr by default): `{"time", "level", "event", ...fields}`, with
- * byte fields in hex and a `reason` field on every rejection. `logLevel` keeps them quiet.
+ * Through LogTape (`log.ts`): records of category `["hotstuff", "replica"]` with an `event`
+ * property and the event's fields (byte fields in hex, a `reason` on every rejection), to the
+ * sinks the application configures; nothing is written until it does. The replica programs
+ * configure one JSON object per line on stderr (`configureJsonLogging`). With `logSink`, those
+ * JSON lines go to it instead. `logLevel` keeps them quiet.
  *
  * @module
  */
@@ -184,7 +187,10 @@ export interface ReplicaOptions {
   readonly routes?: ReplicaRoutes;
   /** Least level logged. Default `"info"`. */
   readonly logLevel?: LogLevel;
-  /** Where log lines go. Default: stderr. */
+  /**
+   * Where this replica's JSON log lines go instead of LogTape. Default: none, records go to
+   * LogTape (category `["hotstuff", "replica"]`), whose sinks the application configures.
+   */
   readonly logSink?: (line: string) => void;
   /** A name for logs and status (e.g. `"replica-0"`). */
   readonly name?: string;

@@ -266,6 +266,8 @@ export interface InProcessClusterOptions {
   readonly pacemaker?: PacemakerOptions;
   /** Consensus TCP limits of every replica, and whether links are encrypted (default true). */
   readonly network?: ConnectionLimits & { readonly encryptLinks?: boolean };
+  /** Log through LogTape (level `info`) instead of into the {@link LogBook}s. */
+  readonly logSinkless?: boolean;
 }
 
 /** A running in-process cluster. */
@@ -339,8 +341,8 @@ export async function startInProcessCluster(
         peers,
         pacemaker: options.pacemaker ?? { viewTimeoutMinMs: 250, viewTimeoutMaxMs: 2_000 },
         network: options.network,
-        logLevel: "debug",
-        logSink: (line) => logs[i]!.push(line),
+        logLevel: options.logSinkless === true ? "info" : "debug",
+        logSink: options.logSinkless === true ? undefined : (line) => logs[i]!.push(line),
         name: `replica-${i}`,
       });
     }
