@@ -219,6 +219,7 @@ export {
 } from "./src/runtime/log.ts";
 export { type MetricsSource, ReplicaMetrics } from "./src/runtime/metrics.ts";
 export { systemClock } from "./src/runtime/clock.ts";
+export { PROGRESS_INTERVAL_MS, ProgressTicker } from "./src/runtime/progress.ts";
 export {
   type ApplyRequest,
   type ApplyResult,

@@ -466,6 +466,40 @@ export async function committedHashes(url: string, from: number, to: number): Pr
 }
 
 /**
+ * Whether every replica has the same committed Node at the highest height all of them have
+ * committed: one request per replica. A Node's hash covers its parent's hash, so equal hashes at
+ * that height mean equal committed chains below it too (each replica checked the links when it
+ * committed). {@link compareChains} compares every height instead.
+ *
+ * @example
+ * ```ts
+ * import { compareHeads } from "./cluster.ts";
+ * async function check(urls: string[]): Promise<boolean> {
+ *   return (await compareHeads(urls)).agree;
+ * }
+ * ```
+ */
+export async function compareHeads(
+  urls: readonly string[],
+): Promise<{ agree: boolean; commonHeight: number; hashes: (string | null)[] }> {
+  const statuses = await Promise.all(urls.map((u) => tryStatus(u)));
+  if (statuses.some((s) => s === null)) return { agree: false, commonHeight: 0, hashes: [] };
+  const common = Math.min(...statuses.map((s) => s!.committed.height));
+  if (common === 0) return { agree: true, commonHeight: 0, hashes: [] };
+  const hashes = await Promise.all(urls.map(async (u) => {
+    const r = await fetchPolitely(`${u}/committed?from=${common}&to=${common}`);
+    if (r.status !== 200) {
+      await r.body?.cancel();
+      return null;
+    }
+    const nodes = await r.json() as Array<{ node: { hash: string } }>;
+    return nodes[0]?.node.hash ?? null;
+  }));
+  const agree = hashes.every((h) => h !== null && h === hashes[0]);
+  return { agree, commonHeight: common, hashes };
+}
+
+/**
  * Compares the committed chains of replicas at their common heights.
  *
  * @example

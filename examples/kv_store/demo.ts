@@ -24,9 +24,9 @@
  *
  * @module
  */
-import { ConfigError, intFlag, parseFlags, runMain } from "../../mod.ts";
+import { ConfigError, intFlag, parseFlags, ProgressTicker, runMain } from "../../mod.ts";
 import {
-  compareChains,
+  compareHeads,
   getKv,
   ProcessCluster,
   putKv,
@@ -209,16 +209,22 @@ function progressLine(
 
 async function summary(cluster: ProcessCluster, load: Load, seconds: number): Promise<number> {
   // Let every replica commit what was acknowledged somewhere before comparing.
+  console.log(`closing check: every replica commits height ${load.maxHeight}...`);
+  const waiting = new ProgressTicker((there: number) =>
+    console.log(`  ${there} of ${cluster.urls.length} replicas at height ${load.maxHeight}`)
+  );
   const deadline = performance.now() + 10_000;
   let statuses = await Promise.all(cluster.urls.map((u) => tryStatus(u)));
-  while (
-    performance.now() < deadline &&
-    statuses.some((s) => s === null || s.committed.height < load.maxHeight)
-  ) {
+  const behind = (): number =>
+    statuses.filter((s) => s === null || s.committed.height < load.maxHeight).length;
+  while (performance.now() < deadline && behind() > 0) {
+    waiting.tick(cluster.urls.length - behind());
     await sleep(200);
     statuses = await Promise.all(cluster.urls.map((u) => tryStatus(u)));
   }
-  const chains = await compareChains(cluster.urls);
+  console.log("closing check: comparing the committed heads...");
+  const heads = await compareHeads(cluster.urls);
+  console.log(`closing check: reading back ${load.puts.length} acknowledged PUTs...`);
   const readback = await checkReadback(cluster, load);
   console.log("");
   console.log(
@@ -236,15 +242,16 @@ async function summary(cluster: ProcessCluster, load: Load, seconds: number): Pr
     );
   }
   console.log(
-    chains.agree
-      ? `  committed chains: every replica agrees at all ${chains.commonHeight} common heights`
-      : `  committed chains: DISAGREE (common height ${chains.commonHeight}, first difference ` +
-        `at ${chains.firstDifference ?? "unknown: a replica did not answer"})`,
+    heads.agree
+      ? `  committed chains: every replica has the same Node at common height ` +
+        `${heads.commonHeight} (its hash covers the chain below it)`
+      : `  committed chains: DISAGREE at common height ${heads.commonHeight} ` +
+        `(${heads.hashes.map((h) => h?.slice(0, 16) ?? "no answer").join(", ")})`,
   );
   console.log(
     `  acknowledged PUTs read back from every replica: ${readback.ok} of ${readback.checked}`,
   );
-  const ok = chains.agree && readback.ok === readback.checked;
+  const ok = heads.agree && readback.ok === readback.checked;
   console.log(ok ? "result: OK" : "result: FAILED");
   return ok ? 0 : 1;
 }
@@ -254,7 +261,13 @@ async function checkReadback(
   load: Load,
 ): Promise<{ checked: number; ok: number }> {
   let ok = 0;
+  let checked = 0;
+  const ticker = new ProgressTicker(() =>
+    console.log(`  read back ${checked} of ${load.puts.length} PUTs`)
+  );
   for (const put of load.puts) {
+    checked++;
+    ticker.tick(undefined);
     const values = await Promise.all(cluster.urls.map((u) => getKv(u, put.key).catch(() => null)));
     if (values.every((v) => v !== null && equal(v, put.value))) ok++;
   }

@@ -92,6 +92,7 @@ import {
   type MempoolOptions,
 } from "./mempool.ts";
 import { appLimitsFor, refusePlantedBugs, restoreOf } from "./startup.ts";
+import { PROGRESS_INTERVAL_MS, ProgressTicker } from "./progress.ts";
 import { CachedStateStorage } from "./state_cache.ts";
 import { ReplicaMetrics } from "./metrics.ts";
 import { pageRoutes } from "./page.ts";
@@ -337,6 +338,8 @@ export class Replica implements NodeTreeView {
   #closing: Promise<void> | null = null;
   #failure: unknown = null;
   #lastProgressLog = performance.now();
+  /** The CatchUp flow's progress since its last line, or null when it is not running. */
+  #catchUp: { since: number; nodes: number; lastEvent: number; fromHeight: number } | null = null;
 
   /** Use {@link startReplica}. */
   constructor(options: ReplicaOptions) {
@@ -413,7 +416,15 @@ export class Replica implements NodeTreeView {
     const app = this.#withCommitCallback(o.app ?? pool!.application);
     const t0 = performance.now();
     if (pool !== null) {
-      await pool.restore(await restoreOf(this.#o.storage, pool.limits.commandHorizon));
+      const ticker = new ProgressTicker((p: { read: number; total: number }) =>
+        this.#log.write("info", "replica:restore-progress", p)
+      );
+      const restore = await restoreOf(
+        this.#o.storage,
+        pool.limits.commandHorizon,
+        (read, total) => ticker.tick({ read, total }),
+      );
+      await pool.restore(restore);
     }
     const restoreMs = Math.round(performance.now() - t0);
     const engine = await Engine.open({
@@ -704,6 +715,7 @@ export class Replica implements NodeTreeView {
     this.#log.write(level, e.type, fields);
     this.#metrics.onEvent(e, performance.now());
     if (e.type === "node:commit") this.#committedWindow.add(e.hash, e.height, e.view);
+    if (e.type === "catchup:request" || e.type === "catchup:receive") this.#onCatchUp(e);
     this.#notify(e);
   }
 
@@ -770,11 +782,37 @@ export class Replica implements NodeTreeView {
     return { connected, connectedPower, totalPower: this.#o.validators.totalPower, droppedFrames };
   }
 
+  #onCatchUp(e: ConsensusEvent): void {
+    const now = performance.now();
+    const height = this.#engine?.core.tree.root.node.height ?? 0;
+    this.#catchUp ??= { since: now, nodes: 0, lastEvent: now, fromHeight: height };
+    this.#catchUp.lastEvent = now;
+    if (e.type === "catchup:receive") this.#catchUp.nodes += e.nodes;
+  }
+
+  /** A `catchup:progress` line every few seconds while the CatchUp flow runs. */
+  #reportCatchUp(now: number, committedHeight: number): void {
+    const c = this.#catchUp;
+    if (c === null || now - c.since < PROGRESS_INTERVAL_MS) return;
+    const seconds = (now - c.since) / 1000;
+    this.#log.write("info", "catchup:progress", {
+      committedHeight,
+      committedSince: committedHeight - c.fromHeight,
+      nodesReceived: c.nodes,
+      nodesPerSecond: Math.round(c.nodes / seconds),
+    });
+    // Quiet for an interval: the flow has ended (it asks again within one when behind).
+    this.#catchUp = now - c.lastEvent > PROGRESS_INTERVAL_MS
+      ? null
+      : { since: now, nodes: 0, lastEvent: c.lastEvent, fromHeight: committedHeight };
+  }
+
   #watch(): void {
     const engine = this.#engine;
     if (engine === null || this.#closing !== null) return;
     if (engine.failure !== null) return this.#fail(engine.failure);
     const now = performance.now();
+    this.#reportCatchUp(now, engine.core.tree.root.node.height);
     if (now - this.#lastProgressLog >= 10_000) {
       this.#lastProgressLog = now;
       const core = engine.core;

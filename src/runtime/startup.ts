@@ -32,14 +32,38 @@ export function refusePlantedBugs(): void {
   }
 }
 
+/** Committed heights read per step while restoring (progress is reported between steps). */
+const RESTORE_STEP_HEIGHTS = 256;
+
 /**
  * What the pool needs from the store before the Engine starts (see {@link Mempool.restore}): the
- * committed Nodes of the last `horizon` heights and the uncommitted Nodes.
+ * committed Nodes of the last `horizon` heights and the uncommitted Nodes. `onProgress` hears
+ * the heights read so far and the heights to read, after each step.
+ *
+ * @example
+ * ```ts
+ * import { restoreOf } from "./startup.ts";
+ * import { MemoryStorage } from "../storage/memory.ts";
+ * const r = await restoreOf(new MemoryStorage(), 1024, (read, total) => console.log(read, total));
+ * console.log(r.committedHeight); // 0: an empty store
+ * ```
  */
-export async function restoreOf(storage: Storage, horizon: number): Promise<MempoolRestore> {
+export async function restoreOf(
+  storage: Storage,
+  horizon: number,
+  onProgress?: (read: number, total: number) => void,
+): Promise<MempoolRestore> {
   const head = await storage.committedHead();
   const top = head?.height ?? 0;
-  const committed = await readCommitted(storage, top - horizon + 1, top);
+  const from = Math.max(1, top - horizon + 1);
+  const committed = [];
+  for (let start = from; start <= top; start += RESTORE_STEP_HEIGHTS) {
+    const end = Math.min(top, start + RESTORE_STEP_HEIGHTS - 1);
+    const part = await readCommitted(storage, start, end);
+    committed.push(...part);
+    onProgress?.(end - from + 1, top - from + 1);
+    if (part.length < end - start + 1) break;
+  }
   const uncommitted = await storage.uncommittedNodes();
   return { committedHeight: top, committed, uncommitted };
 }
