@@ -21,13 +21,30 @@ export type { StateUpdate } from "./storage/storage.ts";
  * Read access to application state as of a Node's parent: committed state overlaid with the
  * pending updates of every uncommitted ancestor (newest wins). Lets the app execute
  * speculatively before commit.
+ *
+ * @example
+ * ```ts
+ * import type { StateView } from "./app.ts";
+ * const empty: StateView = { get: () => Promise.resolve(null) };
+ * console.log(await empty.get(new Uint8Array([1]))); // null
+ * ```
  */
 export interface StateView {
   /** The value of `key`, or null if absent. */
   get(key: Uint8Array): Promise<Uint8Array | null>;
 }
 
-/** Input of {@link Application.produceCommand}. */
+/**
+ * Input of {@link Application.produceCommand}.
+ *
+ * @example
+ * ```ts
+ * import type { ProduceRequest, ProduceResult } from "./app.ts";
+ * function produce({ height }: ProduceRequest): ProduceResult {
+ *   return { command: new TextEncoder().encode(`node ${height}`) };
+ * }
+ * ```
+ */
 export interface ProduceRequest {
   /** The view being proposed in. */
   readonly view: number;
@@ -39,13 +56,31 @@ export interface ProduceRequest {
   readonly state: StateView;
 }
 
-/** Output of {@link Application.produceCommand}. */
+/**
+ * Output of {@link Application.produceCommand}.
+ *
+ * @example
+ * ```ts
+ * import type { ProduceResult } from "./app.ts";
+ * const empty: ProduceResult = { command: new Uint8Array() };
+ * ```
+ */
 export interface ProduceResult {
   /** The command bytes of the new Node (may be empty). */
   readonly command: Uint8Array;
 }
 
-/** Input of {@link Application.validateNode}. */
+/**
+ * Input of {@link Application.validateNode}.
+ *
+ * @example
+ * ```ts
+ * import type { ValidateRequest, ValidateResult } from "./app.ts";
+ * function validate({ node }: ValidateRequest): ValidateResult {
+ *   return node.command.length <= 100 ? { ok: true, updates: [] } : { ok: false, reason: "too long" };
+ * }
+ * ```
+ */
 export interface ValidateRequest {
   /** The proposed Node. */
   readonly node: Node;
@@ -55,12 +90,31 @@ export interface ValidateRequest {
   readonly state: StateView;
 }
 
-/** Output of {@link Application.validateNode}: the Node's state updates, or a rejection. */
+/**
+ * Output of {@link Application.validateNode}: the Node's state updates, or a rejection.
+ *
+ * @example
+ * ```ts
+ * import type { ValidateResult } from "./app.ts";
+ * const accept: ValidateResult = { ok: true, updates: [[new TextEncoder().encode("k"), null]] };
+ * const reject: ValidateResult = { ok: false, reason: "unknown operation" };
+ * ```
+ */
 export type ValidateResult =
   | { readonly ok: true; readonly updates: readonly StateUpdate[] }
   | { readonly ok: false; readonly reason: string };
 
-/** Input of {@link Application.onCommit}. */
+/**
+ * Input of {@link Application.onCommit}.
+ *
+ * @example
+ * ```ts
+ * import type { CommitNotice } from "./app.ts";
+ * function onCommit({ node, updates }: CommitNotice): void {
+ *   console.log(`height ${node.height}: ${updates.length} updates durable`);
+ * }
+ * ```
+ */
 export interface CommitNotice {
   /** The committed Node. */
   readonly node: Node;
@@ -101,7 +155,15 @@ export interface Application {
   onCommit?(notice: CommitNotice): Promise<void> | void;
 }
 
-/** Bounds on what an Application may return; exceeding them is a typed rejection. */
+/**
+ * Bounds on what an Application may return; exceeding them is a typed rejection.
+ *
+ * @example
+ * ```ts
+ * import { type AppLimits, DEFAULT_APP_LIMITS } from "./app.ts";
+ * const small: AppLimits = { ...DEFAULT_APP_LIMITS, commandBytesMax: 64 * 1024 };
+ * ```
+ */
 export interface AppLimits {
   /** Largest command, bytes. Default 1 MiB. */
   readonly commandBytesMax: number;
@@ -122,6 +184,12 @@ export interface AppLimits {
  * in the worst case (a key part costs up to twice its length once zero bytes are escaped; keys of
  * one operation may total 80 KiB, keys and values 800 KiB), so that storage never refuses a Node
  * that every replica has accepted. Every replica of a chain must use the same limits.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_APP_LIMITS } from "./app.ts";
+ * console.log(DEFAULT_APP_LIMITS.updatesMax); // 512
+ * ```
  */
 export const DEFAULT_APP_LIMITS: AppLimits = {
   commandBytesMax: 1024 * 1024,

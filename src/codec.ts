@@ -31,7 +31,16 @@ import type {
   TimeoutCertificate,
 } from "./types.ts";
 
-/** Size and count bounds the decoder enforces. */
+/**
+ * Size and count bounds the decoder enforces.
+ *
+ * @example
+ * ```ts
+ * import { type CodecLimits, DEFAULT_CODEC_LIMITS, decodeNode } from "./codec.ts";
+ * const strict: CodecLimits = { ...DEFAULT_CODEC_LIMITS, commandBytesMax: 64 * 1024 };
+ * console.log(decodeNode(new Uint8Array([0xa0]), strict).ok); // false: not a Node
+ * ```
+ */
 export interface CodecLimits {
   /** Largest accepted command in a Node, in bytes. Default 4 MiB. */
   readonly commandBytesMax: number;
@@ -41,14 +50,32 @@ export interface CodecLimits {
   readonly chainIdBytesMax: number;
 }
 
-/** The default {@link CodecLimits}. */
+/**
+ * The default {@link CodecLimits}.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_CODEC_LIMITS } from "./codec.ts";
+ * console.log(DEFAULT_CODEC_LIMITS.signaturesMax); // 1024
+ * ```
+ */
 export const DEFAULT_CODEC_LIMITS: CodecLimits = {
   commandBytesMax: 4 * 1024 * 1024,
   signaturesMax: 1024,
   chainIdBytesMax: 64,
 };
 
-/** Either a decoded value or the reason it was refused. */
+/**
+ * Either a decoded value or the reason it was refused.
+ *
+ * @example
+ * ```ts
+ * import { type DecodeResult, decodeNode, encodeNode, genesisNode } from "./codec.ts";
+ * import type { Node } from "./types.ts";
+ * const r: DecodeResult<Node> = decodeNode(encodeNode(genesisNode("c")));
+ * console.log(r.ok ? r.value.height : r.error.reason); // 0
+ * ```
+ */
 export type DecodeResult<T> = { ok: true; value: T } | { ok: false; error: DecodeError };
 
 const TAG_PROPOSE = 1;

@@ -14,7 +14,17 @@ import { toHex } from "./types.ts";
 
 ed.hashes.sha512 = sha512;
 
-/** Something that signs with one validator key. */
+/**
+ * Something that signs with one validator key.
+ *
+ * @example
+ * ```ts
+ * import { deriveSecretKey, ed25519Signer, type Signer } from "./crypto.ts";
+ * const signer: Signer = ed25519Signer(deriveSecretKey("validator-0"));
+ * const signature = await signer.sign(new TextEncoder().encode("hello"));
+ * console.log(signature.length); // 64
+ * ```
+ */
 export interface Signer {
   /** The public key that verifies this signer's signatures. */
   readonly publicKey: PublicKey;
@@ -22,7 +32,18 @@ export interface Signer {
   sign(message: Uint8Array): Promise<Signature>;
 }
 
-/** Something that verifies signatures. */
+/**
+ * Something that verifies signatures.
+ *
+ * @example
+ * ```ts
+ * import { deriveSecretKey, ed25519Signer, ed25519Verifier, type Verifier } from "./crypto.ts";
+ * const signer = ed25519Signer(deriveSecretKey("validator-0"));
+ * const verifier: Verifier = ed25519Verifier();
+ * const message = new TextEncoder().encode("hello");
+ * console.log(await verifier.verify(signer.publicKey, message, await signer.sign(message))); // true
+ * ```
+ */
 export interface Verifier {
   /** Resolves to true iff `signature` is `publicKey`'s valid signature of `message`. */
   verify(publicKey: PublicKey, message: Uint8Array, signature: Signature): Promise<boolean>;
@@ -144,7 +165,16 @@ export function ed25519Signer(secretKey: Uint8Array): Signer {
   };
 }
 
-/** Options of {@link ed25519Verifier}. */
+/**
+ * Options of {@link ed25519Verifier}.
+ *
+ * @example
+ * ```ts
+ * import { ed25519Verifier, type VerifierOptions } from "./crypto.ts";
+ * const options: VerifierOptions = { keyCacheMax: 64 };
+ * const verifier = ed25519Verifier(options);
+ * ```
+ */
 export interface VerifierOptions {
   /** Most imported public keys kept. Default 4096. */
   readonly keyCacheMax?: number;

@@ -7,7 +7,19 @@
  * @module
  */
 
-/** Base class of every error this library throws on purpose. */
+/**
+ * Base class of every error this library throws on purpose.
+ *
+ * @example
+ * ```ts
+ * import { ConfigError, HotStuffError } from "./errors.ts";
+ * try {
+ *   throw new ConfigError("bad-option", "window must be positive");
+ * } catch (e) {
+ *   if (e instanceof HotStuffError) console.log(e.name, e.reason); // "ConfigError" "bad-option"
+ * }
+ * ```
+ */
 export class HotStuffError extends Error {
   /** Machine-readable reason, e.g. `"bad-length"`. */
   readonly reason: string;

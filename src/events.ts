@@ -6,7 +6,17 @@
  */
 import type { Hash, ProposeMessage, PublicKey, VoteMessage } from "./types.ts";
 
-/** Two conflicting signed messages by one validator in one view. */
+/**
+ * Two conflicting signed messages by one validator in one view.
+ *
+ * @example
+ * ```ts
+ * import type { EquivocationEvidence } from "./events.ts";
+ * function offender(e: EquivocationEvidence): Uint8Array {
+ *   return e.kind === "double-vote" ? e.first.signer : e.first.node.proposer;
+ * }
+ * ```
+ */
 export type EquivocationEvidence =
   | { readonly kind: "double-vote"; readonly first: VoteMessage; readonly second: VoteMessage }
   | {
@@ -15,7 +25,18 @@ export type EquivocationEvidence =
     readonly second: ProposeMessage;
   };
 
-/** Every event a replica emits. */
+/**
+ * Every event a replica emits.
+ *
+ * @example
+ * ```ts
+ * import type { ConsensusEvent } from "./events.ts";
+ * function onEvent(e: ConsensusEvent): void {
+ *   if (e.type === "node:commit") console.log(`committed height ${e.height}`);
+ *   if (e.type === "view:timeout") console.log(`view ${e.view} timed out`);
+ * }
+ * ```
+ */
 export type ConsensusEvent =
   | {
     readonly type: "view:enter";

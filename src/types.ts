@@ -8,14 +8,48 @@
  * @module
  */
 
-/** A 32-byte SHA-256 hash. */
+/**
+ * A 32-byte SHA-256 hash.
+ *
+ * @example
+ * ```ts
+ * import type { Hash } from "./types.ts";
+ * const hash: Hash = new Uint8Array(32); // SHA-256 of a Node's canonical encoding
+ * ```
+ */
 export type Hash = Uint8Array;
-/** A 32-byte Ed25519 public key: a validator's identity. */
+/**
+ * A 32-byte Ed25519 public key: a validator's identity.
+ *
+ * @example
+ * ```ts
+ * import type { PublicKey } from "./types.ts";
+ * import { deriveSecretKey, publicKeyOf } from "./crypto.ts";
+ * const key: PublicKey = publicKeyOf(deriveSecretKey("validator-0")); // 32 bytes
+ * ```
+ */
 export type PublicKey = Uint8Array;
-/** A 64-byte Ed25519 signature. */
+/**
+ * A 64-byte Ed25519 signature.
+ *
+ * @example
+ * ```ts
+ * import type { Signature } from "./types.ts";
+ * import { deriveSecretKey, ed25519Signer } from "./crypto.ts";
+ * const signature: Signature = await ed25519Signer(deriveSecretKey("v")).sign(new Uint8Array([1]));
+ * ```
+ */
 export type Signature = Uint8Array;
 
-/** One validator's signature inside a certificate. */
+/**
+ * One validator's signature inside a certificate.
+ *
+ * @example
+ * ```ts
+ * import type { SignerSignature } from "./types.ts";
+ * const s: SignerSignature = { signer: new Uint8Array(32), signature: new Uint8Array(64) };
+ * ```
+ */
 export interface SignerSignature {
   /** The signer's public key. */
   readonly signer: PublicKey;
@@ -27,6 +61,14 @@ export interface SignerSignature {
  * A quorum certificate: signatures of more than 2/3 of the voting power over
  * `("vote", chainId, view, nodeHash)`. A QC of view `v` certifies the Node proposed in view `v`.
  * The genesis QC (view 0, no signatures) certifies the genesis Node and is accepted by rule.
+ *
+ * @example
+ * ```ts
+ * import type { QuorumCertificate } from "./types.ts";
+ * import { genesisQC } from "./codec.ts";
+ * const qc: QuorumCertificate = genesisQC("my-chain"); // view 0, no signatures
+ * console.log(qc.view, qc.signatures.length);
+ * ```
  */
 export interface QuorumCertificate {
   /** The chain this QC belongs to. */
@@ -43,6 +85,12 @@ export interface QuorumCertificate {
  * A timeout certificate: signatures of more than 2/3 of the voting power over
  * `("new-view", chainId, view)`. It proves that view `view` has ended without progress, so
  * replicas may enter `view + 1`.
+ *
+ * @example
+ * ```ts
+ * import type { TimeoutCertificate } from "./types.ts";
+ * const tc: TimeoutCertificate = { chainId: "my-chain", view: 7, signatures: [] };
+ * ```
  */
 export interface TimeoutCertificate {
   /** The chain this TC belongs to. */
@@ -53,7 +101,17 @@ export interface TimeoutCertificate {
   readonly signatures: readonly SignerSignature[];
 }
 
-/** A Node of the NodeTree: one proposal. Its hash is SHA-256 of its canonical encoding. */
+/**
+ * A Node of the NodeTree: one proposal. Its hash is SHA-256 of its canonical encoding.
+ *
+ * @example
+ * ```ts
+ * import type { Node } from "./types.ts";
+ * import { genesisNode, nodeHash } from "./codec.ts";
+ * const genesis: Node = genesisNode("my-chain");
+ * console.log(genesis.height, nodeHash(genesis).length); // 0 32
+ * ```
+ */
 export interface Node {
   /** The view in which it was proposed. */
   readonly view: number;
@@ -69,7 +127,21 @@ export interface Node {
   readonly proposer: PublicKey;
 }
 
-/** PROPOSE: the leader of `node.view` proposes `node`. */
+/**
+ * PROPOSE: the leader of `node.view` proposes `node`.
+ *
+ * @example
+ * ```ts
+ * import type { ProposeMessage } from "./types.ts";
+ * import { genesisNode } from "./codec.ts";
+ * const m: ProposeMessage = {
+ *   type: "propose",
+ *   node: genesisNode("my-chain"),
+ *   tc: null,
+ *   signature: new Uint8Array(64),
+ * };
+ * ```
+ */
 export interface ProposeMessage {
   /** Message type tag. */
   readonly type: "propose";
@@ -81,7 +153,21 @@ export interface ProposeMessage {
   readonly signature: Signature;
 }
 
-/** VOTE: `signer` votes for the Node `nodeHash` proposed in `view`. */
+/**
+ * VOTE: `signer` votes for the Node `nodeHash` proposed in `view`.
+ *
+ * @example
+ * ```ts
+ * import type { VoteMessage } from "./types.ts";
+ * const vote: VoteMessage = {
+ *   type: "vote",
+ *   view: 3,
+ *   nodeHash: new Uint8Array(32),
+ *   signer: new Uint8Array(32),
+ *   signature: new Uint8Array(64),
+ * };
+ * ```
+ */
 export interface VoteMessage {
   /** Message type tag. */
   readonly type: "vote";
@@ -100,6 +186,21 @@ export interface VoteMessage {
  * next leader. Broadcast to all, so that everyone can form the TC for `view`. It also carries the
  * sender's highest TC, so a replica that is behind can follow it into its view on signed evidence,
  * and its vote in the view it gives up, if any.
+ *
+ * @example
+ * ```ts
+ * import type { NewViewMessage } from "./types.ts";
+ * import { genesisQC } from "./codec.ts";
+ * const m: NewViewMessage = {
+ *   type: "new-view",
+ *   view: 4,
+ *   highQC: genesisQC("my-chain"),
+ *   highTC: null,
+ *   vote: null,
+ *   signer: new Uint8Array(32),
+ *   signature: new Uint8Array(64),
+ * };
+ * ```
  */
 export interface NewViewMessage {
   /** Message type tag. */
@@ -122,10 +223,28 @@ export interface NewViewMessage {
   readonly signature: Signature;
 }
 
-/** Any message of the Consensus TCP API. */
+/**
+ * Any message of the Consensus TCP API.
+ *
+ * @example
+ * ```ts
+ * import type { ConsensusMessage } from "./types.ts";
+ * function describe(m: ConsensusMessage): string {
+ *   return m.type === "propose" ? `PROPOSE height ${m.node.height}` : `${m.type} view ${m.view}`;
+ * }
+ * ```
+ */
 export type ConsensusMessage = ProposeMessage | VoteMessage | NewViewMessage;
 
-/** Domain tags that every signature covers, so a signature for one purpose is never another. */
+/**
+ * Domain tags that every signature covers, so a signature for one purpose is never another.
+ *
+ * @example
+ * ```ts
+ * import { SignatureDomain } from "./types.ts";
+ * console.log(SignatureDomain.vote); // "hotstuff/vote/v1": a vote signature is never a proposal's
+ * ```
+ */
 export const SignatureDomain = {
   propose: "hotstuff/propose/v1",
   vote: "hotstuff/vote/v1",
@@ -136,7 +255,15 @@ export const SignatureDomain = {
 /** One of the {@link SignatureDomain} tags. */
 export type SignatureDomainTag = typeof SignatureDomain[keyof typeof SignatureDomain];
 
-/** Hex encoding of bytes (lower case), for logs, map keys and JSON. */
+/**
+ * Hex encoding of bytes (lower case), for logs, map keys and JSON.
+ *
+ * @example
+ * ```ts
+ * import { toHex } from "./types.ts";
+ * console.log(toHex(new Uint8Array([1, 171]))); // "01ab"
+ * ```
+ */
 export function toHex(bytes: Uint8Array): string {
   let s = "";
   for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i]!];
@@ -160,7 +287,15 @@ export function fromHex(hex: string): Uint8Array | null {
   return out;
 }
 
-/** Byte-wise equality. */
+/**
+ * Byte-wise equality.
+ *
+ * @example
+ * ```ts
+ * import { bytesEqual } from "./types.ts";
+ * console.log(bytesEqual(new Uint8Array([1, 2]), new Uint8Array([1, 2]))); // true
+ * ```
+ */
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;

@@ -14,7 +14,15 @@ import { ConfigError } from "./errors.ts";
 import type { PublicKey, SignerSignature } from "./types.ts";
 import { bytesCompare, toHex } from "./types.ts";
 
-/** One validator: its key and its voting power. */
+/**
+ * One validator: its key and its voting power.
+ *
+ * @example
+ * ```ts
+ * import type { Validator } from "./validators.ts";
+ * const v: Validator = { publicKey: new Uint8Array(32), power: 10 };
+ * ```
+ */
 export interface Validator {
   /** Ed25519 public key (32 bytes). */
   readonly publicKey: PublicKey;
@@ -22,7 +30,17 @@ export interface Validator {
   readonly power: number;
 }
 
-/** Why a set of signers does or does not form a quorum. */
+/**
+ * Why a set of signers does or does not form a quorum.
+ *
+ * @example
+ * ```ts
+ * import type { QuorumCount } from "./validators.ts";
+ * function describe(q: QuorumCount): string {
+ *   return q.ok ? `a quorum of power ${q.power}` : `no quorum: ${q.reason} (${q.detail})`;
+ * }
+ * ```
+ */
 export type QuorumCount =
   | { ok: true; power: number }
   | { ok: false; reason: "unknown-signer" | "duplicate-signer" | "no-quorum"; detail: string };
@@ -40,6 +58,17 @@ export const plantedBugs: {
  * A custom leader schedule: the index (into the key-sorted validators) of the leader of `view`,
  * or undefined to use the default weighted round robin. Must be deterministic and the same on
  * every replica. The simulator's Twins scenarios use it to choose each round's leader.
+ *
+ * @example
+ * ```ts
+ * import { type LeaderSchedule, ValidatorSet } from "./validators.ts";
+ * // Round robin by index, ignoring power.
+ * const roundRobin: LeaderSchedule = (view) => view % 2;
+ * const set = new ValidatorSet(
+ *   [1, 2].map((n) => ({ publicKey: new Uint8Array(32).fill(n), power: 1 })),
+ *   { leaderSchedule: roundRobin },
+ * );
+ * ```
  */
 export type LeaderSchedule = (view: number) => number | undefined;
 

@@ -40,10 +40,27 @@ import { ConfigError } from "../errors.ts";
 import { fromHex, toHex } from "../types.ts";
 import { ValidatorSet } from "../validators.ts";
 
-/** Most validators in a cluster file. */
+/**
+ * Most validators in a cluster file.
+ *
+ * @example
+ * ```ts
+ * import { VALIDATORS_MAX } from "./config.ts";
+ * console.log(VALIDATORS_MAX); // 256 validators at most in a cluster file
+ * ```
+ */
 export const VALIDATORS_MAX = 256;
 
-/** A `host:port` address. */
+/**
+ * A `host:port` address.
+ *
+ * @example
+ * ```ts
+ * import { formatHostPort, type HostPort } from "./config.ts";
+ * const at: HostPort = { hostname: "10.0.0.2", port: 9000 };
+ * console.log(formatHostPort(at)); // "10.0.0.2:9000"
+ * ```
+ */
 export interface HostPort {
   /** Host name or IP address (without brackets). */
   readonly hostname: string;
@@ -51,7 +68,21 @@ export interface HostPort {
   readonly port: number;
 }
 
-/** One validator of the cluster file. */
+/**
+ * One validator of the cluster file.
+ *
+ * @example
+ * ```ts
+ * import type { ClusterValidator } from "./config.ts";
+ * const v: ClusterValidator = {
+ *   name: "replica-0",
+ *   publicKey: new Uint8Array(32),
+ *   power: 1,
+ *   consensus: { hostname: "10.0.0.1", port: 9000 },
+ *   http: { hostname: "10.0.0.1", port: 9001 },
+ * };
+ * ```
+ */
 export interface ClusterValidator {
   /** A short name for logs, e.g. `replica-0`. */
   readonly name: string;
@@ -65,7 +96,16 @@ export interface ClusterValidator {
   readonly http: HostPort;
 }
 
-/** The cluster file. */
+/**
+ * The cluster file.
+ *
+ * @example
+ * ```ts
+ * import { type ClusterConfig, formatClusterConfig } from "./config.ts";
+ * const config: ClusterConfig = { chainId: "my-chain", validators: [], links: "encrypted" };
+ * console.log(typeof formatClusterConfig); // "function": writes cluster.json text
+ * ```
+ */
 export interface ClusterConfig {
   /** Chain id. */
   readonly chainId: string;

@@ -7,10 +7,27 @@
 import { parseArgs } from "node:util";
 import { ConfigError } from "../errors.ts";
 
-/** Exit code for bad flags or a bad configuration file. */
+/**
+ * Exit code for bad flags or a bad configuration file.
+ *
+ * @example
+ * ```ts
+ * import { EXIT_USAGE } from "./flags.ts";
+ * console.log(EXIT_USAGE); // 2: bad flags or configuration
+ * ```
+ */
 export const EXIT_USAGE = 2;
 
-/** How each flag is given: a value (`string`) or present/absent (`boolean`). */
+/**
+ * How each flag is given: a value (`string`) or present/absent (`boolean`).
+ *
+ * @example
+ * ```ts
+ * import { type FlagSpec, parseFlags } from "./flags.ts";
+ * const spec: FlagSpec = { dir: { type: "string" }, force: { type: "boolean" } };
+ * console.log(parseFlags(["--dir", "out", "--force"], spec)); // { dir: "out", force: true }
+ * ```
+ */
 export type FlagSpec = Record<string, { type: "string" | "boolean" }>;
 
 /**

@@ -31,7 +31,16 @@ import {
 } from "./config.ts";
 import { intFlag, parseFlags, requireFlag, runMain } from "./flags.ts";
 
-/** Options of {@link initCluster}. */
+/**
+ * Options of {@link initCluster}.
+ *
+ * @example
+ * ```ts
+ * import { initCluster, type InitOptions } from "./init.ts";
+ * const options: InitOptions = { replicas: 4, dir: await Deno.makeTempDir(), basePort: 9000 };
+ * const result = await initCluster(options);
+ * ```
+ */
 export interface InitOptions {
   /** Number of replicas, 1 to 256. */
   readonly replicas: number;
@@ -58,7 +67,16 @@ export interface InitOptions {
   readonly plaintext?: boolean;
 }
 
-/** What {@link initCluster} wrote. */
+/**
+ * What {@link initCluster} wrote.
+ *
+ * @example
+ * ```ts
+ * import { initCluster, type InitResult } from "./init.ts";
+ * const result: InitResult = await initCluster({ replicas: 4, dir: await Deno.makeTempDir() });
+ * console.log(result.keyPaths.length); // 4
+ * ```
+ */
 export interface InitResult {
   /** The cluster file. */
   readonly configPath: string;

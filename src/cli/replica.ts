@@ -38,12 +38,38 @@ import {
 } from "./config.ts";
 import { intFlag, parseFlags, requireFlag } from "./flags.ts";
 
-/** The pacemaker's minimum view timeout for a LAN or loopback cluster, ms. */
+/**
+ * The pacemaker's minimum view timeout for a LAN or loopback cluster, ms.
+ *
+ * @example
+ * ```ts
+ * import { LAN_VIEW_TIMEOUT_MAX_MS, LAN_VIEW_TIMEOUT_MIN_MS } from "./replica.ts";
+ * console.log(LAN_VIEW_TIMEOUT_MIN_MS, LAN_VIEW_TIMEOUT_MAX_MS); // 500 8000
+ * ```
+ */
 export const LAN_VIEW_TIMEOUT_MIN_MS = 500;
-/** The pacemaker's maximum view timeout, ms. */
+/**
+ * The pacemaker's maximum view timeout, ms.
+ *
+ * @example
+ * ```ts
+ * import { LAN_VIEW_TIMEOUT_MAX_MS } from "./replica.ts";
+ * console.log(LAN_VIEW_TIMEOUT_MAX_MS); // 8000
+ * ```
+ */
 export const LAN_VIEW_TIMEOUT_MAX_MS = 8_000;
 
-/** What {@link replicaMain} runs. */
+/**
+ * What {@link replicaMain} runs.
+ *
+ * @example
+ * ```ts
+ * import { replicaMain, type ReplicaProgram } from "./replica.ts";
+ * import { kvMachine } from "../../examples/kv_store/app.ts";
+ * const program: ReplicaProgram = { program: "kv-replica", machine: kvMachine };
+ * if (import.meta.main) Deno.exit(await replicaMain(Deno.args, program));
+ * ```
+ */
 export interface ReplicaProgram {
   /** Program name for error lines. */
   readonly program: string;

@@ -33,7 +33,15 @@ import { DEFAULT_PACEMAKER_OPTIONS, viewTimeout } from "./pacemaker.ts";
 import { commitCandidate, lockCandidate, plantedSafetyBugs, safeToVote } from "./safety.ts";
 import { NewViewCollector, VoteCollector } from "./votes.ts";
 
-/** Bounds of the core's memory. */
+/**
+ * Bounds of the core's memory.
+ *
+ * @example
+ * ```ts
+ * import { type CoreLimits, DEFAULT_CORE_LIMITS } from "./core.ts";
+ * const tight: CoreLimits = { ...DEFAULT_CORE_LIMITS, treeNodesMax: 1024 };
+ * ```
+ */
 export interface CoreLimits {
   /** Votes and NEW-VIEWs further than this many views ahead are refused. Default 1000. */
   readonly viewsAheadMax: number;
@@ -47,7 +55,15 @@ export interface CoreLimits {
   readonly treeNodesMax: number;
 }
 
-/** The default {@link CoreLimits}. */
+/**
+ * The default {@link CoreLimits}.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_CORE_LIMITS } from "./core.ts";
+ * console.log(DEFAULT_CORE_LIMITS.catchUpNodesMax); // 256
+ * ```
+ */
 export const DEFAULT_CORE_LIMITS: CoreLimits = {
   viewsAheadMax: 1000,
   collectorViewsMax: 64,
@@ -56,7 +72,22 @@ export const DEFAULT_CORE_LIMITS: CoreLimits = {
   treeNodesMax: 8192,
 };
 
-/** Configuration of a {@link Core}. */
+/**
+ * Configuration of a {@link Core}.
+ *
+ * @example
+ * ```ts
+ * import type { CoreOptions } from "./core.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const me = new Uint8Array(32).fill(7);
+ * const options: CoreOptions = {
+ *   chainId: "c",
+ *   validators: new ValidatorSet([{ publicKey: me, power: 1 }]),
+ *   me,
+ *   pacemaker: { viewTimeoutMinMs: 500, viewTimeoutMaxMs: 8000 },
+ * };
+ * ```
+ */
 export interface CoreOptions {
   /** The chain id every certificate must carry. */
   readonly chainId: string;
@@ -70,7 +101,17 @@ export interface CoreOptions {
   readonly limits?: CoreLimits;
 }
 
-/** What a replica restores from storage. */
+/**
+ * What a replica restores from storage.
+ *
+ * @example
+ * ```ts
+ * import type { CoreRestore } from "./core.ts";
+ * import { genesisNode, nodeHash } from "../codec.ts";
+ * const g = genesisNode("c");
+ * const fresh: CoreRestore = { safety: null, root: { node: g, hash: nodeHash(g), updates: [] }, uncommitted: [] };
+ * ```
+ */
 export interface CoreRestore {
   /** Persisted safety state, or null on a fresh store. */
   readonly safety: SafetyState | null;
@@ -80,7 +121,15 @@ export interface CoreRestore {
   readonly uncommitted: readonly StoredNode[];
 }
 
-/** A message without its signature and signer: the caller signs it. */
+/**
+ * A message without its signature and signer: the caller signs it.
+ *
+ * @example
+ * ```ts
+ * import type { UnsignedMessage } from "./core.ts";
+ * const vote: UnsignedMessage = { type: "vote", view: 3, nodeHash: new Uint8Array(32) }; // the Engine signs it
+ * ```
+ */
 export type UnsignedMessage =
   | { readonly type: "propose"; readonly node: Node; readonly tc: TimeoutCertificate | null }
   | { readonly type: "vote"; readonly view: number; readonly nodeHash: Hash }
@@ -93,7 +142,24 @@ export type UnsignedMessage =
     readonly vote: { readonly nodeHash: Hash } | null;
   };
 
-/** One message to sign and send. `"all"` means every validator, this replica included. */
+/**
+ * One message to sign and send. `"all"` means every validator, this replica included.
+ *
+ * @example
+ * ```ts
+ * import { Core } from "./core.ts";
+ * import { genesisNode, nodeHash } from "../codec.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const me = new Uint8Array(32).fill(7);
+ * const g = genesisNode("c");
+ * const core = new Core(
+ *   { chainId: "c", validators: new ValidatorSet([{ publicKey: me, power: 1 }]), me },
+ *   { safety: null, root: { node: g, hash: nodeHash(g), updates: [] }, uncommitted: [] },
+ * );
+ * const out = core.step({ type: "start", now: 0 });
+ * for (const o of out.sends) console.log(o.to === "all" ? "broadcast" : "to one", o.message.type);
+ * ```
+ */
 export interface Outbound {
   /** Recipient key, or every validator including self. */
   readonly to: PublicKey | "all";
@@ -101,7 +167,24 @@ export interface Outbound {
   readonly message: UnsignedMessage;
 }
 
-/** A Node for the Application to validate and execute. */
+/**
+ * A Node for the Application to validate and execute.
+ *
+ * @example
+ * ```ts
+ * import { Core } from "./core.ts";
+ * import { genesisNode, nodeHash } from "../codec.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const me = new Uint8Array(32).fill(7);
+ * const g = genesisNode("c");
+ * const core = new Core(
+ *   { chainId: "c", validators: new ValidatorSet([{ publicKey: me, power: 1 }]), me },
+ *   { safety: null, root: { node: g, hash: nodeHash(g), updates: [] }, uncommitted: [] },
+ * );
+ * const out = core.step({ type: "start", now: 0 });
+ * for (const e of out.execute) console.log("validate Node at height", e.node.height);
+ * ```
+ */
 export interface ExecuteRequest {
   /** The Node. */
   readonly node: Node;
@@ -109,7 +192,24 @@ export interface ExecuteRequest {
   readonly hash: Hash;
 }
 
-/** A request for a new command from the Application (leader only). */
+/**
+ * A request for a new command from the Application (leader only).
+ *
+ * @example
+ * ```ts
+ * import { Core } from "./core.ts";
+ * import { genesisNode, nodeHash } from "../codec.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const me = new Uint8Array(32).fill(7);
+ * const g = genesisNode("c");
+ * const core = new Core(
+ *   { chainId: "c", validators: new ValidatorSet([{ publicKey: me, power: 1 }]), me },
+ *   { safety: null, root: { node: g, hash: nodeHash(g), updates: [] }, uncommitted: [] },
+ * );
+ * const out = core.step({ type: "start", now: 0 });
+ * if (out.produce !== null) console.log("propose at height", out.produce.height); // the sole leader
+ * ```
+ */
 export interface ProduceCommandRequest {
   /** View of the new Node. */
   readonly view: number;
@@ -119,7 +219,15 @@ export interface ProduceCommandRequest {
   readonly height: number;
 }
 
-/** A catch-up request: Nodes of a peer's chain from `fromHeight` on. */
+/**
+ * A catch-up request: Nodes of a peer's chain from `fromHeight` on.
+ *
+ * @example
+ * ```ts
+ * import type { FetchRequest } from "./core.ts";
+ * const request: FetchRequest = { from: null, fromHeight: 101, limit: 256 }; // any peer
+ * ```
+ */
 export interface FetchRequest {
   /** The peer to ask, or null for any. */
   readonly from: PublicKey | null;
@@ -139,6 +247,22 @@ export interface FetchRequest {
  * 5. `fetch`: start a catch-up request; feed the answer back as an input.
  * 6. `timerAt`: arrange a `tick` input at that time (replaces any earlier timer).
  * 7. `events`: publish.
+ *
+ * @example
+ * ```ts
+ * import { Core } from "./core.ts";
+ * import { genesisNode, nodeHash } from "../codec.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const me = new Uint8Array(32).fill(7);
+ * const g = genesisNode("c");
+ * const core = new Core(
+ *   { chainId: "c", validators: new ValidatorSet([{ publicKey: me, power: 1 }]), me },
+ *   { safety: null, root: { node: g, hash: nodeHash(g), updates: [] }, uncommitted: [] },
+ * );
+ * const out = core.step({ type: "start", now: 0 });
+ * // In order: persist out.write, then send out.sends, then announce out.committed.
+ * console.log(out.write !== null, out.sends.length, out.timerAt);
+ * ```
  */
 export interface CoreOutput {
   /** The atomic write, or null. */
@@ -159,7 +283,24 @@ export interface CoreOutput {
   readonly events: ConsensusEvent[];
 }
 
-/** Inputs of {@link Core.step}. `now` is the caller's clock in milliseconds. */
+/**
+ * Inputs of {@link Core.step}. `now` is the caller's clock in milliseconds.
+ *
+ * @example
+ * ```ts
+ * import { Core } from "./core.ts";
+ * import { genesisNode, nodeHash } from "../codec.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const me = new Uint8Array(32).fill(7);
+ * const g = genesisNode("c");
+ * const core = new Core(
+ *   { chainId: "c", validators: new ValidatorSet([{ publicKey: me, power: 1 }]), me },
+ *   { safety: null, root: { node: g, hash: nodeHash(g), updates: [] }, uncommitted: [] },
+ * );
+ * core.step({ type: "start", now: 0 });
+ * core.step({ type: "tick", now: 5_000 }); // time enters only as inputs
+ * ```
+ */
 export type CoreInput =
   | { readonly type: "start"; readonly now: number }
   | { readonly type: "tick"; readonly now: number }

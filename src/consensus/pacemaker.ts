@@ -5,7 +5,15 @@
  * @module
  */
 
-/** Pacemaker timing options. */
+/**
+ * Pacemaker timing options.
+ *
+ * @example
+ * ```ts
+ * import type { PacemakerOptions } from "./pacemaker.ts";
+ * const lan: PacemakerOptions = { viewTimeoutMinMs: 250, viewTimeoutMaxMs: 4_000 };
+ * ```
+ */
 export interface PacemakerOptions {
   /** Timeout of a view after progress, ms. Default 1000. */
   readonly viewTimeoutMinMs: number;
@@ -13,7 +21,15 @@ export interface PacemakerOptions {
   readonly viewTimeoutMaxMs: number;
 }
 
-/** The default {@link PacemakerOptions}. */
+/**
+ * The default {@link PacemakerOptions}.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_PACEMAKER_OPTIONS } from "./pacemaker.ts";
+ * console.log(DEFAULT_PACEMAKER_OPTIONS.viewTimeoutMinMs); // 1000
+ * ```
+ */
 export const DEFAULT_PACEMAKER_OPTIONS: PacemakerOptions = {
   viewTimeoutMinMs: 1000,
   viewTimeoutMaxMs: 30_000,

@@ -41,7 +41,18 @@ import { assert, ConfigError } from "../errors.ts";
 import { fromHex, toHex } from "../types.ts";
 import type { Membership } from "./handshake.ts";
 
-/** The request header that carries a validator's signature. */
+/**
+ * The request header that carries a validator's signature.
+ *
+ * @example
+ * ```ts
+ * import { AUTH_HEADER, signRequest } from "./admission.ts";
+ * import { deriveSecretKey, ed25519Signer } from "../crypto.ts";
+ * const url = new URL("http://10.0.0.2:9001/chain?from=1&limit=256");
+ * const signer = ed25519Signer(deriveSecretKey("validator-0"));
+ * const headers = { [AUTH_HEADER]: await signRequest(signer, { chainId: "c", method: "GET", url }) };
+ * ```
+ */
 export const AUTH_HEADER = "x-hotstuff-validator";
 /** The domain tag of a request signature. */
 export const HTTP_AUTH_DOMAIN = "hotstuff/http/v1";
@@ -50,10 +61,27 @@ const SEEN_HEADERS_MAX = 65_536;
 /** The most units one read is charged (ranges beyond `rangeMax` are refused by the route). */
 const READ_COST_MAX = 4096;
 
-/** The class a request is admitted in. */
+/**
+ * The class a request is admitted in.
+ *
+ * @example
+ * ```ts
+ * import type { RouteClass } from "./admission.ts";
+ * const classOf = (path: string): RouteClass =>
+ *   path === "/chain" ? "catchup" : path === "/commands" ? "submit" : "read";
+ * ```
+ */
 export type RouteClass = "read" | "submit" | "catchup";
 
-/** Every limit of {@link Admission}; defaults in {@link DEFAULT_ADMISSION_LIMITS}. */
+/**
+ * Every limit of {@link Admission}; defaults in {@link DEFAULT_ADMISSION_LIMITS}.
+ *
+ * @example
+ * ```ts
+ * import { type AdmissionLimits, DEFAULT_ADMISSION_LIMITS } from "./admission.ts";
+ * const stricter: AdmissionLimits = { ...DEFAULT_ADMISSION_LIMITS, clientReadRate: 50 };
+ * ```
+ */
 export interface AdmissionLimits {
   /** Reads in flight, over all clients. Default 16. */
   readonly readInFlightMax: number;
@@ -111,7 +139,22 @@ export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
   authSkewMs: 30_000,
 };
 
-/** Who may sign requests, and how to check them. */
+/**
+ * Who may sign requests, and how to check them.
+ *
+ * @example
+ * ```ts
+ * import { Admission, type AdmissionAuth } from "./admission.ts";
+ * import { ed25519Verifier } from "../crypto.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const auth: AdmissionAuth = {
+ *   chainId: "c",
+ *   validators: new ValidatorSet([{ publicKey: new Uint8Array(32).fill(1), power: 1 }]),
+ *   verifier: ed25519Verifier(),
+ * };
+ * const admission = new Admission({ auth });
+ * ```
+ */
 export interface AdmissionAuth {
   /** Our chain. */
   readonly chainId: string;
@@ -121,7 +164,16 @@ export interface AdmissionAuth {
   readonly verifier: Verifier;
 }
 
-/** Options of {@link Admission}. */
+/**
+ * Options of {@link Admission}.
+ *
+ * @example
+ * ```ts
+ * import { Admission, type AdmissionOptions } from "./admission.ts";
+ * const options: AdmissionOptions = { readInFlightMax: 8, clientReadRate: 100 };
+ * const admission = new Admission(options);
+ * ```
+ */
 export interface AdmissionOptions extends Partial<AdmissionLimits> {
   /** Validator authentication; without it every request is public. */
   readonly auth?: AdmissionAuth;
@@ -131,7 +183,17 @@ export interface AdmissionOptions extends Partial<AdmissionLimits> {
   readonly wallClock?: () => number;
 }
 
-/** An admitted request: call `release` once it is answered. */
+/**
+ * An admitted request: call `release` once it is answered.
+ *
+ * @example
+ * ```ts
+ * import { Admission } from "./admission.ts";
+ * const admission = new Admission();
+ * const answer = await admission.admit(new Request("http://127.0.0.1/status"), "10.0.0.9");
+ * if ("release" in answer) answer.release(); // a Ticket: release it when the request is answered
+ * ```
+ */
 export interface Ticket {
   /** Its class. */
   readonly routeClass: RouteClass;
@@ -139,7 +201,17 @@ export interface Ticket {
   release(): void;
 }
 
-/** A refused request: answer it with this status, reason and `Retry-After` (seconds). */
+/**
+ * A refused request: answer it with this status, reason and `Retry-After` (seconds).
+ *
+ * @example
+ * ```ts
+ * import { Admission, type Refusal } from "./admission.ts";
+ * function isRefusal(a: Awaited<ReturnType<Admission["admit"]>>): a is Refusal {
+ *   return "status" in a;
+ * }
+ * ```
+ */
 export interface Refusal {
   /** 401, 429 or 503. */
   readonly status: number;
@@ -151,7 +223,16 @@ export interface Refusal {
   readonly retryAfterS: number | null;
 }
 
-/** Counters for the status page. */
+/**
+ * Counters for the status page.
+ *
+ * @example
+ * ```ts
+ * import { Admission, type AdmissionStats } from "./admission.ts";
+ * const stats: AdmissionStats = new Admission().stats();
+ * console.log(stats.admitted.read, stats.clients); // 0 0
+ * ```
+ */
 export interface AdmissionStats {
   /** Requests admitted, by class. */
   readonly admitted: Record<RouteClass, number>;

@@ -44,7 +44,15 @@ import { bytesEqual, toHex } from "../types.ts";
 import type { NetLog } from "./connections.ts";
 import { readBodyLimited } from "./http.ts";
 
-/** A peer's NodeTree HTTP API. */
+/**
+ * A peer's NodeTree HTTP API.
+ *
+ * @example
+ * ```ts
+ * import type { HttpPeer } from "./catchup.ts";
+ * const peer: HttpPeer = { publicKey: new Uint8Array(32), url: "http://10.0.0.2:9001" };
+ * ```
+ */
 export interface HttpPeer {
   /** The peer's validator key: the `from` of the Nodes it serves. */
   readonly publicKey: PublicKey;
@@ -52,7 +60,18 @@ export interface HttpPeer {
   readonly url: string;
 }
 
-/** Where fetched Nodes go: the Engine. */
+/**
+ * Where fetched Nodes go: the Engine.
+ *
+ * @example
+ * ```ts
+ * import type { FetchTarget } from "./catchup.ts";
+ * const target: FetchTarget = {
+ *   receiveNodes: (_from, nodes) => console.log(`${nodes.length} Nodes`),
+ *   receiveFetchFailure: () => console.log("no answer"),
+ * }; // a replica passes its Engine
+ * ```
+ */
 export interface FetchTarget {
   /** The Nodes a peer answered, already decoded and checked for shape. */
   receiveNodes(from: PublicKey, nodes: readonly Node[]): void;
@@ -60,7 +79,19 @@ export interface FetchTarget {
   receiveFetchFailure(from: PublicKey | null): void;
 }
 
-/** Options of {@link HttpNodeSource}. */
+/**
+ * Options of {@link HttpNodeSource}.
+ *
+ * @example
+ * ```ts
+ * import { HttpNodeSource, type HttpNodeSourceOptions } from "./catchup.ts";
+ * const options: HttpNodeSourceOptions = {
+ *   peers: [{ publicKey: new Uint8Array(32), url: "http://127.0.0.1:9001" }],
+ *   timeoutMs: 2_000,
+ * };
+ * await new HttpNodeSource(options).close();
+ * ```
+ */
 export interface HttpNodeSourceOptions {
   /** The peers to fetch from (never this replica itself). */
   readonly peers: readonly HttpPeer[];
@@ -94,7 +125,18 @@ export const DEFAULT_CATCHUP_OPTIONS: {
   skipMs: 10_000,
 };
 
-/** One peer's state, for a status page. */
+/**
+ * One peer's state, for a status page.
+ *
+ * @example
+ * ```ts
+ * import { HttpNodeSource, type HttpPeerStatus } from "./catchup.ts";
+ * const source = new HttpNodeSource({ peers: [{ publicKey: new Uint8Array(32), url: "http://127.0.0.1:9001" }] });
+ * const statuses: HttpPeerStatus[] = source.status();
+ * console.log(statuses[0]?.busy); // false
+ * await source.close();
+ * ```
+ */
 export interface HttpPeerStatus {
   /** The peer's key, hex. */
   readonly publicKey: string;

@@ -59,7 +59,15 @@ import {
   type Membership,
 } from "./handshake.ts";
 
-/** Every limit of the transport. Each has a default in {@link DEFAULT_CONNECTION_LIMITS}. */
+/**
+ * Every limit of the transport. Each has a default in {@link DEFAULT_CONNECTION_LIMITS}.
+ *
+ * @example
+ * ```ts
+ * import type { ConnectionLimits } from "./connections.ts";
+ * const wan: ConnectionLimits = { sendQueueMax: 4096, keepaliveIntervalMs: 10_000 };
+ * ```
+ */
 export interface ConnectionLimits {
   /** Largest frame payload, sent or received. Default 8 MiB. */
   readonly frameBytesMax?: number;
@@ -123,7 +131,15 @@ const BACKOFF_ATTEMPT_MAX = 30;
 const PING = new Uint8Array([FrameType.ping]);
 const PONG = new Uint8Array([FrameType.pong]);
 
-/** A peer to dial. */
+/**
+ * A peer to dial.
+ *
+ * @example
+ * ```ts
+ * import type { PeerAddress } from "./connections.ts";
+ * const peer: PeerAddress = { publicKey: new Uint8Array(32), hostname: "10.0.0.2", port: 9000 };
+ * ```
+ */
 export interface PeerAddress {
   /** The peer's identity; the handshake must prove it. */
   readonly publicKey: Uint8Array;
@@ -133,7 +149,16 @@ export interface PeerAddress {
   readonly port: number;
 }
 
-/** Where to listen. Port 0 lets the OS choose; read the choice from `port`. */
+/**
+ * Where to listen. Port 0 lets the OS choose; read the choice from `port`.
+ *
+ * @example
+ * ```ts
+ * import type { ListenAddress } from "./connections.ts";
+ * const any: ListenAddress = { hostname: "0.0.0.0", port: 9000 };
+ * const osChooses: ListenAddress = { hostname: "127.0.0.1", port: 0 };
+ * ```
+ */
 export interface ListenAddress {
   /** Host name or IP address to bind. */
   readonly hostname: string;
@@ -144,6 +169,12 @@ export interface ListenAddress {
 /**
  * Receives log events, e.g. `("net:handshake-failed", {reason: "unknown-key", ...})`. Failures
  * always carry a machine-readable `reason` field.
+ *
+ * @example
+ * ```ts
+ * import type { NetLog } from "./connections.ts";
+ * const log: NetLog = (event, fields) => console.log(event, JSON.stringify(fields));
+ * ```
  */
 export type NetLog = (event: string, fields: Record<string, unknown>) => void;
 
@@ -153,7 +184,25 @@ export type NetLog = (event: string, fields: Record<string, unknown>) => void;
  */
 export type FrameHandler = (from: Uint8Array, frame: Uint8Array) => HotStuffError | null;
 
-/** Options shared by the Connection Manager and the Consensus TCP API. */
+/**
+ * Options shared by the Connection Manager and the Consensus TCP API.
+ *
+ * @example
+ * ```ts
+ * import type { NetworkOptions } from "./connections.ts";
+ * import { deriveSecretKey, ed25519Signer, ed25519Verifier } from "../crypto.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const signer = ed25519Signer(deriveSecretKey("validator-0"));
+ * const options: NetworkOptions = {
+ *   chainId: "my-chain",
+ *   signer,
+ *   verifier: ed25519Verifier(),
+ *   validators: new ValidatorSet([{ publicKey: signer.publicKey, power: 1 }]),
+ *   listen: { hostname: "127.0.0.1", port: 0 },
+ *   peers: [],
+ * };
+ * ```
+ */
 export interface NetworkOptions extends ConnectionLimits {
   /** Our chain; peers on another chain are refused. */
   readonly chainId: string;
@@ -192,7 +241,17 @@ export type EnqueueResult =
   | "too-large"
   | "closed";
 
-/** One peer's line on a status page. */
+/**
+ * One peer's line on a status page.
+ *
+ * @example
+ * ```ts
+ * import type { PeerStatus } from "./connections.ts";
+ * function line(p: PeerStatus): string {
+ *   return `${p.publicKey.slice(0, 8)} ${p.connected ? "up" : "down"} queued=${p.queuedFrames}`;
+ * }
+ * ```
+ */
 export interface PeerStatus {
   /** The peer's public key, hex. */
   readonly publicKey: string;

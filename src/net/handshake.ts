@@ -240,6 +240,13 @@ export function handshakeSignedBytesV2(
 
 /**
  * What the transport needs of the validator set: who is a member. `ValidatorSet` is one.
+ *
+ * @example
+ * ```ts
+ * import type { Membership } from "./handshake.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const members: Membership = new ValidatorSet([{ publicKey: new Uint8Array(32).fill(1), power: 1 }]);
+ * ```
  */
 export interface Membership {
   /** Every member. */

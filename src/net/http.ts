@@ -79,7 +79,17 @@ import { toHex } from "../types.ts";
 import type { NetLog } from "./connections.ts";
 import { Admission, type AdmissionOptions, type Refusal } from "./admission.ts";
 
-/** A Node of the NodeTree with what a reader needs to trust it. */
+/**
+ * A Node of the NodeTree with what a reader needs to trust it.
+ *
+ * @example
+ * ```ts
+ * import type { NodeWithCertificate } from "./http.ts";
+ * import { genesisNode, nodeHash } from "../codec.ts";
+ * const g = genesisNode("c");
+ * const entry: NodeWithCertificate = { node: g, hash: nodeHash(g), certificate: null, committed: true };
+ * ```
+ */
 export interface NodeWithCertificate {
   /** The Node. */
   readonly node: Node;
@@ -94,6 +104,17 @@ export interface NodeWithCertificate {
 /**
  * What the HTTP API reads from the replica. Implemented by the replica runtime; tests use a fake.
  * Every method may be called concurrently with consensus and must not change anything.
+ *
+ * @example
+ * ```ts
+ * import type { NodeTreeView } from "./http.ts";
+ * const empty: NodeTreeView = {
+ *   status: () => ({ view: 0 }),
+ *   nodeByHash: () => Promise.resolve(null),
+ *   committedRange: () => Promise.resolve([]),
+ *   chainFrom: () => Promise.resolve([]),
+ * }; // a Replica implements it
+ * ```
  */
 export interface NodeTreeView {
   /** A JSON-ready status object: view, leader (hex), committed `{height, hash}`, lock, highQC, peers... */
@@ -106,7 +127,15 @@ export interface NodeTreeView {
   chainFrom(fromHeight: number, limit: number): Promise<Node[]>;
 }
 
-/** The limits of the HTTP API. */
+/**
+ * The limits of the HTTP API.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_HTTP_API_LIMITS, type HttpApiLimits } from "./http.ts";
+ * const limits: HttpApiLimits = { ...DEFAULT_HTTP_API_LIMITS, requestTimeoutMs: 60_000 };
+ * ```
+ */
 export interface HttpApiLimits {
   /** Most Nodes per `/committed` or `/chain` request. Default 256. */
   readonly rangeMax: number;
@@ -122,6 +151,12 @@ export interface HttpApiLimits {
  * The default {@link HttpApiLimits}. `rangeMax` equals the core's default `catchUpNodesMax`: a
  * replica asks its peers for `catchUpNodesMax` Nodes at once, which must not exceed their
  * `rangeMax`. `responseBytesMax` is half the catch-up client's default `responseBytesMax`.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_HTTP_API_LIMITS } from "./http.ts";
+ * console.log(DEFAULT_HTTP_API_LIMITS.rangeMax); // 256 Nodes per /committed answer
+ * ```
  */
 export const DEFAULT_HTTP_API_LIMITS: HttpApiLimits = {
   rangeMax: 256,
@@ -130,7 +165,27 @@ export const DEFAULT_HTTP_API_LIMITS: HttpApiLimits = {
   requestTimeoutMs: 10_000,
 };
 
-/** Options of {@link NodeTreeHttpApi}. */
+/**
+ * Options of {@link NodeTreeHttpApi}.
+ *
+ * @example
+ * ```ts
+ * import { type HttpApiOptions, NodeTreeHttpApi } from "./http.ts";
+ * const options: HttpApiOptions = {
+ *   hostname: "127.0.0.1",
+ *   port: 0,
+ *   view: {
+ *     status: () => ({ view: 0 }),
+ *     nodeByHash: () => Promise.resolve(null),
+ *     committedRange: () => Promise.resolve([]),
+ *     chainFrom: () => Promise.resolve([]),
+ *   },
+ * };
+ * const api = new NodeTreeHttpApi(options);
+ * await api.start();
+ * await api.close();
+ * ```
+ */
 export interface HttpApiOptions extends Partial<HttpApiLimits> {
   /** Address to listen on, e.g. `"127.0.0.1"`. */
   readonly hostname: string;

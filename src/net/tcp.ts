@@ -70,7 +70,27 @@ import type { ConsensusMessage } from "../types.ts";
 import { ConnectionManager, type NetworkOptions, type PeerStatus } from "./connections.ts";
 import { FrameType } from "./framing.ts";
 
-/** Options of {@link ConsensusTcp}: identity, addresses, log, and every limit. */
+/**
+ * Options of {@link ConsensusTcp}: identity, addresses, log, and every limit.
+ *
+ * @example
+ * ```ts
+ * import { ConsensusTcp, type ConsensusTcpOptions } from "./tcp.ts";
+ * import { deriveSecretKey, ed25519Signer, ed25519Verifier } from "../crypto.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const signer = ed25519Signer(deriveSecretKey("validator-0"));
+ * const options: ConsensusTcpOptions = {
+ *   chainId: "my-chain",
+ *   signer,
+ *   verifier: ed25519Verifier(),
+ *   validators: new ValidatorSet([{ publicKey: signer.publicKey, power: 1 }]),
+ *   listen: { hostname: "127.0.0.1", port: 0 },
+ *   peers: [],
+ * };
+ * const tcp = new ConsensusTcp(options);
+ * await tcp.close();
+ * ```
+ */
 export interface ConsensusTcpOptions extends NetworkOptions {
   /** Bounds the message decoder enforces. Default {@link DEFAULT_CODEC_LIMITS}. */
   readonly codecLimits?: CodecLimits;
@@ -79,12 +99,24 @@ export interface ConsensusTcpOptions extends NetworkOptions {
 /**
  * Receives each consensus message with the public key of the authenticated peer that sent it.
  * The message's own signatures are not checked yet.
+ *
+ * @example
+ * ```ts
+ * import type { MessageHandler } from "./tcp.ts";
+ * const handler: MessageHandler = (_from, message) => console.log(message.type); // e.g. engine.receive
+ * ```
  */
 export type MessageHandler = (from: Uint8Array, msg: ConsensusMessage) => void;
 
 /**
  * Receives the bytes of each BATCH frame with the public key of the authenticated peer that sent
  * it; the consumer decodes and checks them.
+ *
+ * @example
+ * ```ts
+ * import type { BatchHandler } from "./tcp.ts";
+ * const handler: BatchHandler = (_from, bytes) => console.log(`batch of ${bytes.length} bytes`);
+ * ```
  */
 export type BatchHandler = (from: Uint8Array, bytes: Uint8Array) => void;
 

@@ -42,7 +42,19 @@ import type { ConsensusMessage, Hash, Node, PublicKey } from "../types.ts";
 import { bytesEqual, SignatureDomain, toHex } from "../types.ts";
 import type { ValidatorSet } from "../validators.ts";
 
-/** Where the Engine sends consensus messages. */
+/**
+ * Where the Engine sends consensus messages.
+ *
+ * @example
+ * ```ts
+ * import type { Network } from "./engine.ts";
+ * const sent: string[] = [];
+ * const network: Network = {
+ *   send: (_to, message) => sent.push(message.type),
+ *   broadcast: (message) => sent.push(`all:${message.type}`),
+ * }; // a replica passes its ConsensusTcp
+ * ```
+ */
 export interface Network {
   /** Sends to one validator (never called with this replica's own key). */
   send(to: PublicKey, message: ConsensusMessage): void;
@@ -53,13 +65,29 @@ export interface Network {
 /**
  * Where the CatchUp flow gets Nodes. `fetch` starts a request and returns at once; the answer
  * comes back through {@link Engine.receiveNodes} or {@link Engine.receiveFetchFailure}.
+ *
+ * @example
+ * ```ts
+ * import type { NodeSource } from "./engine.ts";
+ * const nowhere: NodeSource = { fetch: (request) => console.log("wanted from height", request.fromHeight) };
+ * ```
  */
 export interface NodeSource {
   /** Asks `from` (or any peer when null) for its chain from `fromHeight`, at most `limit`. */
   fetch(request: FetchRequest): void;
 }
 
-/** The Engine's clock: milliseconds, and one timer. */
+/**
+ * The Engine's clock: milliseconds, and one timer.
+ *
+ * @example
+ * ```ts
+ * import type { Clock } from "./engine.ts";
+ * let now = 0;
+ * const manual: Clock = { now: () => now, setTimer: () => {}, clearTimer: () => {} }; // a test's clock
+ * now += 1000;
+ * ```
+ */
 export interface Clock {
   /** Current time, ms. */
   now(): number;
@@ -69,7 +97,31 @@ export interface Clock {
   clearTimer(): void;
 }
 
-/** Options of {@link Engine.open}. */
+/**
+ * Options of {@link Engine.open}.
+ *
+ * @example
+ * ```ts
+ * import { Engine, type EngineOptions } from "./engine.ts";
+ * import { systemClock } from "./clock.ts";
+ * import { deriveSecretKey, ed25519Signer, ed25519Verifier } from "../crypto.ts";
+ * import { MemoryStorage } from "../storage/memory.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const signer = ed25519Signer(deriveSecretKey("engine-options"));
+ * const options: EngineOptions = {
+ *   chainId: "c",
+ *   validators: new ValidatorSet([{ publicKey: signer.publicKey, power: 1 }]),
+ *   signer,
+ *   verifier: ed25519Verifier(),
+ *   storage: new MemoryStorage(),
+ *   app: { produceCommand: () => ({ command: new Uint8Array() }), validateNode: () => ({ ok: true, updates: [] }) },
+ *   network: { send: () => {}, broadcast: () => {} },
+ *   nodeSource: { fetch: () => {} },
+ *   clock: systemClock(),
+ * };
+ * const engine = await Engine.open(options);
+ * ```
+ */
 export interface EngineOptions {
   /** Chain id. */
   readonly chainId: string;

@@ -16,7 +16,15 @@ import { ConfigError } from "../errors.ts";
 import type { ConsensusEvent } from "../events.ts";
 import { toHex } from "../types.ts";
 
-/** Log levels, quietest last. `fatal` lines (an Engine failure) are written unless `silent`. */
+/**
+ * Log levels, quietest last. `fatal` lines (an Engine failure) are written unless `silent`.
+ *
+ * @example
+ * ```ts
+ * import type { LogLevel } from "./log.ts";
+ * const quiet: LogLevel = "warn"; // debug < info < warn < error < silent
+ * ```
+ */
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 
 const LEVELS: Record<LogLevel | "fatal", number> = {
@@ -97,7 +105,19 @@ export function netLevel(event: string): LogLevel {
 const LOG_BURST_MAX = 20;
 const LOG_WINDOW_MS = 10_000;
 
-/** The LogTape category of every replica record. */
+/**
+ * The LogTape category of every replica record.
+ *
+ * @example
+ * ```ts
+ * import { configure } from "@logtape/logtape";
+ * import { jsonLineSink, LOG_CATEGORY } from "./log.ts";
+ * await configure({
+ *   sinks: { lines: jsonLineSink() },
+ *   loggers: [{ category: [...LOG_CATEGORY], sinks: ["lines"], lowestLevel: "warning" }],
+ * });
+ * ```
+ */
 export const LOG_CATEGORY: readonly string[] = ["hotstuff", "replica"];
 
 const TO_LOGTAPE: Record<LogLevel | "fatal", LogTapeLevel | null> = {
@@ -197,7 +217,16 @@ export class ReplicaLog {
   }
 }
 
-/** The fields of a LogTape `LogRecord` that {@link jsonLineSink} writes. */
+/**
+ * The fields of a LogTape `LogRecord` that {@link jsonLineSink} writes.
+ *
+ * @example
+ * ```ts
+ * import { type JsonLineRecord, jsonLineSink } from "./log.ts";
+ * const record: JsonLineRecord = { level: "info", message: ["replica:start"], timestamp: 0, properties: {} };
+ * jsonLineSink((line) => console.log(line))(record);
+ * ```
+ */
 export interface JsonLineRecord {
   /** The logger's category (not written). */
   readonly category?: readonly string[];

@@ -58,7 +58,17 @@ import { assert, ConfigError, HotStuffError } from "../errors.ts";
 import type { Hash, Node } from "../types.ts";
 import { bytesEqual, fromHex, toHex } from "../types.ts";
 
-/** Input of {@link CommandMachine.apply}. */
+/**
+ * Input of {@link CommandMachine.apply}.
+ *
+ * @example
+ * ```ts
+ * import type { ApplyRequest, ApplyResult } from "./mempool.ts";
+ * function apply({ command, height }: ApplyRequest): ApplyResult {
+ *   return { ok: true, updates: [[new TextEncoder().encode(`log/${height}`), command]] };
+ * }
+ * ```
+ */
 export interface ApplyRequest {
   /** The command bytes. */
   readonly command: Uint8Array;
@@ -68,7 +78,15 @@ export interface ApplyRequest {
   readonly height: number;
 }
 
-/** Output of {@link CommandMachine.apply}: the command's state updates, or a rejection. */
+/**
+ * Output of {@link CommandMachine.apply}: the command's state updates, or a rejection.
+ *
+ * @example
+ * ```ts
+ * import type { ApplyResult } from "./mempool.ts";
+ * const refused: ApplyResult = { ok: false, reason: "balance too low" }; // the command is skipped
+ * ```
+ */
 export type ApplyResult =
   | { readonly ok: true; readonly updates: readonly StateUpdate[] }
   | { readonly ok: false; readonly reason: string };
@@ -103,7 +121,15 @@ export interface CommandMachine {
   apply(request: ApplyRequest): Promise<ApplyResult> | ApplyResult;
 }
 
-/** Limits on batches and on one Node. Part of the protocol: every replica must use the same. */
+/**
+ * Limits on batches and on one Node. Part of the protocol: every replica must use the same.
+ *
+ * @example
+ * ```ts
+ * import { type BatchLimits, DEFAULT_BATCH_LIMITS } from "./mempool.ts";
+ * const limits: BatchLimits = { ...DEFAULT_BATCH_LIMITS, batchCommandsMax: 500 }; // same on every replica
+ * ```
+ */
 export interface BatchLimits {
   /** Largest command, bytes. Default 63,000 (it must fit a batch). */
   readonly commandBytesMax: number;
@@ -166,6 +192,14 @@ export const DEFAULT_BATCH_LIMITS: BatchLimits = {
  * Where a replica keeps batches durably: every batch it holds is put before any Node naming it is
  * voted for. Implementations: {@link MemoryBatchStore}, and `DenoKvBatchStore`
  * (storage/batches.ts), the default of the replica CLI.
+ *
+ * @example
+ * ```ts
+ * import { type BatchStore, MemoryBatchStore } from "./mempool.ts";
+ * const store: BatchStore = new MemoryBatchStore(); // the replica CLI uses DenoKvBatchStore
+ * await store.put(new Uint8Array(32), new Uint8Array([1]));
+ * console.log(await store.get(new Uint8Array(32))); // Uint8Array [1]
+ * ```
  */
 export interface BatchStore {
   /** Stores a batch under its digest; durable when the promise resolves. */
@@ -209,7 +243,17 @@ export class MemoryBatchStore implements BatchStore {
   }
 }
 
-/** Options of {@link Mempool}: batch limits, the pool's own limits, and its I/O. */
+/**
+ * Options of {@link Mempool}: batch limits, the pool's own limits, and its I/O.
+ *
+ * @example
+ * ```ts
+ * import { Mempool, type MempoolOptions } from "./mempool.ts";
+ * const options: MempoolOptions = { poolCommandsMax: 10_000, batchDelayMs: 2 };
+ * const pool = new Mempool({ apply: () => ({ ok: true, updates: [] }) }, options);
+ * pool.close();
+ * ```
+ */
 export interface MempoolOptions extends Partial<BatchLimits> {
   /** Most commands in the batches held in memory (own and peers'). Default 400,000. */
   readonly poolCommandsMax?: number;
@@ -256,7 +300,17 @@ export interface MempoolOptions extends Partial<BatchLimits> {
   readonly onDropped?: (id: string, reason: string) => void;
 }
 
-/** Where a command was committed. */
+/**
+ * Where a command was committed.
+ *
+ * @example
+ * ```ts
+ * import type { CommittedCommand } from "./mempool.ts";
+ * function where(c: CommittedCommand): string {
+ *   return `${c.id.slice(0, 8)} committed at height ${c.height} in Node ${c.node.slice(0, 8)}`;
+ * }
+ * ```
+ */
 export interface CommittedCommand {
   /** The command id, hex. */
   readonly id: string;
@@ -266,7 +320,15 @@ export interface CommittedCommand {
   readonly node: string;
 }
 
-/** A command with its expiry height: one entry of a batch. */
+/**
+ * A command with its expiry height: one entry of a batch.
+ *
+ * @example
+ * ```ts
+ * import type { PoolCommand } from "./mempool.ts";
+ * const c: PoolCommand = { command: new Uint8Array([1, 2]), expires: 1_024 };
+ * ```
+ */
 export interface PoolCommand {
   /** The command bytes. */
   readonly command: Uint8Array;
@@ -274,7 +336,18 @@ export interface PoolCommand {
   readonly expires: number;
 }
 
-/** What {@link Mempool.submit} did. */
+/**
+ * What {@link Mempool.submit} did.
+ *
+ * @example
+ * ```ts
+ * import { Mempool, type SubmitResult } from "./mempool.ts";
+ * const pool = new Mempool({ apply: () => ({ ok: true, updates: [] }) });
+ * const r: SubmitResult = pool.submit([new Uint8Array([1])]);
+ * console.log(r.ids.length, r.added); // 1 1
+ * pool.close();
+ * ```
+ */
 export interface SubmitResult {
   /** The id of every submitted command, hex, in order. */
   readonly ids: string[];
@@ -286,7 +359,18 @@ export interface SubmitResult {
   readonly committed: Map<number, CommittedCommand>;
 }
 
-/** What a new pool needs from the replica's store (see {@link Mempool.restore}). */
+/**
+ * What a new pool needs from the replica's store (see {@link Mempool.restore}).
+ *
+ * @example
+ * ```ts
+ * import { Mempool, type MempoolRestore } from "./mempool.ts";
+ * const empty: MempoolRestore = { committedHeight: 0, committed: [], uncommitted: [] };
+ * const pool = new Mempool({ apply: () => ({ ok: true, updates: [] }) });
+ * await pool.restore(empty);
+ * pool.close();
+ * ```
+ */
 export interface MempoolRestore {
   /** The committed height. */
   readonly committedHeight: number;

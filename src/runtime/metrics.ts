@@ -20,7 +20,20 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ConsensusEvent } from "../events.ts";
 import type { ConsensusMessage } from "../types.ts";
 
-/** What the metrics read at scrape time. */
+/**
+ * What the metrics read at scrape time.
+ *
+ * @example
+ * ```ts
+ * import { type MetricsSource, ReplicaMetrics } from "./metrics.ts";
+ * const source: MetricsSource = {
+ *   peers: () => ({ connected: 0, connectedPower: 0, totalPower: 1, droppedFrames: 0 }),
+ *   pool: () => ({ commands: 0, bytes: 0 }),
+ *   chain: () => ({ view: 0, height: 0 }),
+ * };
+ * console.log((await new ReplicaMetrics(source).text()).includes("hotstuff_p2p_peers 0")); // true
+ * ```
+ */
 export interface MetricsSource {
   /** Connected peers and their voting power, and frames dropped from full send queues. */
   peers(): { connected: number; connectedPower: number; totalPower: number; droppedFrames: number };

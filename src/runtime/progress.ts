@@ -5,7 +5,15 @@
  * @module
  */
 
-/** How often progress is reported by default, ms. */
+/**
+ * How often progress is reported by default, ms.
+ *
+ * @example
+ * ```ts
+ * import { PROGRESS_INTERVAL_MS, ProgressTicker } from "./progress.ts";
+ * const ticker = new ProgressTicker((n: number) => console.log(`${n} done`), PROGRESS_INTERVAL_MS);
+ * ```
+ */
 export const PROGRESS_INTERVAL_MS = 2_000;
 
 /**

@@ -98,7 +98,19 @@ import { ReplicaMetrics } from "./metrics.ts";
 import { pageRoutes } from "./page.ts";
 import { CommittedWindow, type TreeSnapshot, treeSnapshot } from "./tree_snapshot.ts";
 
-/** Another replica, as this one reaches it. */
+/**
+ * Another replica, as this one reaches it.
+ *
+ * @example
+ * ```ts
+ * import type { ReplicaPeer } from "./replica.ts";
+ * const peer: ReplicaPeer = {
+ *   publicKey: new Uint8Array(32),
+ *   consensus: { hostname: "10.0.0.2", port: 9000 },
+ *   httpUrl: "http://10.0.0.2:9001",
+ * };
+ * ```
+ */
 export interface ReplicaPeer {
   /** The peer's validator key. */
   readonly publicKey: PublicKey;
@@ -108,7 +120,17 @@ export interface ReplicaPeer {
   readonly httpUrl: string;
 }
 
-/** One submitted command: its id and expiry, and where it committed (null when not waited for). */
+/**
+ * One submitted command: its id and expiry, and where it committed (null when not waited for).
+ *
+ * @example
+ * ```ts
+ * import type { SubmittedCommand } from "./replica.ts";
+ * function show(c: SubmittedCommand): string {
+ *   return c.height === null ? `${c.id} queued` : `${c.id} committed at height ${c.height}`;
+ * }
+ * ```
+ */
 export interface SubmittedCommand {
   /** The command id, hex (`commandId` of its bytes and expiry). */
   readonly id: string;
@@ -120,7 +142,29 @@ export interface SubmittedCommand {
   readonly node: string | null;
 }
 
-/** Options of {@link startReplica}. */
+/**
+ * Options of {@link startReplica}.
+ *
+ * @example
+ * ```ts
+ * import { deriveSecretKey, ed25519Signer } from "../crypto.ts";
+ * import { MemoryStorage } from "../storage/memory.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const signer = ed25519Signer(deriveSecretKey("example-0"));
+ * import type { ReplicaOptions } from "./replica.ts";
+ * const options: ReplicaOptions = {
+ *   chainId: "example",
+ *   validators: new ValidatorSet([{ publicKey: signer.publicKey, power: 1 }]),
+ *   signer,
+ *   storage: new MemoryStorage(),
+ *   app: { produceCommand: () => ({ command: new Uint8Array() }), validateNode: () => ({ ok: true, updates: [] }) },
+ *   listenConsensus: { hostname: "127.0.0.1", port: 0 },
+ *   listenHttp: { hostname: "127.0.0.1", port: 0 },
+ *   peers: [],
+ *   pacemaker: { viewTimeoutMinMs: 500, viewTimeoutMaxMs: 8_000 },
+ * };
+ * ```
+ */
 export interface ReplicaOptions {
   /** Chain id. */
   readonly chainId: string;
@@ -201,21 +245,54 @@ export interface ReplicaOptions {
   readonly onFailure?: (error: unknown) => void;
 }
 
-/** Mempool and batch limits of {@link ReplicaOptions} (the replica wires the callbacks). */
+/**
+ * Mempool and batch limits of {@link ReplicaOptions} (the replica wires the callbacks).
+ *
+ * @example
+ * ```ts
+ * import type { ReplicaMempoolOptions } from "./replica.ts";
+ * const mempool: ReplicaMempoolOptions = { poolCommandsMax: 50_000, commandHorizon: 2_048 };
+ * ```
+ */
 export type ReplicaMempoolOptions = Omit<
   MempoolOptions,
   "onCommitted" | "onDropped" | "onBatch" | "fetchBatch" | "batchStore"
 >;
 
-/** Consensus TCP limits of {@link ReplicaOptions}, and whether links are encrypted (default true). */
+/**
+ * Consensus TCP limits of {@link ReplicaOptions}, and whether links are encrypted (default true).
+ *
+ * @example
+ * ```ts
+ * import type { ReplicaNetworkOptions } from "./replica.ts";
+ * const network: ReplicaNetworkOptions = { encryptLinks: true, sendQueueMax: 2_048 };
+ * ```
+ */
 export type ReplicaNetworkOptions = ConnectionLimits & { readonly encryptLinks?: boolean };
 
-/** HTTP API and admission limits of {@link ReplicaOptions}. */
+/**
+ * HTTP API and admission limits of {@link ReplicaOptions}.
+ *
+ * @example
+ * ```ts
+ * import type { ReplicaHttpOptions } from "./replica.ts";
+ * const http: ReplicaHttpOptions = { bodyBytesMax: 4 * 1024 * 1024, admission: { clientReadRate: 100 } };
+ * ```
+ */
 export type ReplicaHttpOptions = Partial<HttpApiLimits> & {
   readonly admission?: AdmissionOptions;
 };
 
-/** Application routes: a Response, or null to let the replica's own routes answer. */
+/**
+ * Application routes: a Response, or null to let the replica's own routes answer.
+ *
+ * @example
+ * ```ts
+ * import type { ReplicaRoutes } from "./replica.ts";
+ * const hello: ReplicaRoutes = (request, url) =>
+ *   Promise.resolve(url.pathname === "/hello" && request.method === "GET" ? new Response("hi") : null);
+ * ```
+ */
 export type ReplicaRoutes = (
   request: Request,
   url: URL,
@@ -227,6 +304,15 @@ export type ReplicaRoutes = (
  * `view:timeout`, `node:insert`, `node:commit`, `qc:form`, `tc:form`, `lock:update`,
  * `equivocation:detect`, `message:reject`, `catchup:request`, `catchup:receive`, ...) and the
  * Connection Manager's `peer:connect` and `peer:disconnect` (peer keys in hex).
+ *
+ * @example
+ * ```ts
+ * import type { ReplicaEvent } from "./replica.ts";
+ * function onEvent(e: ReplicaEvent): void {
+ *   if (e.type === "peer:disconnect") console.log(`lost ${e.peer.slice(0, 8)}: ${e.reason}`);
+ *   if (e.type === "equivocation:detect") console.log(`equivocation: ${e.evidence.kind}`);
+ * }
+ * ```
  */
 export type ReplicaEvent =
   | ConsensusEvent

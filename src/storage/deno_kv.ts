@@ -110,7 +110,16 @@ import type {
   WriteBatch,
 } from "./storage.ts";
 
-/** Limits of Deno KV that {@link DenoKvStorage} plans around, and its own record sizes. */
+/**
+ * Limits of Deno KV that {@link DenoKvStorage} plans around, and its own record sizes.
+ *
+ * @example
+ * ```ts
+ * import { DENO_KV_LIMITS, type DenoKvLimits } from "./deno_kv.ts";
+ * const limits: DenoKvLimits = DENO_KV_LIMITS;
+ * console.log(limits.valueBytesMax); // 65536: larger values are chunked
+ * ```
+ */
 export interface DenoKvLimits {
   /** Largest value: 65,536 bytes. Bounds application state values. */
   readonly valueBytesMax: number;
@@ -159,7 +168,18 @@ const MARKER_CHUNKED = 2;
 const EMPTY = new Uint8Array(0);
 const encoder = new TextEncoder();
 
-/** Where one atomic operation of the final sequence stands, for {@link DenoKvOptions}. */
+/**
+ * Where one atomic operation of the final sequence stands, for {@link DenoKvOptions}.
+ *
+ * @example
+ * ```ts
+ * import type { FinalCommitStep } from "./deno_kv.ts";
+ * // A crash test: fail before the second atomic operation of a commit.
+ * const crashAt = (step: FinalCommitStep): void => {
+ *   if (step.index === 1) throw new Error("simulated crash");
+ * };
+ * ```
+ */
 export interface FinalCommitStep {
   /** Index of the operation about to be committed, from 0. */
   readonly index: number;
@@ -169,7 +189,18 @@ export interface FinalCommitStep {
   readonly headHeight: number | null;
 }
 
-/** Options of {@link DenoKvStorage.open} and {@link DenoKvStorage.wrap}. */
+/**
+ * Options of {@link DenoKvStorage.open} and {@link DenoKvStorage.wrap}.
+ *
+ * @example
+ * ```ts
+ * import { DenoKvStorage, type DenoKvOptions } from "./deno_kv.ts";
+ * import { DEFAULT_CODEC_LIMITS } from "../codec.ts";
+ * const options: DenoKvOptions = { codecLimits: { ...DEFAULT_CODEC_LIMITS, commandBytesMax: 1 << 20 } };
+ * const storage = await DenoKvStorage.open(":memory:", options); // run with --unstable-kv
+ * await storage.close();
+ * ```
+ */
 export interface DenoKvOptions {
   /** Limits for decoding stored Nodes and QCs. Default {@link DEFAULT_CODEC_LIMITS}. */
   readonly codecLimits?: CodecLimits;

@@ -14,6 +14,14 @@ import type { Hash, Node, QuorumCertificate, TimeoutCertificate } from "../types
 /**
  * The state a replica must never lose: it is what keeps an honest replica from voting twice in
  * one view or against its lock. Persisted before any vote that depends on it is sent.
+ *
+ * @example
+ * ```ts
+ * import type { SafetyState } from "./storage.ts";
+ * import { genesisQC } from "../codec.ts";
+ * const qc = genesisQC("my-chain");
+ * const fresh: SafetyState = { currentView: 0, lastVotedView: 0, lockedQC: qc, highQC: qc, highTC: null };
+ * ```
  */
 export interface SafetyState {
   /** The view the replica is in (liveness only: where to resume). */
@@ -28,10 +36,29 @@ export interface SafetyState {
   readonly highTC: TimeoutCertificate | null;
 }
 
-/** One application state change: set `key` to `value`, or delete it when `value` is null. */
+/**
+ * One application state change: set `key` to `value`, or delete it when `value` is null.
+ *
+ * @example
+ * ```ts
+ * import type { StateUpdate } from "./storage.ts";
+ * const set: StateUpdate = [new TextEncoder().encode("k"), new TextEncoder().encode("v")];
+ * const del: StateUpdate = [new TextEncoder().encode("old"), null];
+ * ```
+ */
 export type StateUpdate = readonly [key: Uint8Array, value: Uint8Array | null];
 
-/** A Node as stored: with its hash and the state updates the Application computed for it. */
+/**
+ * A Node as stored: with its hash and the state updates the Application computed for it.
+ *
+ * @example
+ * ```ts
+ * import type { StoredNode } from "./storage.ts";
+ * import { genesisNode, nodeHash } from "../codec.ts";
+ * const g = genesisNode("my-chain");
+ * const stored: StoredNode = { node: g, hash: nodeHash(g), updates: [] };
+ * ```
+ */
 export interface StoredNode {
   /** The Node. */
   readonly node: Node;
@@ -60,6 +87,16 @@ export interface StoredNode {
  * commits it again with the same updates (setting or deleting whole values: idempotent).
  * Implementations that can apply a batch at once (MemoryStorage) do; the Deno KV store splits
  * only batches larger than one of its atomic operations (see SPECIFICATION.md section 6.3).
+ *
+ * @example
+ * ```ts
+ * import type { WriteBatch } from "./storage.ts";
+ * import { MemoryStorage } from "./memory.ts";
+ * import { genesisNode, nodeHash } from "../codec.ts";
+ * const g = genesisNode("my-chain");
+ * const batch: WriteBatch = { nodes: [{ node: g, hash: nodeHash(g), updates: [] }] };
+ * await new MemoryStorage().write(batch); // all or nothing
+ * ```
  */
 export interface WriteBatch {
   /** New safety state, if it changed. */
@@ -79,7 +116,17 @@ export interface WriteBatch {
   readonly prune?: readonly Hash[];
 }
 
-/** The highest committed Node's position. */
+/**
+ * The highest committed Node's position.
+ *
+ * @example
+ * ```ts
+ * import type { CommittedHead } from "./storage.ts";
+ * import { MemoryStorage } from "./memory.ts";
+ * const head: CommittedHead | null = await new MemoryStorage().committedHead();
+ * console.log(head); // null: nothing committed yet
+ * ```
+ */
 export interface CommittedHead {
   /** Its height. */
   readonly height: number;
@@ -87,7 +134,18 @@ export interface CommittedHead {
   readonly hash: Hash;
 }
 
-/** Persistence for one replica. */
+/**
+ * Persistence for one replica.
+ *
+ * @example
+ * ```ts
+ * import type { Storage } from "./storage.ts";
+ * import { MemoryStorage } from "./memory.ts";
+ * const storage: Storage = new MemoryStorage(); // or await DenoKvStorage.open(path)
+ * console.log(await storage.loadSafety()); // null on a fresh store
+ * await storage.close();
+ * ```
+ */
 export interface Storage {
   /** The safety state, or null on a store that has never been written. */
   loadSafety(): Promise<SafetyState | null>;

@@ -18,7 +18,18 @@ export const BYZANTINE_BEHAVIOURS: readonly Behaviour[] = [
   "twin",
 ];
 
-/** Options of {@link mixedScenario}. */
+/**
+ * Options of {@link mixedScenario}.
+ *
+ * @example
+ * ```ts
+ * import { mixedScenario, type ScenarioOptions } from "./scenario.ts";
+ * import { runSimulation } from "./sim.ts";
+ * const options: ScenarioOptions = { powers: [1, 1, 2, 3], byzantine: true };
+ * const report = await runSimulation(mixedScenario(42, options));
+ * console.log(report.safetyViolations.length); // 0
+ * ```
+ */
 export interface ScenarioOptions {
   /** Voting powers; default four validators of power 1. */
   readonly powers?: readonly number[];

@@ -39,6 +39,15 @@ import { counterApp } from "./counter_app.ts";
  * - `forger`: as leader, forges a 3-chain whose QCs repeat its own signature, a different one
  *   for each of two replicas.
  * - `twin`: two honest Engines share the validator's key (Twins, Bano et al. 2021).
+ *
+ * @example
+ * ```ts
+ * import { type Behaviour, runSimulation } from "./sim.ts";
+ * import { quietFaults } from "./scenario.ts";
+ * const behaviours: Behaviour[] = ["honest", "honest", "honest", "equivocator"];
+ * const report = await runSimulation({ seed: 1, powers: [1, 1, 1, 1], behaviours, faults: quietFaults(0) });
+ * console.log(report.equivocationsDetected > 0);
+ * ```
  */
 export type Behaviour =
   | "honest"
@@ -55,6 +64,17 @@ export type Behaviour =
 /**
  * What a scripted Byzantine validator may do (see {@link SimOptions.adversaries}). It signs only
  * with its own key.
+ *
+ * @example
+ * ```ts
+ * import type { Adversary, AdversaryApi } from "./sim.ts";
+ * // Replays every message this validator sends to validator 0 once more.
+ * const echo: Adversary = {
+ *   onSend: async (api: AdversaryApi, message) => {
+ *     api.send(0, message);
+ *   },
+ * };
+ * ```
  */
 export interface AdversaryApi {
   /** Virtual time, ms. */
@@ -77,7 +97,24 @@ export interface AdversaryApi {
   endpointsOf(publicKey: Uint8Array): number[];
 }
 
-/** A scripted Byzantine validator: hooks the simulator calls instead of its Engine's sends. */
+/**
+ * A scripted Byzantine validator: hooks the simulator calls instead of its Engine's sends.
+ *
+ * @example
+ * ```ts
+ * import { type Adversary, runSimulation } from "./sim.ts";
+ * import { quietFaults } from "./scenario.ts";
+ * // A validator that stays silent: it drops everything it would send.
+ * const mute: Adversary = { onSend: async () => {} };
+ * const report = await runSimulation({
+ *   seed: 3,
+ *   powers: [1, 1, 1, 1],
+ *   behaviours: ["honest", "honest", "honest", "scripted"],
+ *   adversaries: { 3: mute },
+ *   faults: quietFaults(0),
+ * });
+ * ```
+ */
 export interface Adversary {
   /** Its Engine wants to send `message`; nothing is sent unless the hook sends it. */
   onSend?(api: AdversaryApi, message: ConsensusMessage, to: Uint8Array | "all"): Promise<void>;
@@ -85,7 +122,16 @@ export interface Adversary {
   onDeliver?(api: AdversaryApi, from: number, message: ConsensusMessage): Promise<void>;
 }
 
-/** A network partition during `[start, end)`: messages pass only inside a group. */
+/**
+ * A network partition during `[start, end)`: messages pass only inside a group.
+ *
+ * @example
+ * ```ts
+ * import type { PartitionWindow } from "./sim.ts";
+ * // From 1 s to 3 s, replicas 0 and 1 cannot reach 2 and 3.
+ * const split: PartitionWindow = { start: 1_000, end: 3_000, groups: [[0, 1], [2, 3]] };
+ * ```
+ */
 export interface PartitionWindow {
   /** Start, virtual ms. */
   readonly start: number;
@@ -95,7 +141,15 @@ export interface PartitionWindow {
   readonly groups: readonly (readonly number[])[];
 }
 
-/** A crash of an endpoint at `at`, restarted from its storage at `restartAt` (or never). */
+/**
+ * A crash of an endpoint at `at`, restarted from its storage at `restartAt` (or never).
+ *
+ * @example
+ * ```ts
+ * import type { CrashEvent } from "./sim.ts";
+ * const crash: CrashEvent = { endpoint: 2, at: 500, restartAt: 1_500 }; // null: never restarts
+ * ```
+ */
 export interface CrashEvent {
   /** Endpoint id. */
   readonly endpoint: number;
@@ -105,7 +159,24 @@ export interface CrashEvent {
   readonly restartAt: number | null;
 }
 
-/** The faults of one run. Every fault stops at `healAt`. */
+/**
+ * The faults of one run. Every fault stops at `healAt`.
+ *
+ * @example
+ * ```ts
+ * import type { FaultPlan } from "./sim.ts";
+ * const lossy: FaultPlan = {
+ *   dropRate: 0.1,
+ *   duplicateRate: 0.05,
+ *   delayMinMs: 1,
+ *   delayMaxMs: 100,
+ *   partitions: [],
+ *   crashes: [],
+ *   crashOnWriteRate: 0.01,
+ *   healAt: 3_000,
+ * };
+ * ```
+ */
 export interface FaultPlan {
   /** Probability a message is dropped. */
   readonly dropRate: number;
@@ -127,7 +198,17 @@ export interface FaultPlan {
   readonly healedDelayMaxMs?: number;
 }
 
-/** Options of {@link runSimulation}. */
+/**
+ * Options of {@link runSimulation}.
+ *
+ * @example
+ * ```ts
+ * import { runSimulation, type SimOptions } from "./sim.ts";
+ * import { quietFaults } from "./scenario.ts";
+ * const options: SimOptions = { seed: 9, powers: [1, 1, 1, 1], faults: quietFaults(0), signatures: "fast" };
+ * const report = await runSimulation(options);
+ * ```
+ */
 export interface SimOptions {
   /** The seed: same seed and options, same run. */
   readonly seed: number;
@@ -163,7 +244,17 @@ export interface SimOptions {
   readonly adversaries?: Readonly<Record<number, Adversary>>;
 }
 
-/** The outcome of one run. */
+/**
+ * The outcome of one run.
+ *
+ * @example
+ * ```ts
+ * import { runSimulation, type SimReport } from "./sim.ts";
+ * import { quietFaults } from "./scenario.ts";
+ * const report: SimReport = await runSimulation({ seed: 9, powers: [1, 1, 1, 1], faults: quietFaults(0) });
+ * console.log(report.traceHash); // the same seed gives the same hash
+ * ```
+ */
 export interface SimReport {
   /** The seed. */
   readonly seed: number;

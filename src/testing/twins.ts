@@ -14,7 +14,18 @@ import { Random } from "./random.ts";
 import { quietFaults } from "./scenario.ts";
 import type { SimOptions } from "./sim.ts";
 
-/** Options of {@link twinsScenario}. */
+/**
+ * Options of {@link twinsScenario}.
+ *
+ * @example
+ * ```ts
+ * import { type TwinsOptions, twinsScenario } from "./twins.ts";
+ * import { runSimulation } from "./sim.ts";
+ * const options: TwinsOptions = { rounds: 6 };
+ * const report = await runSimulation(twinsScenario(7, options));
+ * console.log(report.safetyViolations); // []
+ * ```
+ */
 export interface TwinsOptions {
   /** Rounds (views) with chosen leaders and partitions. Default 8. */
   readonly rounds?: number;
