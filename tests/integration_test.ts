@@ -410,7 +410,9 @@ Deno.test("demo: a short run with 4 replicas ends with agreement, exit 0, and no
     "50",
   ]);
   assert.equal(r.code, 0, r.stdout + r.stderr);
-  assert.match(r.stdout, /every replica agrees at all \d+ common heights/);
+  assert.match(r.stdout, /every replica has the same Node at common height \d+/);
+  assert.match(r.stdout, /live NodeTree page: http:\/\/127\.0\.0\.1:\d+\//);
+  assert.match(r.stdout, /closing check: comparing the committed heads/);
   assert.match(r.stdout, /result: OK/);
   const dir = r.stdout.match(/cluster of 4 replicas in (\S+)/)?.[1];
   assert.ok(dir !== undefined);
