@@ -1,7 +1,8 @@
 /**
  * The live NodeTree page (`GET /`), in real headless Chromium (Debian's `chromium`, driven by
  * `playwright-core`): on a 4-replica cluster, new Nodes appear and turn committed without a
- * reload; a screenshot is written to a temporary directory. Skipped, saying so, where
+ * reload; a screenshot is written to a temporary directory (kept in `HOTSTUFF_SCREENSHOT_DIR`
+ * when that is set, else removed with the test's other files). Skipped, saying so, where
  * `/usr/bin/chromium` is missing (`.ci/run` installs it). Also the `/tree` data's own rules.
  *
  * @module
@@ -33,7 +34,8 @@ Deno.test({
   async fn() {
     const cluster = await startInProcessCluster({ chainId: "page-test", validators: 4 });
     const profile = await Deno.makeTempDir({ prefix: "hotstuff-chromium-" });
-    const shots = await Deno.makeTempDir({ prefix: "hotstuff-page-" });
+    const keepIn = Deno.env.get("HOTSTUFF_SCREENSHOT_DIR");
+    const shots = keepIn ?? await Deno.makeTempDir({ prefix: "hotstuff-page-" });
     const context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
@@ -90,6 +92,7 @@ Deno.test({
       await context.close();
       await cluster.close();
       await Deno.remove(profile, { recursive: true });
+      if (keepIn === undefined) await Deno.remove(shots, { recursive: true });
     }
   },
 });

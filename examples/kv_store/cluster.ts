@@ -486,17 +486,33 @@ export async function compareHeads(
   if (statuses.some((s) => s === null)) return { agree: false, commonHeight: 0, hashes: [] };
   const common = Math.min(...statuses.map((s) => s!.committed.height));
   if (common === 0) return { agree: true, commonHeight: 0, hashes: [] };
-  const hashes = await Promise.all(urls.map(async (u) => {
-    const r = await fetchPolitely(`${u}/committed?from=${common}&to=${common}`);
-    if (r.status !== 200) {
-      await r.body?.cancel();
-      return null;
-    }
-    const nodes = await r.json() as Array<{ node: { hash: string } }>;
-    return nodes[0]?.node.hash ?? null;
-  }));
+  const hashes = await Promise.all(urls.map((u) => committedHashAt(u, common)));
   const agree = hashes.every((h) => h !== null && h === hashes[0]);
   return { agree, commonHeight: common, hashes };
+}
+
+/**
+ * The hash of the Node a replica committed at `height`, or null if it does not serve one within
+ * `timeoutMs`. `GET /status` reports a commit as soon as the replica decides it, a moment before
+ * the Node is durable and served by `GET /committed`: hence the wait.
+ */
+async function committedHashAt(
+  url: string,
+  height: number,
+  timeoutMs = 5_000,
+): Promise<string | null> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const r = await fetchPolitely(`${url}/committed?from=${height}&to=${height}`);
+    if (r.status === 200) {
+      const nodes = await r.json() as Array<{ node: { hash: string } }>;
+      if (nodes[0] !== undefined) return nodes[0].node.hash;
+    } else {
+      await r.body?.cancel();
+    }
+    if (performance.now() > deadline) return null;
+    await sleep(50);
+  }
 }
 
 /**
