@@ -245,16 +245,19 @@ async function handshakeBoth(
   const { server, client } = await tcpPair();
   const a = new FramedConn(server);
   const b = new FramedConn(client);
-  const outcome = (p: Promise<Uint8Array>): Promise<Uint8Array | HandshakeError> =>
+  const outcome = (
+    p: Promise<Uint8Array>,
+    own: FramedConn,
+  ): Promise<Uint8Array | HandshakeError> =>
     p.catch((e) => {
       assert(e instanceof HandshakeError, `a HandshakeError, got ${e}`);
-      // A refusal closes the connection, as the Connection Manager does.
-      a.close();
-      b.close();
+      // A refusal closes its own end, as the Connection Manager does (closing the other end too
+      // here, in the same process, made the other side's pending read fail as read-failed).
+      own.close();
       return e;
     });
   try {
-    return await Promise.all([outcome(handshake(a, left)), outcome(handshake(b, right))]);
+    return await Promise.all([outcome(handshake(a, left), a), outcome(handshake(b, right), b)]);
   } finally {
     a.close();
     b.close();
