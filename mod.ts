@@ -8,6 +8,7 @@
  * - {@link runSimulation}: the deterministic simulator, to test your Application under faults.
  * - {@link DenoKvStorage} and {@link MemoryStorage}: persistence.
  * - {@link ConsensusTcp}, {@link NodeTreeHttpApi}, {@link HttpNodeSource}: the network.
+ * - {@link verifyCommitProof} and {@link LightClient}: trust a commit from signatures alone.
  *
  * See SPECIFICATION.md for the protocol and README.md for a quick start.
  *
@@ -207,3 +208,22 @@ export {
   type SubmitResult,
 } from "./src/mempool.ts";
 export { DenoKvBatchStore } from "./src/storage/batches.ts";
+export {
+  buildCommitProof,
+  COMMIT_PROOF_NODES_MAX,
+  type CommitProof,
+  CommitProofDecodeError,
+  type CommitProofRejection,
+  type CommitTrust,
+  type CommitVerdict,
+  decodeCommitProof,
+  encodeCommitProof,
+  type ProvenNode,
+  verifyCommitProof,
+} from "./src/light/commit_proof.ts";
+export {
+  LightClient,
+  type LightClientOptions,
+  type SourceRefusal,
+  type VerifiedHead,
+} from "./src/light/client.ts";
