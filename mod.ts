@@ -227,3 +227,27 @@ export {
   type SourceRefusal,
   type VerifiedHead,
 } from "./src/light/client.ts";
+export {
+  decodeKeyProof,
+  encodeKeyProof,
+  type KeyProof,
+  KeyProofDecodeError,
+  type KeyProofVerdict,
+  verifyKeyProof,
+} from "./src/light/state_proof.ts";
+export {
+  type StateCertificate,
+  type StateRootClaim,
+  verifyStateCertificate,
+} from "./src/state/certificate.ts";
+export {
+  checkChunk,
+  EMPTY_STATE_ROOT,
+  type StateEntry,
+  type StateProof,
+  type StateProofVerdict,
+  StateTree,
+  StateVersion,
+  verifyStateProof,
+} from "./src/state/tree.ts";
+export { type Checkpoint, StateService, type StateServiceOptions } from "./src/state/service.ts";

@@ -86,6 +86,7 @@ import {
 import type { Hash, Node, PublicKey, QuorumCertificate } from "./types.ts";
 import { bytesEqual, fromHex, toHex } from "./types.ts";
 import type { ValidatorSet } from "./validators.ts";
+import { StateService } from "./state/service.ts";
 import { plantedBugs } from "./validators.ts";
 
 /** Log levels, quietest last. `fatal` lines (an Engine failure) are written unless `silent`. */
@@ -184,6 +185,11 @@ export interface ReplicaOptions {
   readonly stateCacheEntriesMax?: number;
   /** Longest `?wait=commit` wait, ms. Default 30,000. */
   readonly commitWaitTimeoutMs?: number;
+  /**
+   * State roots every this many committed heights, signed and certified for state proofs and
+   * snapshots (`src/state/`; needs a storage with `stateEntries`). Default 64; 0 turns it off.
+   */
+  readonly stateCheckpointInterval?: number;
   /** Application routes tried before the replica's own (e.g. the key-value API). */
   readonly routes?: (request: Request, url: URL, replica: Replica) => Promise<Response | null>;
   /** Least level logged. Default `"info"`. */
@@ -296,6 +302,8 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
 export class Replica implements NodeTreeView {
   /** The pool of client commands. */
   readonly mempool: Mempool;
+  /** State tree, checkpoints and snapshots (null when off, see `stateCheckpointInterval`). */
+  readonly state: StateService | null;
   readonly #o: ReplicaOptions;
   readonly #log: ReplicaLog;
   readonly #tcp: ConsensusTcp;
@@ -322,6 +330,25 @@ export class Replica implements NodeTreeView {
     const me = options.signer.publicKey;
     const peers = options.peers.filter((p) => !bytesEqual(p.publicKey, me));
     this.#peers = peers.map((p) => ({ publicKey: p.publicKey, url: p.httpUrl }));
+    const interval = options.stateCheckpointInterval ?? 64;
+    this.state = interval === 0 || options.storage.stateEntries === undefined
+      ? null
+      : new StateService({
+        chainId: options.chainId,
+        validators: options.validators,
+        signer: options.signer,
+        verifier: options.verifier,
+        peers: this.#peers,
+        checkpointInterval: interval,
+        authorize: async (method, url) => ({
+          [AUTH_HEADER]: await signRequest(options.signer, {
+            chainId: options.chainId,
+            method,
+            url,
+          }),
+        }),
+        log: (event, fields) => this.#log.write("info", event, fields),
+      });
     this.mempool = new Mempool(options.machine, {
       ...options.mempool,
       batchStore: options.batchStore,
@@ -373,7 +400,10 @@ export class Replica implements NodeTreeView {
       send: (to, message) => void tcp.send(to, message),
       broadcast: (message) => tcp.broadcast(message),
     };
-    const app: Application = this.mempool.application;
+    const app = withStateTree(this.mempool.application, this.state);
+    if (this.state !== null && !this.state.loaded) {
+      await this.state.load(this.#o.storage.stateEntries!());
+    }
     const t0 = performance.now();
     await this.mempool.restore(
       await restoreOf(this.#o.storage, this.mempool.limits.commandHorizon),
@@ -455,6 +485,7 @@ export class Replica implements NodeTreeView {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#watchdog);
+    this.state?.close();
     await this.#engine?.stop();
     await this.#tcp.close();
     this.mempool.close();
@@ -583,6 +614,8 @@ export class Replica implements NodeTreeView {
     try {
       const own = this.#o.routes === undefined ? null : await this.#o.routes(request, url, this);
       if (own !== null) return own;
+      const state = this.state?.route(request, url) ?? null;
+      if (state !== null) return state;
       if (url.pathname === "/commands") return await this.#postCommands(request, url);
       if (url.pathname.startsWith("/batches/")) return await this.#getBatch(request, url);
       return null;
@@ -763,6 +796,23 @@ async function restoreOf(storage: Storage, horizon: number): Promise<MempoolRest
   const committed = await readCommitted(storage, top - horizon + 1, top);
   const uncommitted = await storage.uncommittedNodes();
   return { committedHeight: top, committed, uncommitted };
+}
+
+/** `app`, whose commits also go to the state tree. */
+function withStateTree(app: Application, state: StateService | null): Application {
+  if (state === null) return app;
+  return {
+    produceCommand: (request) => app.produceCommand(request),
+    validateNode: (request) => app.validateNode(request),
+    onCommit: async (notice) => {
+      // The tree sees every commit, even one whose Application hook throws.
+      try {
+        await app.onCommit?.(notice);
+      } finally {
+        await state.onCommit(notice);
+      }
+    },
+  };
 }
 
 /**

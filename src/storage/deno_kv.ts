@@ -328,6 +328,15 @@ export class DenoKvStorage implements Storage {
     return bytes(entry.value, `state ${toHex(key)}`, null);
   }
 
+  /** See {@link Storage.stateEntries}. */
+  async *stateEntries(): AsyncIterable<readonly [Uint8Array, Uint8Array]> {
+    for await (const e of this.#kv.list({ prefix: ["app"] }, { batchSize: 500 })) {
+      const key = e.key[1];
+      if (!(key instanceof Uint8Array)) continue;
+      yield [key, bytes(e.value, `state ${toHex(key)}`, null)];
+    }
+  }
+
   /** See {@link Storage.uncommittedNodes}. Sorted by height, then hash. */
   async uncommittedNodes(): Promise<StoredNode[]> {
     const out: StoredNode[] = [];

@@ -266,6 +266,8 @@ export interface InProcessClusterOptions {
   readonly pacemaker?: PacemakerOptions;
   /** Consensus TCP limits of every replica, and whether links are encrypted (default true). */
   readonly network?: ConnectionLimits & { readonly encryptLinks?: boolean };
+  /** State checkpoint interval of every replica (default the replica's). */
+  readonly stateCheckpointInterval?: number;
 }
 
 /** A running in-process cluster. */
@@ -339,6 +341,7 @@ export async function startInProcessCluster(
         peers,
         pacemaker: options.pacemaker ?? { viewTimeoutMinMs: 250, viewTimeoutMaxMs: 2_000 },
         network: options.network,
+        stateCheckpointInterval: options.stateCheckpointInterval,
         logLevel: "debug",
         logSink: (line) => logs[i]!.push(line),
         name: `replica-${i}`,
