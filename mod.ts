@@ -224,6 +224,7 @@ export {
 export {
   LightClient,
   type LightClientOptions,
+  type ProvenValue,
   type SourceRefusal,
   type VerifiedHead,
 } from "./src/light/client.ts";

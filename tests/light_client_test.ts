@@ -123,8 +123,12 @@ Deno.test("the light client refuses tampered proofs and proofs of other keys, an
   }
 });
 
-Deno.test("deno task light-client --config --follow prints verified N commits", async () => {
-  const cluster = await startInProcessCluster({ chainId: "light-cli", validators: 4 });
+Deno.test("deno task light-client --config --follow [--key] prints verified N commits and proven values", async () => {
+  const cluster = await startInProcessCluster({
+    chainId: "light-cli",
+    validators: 4,
+    stateCheckpointInterval: 4,
+  });
   const dir = await Deno.makeTempDir({ prefix: "light-client-" });
   try {
     const config = formatClusterConfig({
@@ -153,6 +157,22 @@ Deno.test("deno task light-client --config --follow prints verified N commits", 
     const last = out.trim().split("\n").at(-1)!;
     const m = /^verified (\d+) commits$/.exec(last);
     assert.ok(m !== null && Number(m[1]) > 1, last);
+    // --key: the proven value of a key written before, and the absence of another.
+    const put = await fetch(`${cluster.peers[0]!.httpUrl}/kv/fruit`, {
+      method: "PUT",
+      body: "fig",
+    });
+    assert.equal(put.status, 200);
+    const { height } = await put.json() as { height: number };
+    const keyed = await run(["--config", `${dir}/cluster.json`, "--follow", "3", "--key", "fruit"]);
+    const keyedOut = new TextDecoder().decode(keyed.stdout);
+    assert.equal(keyed.code, 0, keyedOut);
+    const proven = [...keyedOut.matchAll(/^key "fruit" = "fig", proven at height (\d+)/gm)];
+    assert.ok(proven.length > 0, keyedOut);
+    assert.ok(Number(proven.at(-1)![1]) >= height, keyedOut);
+    assert.doesNotMatch(keyedOut, /refused/);
+    const absent = await run(["--config", `${dir}/cluster.json`, "--key", "no-such-key"]);
+    assert.match(new TextDecoder().decode(absent.stdout), /key "no-such-key" is absent, proven/);
     const bad = await run(["--config", `${dir}/missing.json`]);
     assert.equal(bad.code, 2);
     assert.match(new TextDecoder().decode(bad.stderr), /light-client: error: .*missing\.json/);

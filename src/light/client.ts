@@ -16,6 +16,7 @@ import {
   decodeCommitProof,
   verifyCommitProof,
 } from "./commit_proof.ts";
+import { decodeKeyProof, type KeyProofVerdict, verifyKeyProof } from "./state_proof.ts";
 
 /** Options of {@link LightClient}. */
 export interface LightClientOptions extends CommitTrust {
@@ -38,9 +39,24 @@ export interface SourceRefusal {
   /** The source's base URL. */
   readonly source: string;
   /** A verification reason, or `unreachable`, `bad-answer`, `not-linked-to-verified`. */
-  readonly reason: CommitProofRejection | "unreachable" | "bad-answer" | "not-linked-to-verified";
+  readonly reason:
+    | CommitProofRejection
+    | (KeyProofVerdict & { ok: false })["reason"]
+    | "unreachable"
+    | "bad-answer"
+    | "not-linked-to-verified";
   /** What happened. */
   readonly detail: string;
+}
+
+/** A state value proven by {@link LightClient.proveState}. */
+export interface ProvenValue {
+  /** The value, or null when the key is absent. */
+  readonly value: Uint8Array | null;
+  /** Height of the committed Node whose state holds it. */
+  readonly height: number;
+  /** That Node's hash. */
+  readonly nodeHash: Hash;
 }
 
 /** The newest verified commit. */
@@ -144,6 +160,44 @@ export class LightClient {
       return out;
     } catch (e) {
       return this.#refuse(source, "unreachable", (e as Error).message);
+    }
+  }
+
+  /**
+   * Asks a source for a key proof at `path` (e.g. `/kv/{key}?proof` of the key-value example) and
+   * verifies it (`state_proof.ts`): a certified root of a committed Node, and the value of
+   * `stateKey` in it. Resolves to the proven value (null: absent) and its height, or to null when
+   * the source had none yet or failed (a failure is reported and the source skipped).
+   */
+  async proveState(path: string, stateKey: Uint8Array): Promise<ProvenValue | null> {
+    const source = this.#pickSource();
+    try {
+      const answer = await this.#get(source, path);
+      if (answer.status === 404) return null; // no certified root there yet
+      if (answer.status !== 200) {
+        this.#refuse(source, "bad-answer", `${path} answered ${answer.status}`);
+        return null;
+      }
+      let proof;
+      try {
+        proof = decodeKeyProof(answer.body);
+      } catch (e) {
+        this.#refuse(source, "bad-answer", (e as Error).message);
+        return null;
+      }
+      if (!bytesEqual(proof.key, stateKey)) {
+        this.#refuse(source, "bad-answer", `a proof of key ${toHex(proof.key)}`);
+        return null;
+      }
+      const verdict = await verifyKeyProof(proof, this.#o);
+      if (!verdict.ok) {
+        this.#refuse(source, verdict.reason, verdict.detail);
+        return null;
+      }
+      return { value: verdict.value, height: verdict.height, nodeHash: verdict.nodeHash };
+    } catch (e) {
+      this.#refuse(source, "unreachable", (e as Error).message);
+      return null;
     }
   }
 
