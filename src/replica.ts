@@ -87,6 +87,12 @@ import type { Hash, Node, PublicKey, QuorumCertificate } from "./types.ts";
 import { bytesEqual, fromHex, toHex } from "./types.ts";
 import type { ValidatorSet } from "./validators.ts";
 import { StateService } from "./state/service.ts";
+import {
+  isSnapshotStore,
+  recoverSnapshotInstall,
+  SnapshotSyncError,
+  syncSnapshot,
+} from "./state/sync.ts";
 import { plantedBugs } from "./validators.ts";
 
 /** Log levels, quietest last. `fatal` lines (an Engine failure) are written unless `silent`. */
@@ -190,6 +196,12 @@ export interface ReplicaOptions {
    * snapshots (`src/state/`; needs a storage with `stateEntries`). Default 64; 0 turns it off.
    */
   readonly stateCheckpointInterval?: number;
+  /**
+   * Join by snapshot state sync (`src/state/sync.ts`) when the store has no committed Node: the
+   * newest certified snapshot a peer offers is installed before the Engine starts; without one
+   * the replica replays from genesis. Default false.
+   */
+  readonly stateSync?: boolean;
   /** Application routes tried before the replica's own (e.g. the key-value API). */
   readonly routes?: (request: Request, url: URL, replica: Replica) => Promise<Response | null>;
   /** Least level logged. Default `"info"`. */
@@ -340,13 +352,7 @@ export class Replica implements NodeTreeView {
         verifier: options.verifier,
         peers: this.#peers,
         checkpointInterval: interval,
-        authorize: async (method, url) => ({
-          [AUTH_HEADER]: await signRequest(options.signer, {
-            chainId: options.chainId,
-            method,
-            url,
-          }),
-        }),
+        authorize: (method, url) => this.#authorize(method, url),
         log: (event, fields) => this.#log.write("info", event, fields),
       });
     this.mempool = new Mempool(options.machine, {
@@ -400,6 +406,9 @@ export class Replica implements NodeTreeView {
       send: (to, message) => void tcp.send(to, message),
       broadcast: (message) => tcp.broadcast(message),
     };
+    // A snapshot install cut by a crash is finished or undone before anything reads the store.
+    await recoverSnapshotInstall(o.storage);
+    if (o.stateSync === true) await this.#syncState();
     const app = withStateTree(this.mempool.application, this.state);
     if (this.state !== null && !this.state.loaded) {
       await this.state.load(this.#o.storage.stateEntries!());
@@ -446,6 +455,42 @@ export class Replica implements NodeTreeView {
       poolRestoreMs: restoreMs,
       rememberedIds: this.mempool.rememberedIds,
     });
+  }
+
+  /** Snapshot state sync into an empty store (see {@link ReplicaOptions.stateSync}). */
+  async #syncState(): Promise<void> {
+    const o = this.#o;
+    const storage = o.storage;
+    if (this.state === null || !isSnapshotStore(storage)) return;
+    if (await storage.committedHead() !== null) return;
+    const t0 = performance.now();
+    try {
+      const r = await syncSnapshot({
+        chainId: o.chainId,
+        validators: o.validators,
+        verifier: o.verifier,
+        peers: this.#peers.map((p) => p.url),
+        storage,
+        authorize: (method, url) => this.#authorize(method, url),
+        log: (event, fields) => this.#log.write("info", event, fields),
+        signal: o.signal,
+      });
+      this.state.adopt(r.tree);
+      this.#log.write("info", "sync:installed", {
+        height: r.height,
+        keys: r.keys,
+        ms: Math.round(performance.now() - t0),
+        dropped: r.dropped,
+      });
+    } catch (e) {
+      if (!(e instanceof SnapshotSyncError)) throw e;
+      this.#log.write("warn", "sync:skipped", { reason: e.message });
+    }
+  }
+
+  async #authorize(method: string, url: URL): Promise<Record<string, string>> {
+    const o = this.#o;
+    return { [AUTH_HEADER]: await signRequest(o.signer, { chainId: o.chainId, method, url }) };
   }
 
   /** The Engine (for tests and observers). */

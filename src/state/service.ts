@@ -90,7 +90,7 @@ export interface Checkpoint {
  */
 export class StateService {
   readonly #o: StateServiceOptions;
-  readonly #tree = new StateTree();
+  #tree = new StateTree();
   readonly #interval: number;
   readonly #checkpoints: Checkpoint[] = [];
   readonly #abort = new AbortController();
@@ -136,8 +136,9 @@ export class StateService {
     this.#loaded = true;
   }
 
-  /** Marks the tree as loaded from a verified snapshot (see `sync.ts`) already applied to it. */
-  markLoaded(): void {
+  /** Takes the tree of a verified snapshot install (`sync.ts`) as the committed state. */
+  adopt(tree: StateTree): void {
+    this.#tree = tree;
     this.#loaded = true;
   }
 

@@ -14,6 +14,7 @@
  * | `["committed", height]` | hash of the committed Node at `height` |
  * | `["head"]` | CBOR `[height, hash]` of the committed head |
  * | `["app", key]` | committed application state |
+ * | `["sync"]` | height of a snapshot install in progress (src/state/sync.ts) |
  *
  * A record is CBOR `[encodeNode(node), [[key, value or null], ...]]`. QCs in the safety state are
  * {@link encodeQC} bytes; the TC is stored in the same QC tuple form with a zero node hash, so the
@@ -335,6 +336,83 @@ export class DenoKvStorage implements Storage {
       if (!(key instanceof Uint8Array)) continue;
       yield [key, bytes(e.value, `state ${toHex(key)}`, null)];
     }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Snapshot install (src/state/sync.ts): state entries written before the head reaches the
+  // snapshot's Node, under a marker, so that a crash mid-install is recognised at the next start.
+
+  /** The height of an unfinished snapshot install (its marker), or null. */
+  async snapshotMarker(): Promise<number | null> {
+    const v = (await this.#kv.get(["sync"])).value;
+    return typeof v === "number" ? v : null;
+  }
+
+  /** Sets the marker of a snapshot install at `height`. */
+  async beginSnapshot(height: number): Promise<void> {
+    await this.#kv.set(["sync"], height);
+  }
+
+  /** Writes committed state entries of a snapshot, in as few atomic operations as hold them. */
+  async putStateEntries(entries: readonly (readonly [Uint8Array, Uint8Array])[]): Promise<void> {
+    let op = this.#kv.atomic();
+    let count = 0;
+    let bytesSum = 0;
+    let keysSum = 0;
+    for (const [key, value] of entries) {
+      const keySize = APP_PART_BYTES + escapedBytes(key);
+      if (keySize > DENO_KV_LIMITS.keyBytesMax || value.length > DENO_KV_LIMITS.valueBytesMax) {
+        throw new HotStuffError("snapshot-entry-too-large", `state key ${toHex(key)} does not fit`);
+      }
+      if (
+        count >= 900 || bytesSum + 2 * keySize + value.length > 700_000 ||
+        keysSum + keySize > 70_000
+      ) {
+        await commitOrThrow(op);
+        op = this.#kv.atomic();
+        count = bytesSum = keysSum = 0;
+      }
+      op.set(["app", key], value);
+      count++;
+      bytesSum += 2 * keySize + value.length;
+      keysSum += keySize;
+    }
+    if (count > 0) await commitOrThrow(op);
+  }
+
+  /** Deletes every state entry and the marker: an unfinished install starts over. */
+  async clearSnapshot(): Promise<void> {
+    let op = this.#kv.atomic();
+    let count = 0;
+    for await (const e of this.#kv.list({ prefix: ["app"] }, { batchSize: 500 })) {
+      op.delete(e.key);
+      if (++count >= 900) {
+        await commitOrThrow(op);
+        op = this.#kv.atomic();
+        count = 0;
+      }
+    }
+    op.delete(["sync"]);
+    await commitOrThrow(op);
+  }
+
+  /**
+   * Makes the snapshot's Node the committed head of an empty store (its ancestors are not
+   * stored), with `safety`, in the ordinary write path.
+   */
+  async installSnapshotHead(stored: StoredNode, safety: SafetyState): Promise<void> {
+    const writer = await this.#writerState();
+    if (writer.head !== null) {
+      throw new HotStuffError("not-empty", "a snapshot installs only into an empty store");
+    }
+    // The write checks that its commit extends the head: the Node's parent stands in for it.
+    writer.head = { height: stored.node.height - 1, hash: stored.node.parent };
+    await this.write({ safety, commits: [stored] });
+  }
+
+  /** Removes the marker once the head is the snapshot's Node. */
+  async endSnapshot(): Promise<void> {
+    await this.#kv.delete(["sync"]);
   }
 
   /** See {@link Storage.uncommittedNodes}. Sorted by height, then hash. */
@@ -1011,6 +1089,11 @@ function stringPartBytes(s: string): number {
 }
 
 /** A tag and a terminator byte, plus one escape byte per zero byte. */
+async function commitOrThrow(op: Deno.AtomicOperation): Promise<void> {
+  const r = await op.commit();
+  if (!r.ok) throw new HotStuffError("write-failed", "a snapshot write was refused");
+}
+
 function escapedBytes(b: Uint8Array): number {
   let zeros = 0;
   for (let i = 0; i < b.length; i++) if (b[i] === 0) zeros++;
