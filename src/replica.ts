@@ -87,6 +87,7 @@ import type { Hash, Node, PublicKey, QuorumCertificate } from "./types.ts";
 import { bytesEqual, fromHex, toHex } from "./types.ts";
 import type { ValidatorSet } from "./validators.ts";
 import { StateService } from "./state/service.ts";
+import type { DenoKvStorage } from "./storage/deno_kv.ts";
 import {
   isSnapshotStore,
   recoverSnapshotInstall,
@@ -202,6 +203,17 @@ export interface ReplicaOptions {
    * the replica replays from genesis. Default false.
    */
   readonly stateSync?: boolean;
+  /**
+   * Retention: delete committed Nodes older than the kept snapshots need (the oldest of the last
+   * 4 checkpoints minus the 1024 heights below it that joiners fetch, SPECIFICATION.md 15.5).
+   * Needs a store with `pruneCommittedBelow` (Deno KV). Default false: every Node is kept.
+   */
+  readonly pruneCommitted?: boolean;
+  /**
+   * Committed Nodes below a snapshot that a joiner fetches and that retention keeps. Default 1024
+   * (the mempool's default `commandHorizon`; set it at least as high as `commandHorizon`).
+   */
+  readonly stateHistoryHeights?: number;
   /** Application routes tried before the replica's own (e.g. the key-value API). */
   readonly routes?: (request: Request, url: URL, replica: Replica) => Promise<Response | null>;
   /** Least level logged. Default `"info"`. */
@@ -330,6 +342,7 @@ export class Replica implements NodeTreeView {
   #closing: Promise<void> | null = null;
   #failure: unknown = null;
   #lastProgressLog = performance.now();
+  #pruning = false;
 
   /** Use {@link startReplica}. */
   constructor(options: ReplicaOptions) {
@@ -354,6 +367,8 @@ export class Replica implements NodeTreeView {
         checkpointInterval: interval,
         authorize: (method, url) => this.#authorize(method, url),
         log: (event, fields) => this.#log.write("info", event, fields),
+        onCheckpoint: (keepFrom) => this.#prune(keepFrom),
+        historyHeights: options.stateHistoryHeights,
       });
     this.mempool = new Mempool(options.machine, {
       ...options.mempool,
@@ -408,6 +423,7 @@ export class Replica implements NodeTreeView {
     };
     // A snapshot install cut by a crash is finished or undone before anything reads the store.
     await recoverSnapshotInstall(o.storage);
+    // Spec 15.4 step 5: the Engine opens on the installed head and catches up from there.
     if (o.stateSync === true) await this.#syncState();
     const app = withStateTree(this.mempool.application, this.state);
     if (this.state !== null && !this.state.loaded) {
@@ -474,6 +490,7 @@ export class Replica implements NodeTreeView {
         authorize: (method, url) => this.#authorize(method, url),
         log: (event, fields) => this.#log.write("info", event, fields),
         signal: o.signal,
+        historyHeights: o.stateHistoryHeights,
       });
       this.state.adopt(r.tree);
       this.#log.write("info", "sync:installed", {
@@ -486,6 +503,20 @@ export class Replica implements NodeTreeView {
       if (!(e instanceof SnapshotSyncError)) throw e;
       this.#log.write("warn", "sync:skipped", { reason: e.message });
     }
+  }
+
+  /** Retention (see {@link ReplicaOptions.pruneCommitted}): one prune at a time. */
+  #prune(keepFrom: number): void {
+    const storage = this.#o.storage as Partial<DenoKvStorage>;
+    if (this.#o.pruneCommitted !== true || storage.pruneCommittedBelow === undefined) return;
+    if (this.#pruning) return;
+    this.#pruning = true;
+    storage.pruneCommittedBelow(keepFrom).then(
+      (deleted) => {
+        if (deleted > 0) this.#log.write("info", "state:pruned", { below: keepFrom, deleted });
+      },
+      (e) => this.#log.write("warn", "state:prune-failed", { reason: String(e) }),
+    ).finally(() => this.#pruning = false);
   }
 
   async #authorize(method: string, url: URL): Promise<Record<string, string>> {

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { decodeValue, encodeValue } from "../src/codec.ts";
-import { startReplica } from "../src/replica.ts";
+import { type Replica, type ReplicaOptions, startReplica } from "../src/replica.ts";
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
 import { recoverSnapshotInstall, SnapshotSyncError, syncSnapshot } from "../src/state/sync.ts";
 import { kvMachine, kvStateKey } from "../examples/kv_store/app.ts";
@@ -57,6 +57,29 @@ async function writeKeys(cluster: InProcessCluster, n: number, prefix: string): 
   await r.body?.cancel();
 }
 
+/** Starts validator 3 of `cluster` on an empty store in `dir`, joining by snapshot. */
+function startJoiner(
+  cluster: InProcessCluster,
+  dir: string,
+  options: Partial<ReplicaOptions> & { peers: ReplicaOptions["peers"] },
+): Promise<Replica> {
+  return DenoKvStorage.open(`${dir}/joined.kv`).then((storage) =>
+    startReplica({
+      chainId: cluster.chainId,
+      validators: cluster.validators,
+      signer: cluster.signers[3]!,
+      storage,
+      machine: kvMachine,
+      routes: kvRoutes,
+      listenConsensus: cluster.peers[3]!.consensus,
+      listenHttp: { hostname: "127.0.0.1", port: Number(new URL(cluster.peers[3]!.httpUrl).port) },
+      pacemaker: { viewTimeoutMinMs: 250, viewTimeoutMaxMs: 2_000 },
+      stateSync: true,
+      ...options,
+    })
+  );
+}
+
 Deno.test("a wiped replica joins by snapshot past a peer serving bad chunks and one with a forged manifest, then votes", async () => {
   const cluster = await startInProcessCluster({
     chainId: "state-sync",
@@ -77,7 +100,7 @@ Deno.test("a wiped replica joins by snapshot past a peer serving bad chunks and 
   });
   const dir = await Deno.makeTempDir({ prefix: "state-sync-" });
   const lines: string[] = [];
-  let joined: Awaited<ReturnType<typeof startReplica>> | null = null;
+  let joined: Replica | null = null;
   try {
     await writeKeys(cluster, 300, "a");
     await waitUntil("a certified checkpoint", async () => {
@@ -90,19 +113,9 @@ Deno.test("a wiped replica joins by snapshot past a peer serving bad chunks and 
     );
     // Client load while it joins.
     const load = writeKeys(cluster, 200, "b").then(() => null, (e) => e);
-    joined = await startReplica({
-      chainId: cluster.chainId,
-      validators: cluster.validators,
-      signer: cluster.signers[3]!,
-      storage: await DenoKvStorage.open(`${dir}/joined.kv`),
-      machine: kvMachine,
-      routes: kvRoutes,
-      listenConsensus: cluster.peers[3]!.consensus,
-      listenHttp: { hostname: "127.0.0.1", port: Number(new URL(cluster.peers[3]!.httpUrl).port) },
+    joined = await startJoiner(cluster, dir, {
       peers,
-      pacemaker: { viewTimeoutMinMs: 250, viewTimeoutMaxMs: 2_000 },
       stateCheckpointInterval: 8,
-      stateSync: true,
       logLevel: "debug",
       logSink: (line) => lines.push(line),
     });
@@ -113,6 +126,9 @@ Deno.test("a wiped replica joins by snapshot past a peer serving bad chunks and 
     assert.match(reasons, /chunk \d+: chunk hash mismatch/);
     assert.match(reasons, /bad certificate|do not fold/);
     assert.equal(await load, null);
+    // The committed Nodes below the snapshot's are stored too (the pool's recent ids).
+    const below = await joined.committedRange(installed.height - 1, installed.height);
+    assert.equal(below.length, 2);
     const voted = (): boolean => lines.some((l) => l.includes('"vote:send"'));
     await waitUntil("the joined replica votes", voted, 30_000);
     const target = height(cluster, 0);
@@ -169,6 +185,52 @@ Deno.test("snapshot install: a crash mid-install is undone at the next start; no
     assert.equal(await again.committedHead(), null);
     await again.close();
   } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("retention: committed Nodes older than the kept snapshots need are deleted; a wiped replica still joins by snapshot", async () => {
+  const history = 8;
+  const cluster = await startInProcessCluster({
+    chainId: "state-retention",
+    validators: 4,
+    run: [0, 1, 2],
+    stateCheckpointInterval: 4,
+    replica: { pruneCommitted: true, stateHistoryHeights: history },
+  });
+  const dir = await Deno.makeTempDir({ prefix: "state-retention-" });
+  const lines: string[] = [];
+  let joined: Replica | null = null;
+  try {
+    await writeKeys(cluster, 100, "r");
+    await waitUntil(
+      "Nodes pruned",
+      () => cluster.logs[0]!.lines.some((l) => l.event === "state:pruned"),
+      60_000,
+    );
+    const head = height(cluster, 0);
+    assert.deepEqual(await cluster.replicas[0]!.committedRange(1, 1), []);
+    // What the kept checkpoints need is there: the last 4 checkpoints and `history` below them.
+    const oldestKept = Math.floor(head / 4) * 4 - 3 * 4;
+    const needed = await cluster.replicas[0]!.committedRange(oldestKept - history, head);
+    assert.equal(needed.length, head - (oldestKept - history) + 1);
+    joined = await startJoiner(cluster, dir, {
+      peers: cluster.peers,
+      stateCheckpointInterval: 4,
+      stateHistoryHeights: history,
+      logLevel: "info",
+      logSink: (line) => lines.push(line),
+    });
+    assert.ok(lines.some((l) => l.includes('"sync:installed"')), lines.join("\n"));
+    const target = height(cluster, 0);
+    await waitUntil("the joined replica catches up", () => {
+      return (joined!.status().committed as { height: number }).height >= target;
+    }, 30_000);
+    const v = await joined.committedState(kvStateKey(enc.encode("r-99")));
+    assert.deepEqual(v, enc.encode("value-99"));
+  } finally {
+    await joined?.close();
+    await cluster.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });

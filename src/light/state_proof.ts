@@ -80,8 +80,10 @@ export async function verifyKeyProof(
   trust: CommitTrust,
 ): Promise<KeyProofVerdict> {
   const cert = proof.certificate;
+  // Spec 15.3 step 1.
   const problem = await verifyStateCertificate(cert, trust);
   if (problem !== null) return { ok: false, reason: "bad-certificate", detail: problem };
+  // Spec 15.3 step 2.
   const commit = await verifyCommitProof(proof.commitProof, trust);
   if (!commit.ok) {
     return { ok: false, reason: "not-committed", detail: `${commit.reason}: ${commit.detail}` };
@@ -94,6 +96,7 @@ export async function verifyKeyProof(
       detail: `the proof does not show Node ${toHex(cert.nodeHash)} committed at ${cert.height}`,
     };
   }
+  // Spec 15.3 step 3.
   const state = verifyStateProof(cert.root, proof.key, proof.value, proof.proof);
   if (!state.ok) return { ok: false, reason: "bad-state-proof", detail: state.reason };
   return { ok: true, value: state.value, height: cert.height, nodeHash: cert.nodeHash };

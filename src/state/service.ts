@@ -52,6 +52,13 @@ export interface StateServiceOptions {
   readonly authorize?: (method: string, url: URL) => Promise<Record<string, string>>;
   /** Checkpoint every this many heights. Default {@link STATE_CHECKPOINT_INTERVAL}. */
   readonly checkpointInterval?: number;
+  /**
+   * Called after each checkpoint with the lowest height a kept checkpoint's snapshot needs: the
+   * oldest kept checkpoint minus `historyHeights` (retention prunes below it).
+   */
+  readonly onCheckpoint?: (keepFrom: number) => void;
+  /** Committed Nodes below a snapshot that joiners fetch (see `sync.ts`). Default 1024. */
+  readonly historyHeights?: number;
   /** Log sink. */
   readonly log?: (event: string, fields: Record<string, unknown>) => void;
 }
@@ -160,6 +167,8 @@ export class StateService {
     this.#checkpoints.push(cp);
     if (this.#checkpoints.length > STATE_CHECKPOINTS_KEPT) this.#checkpoints.shift();
     this.#o.log?.("state:checkpoint", { height, root: toHex(claim.root), keys: version.size });
+    const oldest = this.#checkpoints[0]!.claim.height;
+    this.#o.onCheckpoint?.(Math.max(1, oldest - (this.#o.historyHeights ?? 1024)));
     void this.#collect(cp);
   }
 

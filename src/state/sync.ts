@@ -19,7 +19,7 @@
  *
  * @module
  */
-import { genesisQC, nodeHash } from "../codec.ts";
+import { decodeNode, genesisQC, nodeHash } from "../codec.ts";
 import type { Verifier } from "../crypto.ts";
 import { decodeCommitProof, verifyCommitProof } from "../light/commit_proof.ts";
 import { readBodyLimited } from "../net/http.ts";
@@ -52,7 +52,7 @@ export type SnapshotStore =
     | "beginSnapshot"
     | "putStateEntries"
     | "clearSnapshot"
-    | "installSnapshotHead"
+    | "installSnapshotChain"
     | "endSnapshot"
   >;
 
@@ -61,7 +61,7 @@ export function isSnapshotStore(storage: Storage): storage is SnapshotStore {
   const s = storage as Partial<SnapshotStore>;
   return typeof s.beginSnapshot === "function" && typeof s.putStateEntries === "function" &&
     typeof s.snapshotMarker === "function" && typeof s.clearSnapshot === "function" &&
-    typeof s.endSnapshot === "function" && typeof s.installSnapshotHead === "function";
+    typeof s.endSnapshot === "function" && typeof s.installSnapshotChain === "function";
 }
 
 /** Options of {@link syncSnapshot}. */
@@ -80,6 +80,11 @@ export interface SnapshotSyncOptions {
   readonly authorize?: (method: string, url: URL) => Promise<Record<string, string>>;
   /** Largest chunk answer read, bytes. Default 64 MiB: memory while fetching is one chunk. */
   readonly chunkBytesMax?: number;
+  /**
+   * Committed Nodes below the snapshot's fetched and stored, heights. Default 1024 (the
+   * mempool's `commandHorizon`: the ids their batches consumed decide "already committed?").
+   */
+  readonly historyHeights?: number;
   /** Deadline of one request, ms. Default 10,000. */
   readonly requestTimeoutMs?: number;
   /** Log sink. */
@@ -139,14 +144,17 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
     dropped.push({ peer, reason });
     options.log?.("sync:peer-dropped", { peer, reason });
   };
+  // Spec 15.4 step 1.
   const manifest = await bestManifest(options, drop);
   const cert = manifest.certificate;
   options.log?.("sync:manifest", { height: cert.height, root: toHex(cert.root) });
+  // Spec 15.4 step 2.
   const proven = await provenNode(options, cert, [...manifest.peers, ...options.peers], drop);
   // Chunks are checked one by one, so any peer that keeps this checkpoint may serve them: those
   // that offered it first, then the others.
   const others = options.peers.filter((p) => !manifest.peers.includes(p));
   const good = [...manifest.peers, ...others].filter((p) => !dropped.some((d) => d.peer === p));
+  // Spec 15.4 step 3.
   const tree = new StateTree();
   await options.storage.beginSnapshot(cert.height);
   try {
@@ -160,6 +168,22 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
     await options.storage.clearSnapshot();
     throw new SnapshotSyncError("the installed state does not hash to the certified root");
   }
+  // Spec 15.4 step 4: the Nodes of the last `historyHeights` heights, hash-linked to the proven
+  // one, become the committed chain (the pool's ids of recent commands come from them).
+  const history = await fetchHistory(options, proven.node, good, drop);
+  const chain = [...history, proven.node].map((node) => ({
+    node,
+    hash: nodeHash(node),
+    updates: [],
+  }));
+  try {
+    await options.storage.installSnapshotChain(chain);
+  } catch (e) {
+    await options.storage.clearSnapshot();
+    throw e;
+  }
+  await options.storage.endSnapshot();
+  // The highest QC is raised last: a crash before it leaves a complete store without it.
   const safety = await options.storage.loadSafety();
   const genesis = genesisQC(options.chainId);
   const highQC = proven.qc !== null && (safety === null || safety.highQC.view < proven.qc.view)
@@ -172,11 +196,7 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
     highQC,
     highTC: safety?.highTC ?? null,
   };
-  await options.storage.installSnapshotHead(
-    { node: proven.node, hash: cert.nodeHash, updates: [] },
-    next,
-  );
-  await options.storage.endSnapshot();
+  await options.storage.write({ safety: next });
   options.log?.("sync:done", { height: cert.height, keys: tree.size });
   return {
     height: cert.height,
@@ -299,7 +319,64 @@ async function fetchChunks(
   }
 }
 
+/**
+ * The committed Nodes of the `historyHeights` heights below `top`, ascending, each the parent of
+ * the next and the last the parent of `top`; fewer when no peer has them (the chain is then only
+ * `top`, and the pool knows fewer recent ids: logged).
+ */
+async function fetchHistory(
+  o: SnapshotSyncOptions,
+  top: Node,
+  peers: readonly string[],
+  drop: (peer: string, reason: string) => void,
+): Promise<Node[]> {
+  const from = Math.max(1, top.height - (o.historyHeights ?? 1024));
+  if (from >= top.height) return [];
+  for (const peer of peers) {
+    const nodes: Node[] = [];
+    let ok = true;
+    while (ok && from + nodes.length < top.height) {
+      const at = from + nodes.length;
+      const limit = Math.min(256, top.height - at);
+      const r = await get(o, peer, `/chain?from=${at}&limit=${limit}`, 64 << 20);
+      const page = r === null || r.status !== 200 ? null : decodeNodes(r.body);
+      if (page === null || page.length === 0) ok = false;
+      else nodes.push(...page.slice(0, limit));
+    }
+    if (!ok) continue;
+    // Linked backwards from the proven Node: each hash is the next one's parent.
+    let child = top;
+    for (let i = nodes.length - 1; i >= 0 && ok; i--) {
+      const n = nodes[i]!;
+      ok = n.height === child.height - 1 && bytesEqual(nodeHash(n), child.parent);
+      child = n;
+    }
+    if (ok) return nodes;
+    drop(peer, "history Nodes not linked to the proven Node");
+  }
+  o.log?.("sync:no-history", { from, to: top.height - 1 });
+  return [];
+}
+
+function decodeNodes(body: Uint8Array): Node[] | null {
+  return decodeList(body, (b) => {
+    if (!(b instanceof Uint8Array)) return null;
+    const r = decodeNode(b);
+    return r.ok ? r.value : null;
+  });
+}
+
 function decodeChunk(body: Uint8Array): StateEntry[] | null {
+  return decodeList(body, (e) => {
+    if (!Array.isArray(e) || e.length !== 2) return null;
+    const [key, value] = e as unknown[];
+    if (!(key instanceof Uint8Array) || !(value instanceof Uint8Array)) return null;
+    return { key, value };
+  });
+}
+
+/** A CBOR array whose every item `item` reads; null when it is not one or an item is bad. */
+function decodeList<T>(body: Uint8Array, item: (v: unknown) => T | null): T[] | null {
   let v: unknown;
   try {
     v = decodeValue(body);
@@ -307,12 +384,11 @@ function decodeChunk(body: Uint8Array): StateEntry[] | null {
     return null;
   }
   if (!Array.isArray(v)) return null;
-  const out: StateEntry[] = [];
-  for (const e of v) {
-    if (!Array.isArray(e) || e.length !== 2) return null;
-    const [key, value] = e as unknown[];
-    if (!(key instanceof Uint8Array) || !(value instanceof Uint8Array)) return null;
-    out.push({ key, value });
+  const out: T[] = [];
+  for (const x of v) {
+    const r = item(x);
+    if (r === null) return null;
+    out.push(r);
   }
   return out;
 }

@@ -15,6 +15,7 @@
  * | `["head"]` | CBOR `[height, hash]` of the committed head |
  * | `["app", key]` | committed application state |
  * | `["sync"]` | height of a snapshot install in progress (src/state/sync.ts) |
+ * | `["pruned"]` | retention: committed Nodes below this height were deleted |
  *
  * A record is CBOR `[encodeNode(node), [[key, value or null], ...]]`. QCs in the safety state are
  * {@link encodeQC} bytes; the TC is stored in the same QC tuple form with a zero node hash, so the
@@ -380,11 +381,16 @@ export class DenoKvStorage implements Storage {
     if (count > 0) await commitOrThrow(op);
   }
 
-  /** Deletes every state entry and the marker: an unfinished install starts over. */
+  /**
+   * Deletes everything but the safety state, then the marker: an unfinished install (into a
+   * store with no committed Node) starts over from an empty store.
+   */
   async clearSnapshot(): Promise<void> {
+    this.#writer = null;
     let op = this.#kv.atomic();
     let count = 0;
-    for await (const e of this.#kv.list({ prefix: ["app"] }, { batchSize: 500 })) {
+    for await (const e of this.#kv.list({ prefix: [] }, { batchSize: 500 })) {
+      if (e.key[0] === "safety" || e.key[0] === "sync") continue;
       op.delete(e.key);
       if (++count >= 900) {
         await commitOrThrow(op);
@@ -397,17 +403,60 @@ export class DenoKvStorage implements Storage {
   }
 
   /**
-   * Makes the snapshot's Node the committed head of an empty store (its ancestors are not
-   * stored), with `safety`, in the ordinary write path.
+   * Writes `chain` (consecutive committed Nodes ending with the snapshot's, their updates already
+   * in the snapshot's state) as committed into a store with no committed Node, in the ordinary
+   * write path; the Nodes below the first are not stored.
    */
-  async installSnapshotHead(stored: StoredNode, safety: SafetyState): Promise<void> {
+  async installSnapshotChain(chain: readonly StoredNode[]): Promise<void> {
     const writer = await this.#writerState();
     if (writer.head !== null) {
       throw new HotStuffError("not-empty", "a snapshot installs only into an empty store");
     }
-    // The write checks that its commit extends the head: the Node's parent stands in for it.
-    writer.head = { height: stored.node.height - 1, hash: stored.node.parent };
-    await this.write({ safety, commits: [stored] });
+    const first = chain[0];
+    if (first === undefined) return;
+    // The write checks that its commits extend the head: the first's parent stands in for it.
+    writer.head = { height: first.node.height - 1, hash: first.node.parent };
+    await this.write({ commits: chain });
+  }
+
+  /**
+   * Retention: deletes the committed Nodes of heights below `height` (their records, chunks and
+   * height index), from the lowest still stored; the head and state are untouched. Runs in the
+   * write queue. Resolves to the number of Nodes deleted.
+   */
+  pruneCommittedBelow(height: number): Promise<number> {
+    const run = this.#queue.then(() => this.#pruneBelow(height));
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #pruneBelow(height: number): Promise<number> {
+    const start = (await this.#kv.get<number>(["pruned"])).value ?? 1;
+    const head = await this.committedHead();
+    const end = Math.min(height, head?.height ?? 0);
+    let deleted = 0;
+    for (let h = start; h < end; h += 100) {
+      const top = Math.min(end, h + 100);
+      let op = this.#kv.atomic();
+      let count = 0;
+      for (let k = h; k < top; k++) {
+        const hash = await this.committedHash(k);
+        if (hash === null) continue;
+        const keys: Deno.KvKey[] = [["committed", k], ["node", hash]];
+        for await (const c of this.#kv.list({ prefix: ["chunk", hash] })) keys.push(c.key);
+        if (count + keys.length > 900) {
+          await commitOrThrow(op);
+          op = this.#kv.atomic();
+          count = 0;
+        }
+        for (const key of keys) op.delete(key);
+        count += keys.length;
+        deleted++;
+      }
+      op.set(["pruned"], top);
+      await commitOrThrow(op);
+    }
+    return deleted;
   }
 
   /** Removes the marker once the head is the snapshot's Node. */
