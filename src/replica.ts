@@ -885,7 +885,7 @@ function withStateTree(app: Application, state: StateService | null): Applicatio
       try {
         await app.onCommit?.(notice);
       } finally {
-        await state.onCommit(notice);
+        state.onCommit(notice);
       }
     },
   };

@@ -102,6 +102,7 @@ export class StateService {
   readonly #checkpoints: Checkpoint[] = [];
   readonly #abort = new AbortController();
   #loaded = false;
+  #checkpointing: Promise<void> = Promise.resolve();
 
   /** A service with an empty tree; {@link StateService.load} fills it. */
   constructor(options: StateServiceOptions) {
@@ -150,17 +151,32 @@ export class StateService {
   }
 
   /** A committed Node's updates, in height order (from the Application's `onCommit`). */
-  async onCommit(notice: {
+  onCommit(notice: {
     node: { height: number };
     hash: Hash;
     updates: readonly (readonly [Uint8Array, Uint8Array | null])[];
-  }): Promise<void> {
+  }): void {
     if (!this.#loaded) return;
     this.#tree.apply(notice.updates);
     const height = notice.node.height;
     if (height % this.#interval !== 0) return;
-    const version = this.#tree.freeze();
-    const claim: StateRootClaim = { height, nodeHash: notice.hash, root: version.root };
+    // The state is taken now and hashed in slices in the background: the Engine awaits this
+    // hook, and a checkpoint may hash thousands of buckets. Checkpoints resolve in order.
+    const version = this.#tree.freezeAsync();
+    this.#checkpointing = this.#checkpointing.then(() =>
+      this.#checkpoint(height, notice.hash, version)
+    )
+      .catch((e) => this.#o.log?.("state:checkpoint-failed", { height, reason: String(e) }));
+  }
+
+  /** Waits until every checkpoint asked for so far is signed and kept (for tests). */
+  async settled(): Promise<void> {
+    await this.#checkpointing;
+  }
+
+  async #checkpoint(height: number, nodeHash: Hash, pending: Promise<StateVersion>): Promise<void> {
+    const version = await pending;
+    const claim: StateRootClaim = { height, nodeHash, root: version.root };
     const own = await signStateRoot(this.#o.chainId, claim, this.#o.signer);
     const signatures = new Map([[toHex(own.signer), own]]);
     const cp: Checkpoint = { claim, version, signatures, own };

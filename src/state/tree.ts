@@ -2,13 +2,12 @@
  * The state tree: an authenticated index of committed application state, for state proofs and
  * snapshot state sync. See SPECIFICATION.md 15.3.
  *
- * Shape: a fixed binary Merkle tree over {@link STATE_BUCKETS} (65,536) buckets. A state key goes
+ * Shape: a fixed binary Merkle tree over {@link STATE_BUCKETS} (4,096) buckets. A state key goes
  * to the bucket {@link bucketOf} names; a bucket holds its entries sorted by
  * key. Hashes (SHA-256, each with a one-byte domain prefix so no hash can pose as another kind):
  *
- * - entry leaf: `H(0x00 ‖ u16 key length ‖ key ‖ H(value))`;
- * - bucket: `H(0x01 ‖ leaf ‖ leaf ‖ ...)` over its entries in key order (an empty bucket is
- *   `H(0x01)`);
+ * - bucket: `H(0x01 ‖ (u16 key length ‖ key ‖ H(value))...)` over its entries in key order (an
+ *   empty bucket is `H(0x01)`);
  * - inner: `H(0x02 ‖ left ‖ right)`; the root is the top inner hash.
  *
  * Hashing is lazy: updates mark buckets dirty, {@link StateTree.root} rehashes what changed.
@@ -19,11 +18,11 @@
 import { sha256Bytes } from "../crypto.ts";
 import { bytesCompare, bytesEqual, type Hash } from "../types.ts";
 
-/** Depth of the tree: 16 levels above the buckets. */
-export const STATE_TREE_DEPTH = 16;
-/** Number of buckets: 2^16. */
+/** Depth of the tree: 12 levels above the buckets. */
+export const STATE_TREE_DEPTH = 12;
+/** Number of buckets: 2^12. */
 export const STATE_BUCKETS: number = 1 << STATE_TREE_DEPTH;
-/** Snapshot chunks: each holds 256 consecutive buckets (a subtree of depth 8). */
+/** Snapshot chunks: each holds 16 consecutive buckets (a subtree of depth 4). */
 export const SNAPSHOT_CHUNKS = 256;
 /** Buckets per snapshot chunk. */
 export const BUCKETS_PER_CHUNK: number = STATE_BUCKETS / SNAPSHOT_CHUNKS;
@@ -41,8 +40,8 @@ export interface StateEntry {
 }
 
 interface Entry extends StateEntry {
-  /** The leaf hash, computed when its bucket is first rehashed (then never changes). */
-  leaf: Hash | null;
+  /** `H(value)`, computed when its bucket is first rehashed (then never changes). */
+  valueHash: Hash | null;
 }
 
 type Bucket = readonly Entry[];
@@ -51,7 +50,7 @@ const EMPTY_BUCKET: Bucket = [];
 
 /**
  * A proof that a key has a value (or none) in the state with a given root: all entries of the
- * key's bucket (key and value hash) and the 16 sibling hashes from the bucket to the root.
+ * key's bucket (key and value hash) and the 12 sibling hashes from the bucket to the root.
  */
 export interface StateProof {
   /** The bucket index of the key. */
@@ -68,32 +67,33 @@ export type StateProofVerdict =
   | { readonly ok: false; readonly reason: string };
 
 /**
- * The bucket of a state key: the top 16 bits of its 32-bit FNV-1a hash. Not cryptographic on
- * purpose: 16 bits can be ground with any hash, so a bucket's size is bounded by
+ * The bucket of a state key: the top 12 bits of its 32-bit FNV-1a hash. Not cryptographic on
+ * purpose: 12 bits can be ground with any hash, so a bucket's size is bounded by
  * {@link STATE_PROOF_ENTRIES_MAX} for proofs, not by the hash; FNV costs far less per update.
  */
 export function bucketOf(key: Uint8Array): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key[i]!, 0x01000193);
-  return (h >>> 16) & 0xffff;
+  return h >>> (32 - STATE_TREE_DEPTH);
 }
 
-/** The leaf hash of an entry. */
-export function entryLeaf(key: Uint8Array, valueHash: Hash): Hash {
-  const b = new Uint8Array(1 + 2 + key.length + 32);
-  b[0] = 0x00;
-  b[1] = key.length >> 8;
-  b[2] = key.length & 0xff;
-  b.set(key, 3);
-  b.set(valueHash, 3 + key.length);
-  return sha256Bytes(b);
-}
-
-/** The hash of a bucket from its entries' leaf hashes, in key order. */
-export function bucketHash(leaves: readonly Hash[]): Hash {
-  const b = new Uint8Array(1 + 32 * leaves.length);
+/**
+ * The hash of a bucket: `H(0x01 ‖ (u16 len(key) ‖ key ‖ H(value))...)` over its entries in
+ * byte order of keys.
+ */
+export function bucketHash(entries: readonly (readonly [Uint8Array, Hash])[]): Hash {
+  let size = 1;
+  for (const [k] of entries) size += 2 + k.length + 32;
+  const b = new Uint8Array(size);
   b[0] = 0x01;
-  for (let i = 0; i < leaves.length; i++) b.set(leaves[i]!, 1 + 32 * i);
+  let at = 1;
+  for (const [k, vh] of entries) {
+    b[at] = k.length >> 8;
+    b[at + 1] = k.length & 0xff;
+    b.set(k, at + 2);
+    b.set(vh, at + 2 + k.length);
+    at += 2 + k.length + 32;
+  }
   return sha256Bytes(b);
 }
 
@@ -156,7 +156,7 @@ export class StateVersion {
   prove(key: Uint8Array): StateProof {
     const bucket = bucketOf(key);
     const entries = (this.#buckets[bucket] ?? EMPTY_BUCKET).map((e) =>
-      [e.key, sha256Bytes(e.value)] as const
+      [e.key, e.valueHash ?? sha256Bytes(e.value)] as const
     );
     const siblings: Hash[] = [];
     for (let i = STATE_BUCKETS + bucket; i > 1; i >>= 1) {
@@ -202,9 +202,12 @@ export class StateVersion {
  */
 export class StateTree {
   readonly #buckets: (Bucket | undefined)[] = new Array(STATE_BUCKETS);
-  /** Heap of hashes: node `i` at bytes `32 i`; node 1 is the root, buckets at 65536 + b. */
-  readonly #hashes = new Uint8Array(32 * 2 * STATE_BUCKETS);
-  readonly #dirty = new Set<number>();
+  /** Heap of hashes: node `i` at bytes `32 i`; node 1 is the root, buckets at 4096 + b. */
+  #hashes = new Uint8Array(32 * 2 * STATE_BUCKETS);
+  #dirty = new Set<number>();
+  /** The last {@link StateTree.freezeAsync}, and how many are pending. */
+  #last: Promise<unknown> = Promise.resolve();
+  #pending = 0;
   #keys = 0;
 
   constructor() {
@@ -242,7 +245,7 @@ export class StateTree {
       this.#buckets[b] = next.length === 0 ? undefined : next;
       this.#keys--;
     } else {
-      const e: Entry = { key, value, leaf: null };
+      const e: Entry = { key, value, valueHash: null };
       const next = old.slice();
       if (i >= 0) next[i] = e;
       else {
@@ -256,38 +259,90 @@ export class StateTree {
 
   /** The root hash (rehashes what changed since the last call). */
   root(): Hash {
-    this.#rehash();
+    this.#assertIdle();
+    rehashSlice(this.#buckets, this.#hashes, { buckets: this.#dirty, inner: new Set() }, Infinity);
     return this.#hashes.slice(32, 64);
   }
 
   /** A frozen version of the current state (copies the hash heap, shares the entries). */
   freeze(): StateVersion {
-    this.#rehash();
+    this.#assertIdle();
+    rehashSlice(this.#buckets, this.#hashes, { buckets: this.#dirty, inner: new Set() }, Infinity);
     return new StateVersion(this.#buckets.slice(), this.#hashes.slice(), this.#keys);
   }
 
-  #rehash(): void {
-    if (this.#dirty.size === 0) return;
-    let level = new Set<number>();
-    for (const b of this.#dirty) {
-      const bucket = this.#buckets[b] ?? EMPTY_BUCKET;
-      const leaves = bucket.map((e) => e.leaf ??= entryLeaf(e.key, sha256Bytes(e.value)));
-      this.#hashes.set(bucketHash(leaves), 32 * (STATE_BUCKETS + b));
-      level.add((STATE_BUCKETS + b) >> 1);
-    }
-    this.#dirty.clear();
-    while (level.size > 0) {
-      const up = new Set<number>();
-      for (const i of level) {
-        const h = this.#hashes;
-        const left = h.subarray(64 * i, 64 * i + 32);
-        const right = h.subarray(64 * i + 32, 64 * i + 64);
-        h.set(innerHash(left, right), 32 * i);
-        if (i > 1) up.add(i >> 1);
+  /**
+   * {@link StateTree.freeze} without blocking: the state is taken now (later updates do not enter
+   * the version), and hashed in slices of about `sliceMs`, yielding to the event loop between
+   * them. Versions resolve in the order they were asked for. While one is pending, only
+   * `apply` and `freezeAsync` may be called.
+   */
+  freezeAsync(sliceMs = 5): Promise<StateVersion> {
+    const buckets = this.#buckets.slice();
+    const dirty = this.#dirty;
+    const keys = this.#keys;
+    this.#dirty = new Set();
+    this.#pending++;
+    const done = this.#last.then(async () => {
+      // The heap now holds the previous version's hashes; `dirty` is what changed since.
+      const hashes = this.#hashes.slice();
+      const work = { buckets: dirty, inner: new Set<number>() };
+      while (!rehashSlice(buckets, hashes, work, sliceMs)) {
+        await new Promise((r) => setTimeout(r, 0));
       }
-      level = up;
-    }
+      this.#hashes = hashes.slice();
+      this.#pending--;
+      return new StateVersion(buckets, hashes, keys);
+    });
+    this.#last = done;
+    return done;
   }
+
+  #assertIdle(): void {
+    if (this.#pending > 0) throw new Error("StateTree: a freezeAsync is pending");
+  }
+}
+
+/** Rehashing still to do: dirty buckets, and the inner nodes right above those already done. */
+interface RehashWork {
+  readonly buckets: Set<number>;
+  inner: Set<number>;
+}
+
+/**
+ * Rehashes the dirty buckets of `buckets` into `hashes`, and every inner node above them, for
+ * about `sliceMs` (bucket hashing is sliced; the inner levels run at once, at the end). True when
+ * nothing is left.
+ */
+function rehashSlice(
+  buckets: readonly (Bucket | undefined)[],
+  hashes: Uint8Array,
+  work: RehashWork,
+  sliceMs: number,
+): boolean {
+  const started = performance.now();
+  const dirty = work.buckets;
+  for (const b of dirty) {
+    const bucket = buckets[b] ?? EMPTY_BUCKET;
+    const pairs = bucket.map((e) => [e.key, e.valueHash ??= sha256Bytes(e.value)] as const);
+    hashes.set(bucketHash(pairs), 32 * (STATE_BUCKETS + b));
+    work.inner.add((STATE_BUCKETS + b) >> 1);
+    dirty.delete(b);
+    if (performance.now() - started > sliceMs) return false;
+  }
+  let level = work.inner;
+  work.inner = new Set();
+  while (level.size > 0) {
+    const up = new Set<number>();
+    for (const i of level) {
+      const left = hashes.subarray(64 * i, 64 * i + 32);
+      const right = hashes.subarray(64 * i + 32, 64 * i + 64);
+      hashes.set(innerHash(left, right), 32 * i);
+      if (i > 1) up.add(i >> 1);
+    }
+    level = up;
+  }
+  return true;
 }
 
 /** Binary search: the index of `key`, or `-(insertion point) - 1`. */
@@ -326,7 +381,6 @@ export function verifyStateProof(
   if (proof.entries.length > STATE_PROOF_ENTRIES_MAX) {
     return { ok: false, reason: "too many entries" };
   }
-  const leaves: Hash[] = [];
   let found: Hash | null = null;
   for (let i = 0; i < proof.entries.length; i++) {
     const [k, vh] = proof.entries[i]!;
@@ -337,9 +391,8 @@ export function verifyStateProof(
       return { ok: false, reason: "entries not strictly sorted" };
     }
     if (bytesEqual(k, key)) found = vh;
-    leaves.push(entryLeaf(k, vh));
   }
-  let h = bucketHash(leaves);
+  let h = bucketHash(proof.entries);
   let index = STATE_BUCKETS + proof.bucket;
   for (const s of proof.siblings) {
     if (s.length !== 32) return { ok: false, reason: "malformed sibling" };
@@ -381,7 +434,7 @@ export function checkChunk(
 ): string | null {
   if (!Number.isInteger(index) || index < 0 || index >= SNAPSHOT_CHUNKS) return "bad chunk index";
   const first = index * BUCKETS_PER_CHUNK;
-  const leaves: Hash[][] = Array.from({ length: BUCKETS_PER_CHUNK }, () => []);
+  const buckets: [Uint8Array, Hash][][] = Array.from({ length: BUCKETS_PER_CHUNK }, () => []);
   let prevBucket = -1;
   let prevKey: Uint8Array | null = null;
   for (const e of entries) {
@@ -394,9 +447,9 @@ export function checkChunk(
     }
     prevBucket = b;
     prevKey = e.key;
-    leaves[b - first]!.push(entryLeaf(e.key, sha256Bytes(e.value)));
+    buckets[b - first]!.push([e.key, sha256Bytes(e.value)]);
   }
-  let level = leaves.map((l) => l.length === 0 ? EMPTY_BUCKET_HASH : bucketHash(l));
+  let level = buckets.map((l) => l.length === 0 ? EMPTY_BUCKET_HASH : bucketHash(l));
   while (level.length > 1) {
     const up: Hash[] = [];
     for (let i = 0; i < level.length; i += 2) up.push(innerHash(level[i]!, level[i + 1]!));
