@@ -3,7 +3,7 @@
  * SPECIFICATION.md 15.3.
  *
  * A key proof is the canonical CBOR array
- * `[key, value or null, certificate, [bucket, [[key, valueHash], ...], [sibling, ...16]], commitProof]`:
+ * `[key, value or null, certificate, [bucket, [[key, valueHash], ...], [sibling, ...12]], commitProof]`:
  * a {@link StateCertificate} (a quorum's signatures over a committed Node's height, hash and
  * state root), the tree proof of the key against that root (`src/state/tree.ts`), and a commit
  * proof (`commit_proof.ts`) that the certificate's Node is committed.

@@ -78,7 +78,10 @@ export interface SnapshotSyncOptions {
   readonly storage: SnapshotStore;
   /** Request headers for a peer request (admission). */
   readonly authorize?: (method: string, url: URL) => Promise<Record<string, string>>;
-  /** Largest chunk answer read, bytes. Default 64 MiB: memory while fetching is one chunk. */
+  /**
+   * Largest chunk answer read, bytes. Default 16 MiB: memory while fetching is at most 8 chunks
+   * (8 requests in flight).
+   */
   readonly chunkBytesMax?: number;
   /**
    * Committed Nodes below the snapshot's fetched and stored, heights. Default 1024 (the
@@ -283,6 +286,9 @@ async function provenNode(
   throw new SnapshotSyncError(`no peer proved Node ${toHex(cert.nodeHash)} committed`);
 }
 
+/** Chunk requests in flight at once (memory while fetching: this many chunks). */
+const CHUNKS_IN_FLIGHT = 8;
+
 async function fetchChunks(
   o: SnapshotSyncOptions,
   tree: StateTree,
@@ -291,15 +297,13 @@ async function fetchChunks(
   peers: string[],
   drop: (peer: string, reason: string) => void,
 ): Promise<void> {
-  const max = o.chunkBytesMax ?? 64 << 20;
+  const max = o.chunkBytesMax ?? 16 << 20;
   let next = 0;
-  for (let c = 0; c < SNAPSHOT_CHUNKS; c++) {
-    let entries: StateEntry[] | null = null;
-    let attempts = 0;
-    while (entries === null) {
+  const fetchOne = async (c: number): Promise<StateEntry[]> => {
+    for (let attempts = 1;; attempts++) {
       if (o.signal?.aborted) throw new SnapshotSyncError("aborted");
       if (peers.length === 0) throw new SnapshotSyncError("every peer failed to serve chunks");
-      if (++attempts > 4 * peers.length + 4) {
+      if (attempts > 4 * peers.length + 4) {
         throw new SnapshotSyncError(`chunk ${c}: no peer answered`);
       }
       const peer = peers[next++ % peers.length]!;
@@ -307,12 +311,23 @@ async function fetchChunks(
       if (r === null || r.status !== 200) continue; // unreachable, or no longer kept there
       const got = decodeChunk(r.body);
       const problem = got === null ? "malformed chunk" : checkChunk(c, got, hashes[c]!);
-      if (problem !== null) {
-        drop(peer, `chunk ${c}: ${problem}`);
-        peers.splice(peers.indexOf(peer), 1);
-        continue;
-      }
-      entries = got;
+      if (problem === null) return got!;
+      drop(peer, `chunk ${c}: ${problem}`);
+      if (peers.includes(peer)) peers.splice(peers.indexOf(peer), 1);
+    }
+  };
+  // A window of requests; chunks are written in order, each only after it matched its hash.
+  const inFlight: Promise<StateEntry[]>[] = [];
+  for (let c = 0; c < Math.min(CHUNKS_IN_FLIGHT, SNAPSHOT_CHUNKS); c++) inFlight.push(fetchOne(c));
+  // Failures surface in order; the ones behind the first are not left unhandled.
+  for (const p of inFlight) p.catch(() => {});
+  for (let c = 0; c < SNAPSHOT_CHUNKS; c++) {
+    const entries = await inFlight.shift()!;
+    const ahead = c + CHUNKS_IN_FLIGHT;
+    if (ahead < SNAPSHOT_CHUNKS) {
+      const p = fetchOne(ahead);
+      p.catch(() => {});
+      inFlight.push(p);
     }
     await o.storage.putStateEntries(entries.map((e) => [e.key, e.value] as const));
     tree.insertChunk(entries);
