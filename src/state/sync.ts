@@ -157,6 +157,7 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
   // that offered it first, then the others.
   const others = options.peers.filter((p) => !manifest.peers.includes(p));
   const good = [...manifest.peers, ...others].filter((p) => !dropped.some((d) => d.peer === p));
+  options.log?.("sync:proven", { height: cert.height });
   // Spec 15.4 step 3.
   const tree = new StateTree();
   await options.storage.beginSnapshot(cert.height);
@@ -173,7 +174,9 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
   }
   // Spec 15.4 step 4: the Nodes of the last `historyHeights` heights, hash-linked to the proven
   // one, become the committed chain (the pool's ids of recent commands come from them).
+  options.log?.("sync:chunks", { keys: tree.size });
   const history = await fetchHistory(options, proven.node, good, drop);
+  options.log?.("sync:history", { nodes: history.length });
   const chain = [...history, proven.node].map((node) => ({
     node,
     hash: nodeHash(node),
