@@ -86,14 +86,8 @@ import {
 import type { Hash, Node, PublicKey, QuorumCertificate } from "./types.ts";
 import { bytesEqual, fromHex, toHex } from "./types.ts";
 import type { ValidatorSet } from "./validators.ts";
-import { StateService } from "./state/service.ts";
-import type { DenoKvStorage } from "./storage/deno_kv.ts";
-import {
-  isSnapshotStore,
-  recoverSnapshotInstall,
-  SnapshotSyncError,
-  syncSnapshot,
-} from "./state/sync.ts";
+import type { StateService } from "./state/service.ts";
+import { createStateService, prepareState, withStateTree } from "./state/runtime.ts";
 import { plantedBugs } from "./validators.ts";
 
 /** Log levels, quietest last. `fatal` lines (an Engine failure) are written unless `silent`. */
@@ -342,7 +336,6 @@ export class Replica implements NodeTreeView {
   #closing: Promise<void> | null = null;
   #failure: unknown = null;
   #lastProgressLog = performance.now();
-  #pruning = false;
 
   /** Use {@link startReplica}. */
   constructor(options: ReplicaOptions) {
@@ -355,21 +348,7 @@ export class Replica implements NodeTreeView {
     const me = options.signer.publicKey;
     const peers = options.peers.filter((p) => !bytesEqual(p.publicKey, me));
     this.#peers = peers.map((p) => ({ publicKey: p.publicKey, url: p.httpUrl }));
-    const interval = options.stateCheckpointInterval ?? 64;
-    this.state = interval === 0 || options.storage.stateEntries === undefined
-      ? null
-      : new StateService({
-        chainId: options.chainId,
-        validators: options.validators,
-        signer: options.signer,
-        verifier: options.verifier,
-        peers: this.#peers,
-        checkpointInterval: interval,
-        authorize: (method, url) => this.#authorize(method, url),
-        log: (event, fields) => this.#log.write("info", event, fields),
-        onCheckpoint: (keepFrom) => this.#prune(keepFrom),
-        historyHeights: options.stateHistoryHeights,
-      });
+    this.state = createStateService(this.#stateOptions());
     this.mempool = new Mempool(options.machine, {
       ...options.mempool,
       batchStore: options.batchStore,
@@ -421,14 +400,10 @@ export class Replica implements NodeTreeView {
       send: (to, message) => void tcp.send(to, message),
       broadcast: (message) => tcp.broadcast(message),
     };
-    // A snapshot install cut by a crash is finished or undone before anything reads the store.
-    await recoverSnapshotInstall(o.storage);
     // Spec 15.4 step 5: the Engine opens on the installed head and catches up from there.
-    if (o.stateSync === true) await this.#syncState();
-    const app = withStateTree(this.mempool.application, this.state);
-    if (this.state !== null && !this.state.loaded) {
-      await this.state.load(this.#o.storage.stateEntries!());
-    }
+    const stateSync = o.stateSync === true;
+    await prepareState(this.state, { ...this.#stateOptions(), stateSync, signal: o.signal });
+    const app: Application = withStateTree(this.mempool.application, this.state);
     const t0 = performance.now();
     await this.mempool.restore(
       await restoreOf(this.#o.storage, this.mempool.limits.commandHorizon),
@@ -473,50 +448,21 @@ export class Replica implements NodeTreeView {
     });
   }
 
-  /** Snapshot state sync into an empty store (see {@link ReplicaOptions.stateSync}). */
-  async #syncState(): Promise<void> {
+  #stateOptions(): Parameters<typeof createStateService>[0] {
     const o = this.#o;
-    const storage = o.storage;
-    if (this.state === null || !isSnapshotStore(storage)) return;
-    if (await storage.committedHead() !== null) return;
-    const t0 = performance.now();
-    try {
-      const r = await syncSnapshot({
-        chainId: o.chainId,
-        validators: o.validators,
-        verifier: o.verifier,
-        peers: this.#peers.map((p) => p.url),
-        storage,
-        authorize: (method, url) => this.#authorize(method, url),
-        log: (event, fields) => this.#log.write("info", event, fields),
-        signal: o.signal,
-        historyHeights: o.stateHistoryHeights,
-      });
-      this.state.adopt(r.tree);
-      this.#log.write("info", "sync:installed", {
-        height: r.height,
-        keys: r.keys,
-        ms: Math.round(performance.now() - t0),
-        dropped: r.dropped,
-      });
-    } catch (e) {
-      if (!(e instanceof SnapshotSyncError)) throw e;
-      this.#log.write("warn", "sync:skipped", { reason: e.message });
-    }
-  }
-
-  /** Retention (see {@link ReplicaOptions.pruneCommitted}): one prune at a time. */
-  #prune(keepFrom: number): void {
-    const storage = this.#o.storage as Partial<DenoKvStorage>;
-    if (this.#o.pruneCommitted !== true || storage.pruneCommittedBelow === undefined) return;
-    if (this.#pruning) return;
-    this.#pruning = true;
-    storage.pruneCommittedBelow(keepFrom).then(
-      (deleted) => {
-        if (deleted > 0) this.#log.write("info", "state:pruned", { below: keepFrom, deleted });
-      },
-      (e) => this.#log.write("warn", "state:prune-failed", { reason: String(e) }),
-    ).finally(() => this.#pruning = false);
+    return {
+      chainId: o.chainId,
+      validators: o.validators,
+      signer: o.signer,
+      verifier: o.verifier,
+      storage: o.storage,
+      peers: this.#peers,
+      authorize: (method, url) => this.#authorize(method, url),
+      checkpointInterval: o.stateCheckpointInterval,
+      pruneCommitted: o.pruneCommitted,
+      historyHeights: o.stateHistoryHeights,
+      log: (level, event, fields) => this.#log.write(level, event, fields),
+    };
   }
 
   async #authorize(method: string, url: URL): Promise<Record<string, string>> {
@@ -872,23 +818,6 @@ async function restoreOf(storage: Storage, horizon: number): Promise<MempoolRest
   const committed = await readCommitted(storage, top - horizon + 1, top);
   const uncommitted = await storage.uncommittedNodes();
   return { committedHeight: top, committed, uncommitted };
-}
-
-/** `app`, whose commits also go to the state tree. */
-function withStateTree(app: Application, state: StateService | null): Application {
-  if (state === null) return app;
-  return {
-    produceCommand: (request) => app.produceCommand(request),
-    validateNode: (request) => app.validateNode(request),
-    onCommit: async (notice) => {
-      // The tree sees every commit, even one whose Application hook throws.
-      try {
-        await app.onCommit?.(notice);
-      } finally {
-        state.onCommit(notice);
-      }
-    },
-  };
 }
 
 /**

@@ -366,8 +366,8 @@ export class DenoKvStorage implements Storage {
         throw new HotStuffError("snapshot-entry-too-large", `state key ${toHex(key)} does not fit`);
       }
       if (
-        count >= 900 || bytesSum + 2 * keySize + value.length > 700_000 ||
-        keysSum + keySize > 70_000
+        count >= 990 || bytesSum + 2 * keySize + value.length > 780_000 ||
+        keysSum + keySize > 78_000
       ) {
         await commitOrThrow(op);
         op = this.#kv.atomic();
