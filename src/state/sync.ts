@@ -296,6 +296,8 @@ async function provenNode(
 const CHUNKS_IN_FLIGHT = 8;
 /** Checked entries held before they are written (a Deno KV operation holds up to 990). */
 const WRITE_ENTRIES_MIN = 2_970;
+/** ... or this many bytes of keys and values. */
+const WRITE_BYTES_MIN = 4 << 20;
 /** State writes in flight at once (memory: this many times `WRITE_ENTRIES_MIN` entries). */
 const WRITES_IN_FLIGHT = 3;
 
@@ -312,6 +314,7 @@ async function fetchChunks(
   const ms = { wait: 0, check: 0, write: 0, insert: 0 };
   const unwritten: [Uint8Array, Uint8Array][] = [];
   const writes: Promise<void>[] = [];
+  let unwrittenBytes = 0;
   const fetchOne = async (c: number): Promise<StateEntry[]> => {
     for (let attempts = 1;; attempts++) {
       if (o.signal?.aborted) throw new SnapshotSyncError("aborted");
@@ -347,8 +350,12 @@ async function fetchChunks(
       inFlight.push(p);
     }
     // Written in full atomic operations (one fsync each), a chunk's worth or more at a time.
-    for (const e of entries) unwritten.push([e.key, e.value]);
-    if (unwritten.length >= WRITE_ENTRIES_MIN) {
+    for (const e of entries) {
+      unwritten.push([e.key, e.value]);
+      unwrittenBytes += e.key.length + e.value.length;
+    }
+    if (unwritten.length >= WRITE_ENTRIES_MIN || unwrittenBytes >= WRITE_BYTES_MIN) {
+      unwrittenBytes = 0;
       // A few writes in flight (distinct keys: their order does not matter before the head).
       if (writes.length >= WRITES_IN_FLIGHT) {
         t = performance.now();
