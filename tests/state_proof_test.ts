@@ -5,7 +5,13 @@
  * are refused with a reason.
  */
 import assert from "node:assert/strict";
-import { decodeKeyProof, type KeyProof, verifyKeyProof } from "../src/light/state_proof.ts";
+import {
+  decodeKeyProof,
+  encodeKeyProof,
+  type KeyProof,
+  verifyKeyProof,
+} from "../src/light/state_proof.ts";
+import { LightClient, type SourceRefusal } from "../src/light/client.ts";
 import {
   checkChunk,
   EMPTY_STATE_ROOT,
@@ -170,6 +176,48 @@ Deno.test("GET /kv/{key}?proof: a running cluster proves a value and an absence;
       { ...p, commitProof: { ...p.commitProof, nodes: p.commitProof.nodes.slice(1) } },
       "not-committed",
     );
+    // The light client: a source that rewrites the value is refused, the honest one is used.
+    const tamper = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      async (req) => {
+        const u = new URL(req.url);
+        const answer = await fetch(`${url}${u.pathname}${u.search}`);
+        const body = new Uint8Array(await answer.arrayBuffer());
+        if (answer.status !== 200 || !u.pathname.startsWith("/kv/")) {
+          return new Response(body, { status: answer.status });
+        }
+        const forged = encodeKeyProof({ ...decodeKeyProof(body), value: k("red") });
+        return new Response(forged as Uint8Array<ArrayBuffer>);
+      },
+    );
+    try {
+      const refusals: SourceRefusal[] = [];
+      const client = new LightClient({
+        ...trust,
+        sources: [`http://127.0.0.1:${tamper.addr.port}`, url],
+        onRefusal: (r) => refusals.push(r),
+      });
+      assert.equal(await client.proveState("/kv/color?proof", kvStateKey(k("color"))), null);
+      assert.equal(refusals[0]?.reason, "bad-state-proof");
+      // A 404 (no commit proof buildable at this instant) is no refusal: asked again.
+      let proven = null;
+      for (let i = 0; i < 20 && proven === null; i++) {
+        proven = await client.proveState("/kv/color?proof", kvStateKey(k("color")));
+      }
+      assert.deepEqual(proven?.value, k("blue"), JSON.stringify(refusals));
+      // A proof of another key than asked is refused too.
+      const honestOnly: SourceRefusal[] = [];
+      const other = new LightClient({
+        ...trust,
+        sources: [url],
+        onRefusal: (r) => honestOnly.push(r),
+      });
+      assert.equal(await other.proveState("/kv/color?proof", kvStateKey(k("other"))), null);
+      assert.equal(honestOnly[0]?.reason, "bad-answer");
+    } finally {
+      await tamper.shutdown();
+    }
+
     const { ValidatorSet } = await import("../src/validators.ts");
     const others = new ValidatorSet(
       [0, 1, 2, 3].map((i) => ({

@@ -195,16 +195,22 @@ export class StateService {
 
   /** The newest kept checkpoint whose signatures are a quorum, with its certificate. */
   certified(): { checkpoint: Checkpoint; certificate: StateCertificate } | null {
+    return this.#certifiedAll()[0] ?? null;
+  }
+
+  /** Every kept checkpoint whose signatures are a quorum, newest first. */
+  #certifiedAll(): { checkpoint: Checkpoint; certificate: StateCertificate }[] {
+    const out = [];
     for (let i = this.#checkpoints.length - 1; i >= 0; i--) {
       const cp = this.#checkpoints[i]!;
       const signatures = [...cp.signatures.values()].sort((a, b) =>
         bytesCompare(a.signer, b.signer)
       );
       if (this.#o.validators.countQuorum(signatures).ok) {
-        return { checkpoint: cp, certificate: { ...cp.claim, signatures } };
+        out.push({ checkpoint: cp, certificate: { ...cp.claim, signatures } });
       }
     }
-    return null;
+    return out;
   }
 
   /**
@@ -217,19 +223,25 @@ export class StateService {
     chain: (fromHeight: number, limit: number) => Promise<Node[]>,
     certificateOf: (hash: Hash) => Promise<QuorumCertificate | null>,
   ): Promise<KeyProof | null> {
-    const c = this.certified();
-    if (c === null) return null;
-    const h = c.certificate.height;
-    const commitProof = await buildCommitProof(await chain(h, 64), h, h, certificateOf);
-    if (commitProof === null) return null;
-    const version = c.checkpoint.version;
-    return {
-      key,
-      value: version.get(key),
-      certificate: c.certificate,
-      proof: version.prove(key),
-      commitProof,
-    };
+    // The newest certified checkpoint whose commit proof can be built now (the chain read may
+    // come back short while a commit moves the head: an older one is proven instead).
+    for (const c of this.#certifiedAll()) {
+      const h = c.certificate.height;
+      let commitProof = null;
+      for (let attempt = 0; attempt < 3 && commitProof === null; attempt++) {
+        commitProof = await buildCommitProof(await chain(h, 64), h, h, certificateOf);
+      }
+      if (commitProof === null) continue;
+      const version = c.checkpoint.version;
+      return {
+        key,
+        value: version.get(key),
+        certificate: c.certificate,
+        proof: version.prove(key),
+        commitProof,
+      };
+    }
+    return null;
   }
 
   /** Stops asking peers. */
