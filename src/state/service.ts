@@ -214,7 +214,8 @@ export class StateService {
   }
 
   /**
-   * A proof of `key` in the newest certified checkpoint, with the commit proof of its Node built
+   * A proof of `key` in the newest certified checkpoint that can be proven committed now (an
+   * older kept one otherwise), with the commit proof of its Node built
    * from `chain` (this replica's chain from a height, see `NodeTreeView.chainFrom`); null when no
    * checkpoint is certified or provable yet.
    */
