@@ -11,6 +11,7 @@
  * - {@link runSimulation}: the deterministic simulator, to test your Application under faults.
  * - {@link DenoKvStorage} and {@link MemoryStorage}: persistence.
  * - {@link ConsensusTcp}, {@link NodeTreeHttpApi}, {@link HttpNodeSource}: the network.
+ * - {@link verifyCommitProof} and {@link LightClient}: trust a commit from signatures alone.
  *
  * Deno KV is unstable in Deno 2: programs that use {@link DenoKvStorage} (as replicas do by
  * default) run with `--unstable-kv`, or with `"unstable": ["kv"]` in their `deno.json`.
@@ -274,3 +275,47 @@ export {
   VALIDATORS_MAX,
   validatorSetOf,
 } from "./src/cli/mod.ts";
+export {
+  buildCommitProof,
+  COMMIT_PROOF_NODES_MAX,
+  type CommitProof,
+  CommitProofDecodeError,
+  type CommitProofRejection,
+  type CommitTrust,
+  type CommitVerdict,
+  decodeCommitProof,
+  encodeCommitProof,
+  type ProvenNode,
+  verifyCommitProof,
+} from "./src/light/commit_proof.ts";
+export {
+  LightClient,
+  type LightClientOptions,
+  type ProvenValue,
+  type SourceRefusal,
+  type VerifiedHead,
+} from "./src/light/client.ts";
+export {
+  decodeKeyProof,
+  encodeKeyProof,
+  type KeyProof,
+  KeyProofDecodeError,
+  type KeyProofVerdict,
+  verifyKeyProof,
+} from "./src/light/state_proof.ts";
+export {
+  type StateCertificate,
+  type StateRootClaim,
+  verifyStateCertificate,
+} from "./src/state/certificate.ts";
+export {
+  checkChunk,
+  EMPTY_STATE_ROOT,
+  type StateEntry,
+  type StateProof,
+  type StateProofVerdict,
+  StateTree,
+  StateVersion,
+  verifyStateProof,
+} from "./src/state/tree.ts";
+export { type Checkpoint, StateService, type StateServiceOptions } from "./src/state/service.ts";

@@ -172,8 +172,11 @@ export class ProcessCluster {
     return this.#children[i] !== null;
   }
 
-  /** Starts replica `i`'s process (its data directory is kept across restarts). */
-  start(i: number): void {
+  /**
+   * Starts replica `i`'s process (its data directory is kept across restarts), with `extraArgs`
+   * appended to its flags.
+   */
+  start(i: number, extraArgs: readonly string[] = []): void {
     if (this.#closed || this.#children[i] !== null) return;
     const args = [
       "run",
@@ -195,6 +198,7 @@ export class ProcessCluster {
     if (this.#o.viewTimeoutMs !== undefined) {
       args.push("--view-timeout-ms", String(this.#o.viewTimeoutMs));
     }
+    args.push(...extraArgs);
     const prefix = this.#o.command?.(i) ?? [];
     const process = new Deno.Command(prefix[0] ?? Deno.execPath(), {
       args: prefix.length === 0 ? args : [...prefix.slice(1), Deno.execPath(), ...args],

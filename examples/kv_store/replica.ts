@@ -5,6 +5,7 @@
  * deno task replica --config DIR/cluster.json --key KEYFILE --data DATADIR
  *                   [--listen-consensus HOST:PORT] [--listen-http HOST:PORT]
  *                   [--log-level debug|info|warn|error|silent] [--view-timeout-ms MS]
+ *                   [--state-sync] [--state-checkpoint-interval N] [--prune-committed]
  * ```
  *
  * See `src/cli/replica.ts` for the flags and exit codes, `routes.ts` for the key-value HTTP API

@@ -6,6 +6,7 @@
  * | `PUT /kv/{key}` | the value (at most {@link KV_VALUE_BYTES_MAX} bytes) | after commit: `200 {"id", "height", "node"}` |
  * | `DELETE /kv/{key}` | none | after commit: `200 {"id", "height", "node"}` |
  * | `GET /kv/{key}` | none | the committed value (`200`, raw bytes), or `404 {"error", "reason": "not-found"}` |
+ * | `GET /kv/{key}?proof` | none | a key proof (`application/cbor`, SPECIFICATION.md 15.3) of the value or absence of state key `"k/" + key` at the newest certified checkpoint, or `404 no-proof` |
  *
  * `{key}` is one URL path segment (percent-encoding allowed) of 1 to 256 UTF-8 bytes; anything
  * else is `400 bad-key`. Refusals are JSON `{"error", "reason"}` (see `src/runtime/replica.ts` for the
@@ -13,7 +14,13 @@
  *
  * @module
  */
-import { errorResponse, readBodyLimited, type Replica, RouteError } from "../../mod.ts";
+import {
+  encodeKeyProof,
+  errorResponse,
+  readBodyLimited,
+  type Replica,
+  RouteError,
+} from "../../mod.ts";
 import { encodeKvCommand, KV_KEY_BYTES_MAX, KV_VALUE_BYTES_MAX, kvStateKey } from "./app.ts";
 
 const encoder = new TextEncoder();
@@ -68,7 +75,10 @@ export async function kvRoutes(
 ): Promise<Response | null> {
   const key = parseKeyPath(url.pathname);
   if (key === null) return null;
-  if (url.search !== "") throw new RouteError(400, "unknown-parameter", "no query parameters");
+  if (url.search === "?proof" && request.method === "GET") return await proveKey(replica, key);
+  if (url.search !== "") {
+    throw new RouteError(400, "unknown-parameter", "no query parameters but ?proof on GET");
+  }
   switch (request.method) {
     case "GET":
     case "HEAD": {
@@ -94,6 +104,25 @@ export async function kvRoutes(
         "GET, PUT, DELETE",
       );
   }
+}
+
+/**
+ * `GET /kv/{key}?proof`: a key proof (`src/light/state_proof.ts`) of the key's value or absence
+ * in the newest certified checkpoint.
+ */
+async function proveKey(replica: Replica, key: Uint8Array): Promise<Response> {
+  if (replica.state === null) {
+    throw new RouteError(404, "no-proof", "this replica keeps no state tree");
+  }
+  const proof = await replica.state.keyProof(
+    kvStateKey(key),
+    (from, limit) => replica.chainFrom(from, limit),
+    async (hash) => (await replica.nodeByHash(hash))?.certificate ?? null,
+  );
+  if (proof === null) throw new RouteError(404, "no-proof", "no certified state root yet");
+  return new Response(encodeKeyProof(proof) as Uint8Array<ArrayBuffer>, {
+    headers: { "content-type": "application/cbor" },
+  });
 }
 
 async function write(replica: Replica, command: Uint8Array): Promise<Response> {

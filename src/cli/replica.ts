@@ -7,7 +7,15 @@
  * replica --config DIR/cluster.json --key KEYFILE --data DATADIR
  *         [--listen-consensus HOST:PORT] [--listen-http HOST:PORT]
  *         [--log-level debug|info|warn|error|silent] [--view-timeout-ms MS]
+ *         [--state-sync] [--state-checkpoint-interval N] [--prune-committed]
  * ```
+ *
+ * - `--state-sync`: a replica whose store has no committed Node joins from a peer's certified
+ *   snapshot (SPECIFICATION.md 15.4) instead of replaying from genesis.
+ * - `--state-checkpoint-interval N`: sign the state root every N committed heights (default 64;
+ *   0: no state tree, proofs or snapshots). Every replica of a cluster should use the same N.
+ * - `--prune-committed`: delete committed Nodes older than the kept snapshots need
+ *   (SPECIFICATION.md 15.5); replicas that join later must then use `--state-sync`.
  *
  * - The key file decides which validator this is. The listen flags override that validator's own
  *   addresses from the cluster file (so a proxy can sit between replicas); peers are always
@@ -87,6 +95,9 @@ const FLAGS = {
   "listen-http": { type: "string" },
   "log-level": { type: "string" },
   "view-timeout-ms": { type: "string" },
+  "state-sync": { type: "boolean" },
+  "prune-committed": { type: "boolean" },
+  "state-checkpoint-interval": { type: "string" },
 } as const;
 
 /**
@@ -115,6 +126,7 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
   }
   await configureJsonLogging(logLevel);
   const viewTimeoutMinMs = intFlag(f, "view-timeout-ms", 10, 60_000, LAN_VIEW_TIMEOUT_MIN_MS);
+  const stateCheckpointInterval = intFlag(f, "state-checkpoint-interval", 0, 1_000_000, 64);
   const listenConsensus = optionalAddress(f["listen-consensus"], "--listen-consensus");
   const listenHttp = optionalAddress(f["listen-http"], "--listen-http");
   const config = await readClusterConfig(configPath);
@@ -143,6 +155,9 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
       peers: peersOf(config),
       pacemaker: { viewTimeoutMinMs, viewTimeoutMaxMs: LAN_VIEW_TIMEOUT_MAX_MS },
       network: { encryptLinks: config.links !== "plaintext" },
+      stateSync: f["state-sync"] === true,
+      pruneCommitted: f["prune-committed"] === true,
+      stateCheckpointInterval,
       logLevel: logLevel as LogLevel,
       name: me.name,
       signal: stop.signal,

@@ -576,6 +576,12 @@ function readCost(url: URL): number {
     const from = Number(q.get("from"));
     const to = Number(q.get("to"));
     if (Number.isSafeInteger(from) && Number.isSafeInteger(to) && to >= from) nodes = to - from + 1;
+  } else if (url.pathname.endsWith("/proof")) {
+    const from = Number(q.get("from"));
+    const to = q.has("to") ? Number(q.get("to")) : from;
+    if (Number.isSafeInteger(from) && Number.isSafeInteger(to) && to >= from) {
+      nodes = to - from + 3;
+    }
   } else if (url.pathname.endsWith("/chain")) {
     const limit = Number(q.get("limit"));
     if (Number.isSafeInteger(limit) && limit > 0) nodes = limit;

@@ -73,6 +73,7 @@
  * @module
  */
 import { encodeNode, encodeQC, encodeValue } from "../codec.ts";
+import { buildCommitProof, encodeCommitProof } from "../light/commit_proof.ts";
 import { assert, ConfigError, HotStuffError } from "../errors.ts";
 import type { Node, QuorumCertificate } from "../types.ts";
 import { toHex } from "../types.ts";
@@ -462,6 +463,8 @@ export class NodeTreeHttpApi {
         return this.#committed(request, query);
       case "chain":
         return this.#chain(query);
+      case "proof":
+        return this.#proof(query);
     }
   }
 
@@ -509,6 +512,36 @@ export class NodeTreeHttpApi {
       h = end + 1;
     }
     return out;
+  }
+
+  /**
+   * A commit proof (`src/light/commit_proof.ts`) that the Nodes of heights `from..to` are
+   * committed: the replica's chain from `from`, cut after the first direct chain in consecutive
+   * views at `to` or above with a known QC.
+   */
+  async #proof(query: Map<string, string>): Promise<Response> {
+    const from = parseInteger(query, "from", "bad-range");
+    const to = query.has("to") ? parseInteger(query, "to", "bad-range") : from;
+    if (from < 1) throw new RouteError(400, "bad-range", "from must be at least 1");
+    if (from > to) throw new RouteError(400, "bad-range", `from ${from} is above to ${to}`);
+    if (to - from + 3 > this.#limits.rangeMax) {
+      throw new RouteError(
+        400,
+        "range-too-large",
+        `a proof of ${to - from + 1} Nodes needs more than ${this.#limits.rangeMax} Nodes`,
+      );
+    }
+    const chain = await this.#o.view.chainFrom(from, this.#limits.rangeMax);
+    const proof = await buildCommitProof(
+      chain,
+      from,
+      to,
+      async (hash) => (await this.#o.view.nodeByHash(hash))?.certificate ?? null,
+    );
+    if (proof === null) {
+      throw new RouteError(404, "no-proof", `no commit at height ${to} or above is known yet`);
+    }
+    return cborResponse(encodeCommitProof(proof));
   }
 
   async #chain(query: Map<string, string>): Promise<Response> {
@@ -582,7 +615,7 @@ export class RouteError extends HotStuffError {
   }
 }
 
-type RouteName = "status" | "node" | "committed" | "chain";
+type RouteName = "status" | "node" | "committed" | "chain" | "proof";
 
 interface Route {
   readonly name: RouteName;
@@ -596,6 +629,7 @@ const ROUTES: readonly Route[] = [
   { name: "node", pattern: new URLPattern({ pathname: "/nodes/:hash" }), query: [] },
   { name: "committed", pattern: new URLPattern({ pathname: "/committed" }), query: ["from", "to"] },
   { name: "chain", pattern: new URLPattern({ pathname: "/chain" }), query: ["from", "limit"] },
+  { name: "proof", pattern: new URLPattern({ pathname: "/proof" }), query: ["from", "to"] },
 ];
 
 function matchRoute(

@@ -97,6 +97,8 @@ import { CachedStateStorage } from "./state_cache.ts";
 import { ReplicaMetrics } from "./metrics.ts";
 import { pageRoutes } from "./page.ts";
 import { CommittedWindow, type TreeSnapshot, treeSnapshot } from "./tree_snapshot.ts";
+import type { StateService } from "../state/service.ts";
+import { createStateService, prepareState, withStateTree } from "../state/runtime.ts";
 
 /**
  * Another replica, as this one reaches it.
@@ -228,6 +230,28 @@ export interface ReplicaOptions {
   readonly stateCacheEntriesMax?: number;
   /** Longest `?wait=commit` wait, ms. Default 30,000. */
   readonly commitWaitTimeoutMs?: number;
+  /**
+   * State roots every this many committed heights, signed and certified for state proofs and
+   * snapshots (`src/state/`; needs a storage with `stateEntries`). Default 64; 0 turns it off.
+   */
+  readonly stateCheckpointInterval?: number;
+  /**
+   * Join by snapshot state sync (`src/state/sync.ts`) when the store has no committed Node: the
+   * newest certified snapshot a peer offers is installed before the Engine starts; without one
+   * the replica replays from genesis. Default false.
+   */
+  readonly stateSync?: boolean;
+  /**
+   * Retention: delete committed Nodes older than the kept snapshots need (the oldest of the last
+   * 4 checkpoints minus the 1024 heights below it that joiners fetch, SPECIFICATION.md 15.5).
+   * Needs a store with `pruneCommittedBelow` (Deno KV). Default false: every Node is kept.
+   */
+  readonly pruneCommitted?: boolean;
+  /**
+   * Committed Nodes below a snapshot that a joiner fetches and that retention keeps. Default 1024
+   * (the mempool's default `commandHorizon`; set it at least as high as `commandHorizon`).
+   */
+  readonly stateHistoryHeights?: number;
   /** Application routes tried before the replica's own (e.g. the key-value API). */
   readonly routes?: ReplicaRoutes;
   /** Least level logged. Default `"info"`. */
@@ -407,6 +431,8 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
 export class Replica implements NodeTreeView {
   /** The pool of client commands; null when the replica runs a Node-level `app`. */
   readonly mempool: Mempool | null;
+  /** State tree, checkpoints and snapshots (null when off, see `stateCheckpointInterval`). */
+  readonly state: StateService | null;
   readonly #o: ReplicaOptions;
   readonly #log: ReplicaLog;
   readonly #tcp: ConsensusTcp;
@@ -444,6 +470,7 @@ export class Replica implements NodeTreeView {
     const me = options.signer.publicKey;
     const peers = options.peers.filter((p) => !bytesEqual(p.publicKey, me));
     this.#peers = peers.map((p) => ({ publicKey: p.publicKey, url: p.httpUrl }));
+    this.state = createStateService(this.#stateOptions());
     this.mempool = options.machine === undefined ? null : new Mempool(options.machine, {
       ...options.mempool,
       batchStore: options.batchStore,
@@ -499,7 +526,10 @@ export class Replica implements NodeTreeView {
       broadcast: (message) => tcp.broadcast(message),
     };
     const pool = this.mempool;
-    const app = this.#withCommitCallback(o.app ?? pool!.application);
+    // Spec 15.4 step 5: the Engine opens on the installed head and catches up from there.
+    const stateSync = o.stateSync === true;
+    await prepareState(this.state, { ...this.#stateOptions(), stateSync, signal: o.signal });
+    const app = withStateTree(this.#withCommitCallback(o.app ?? pool!.application), this.state);
     const t0 = performance.now();
     if (pool !== null) {
       const ticker = new ProgressTicker((p: { read: number; total: number }) =>
@@ -556,6 +586,28 @@ export class Replica implements NodeTreeView {
     });
   }
 
+  #stateOptions(): Parameters<typeof createStateService>[0] {
+    const o = this.#o;
+    return {
+      chainId: o.chainId,
+      validators: o.validators,
+      signer: o.signer,
+      verifier: o.verifier,
+      storage: o.storage,
+      peers: this.#peers,
+      authorize: (method, url) => this.#authorize(method, url),
+      checkpointInterval: o.stateCheckpointInterval,
+      pruneCommitted: o.pruneCommitted,
+      historyHeights: o.stateHistoryHeights,
+      log: (level, event, fields) => this.#log.write(level, event, fields),
+    };
+  }
+
+  async #authorize(method: string, url: URL): Promise<Record<string, string>> {
+    const o = this.#o;
+    return { [AUTH_HEADER]: await signRequest(o.signer, { chainId: o.chainId, method, url }) };
+  }
+
   /** The Engine (for tests and observers). */
   get engine(): Engine {
     if (this.#engine === null) throw new HotStuffError("not-started", "the replica is not started");
@@ -593,6 +645,7 @@ export class Replica implements NodeTreeView {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#watchdog);
+    this.state?.close();
     await this.#engine?.stop();
     await this.#tcp.close();
     this.mempool?.close();
@@ -722,6 +775,8 @@ export class Replica implements NodeTreeView {
       if (url.pathname === "/metrics") return await this.#getMetrics(request, url);
       const page = pageRoutes(request, url, (window) => this.#treeSnapshot(window));
       if (page !== null) return page;
+      const state = this.state?.route(request, url) ?? null;
+      if (state !== null) return state;
       const pool = this.mempool;
       if (pool === null) return null;
       const ctx: CommandRouteContext = {

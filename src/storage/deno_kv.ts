@@ -14,6 +14,8 @@
  * | `["committed", height]` | hash of the committed Node at `height` |
  * | `["head"]` | CBOR `[height, hash]` of the committed head |
  * | `["app", key]` | committed application state |
+ * | `["sync"]` | height of a snapshot install in progress (src/state/sync.ts) |
+ * | `["pruned"]` | retention: committed Nodes below this height were deleted |
  *
  * A record is CBOR `[encodeNode(node), [[key, value or null], ...]]`. QCs in the safety state are
  * {@link encodeQC} bytes; the TC is stored in the same QC tuple form with a zero node hash, so the
@@ -357,6 +359,140 @@ export class DenoKvStorage implements Storage {
     const entry = await this.#kv.get(["app", key]);
     if (entry.value === null) return null;
     return bytes(entry.value, `state ${toHex(key)}`, null);
+  }
+
+  /** See {@link Storage.stateEntries}. */
+  async *stateEntries(): AsyncIterable<readonly [Uint8Array, Uint8Array]> {
+    for await (const e of this.#kv.list({ prefix: ["app"] }, { batchSize: 500 })) {
+      const key = e.key[1];
+      if (!(key instanceof Uint8Array)) continue;
+      yield [key, bytes(e.value, `state ${toHex(key)}`, null)];
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Snapshot install (src/state/sync.ts): state entries written before the head reaches the
+  // snapshot's Node, under a marker, so that a crash mid-install is recognised at the next start.
+
+  /** The height of an unfinished snapshot install (its marker), or null. */
+  async snapshotMarker(): Promise<number | null> {
+    const v = (await this.#kv.get(["sync"])).value;
+    return typeof v === "number" ? v : null;
+  }
+
+  /** Sets the marker of a snapshot install at `height`. */
+  async beginSnapshot(height: number): Promise<void> {
+    await this.#kv.set(["sync"], height);
+  }
+
+  /** Writes committed state entries of a snapshot, in as few atomic operations as hold them. */
+  async putStateEntries(entries: readonly (readonly [Uint8Array, Uint8Array])[]): Promise<void> {
+    let op = this.#kv.atomic();
+    let count = 0;
+    let bytesSum = 0;
+    let keysSum = 0;
+    for (const [key, value] of entries) {
+      const keySize = APP_PART_BYTES + escapedBytes(key);
+      if (keySize > DENO_KV_LIMITS.keyBytesMax || value.length > DENO_KV_LIMITS.valueBytesMax) {
+        throw new HotStuffError("snapshot-entry-too-large", `state key ${toHex(key)} does not fit`);
+      }
+      if (
+        count >= 990 || bytesSum + 2 * keySize + value.length > 780_000 ||
+        keysSum + keySize > 78_000
+      ) {
+        await commitOrThrow(op);
+        op = this.#kv.atomic();
+        count = bytesSum = keysSum = 0;
+      }
+      op.set(["app", key], value);
+      count++;
+      bytesSum += 2 * keySize + value.length;
+      keysSum += keySize;
+    }
+    if (count > 0) await commitOrThrow(op);
+  }
+
+  /**
+   * Deletes everything but the safety state, then the marker: an unfinished install (into a
+   * store with no committed Node) starts over from an empty store.
+   */
+  async clearSnapshot(): Promise<void> {
+    this.#writer = null;
+    let op = this.#kv.atomic();
+    let count = 0;
+    for await (const e of this.#kv.list({ prefix: [] }, { batchSize: 500 })) {
+      if (e.key[0] === "safety" || e.key[0] === "sync") continue;
+      op.delete(e.key);
+      if (++count >= 900) {
+        await commitOrThrow(op);
+        op = this.#kv.atomic();
+        count = 0;
+      }
+    }
+    op.delete(["sync"]);
+    await commitOrThrow(op);
+  }
+
+  /**
+   * Writes `chain` (consecutive committed Nodes ending with the snapshot's, their updates already
+   * in the snapshot's state) as committed into a store with no committed Node, in the ordinary
+   * write path; the Nodes below the first are not stored.
+   */
+  async installSnapshotChain(chain: readonly StoredNode[]): Promise<void> {
+    const writer = await this.#writerState();
+    if (writer.head !== null) {
+      throw new HotStuffError("not-empty", "a snapshot installs only into an empty store");
+    }
+    const first = chain[0];
+    if (first === undefined) return;
+    // The write checks that its commits extend the head: the first's parent stands in for it.
+    writer.head = { height: first.node.height - 1, hash: first.node.parent };
+    await this.write({ commits: chain });
+  }
+
+  /**
+   * Retention: deletes the committed Nodes of heights below `height` (their records, chunks and
+   * height index), from the lowest still stored; the head and state are untouched. Runs in the
+   * write queue. Resolves to the number of Nodes deleted.
+   */
+  pruneCommittedBelow(height: number): Promise<number> {
+    const run = this.#queue.then(() => this.#pruneBelow(height));
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #pruneBelow(height: number): Promise<number> {
+    const start = (await this.#kv.get<number>(["pruned"])).value ?? 1;
+    const head = await this.committedHead();
+    const end = Math.min(height, head?.height ?? 0);
+    let deleted = 0;
+    for (let h = start; h < end; h += 100) {
+      const top = Math.min(end, h + 100);
+      let op = this.#kv.atomic();
+      let count = 0;
+      for (let k = h; k < top; k++) {
+        const hash = await this.committedHash(k);
+        if (hash === null) continue;
+        const keys: Deno.KvKey[] = [["committed", k], ["node", hash]];
+        for await (const c of this.#kv.list({ prefix: ["chunk", hash] })) keys.push(c.key);
+        if (count + keys.length > 900) {
+          await commitOrThrow(op);
+          op = this.#kv.atomic();
+          count = 0;
+        }
+        for (const key of keys) op.delete(key);
+        count += keys.length;
+        deleted++;
+      }
+      op.set(["pruned"], top);
+      await commitOrThrow(op);
+    }
+    return deleted;
+  }
+
+  /** Removes the marker once the head is the snapshot's Node. */
+  async endSnapshot(): Promise<void> {
+    await this.#kv.delete(["sync"]);
   }
 
   /** See {@link Storage.uncommittedNodes}. Sorted by height, then hash. */
@@ -1033,6 +1169,11 @@ function stringPartBytes(s: string): number {
 }
 
 /** A tag and a terminator byte, plus one escape byte per zero byte. */
+async function commitOrThrow(op: Deno.AtomicOperation): Promise<void> {
+  const r = await op.commit();
+  if (!r.ok) throw new HotStuffError("write-failed", "a snapshot write was refused");
+}
+
 function escapedBytes(b: Uint8Array): number {
   let zeros = 0;
   for (let i = 0; i < b.length; i++) if (b[i] === 0) zeros++;

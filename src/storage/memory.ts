@@ -5,7 +5,7 @@
  * @module
  */
 import { assert } from "../errors.ts";
-import { bytesEqual, toHex } from "../types.ts";
+import { bytesEqual, fromHex, toHex } from "../types.ts";
 import type { Hash } from "../types.ts";
 import type { CommittedHead, SafetyState, Storage, StoredNode, WriteBatch } from "./storage.ts";
 
@@ -84,6 +84,11 @@ export class MemoryStorage implements Storage {
   committedHead(): Promise<CommittedHead | null> {
     const n = this.#committed.length;
     return Promise.resolve(n === 0 ? null : { height: n, hash: this.#committed[n - 1]! });
+  }
+
+  /** See {@link Storage.stateEntries}. */
+  async *stateEntries(): AsyncIterable<readonly [Uint8Array, Uint8Array]> {
+    for (const [k, v] of [...this.#state]) yield [fromHex(k)!, v];
   }
 
   /** See {@link Storage.getState}. */

@@ -167,6 +167,11 @@ export interface Storage {
   getState(key: Uint8Array): Promise<Uint8Array | null>;
   /** Uncommitted stored Nodes (to rebuild the NodeTree after a restart). */
   uncommittedNodes(): Promise<StoredNode[]>;
+  /**
+   * Every committed application state entry, `[key, value]`, in any order (optional: the state
+   * tree of state proofs and snapshots is built from it at start, see `src/state/`).
+   */
+  stateEntries?(): AsyncIterable<readonly [Uint8Array, Uint8Array]>;
   /** Releases resources. */
   close(): Promise<void>;
 }
@@ -194,6 +199,7 @@ export function wrapStorage(inner: Storage, overrides: Partial<Storage>): Storag
     getState: (key) => inner.getState(key),
     uncommittedNodes: () => inner.uncommittedNodes(),
     close: () => inner.close(),
+    ...(inner.stateEntries === undefined ? {} : { stateEntries: () => inner.stateEntries!() }),
     ...overrides,
   };
 }

@@ -12,7 +12,12 @@
 import { deriveSecretKey, ed25519Signer, type Signer } from "../../src/crypto.ts";
 import type { ConnectionLimits } from "../../src/net/connections.ts";
 import type { PacemakerOptions } from "../../src/consensus/pacemaker.ts";
-import { type Replica, type ReplicaPeer, startReplica } from "../../src/runtime/replica.ts";
+import {
+  type Replica,
+  type ReplicaOptions,
+  type ReplicaPeer,
+  startReplica,
+} from "../../src/runtime/replica.ts";
 import { DenoKvStorage } from "../../src/storage/deno_kv.ts";
 import { ValidatorSet } from "../../src/validators.ts";
 import { kvMachine } from "../../examples/kv_store/app.ts";
@@ -268,6 +273,10 @@ export interface InProcessClusterOptions {
   readonly network?: ConnectionLimits & { readonly encryptLinks?: boolean };
   /** Log through LogTape (level `info`) instead of into the {@link LogBook}s. */
   readonly logSinkless?: boolean;
+  /** State checkpoint interval of every replica (default the replica's). */
+  readonly stateCheckpointInterval?: number;
+  /** More options for every replica. */
+  readonly replica?: Partial<ReplicaOptions>;
 }
 
 /** A running in-process cluster. */
@@ -341,6 +350,8 @@ export async function startInProcessCluster(
         peers,
         pacemaker: options.pacemaker ?? { viewTimeoutMinMs: 250, viewTimeoutMaxMs: 2_000 },
         network: options.network,
+        stateCheckpointInterval: options.stateCheckpointInterval,
+        ...options.replica,
         logLevel: options.logSinkless === true ? "info" : "debug",
         logSink: options.logSinkless === true ? undefined : (line) => logs[i]!.push(line),
         name: `replica-${i}`,

@@ -1,0 +1,307 @@
+/**
+ * Section (i), join time: a replica whose data directory is wiped joins a cluster of replica
+ * processes with `nodes` committed Nodes, once by snapshot state sync (`--state-sync`) and once
+ * by replay from genesis; each figure is the time from its process start to its committed height
+ * reaching the others' height at that start.
+ *
+ * The chain is built without running consensus (building it is not measured): `nodes` Nodes of
+ * the key-value replicas' own format (view k, height k, the leader of k as proposer, each justified
+ * by the QC of its parent signed with the real keys of validators 0, 1 and 2); the first
+ * `ceil(keys / 400)` Nodes each name one batch of 400 `set` commands (the mempool's batch and
+ * command formats, executed by the mempool itself to get their updates), the rest name none. Each
+ * of replicas 0-2 gets it in its Deno KV store (Nodes, updates, safety state after voting for the
+ * last one) and its batches in its batch store; then they run as processes and extend the chain.
+ *
+ * Alone: `deno run -A bench/join.ts [--nodes N] [--keys K] [--replay-cap-s S]`.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import type { StateView } from "../src/app.ts";
+import { genesisNode, genesisQC, nodeHash, signedBytes } from "../src/codec.ts";
+import { readSecretKey, validatorSetOf } from "../src/cli/config.ts";
+import { ed25519Signer, type Signer } from "../src/crypto.ts";
+import { encodeBatch, encodeDigests, MemoryBatchStore, Mempool } from "../src/runtime/mempool.ts";
+import { DenoKvBatchStore } from "../src/storage/batches.ts";
+import { DenoKvStorage } from "../src/storage/deno_kv.ts";
+import type { StoredNode } from "../src/storage/storage.ts";
+import type { Node, QuorumCertificate } from "../src/types.ts";
+import { bytesCompare, SignatureDomain, toHex } from "../src/types.ts";
+import { encodeKvCommand, kvMachine } from "../examples/kv_store/app.ts";
+import { ProcessCluster, sleep, tryStatus } from "../examples/kv_store/cluster.ts";
+import type { BenchContext, SectionResult } from "./figures.ts";
+import { withTarget } from "./figures.ts";
+
+/** Committed Nodes in a full run (the issue's figure). */
+export const JOIN_NODES_FULL = 100_000;
+/** ... in a quick run. */
+export const JOIN_NODES_QUICK = 5_000;
+/** The issue's target for a join by state sync, ms. */
+export const JOIN_TARGET_MS = 10_000;
+const COMMANDS_PER_BATCH = 400;
+const COMMITS_PER_WRITE = 256;
+const CHECKPOINT_ARGS = ["--state-checkpoint-interval", "64"];
+
+/** What one join run measured. */
+export interface JoinOutcome {
+  /** Committed Nodes before the joins. */
+  readonly nodes: number;
+  /** Keys in the state. */
+  readonly keys: number;
+  /** Building and writing the chain, ms (not a figure). */
+  readonly setupMs: number;
+  /** Join by state sync: start to caught up, ms, and the install as logged. */
+  readonly syncMs: number | null;
+  readonly syncInstall: Record<string, unknown> | null;
+  /** Join by replay: start to caught up, ms; null when not caught up within the cap. */
+  readonly replayMs: number | null;
+  /** Replay: the height reached when the cap ended it (or the target when it finished). */
+  readonly replayHeight: number;
+  /** The height each join had to reach. */
+  readonly targets: readonly number[];
+}
+
+/** Runs both joins once. */
+export async function runJoin(
+  options: { nodes: number; keys: number; replayCapMs: number; log: (line: string) => void },
+): Promise<JoinOutcome> {
+  const cluster = await ProcessCluster.create({ replicas: 4, prefix: "bench-join-" });
+  try {
+    const t0 = performance.now();
+    await writeChain(cluster, options.nodes, options.keys, options.log);
+    const setupMs = performance.now() - t0;
+    for (const i of [0, 1, 2]) cluster.start(i, CHECKPOINT_ARGS);
+    await cluster.waitReady(120_000, [0, 1, 2]);
+    await waitFor("a certified snapshot", 120_000, async () => {
+      const r = await fetch(`${cluster.urls[0]}/state/snapshot`).catch(() => null);
+      await r?.body?.cancel();
+      return r?.status === 200;
+    });
+    options.log(`i: chain of ${options.nodes} Nodes written in ${Math.round(setupMs)} ms; joining`);
+    const sync = await join(cluster, [...CHECKPOINT_ARGS, "--state-sync"], 120_000);
+    const log = await Deno.readTextFile(cluster.logPath(3));
+    const line = log.split("\n").find((l) => l.includes('"sync:installed"'));
+    for (const l of log.split("\n")) {
+      if (/"event":"(sync:|replica:start)/.test(l)) options.log(`i: replica 3: ${l.slice(0, 300)}`);
+    }
+    options.log(`i: joined by state sync in ${sync.ms} ms`);
+    await cluster.kill(3, "SIGTERM");
+    await cluster.wipe(3);
+    const replay = await join(cluster, CHECKPOINT_ARGS, options.replayCapMs);
+    options.log(`i: by replay ${replay.ms ?? `> ${options.replayCapMs}`} ms`);
+    return {
+      nodes: options.nodes,
+      keys: options.keys,
+      setupMs,
+      syncMs: sync.ms,
+      syncInstall: line === undefined ? null : JSON.parse(line),
+      replayMs: replay.ms,
+      replayHeight: replay.height,
+      targets: [sync.target, replay.target],
+    };
+  } finally {
+    await cluster.close();
+  }
+}
+
+/** Starts replica 3 and waits until its committed height reaches the others' at its start. */
+async function join(
+  cluster: ProcessCluster,
+  args: readonly string[],
+  capMs: number,
+): Promise<{ ms: number | null; target: number; height: number }> {
+  const target = Math.max(...await heights(cluster, [0, 1, 2]));
+  const t0 = performance.now();
+  cluster.start(3, args);
+  let height = -1;
+  while (performance.now() - t0 < capMs) {
+    height = (await heights(cluster, [3]))[0]!;
+    if (height >= target) return { ms: Math.round(performance.now() - t0), target, height };
+    await sleep(50);
+  }
+  return { ms: null, target, height };
+}
+
+async function heights(cluster: ProcessCluster, which: readonly number[]): Promise<number[]> {
+  const s = await Promise.all(which.map((i) => tryStatus(cluster.urls[i]!, 1_000)));
+  return s.map((x) => x?.committed.height ?? -1);
+}
+
+async function waitFor(what: string, ms: number, ok: () => Promise<boolean>): Promise<void> {
+  const until = performance.now() + ms;
+  while (!(await ok())) {
+    if (performance.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(200);
+  }
+}
+
+/** Builds the chain and writes it into replicas 0-2's stores (see the module docs). */
+async function writeChain(
+  cluster: ProcessCluster,
+  length: number,
+  keys: number,
+  log: (line: string) => void,
+): Promise<void> {
+  const config = cluster.config;
+  const chainId = config.chainId;
+  const signers: Signer[] = [];
+  for (const v of config.validators) {
+    const { secretKey } = await readSecretKey(`${cluster.dir}/${v.name}.key`, config);
+    signers.push(ed25519Signer(secretKey));
+  }
+  const validators = validatorSetOf(config);
+  const pool = new Mempool(kvMachine, { batchStore: new MemoryBatchStore() });
+  const app = pool.application;
+  const state = new Map<string, Uint8Array | null>();
+  const view: StateView = { get: (k) => Promise.resolve(state.get(toHex(k)) ?? null) };
+  const stores = await Promise.all([0, 1, 2].map(async (i) => {
+    await Deno.mkdir(cluster.dataDir(i), { recursive: true });
+    return {
+      nodes: await DenoKvStorage.open(`${cluster.dataDir(i)}/replica.kv`),
+      batches: await DenoKvBatchStore.open(`${cluster.dataDir(i)}/batches.kv`),
+    };
+  }));
+  let parent = nodeHash(genesisNode(chainId));
+  let justify: QuorumCertificate = genesisQC(chainId);
+  let pending: StoredNode[] = [];
+  const batches = Math.ceil(keys / COMMANDS_PER_BATCH);
+  for (let k = 1; k <= length; k++) {
+    const digests: Uint8Array[] = [];
+    if (k <= batches) {
+      const entries = Array.from({ length: COMMANDS_PER_BATCH }, (_, i) => {
+        const n = (k - 1) * COMMANDS_PER_BATCH + i;
+        const key = new TextEncoder().encode(`key-${n}`);
+        const value = new TextEncoder().encode(`value-${n}`);
+        return { command: encodeKvCommand({ op: "set", key, value }), expires: k + 100 };
+      }).slice(0, Math.max(0, keys - (k - 1) * COMMANDS_PER_BATCH));
+      const bytes = encodeBatch(entries);
+      const digest = pool.addBatch(bytes);
+      const digestBytes = Uint8Array.from(digest.match(/../g)!, (h) => parseInt(h, 16));
+      for (const s of stores) await s.batches.put(digestBytes, bytes);
+      digests.push(digestBytes);
+    }
+    const node: Node = {
+      view: k,
+      height: k,
+      parent,
+      justify,
+      command: encodeDigests(digests),
+      proposer: validators.leader(k).publicKey,
+    };
+    const hash = nodeHash(node);
+    const r = await app.validateNode({ node, hash, state: view });
+    if (!r.ok) throw new Error(`the pool refused generated Node ${k}: ${r.reason}`);
+    for (const [key, value] of r.updates) state.set(toHex(key), value);
+    await app.onCommit?.({ node, hash, updates: r.updates });
+    pending.push({ node, hash, updates: r.updates });
+    justify = await quorumCertificate(chainId, signers.slice(0, 3), k, hash);
+    parent = hash;
+    if (pending.length >= COMMITS_PER_WRITE || k === length) {
+      await Promise.all(stores.map((s) => s.nodes.write({ commits: pending })));
+      pending = [];
+    }
+    if (k % 20_000 === 0) log(`i: ${k} Nodes built and written`);
+  }
+  // Every replica voted for the last Node; its QC is the highest (and the lock).
+  const safety = {
+    currentView: length,
+    lastVotedView: length,
+    lockedQC: justify,
+    highQC: justify,
+    highTC: null,
+  };
+  for (const s of stores) {
+    await s.nodes.write({ safety });
+    await s.nodes.close();
+    s.batches.close();
+  }
+  pool.close();
+}
+
+async function quorumCertificate(
+  chainId: string,
+  signers: readonly Signer[],
+  view: number,
+  hash: Uint8Array,
+): Promise<QuorumCertificate> {
+  const bytes = signedBytes(SignatureDomain.vote, chainId, view, hash);
+  const signatures = await Promise.all(
+    signers.map(async (s) => ({ signer: s.publicKey, signature: await s.sign(bytes) })),
+  );
+  signatures.sort((a, b) => bytesCompare(a.signer, b.signer));
+  return { chainId, view, nodeHash: hash, signatures };
+}
+
+/**
+ * The section: both joins at {@link JOIN_NODES_FULL} Nodes (quick: {@link JOIN_NODES_QUICK}), in
+ * a child process (the bench task has no network permission).
+ */
+export async function runJoinSection(ctx: BenchContext): Promise<SectionResult> {
+  const nodes = ctx.quick ? JOIN_NODES_QUICK : JOIN_NODES_FULL;
+  const keys = ctx.quick ? 20_000 : 100_000;
+  const capS = ctx.quick ? 60 : 600;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("./join.ts", import.meta.url).pathname,
+      "--nodes",
+      String(nodes),
+      "--keys",
+      String(keys),
+      "--replay-cap-s",
+      String(capS),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const [out, err] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.status,
+  ]);
+  for (const line of err.split("\n")) if (line.startsWith("i: ")) ctx.log(line.slice(0, 200));
+  const o = JSON.parse(out.trim().split("\n").at(-1)!) as JoinOutcome;
+  const name = `${nodes} Nodes, ${keys} keys`;
+  return {
+    section: "i",
+    title: "Join time of a wiped replica",
+    figures: [
+      withTarget(
+        { section: "i", name: `${name}: join by state sync`, value: o.syncMs, unit: "ms" },
+        "<",
+        JOIN_TARGET_MS,
+      ),
+      { section: "i", name: `${name}: join by replay`, value: o.replayMs, unit: "ms" },
+    ],
+    notes: [
+      `4 replica processes (durable Deno KV); replica 3 wiped; the others at height ${
+        o.targets[0]
+      } when it started. Replay ${
+        o.replayMs === null
+          ? `did not finish within ${capS} s (height ${o.replayHeight} of ${o.targets[1]})`
+          : "finished"
+      }.`,
+      `state sync install: ${JSON.stringify(o.syncInstall)}`,
+    ],
+    details: o,
+  };
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      nodes: { type: "string" },
+      keys: { type: "string" },
+      "replay-cap-s": { type: "string" },
+    },
+  });
+  const o = await runJoin({
+    nodes: Number(values.nodes ?? JOIN_NODES_QUICK),
+    keys: Number(values.keys ?? 20_000),
+    replayCapMs: 1000 * Number(values["replay-cap-s"] ?? 300),
+    log: (line) => console.error(line),
+  });
+  console.log(JSON.stringify(o));
+}

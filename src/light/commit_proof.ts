@@ -1,0 +1,300 @@
+/**
+ * Commit proofs: evidence, checkable from signatures alone, that a Node is committed. A light
+ * client (a wallet, a bridge, a monitor) trusts a validator set, not a replica: it asks any replica
+ * for a proof and decides with {@link verifyCommitProof}. See SPECIFICATION.md section 15.
+ *
+ * A proof is a run of Nodes of consecutive heights, each the parent of the next, whose last three
+ * Nodes `b`, `b'`, `b''` are a direct chain in consecutive views (`b'.justify` certifies `b`,
+ * `b''.justify` certifies `b'`), and a QC that certifies `b''`. That is exactly what makes an
+ * honest replica commit `b` (SPECIFICATION.md 5.3): the QC of `b''` shows that validators holding
+ * more than 2/3 of the power voted for `b''`, and an honest one votes for `b''` only after locking
+ * on the QC of `b` (5.2), so no conflicting Node can gather a commit of its own while less than 1/3
+ * of the power is Byzantine. Every Node of the run up to `b` is an ancestor of `b` by hash, so it
+ * is committed too.
+ *
+ * @module
+ */
+import {
+  decodeNode,
+  decodeQC,
+  decodeValue,
+  encodeNode,
+  encodeQC,
+  encodeValue,
+  nodeHash,
+} from "../codec.ts";
+import { MessageVerifier } from "../consensus/verify.ts";
+import { ed25519Verifier, type Verifier } from "../crypto.ts";
+import type { Hash, Node, QuorumCertificate } from "../types.ts";
+import { bytesEqual } from "../types.ts";
+import type { ValidatorSet } from "../validators.ts";
+
+/** A commit proof: Nodes of ascending heights, and the QC of the last one. */
+export interface CommitProof {
+  /**
+   * At least three Nodes of consecutive heights, each the parent of the next. The last three are
+   * a direct chain in consecutive views; every Node but the last two is proven committed.
+   */
+  readonly nodes: readonly Node[];
+  /** A QC for the last Node. */
+  readonly certificate: QuorumCertificate;
+}
+
+/** What a light client trusts: the chain's id and its validator set. */
+export interface CommitTrust {
+  /** The chain every certificate must name. */
+  readonly chainId: string;
+  /** The validators (keys and powers) whose quorums the client believes. */
+  readonly validators: ValidatorSet;
+  /** Signature checks (default: Ed25519 with Web Crypto). */
+  readonly verifier?: Verifier;
+}
+
+/** A Node proven committed, with its hash. */
+export interface ProvenNode {
+  /** The Node. */
+  readonly node: Node;
+  /** Its hash. */
+  readonly hash: Hash;
+}
+
+/** The outcome of {@link verifyCommitProof}. */
+export type CommitVerdict =
+  | {
+    readonly ok: true;
+    /** Every Node the proof shows committed, ascending by height (at least one). */
+    readonly committed: readonly ProvenNode[];
+  }
+  | { readonly ok: false; readonly reason: CommitProofRejection; readonly detail: string };
+
+/** Why a commit proof was refused. */
+export type CommitProofRejection =
+  | "too-short"
+  | "too-long"
+  | "bad-height"
+  | "not-linked"
+  | "not-consecutive"
+  | "justify-mismatch"
+  | "certificate-mismatch"
+  | "wrong-chain"
+  | "unknown-signer"
+  | "duplicate-signer"
+  | "no-quorum"
+  | "bad-signature"
+  | "bad-qc";
+
+/** Most Nodes a proof may hold (a replica sends at most its `rangeMax`, 256 by default). */
+export const COMMIT_PROOF_NODES_MAX = 1024;
+
+/**
+ * Decides from signatures alone whether the Nodes of `proof` are committed, trusting only
+ * `trust`. Never throws for a malformed proof: a refusal carries its reason.
+ *
+ * @example
+ * ```ts
+ * import { ValidatorSet, verifyCommitProof, type CommitProof } from "../../mod.ts";
+ * declare const proof: CommitProof; // from decodeCommitProof(await (await fetch(url)).bytes())
+ * declare const validators: ValidatorSet;
+ * const verdict = await verifyCommitProof(proof, { chainId: "kv-1", validators });
+ * if (verdict.ok) console.log("committed up to", verdict.committed.at(-1)!.node.height);
+ * else console.log("refused:", verdict.reason, verdict.detail);
+ * ```
+ */
+export async function verifyCommitProof(
+  proof: CommitProof,
+  trust: CommitTrust,
+): Promise<CommitVerdict> {
+  const nodes = proof.nodes;
+  if (nodes.length < 3) return refuse("too-short", `${nodes.length} Nodes, at least 3 needed`);
+  if (nodes.length > COMMIT_PROOF_NODES_MAX) {
+    return refuse("too-long", `${nodes.length} Nodes, at most ${COMMIT_PROOF_NODES_MAX}`);
+  }
+  // 1. A run of consecutive heights above genesis, each Node the parent of the next.
+  const hashes = nodes.map(nodeHash);
+  for (let i = 0; i < nodes.length; i++) {
+    const n = nodes[i]!;
+    if (n.height < 1) return refuse("bad-height", `Node ${i} has height ${n.height}`);
+    if (i === 0) continue;
+    if (n.height !== nodes[i - 1]!.height + 1) {
+      return refuse("bad-height", `height ${n.height} follows ${nodes[i - 1]!.height}`);
+    }
+    if (!bytesEqual(n.parent, hashes[i - 1]!)) {
+      return refuse("not-linked", `Node at height ${n.height} is not the child of the one before`);
+    }
+  }
+  // 2. The last three are a direct chain in consecutive views (5.3 items 2 and 3).
+  const k = nodes.length - 3;
+  const [b, b1, b2] = [nodes[k]!, nodes[k + 1]!, nodes[k + 2]!];
+  if (b1.view !== b.view + 1 || b2.view !== b1.view + 1) {
+    return refuse(
+      "not-consecutive",
+      `views ${b.view}, ${b1.view}, ${b2.view} are not consecutive`,
+    );
+  }
+  // 3. b'.justify certifies b, b''.justify certifies b', the certificate certifies b''.
+  const chain: [QuorumCertificate, number, string][] = [
+    [b1.justify, k, "justify-mismatch"],
+    [b2.justify, k + 1, "justify-mismatch"],
+    [proof.certificate, k + 2, "certificate-mismatch"],
+  ];
+  for (const [qc, i, reason] of chain) {
+    const target = nodes[i]!;
+    if (qc.view !== target.view || !bytesEqual(qc.nodeHash, hashes[i]!)) {
+      return refuse(
+        reason as CommitProofRejection,
+        `a QC of view ${qc.view} does not certify the Node at height ${target.height}`,
+      );
+    }
+  }
+  // 4. Each of the three QCs: the trusted chain, a quorum of the trusted set, valid signatures.
+  const verifier = new MessageVerifier(
+    trust.chainId,
+    trust.validators,
+    trust.verifier ?? ed25519Verifier(),
+  );
+  for (const [qc, i] of chain) {
+    const verdict = await verifier.verifyQC(qc);
+    if (!verdict.ok) {
+      return refuse(
+        asRejection(verdict.reason),
+        `QC of the Node at height ${nodes[i]!.height}: ${verdict.detail}`,
+      );
+    }
+  }
+  const committed = nodes.slice(0, k + 1).map((node, i) => ({ node, hash: hashes[i]! }));
+  return { ok: true, committed };
+}
+
+/**
+ * Builds a commit proof from a replica's chain: the Nodes from `from` on, cut after the first
+ * direct chain in consecutive views `b, b', b''` with `b` at height `to` or above whose `b''` has a
+ * known QC. `chain` holds consecutive heights from `from` (a replica's committed Nodes, then the
+ * branch of its highest QC); `certificateOf` looks up a QC for a Node when no Node of `chain`
+ * carries one. Returns null when `chain` proves no commit at `to` or above.
+ *
+ * @example
+ * ```ts
+ * import { buildCommitProof } from "./commit_proof.ts";
+ * await buildCommitProof([], 1, 1, () => Promise.resolve(null)); // null: nothing to prove
+ * ```
+ */
+export async function buildCommitProof(
+  chain: readonly Node[],
+  from: number,
+  to: number,
+  certificateOf: (hash: Hash) => Promise<QuorumCertificate | null>,
+): Promise<CommitProof | null> {
+  if (chain.length < 3 || chain[0]!.height !== from || to < from) return null;
+  const hashes = chain.map(nodeHash);
+  for (let k = to - from; k + 2 < chain.length; k++) {
+    const [b, b1, b2] = [chain[k]!, chain[k + 1]!, chain[k + 2]!];
+    if (b1.view !== b.view + 1 || b2.view !== b1.view + 1) continue;
+    if (!certifies(b1.justify, b, hashes[k]!) || !certifies(b2.justify, b1, hashes[k + 1]!)) {
+      continue;
+    }
+    const next = chain[k + 3];
+    const certificate = next !== undefined && certifies(next.justify, b2, hashes[k + 2]!)
+      ? next.justify
+      : await certificateOf(hashes[k + 2]!);
+    if (certificate === null || !certifies(certificate, b2, hashes[k + 2]!)) continue;
+    return { nodes: chain.slice(0, k + 3), certificate };
+  }
+  return null;
+}
+
+/**
+ * The canonical CBOR encoding of a proof: `[[encodeNode(node): bytes, ...], encodeQC(qc): bytes]`.
+ *
+ * @example
+ * ```ts
+ * import { encodeCommitProof } from "./commit_proof.ts";
+ * declare const proof: import("./commit_proof.ts").CommitProof;
+ * const body = encodeCommitProof(proof); // what GET /proof answers
+ * ```
+ */
+export function encodeCommitProof(proof: CommitProof): Uint8Array {
+  return encodeValue([proof.nodes.map(encodeNode), encodeQC(proof.certificate)]);
+}
+
+/** Why bytes are not a commit proof. */
+export class CommitProofDecodeError extends Error {
+  /**
+   * A decode failure.
+   *
+   * @param reason a short machine-readable reason
+   * @param message what was wrong
+   */
+  constructor(readonly reason: string, message: string) {
+    super(message);
+    this.name = "CommitProofDecodeError";
+  }
+}
+
+/**
+ * Strictly decodes {@link encodeCommitProof}'s encoding, at most `nodesMax` Nodes. Throws a
+ * {@link CommitProofDecodeError} on anything else. Decoding checks the form only: verify with
+ * {@link verifyCommitProof}.
+ *
+ * @example
+ * ```ts
+ * import { decodeCommitProof } from "./commit_proof.ts";
+ * try {
+ *   decodeCommitProof(new Uint8Array([0x80]));
+ * } catch (e) {
+ *   console.log((e as Error).message); // a proof is a CBOR array of two items
+ * }
+ * ```
+ */
+export function decodeCommitProof(
+  bytes: Uint8Array,
+  nodesMax: number = COMMIT_PROOF_NODES_MAX,
+): CommitProof {
+  let value: unknown;
+  try {
+    value = decodeValue(bytes);
+  } catch (e) {
+    throw new CommitProofDecodeError("bad-cbor", (e as Error).message);
+  }
+  if (!Array.isArray(value) || value.length !== 2) {
+    throw new CommitProofDecodeError("bad-form", "a proof is a CBOR array of two items");
+  }
+  const [list, qcBytes] = value as [unknown, unknown];
+  if (!Array.isArray(list)) throw new CommitProofDecodeError("bad-form", "Nodes must be an array");
+  if (list.length > nodesMax) {
+    throw new CommitProofDecodeError("too-long", `${list.length} Nodes, at most ${nodesMax}`);
+  }
+  const nodes = list.map((item, i) => {
+    if (!(item instanceof Uint8Array)) {
+      throw new CommitProofDecodeError("bad-form", `Node ${i} is not bytes`);
+    }
+    const d = decodeNode(item);
+    if (!d.ok) throw new CommitProofDecodeError("bad-node", `Node ${i}: ${d.error.message}`);
+    return d.value;
+  });
+  if (!(qcBytes instanceof Uint8Array)) {
+    throw new CommitProofDecodeError("bad-form", "the certificate is not bytes");
+  }
+  const qc = decodeQC(qcBytes);
+  if (!qc.ok) throw new CommitProofDecodeError("bad-qc", `certificate: ${qc.error.message}`);
+  return { nodes, certificate: qc.value };
+}
+
+function certifies(qc: QuorumCertificate, node: Node, hash: Hash): boolean {
+  return qc.view === node.view && bytesEqual(qc.nodeHash, hash);
+}
+
+function refuse(reason: CommitProofRejection, detail: string): CommitVerdict {
+  return { ok: false, reason, detail };
+}
+
+const QC_REASONS: readonly string[] = [
+  "wrong-chain",
+  "unknown-signer",
+  "duplicate-signer",
+  "no-quorum",
+  "bad-signature",
+];
+
+function asRejection(reason: string): CommitProofRejection {
+  return (QC_REASONS.includes(reason) ? reason : "bad-qc") as CommitProofRejection;
+}

@@ -1,0 +1,138 @@
+/**
+ * The state service in a replica runtime: what `src/runtime/replica.ts` calls, kept here so that the
+ * runtime needs only a few lines (the Application wrapper that feeds commits to the tree, the
+ * snapshot join before the Engine opens, and retention after checkpoints). See SPECIFICATION.md
+ * 15.3-15.5.
+ *
+ * @module
+ */
+import type { Application } from "../app.ts";
+import type { Signer, Verifier } from "../crypto.ts";
+import type { DenoKvStorage } from "../storage/deno_kv.ts";
+import type { Storage } from "../storage/storage.ts";
+import type { PublicKey } from "../types.ts";
+import type { ValidatorSet } from "../validators.ts";
+import { StateService } from "./service.ts";
+import {
+  isSnapshotStore,
+  recoverSnapshotInstall,
+  SnapshotSyncError,
+  syncSnapshot,
+} from "./sync.ts";
+
+/** What the runtime gives the state service. */
+export interface StateRuntimeOptions {
+  /** Chain id. */
+  readonly chainId: string;
+  /** The validator set. */
+  readonly validators: ValidatorSet;
+  /** This validator's key. */
+  readonly signer: Signer;
+  /** Signature checks. */
+  readonly verifier?: Verifier;
+  /** The store (the state tree is built from it; snapshots install into it). */
+  readonly storage: Storage;
+  /** The other validators' HTTP APIs. */
+  readonly peers: readonly { readonly publicKey: PublicKey; readonly url: string }[];
+  /** Request headers for a peer request (admission). */
+  readonly authorize: (method: string, url: URL) => Promise<Record<string, string>>;
+  /** Checkpoint interval, heights; 0 turns the service off. Default 64. */
+  readonly checkpointInterval?: number;
+  /** Delete committed Nodes older than the kept snapshots need. Default false. */
+  readonly pruneCommitted?: boolean;
+  /** Committed Nodes below a snapshot that joiners fetch and retention keeps. Default 1024. */
+  readonly historyHeights?: number;
+  /** Log sink. */
+  readonly log: (level: "info" | "warn", event: string, fields: Record<string, unknown>) => void;
+}
+
+/**
+ * A state service for a replica, or null when off (interval 0, or a store that cannot list its
+ * state).
+ */
+export function createStateService(o: StateRuntimeOptions): StateService | null {
+  const interval = o.checkpointInterval ?? 64;
+  if (interval === 0 || o.storage.stateEntries === undefined) return null;
+  let pruning = false;
+  const prune = (keepFrom: number): void => {
+    const storage = o.storage as Partial<DenoKvStorage>;
+    if (o.pruneCommitted !== true || storage.pruneCommittedBelow === undefined || pruning) return;
+    pruning = true;
+    storage.pruneCommittedBelow(keepFrom).then(
+      (deleted) => {
+        if (deleted > 0) o.log("info", "state:pruned", { below: keepFrom, deleted });
+      },
+      (e) => o.log("warn", "state:prune-failed", { reason: String(e) }),
+    ).finally(() => pruning = false);
+  };
+  return new StateService({
+    chainId: o.chainId,
+    validators: o.validators,
+    signer: o.signer,
+    verifier: o.verifier,
+    peers: o.peers,
+    checkpointInterval: interval,
+    authorize: o.authorize,
+    log: (event, fields) => o.log("info", event, fields),
+    onCheckpoint: prune,
+    historyHeights: o.historyHeights,
+  });
+}
+
+/**
+ * Before the Engine opens: finishes or undoes an install cut by a crash, joins by snapshot when
+ * asked and the store has no committed Node (falling back to replay when no peer offers a
+ * verifiable snapshot), and builds the state tree from the store otherwise.
+ */
+export async function prepareState(
+  state: StateService | null,
+  o: StateRuntimeOptions & { readonly stateSync: boolean; readonly signal?: AbortSignal },
+): Promise<void> {
+  await recoverSnapshotInstall(o.storage);
+  if (state === null) return;
+  const storage = o.storage;
+  if (o.stateSync && isSnapshotStore(storage) && await storage.committedHead() === null) {
+    const t0 = performance.now();
+    try {
+      const r = await syncSnapshot({
+        chainId: o.chainId,
+        validators: o.validators,
+        verifier: o.verifier,
+        peers: o.peers.map((p) => p.url),
+        storage,
+        authorize: o.authorize,
+        log: (event, fields) => o.log("info", event, fields),
+        signal: o.signal,
+        historyHeights: o.historyHeights,
+      });
+      state.adopt(r.tree);
+      o.log("info", "sync:installed", {
+        height: r.height,
+        keys: r.keys,
+        ms: Math.round(performance.now() - t0),
+        dropped: r.dropped,
+      });
+    } catch (e) {
+      if (!(e instanceof SnapshotSyncError)) throw e;
+      o.log("warn", "sync:skipped", { reason: e.message });
+    }
+  }
+  if (!state.loaded) await state.load(storage.stateEntries!());
+}
+
+/** `app`, whose commits also go to the state tree. */
+export function withStateTree(app: Application, state: StateService | null): Application {
+  if (state === null) return app;
+  return {
+    produceCommand: (request) => app.produceCommand(request),
+    validateNode: (request) => app.validateNode(request),
+    onCommit: async (notice) => {
+      // The tree sees every commit, even one whose Application hook throws.
+      try {
+        await app.onCommit?.(notice);
+      } finally {
+        state.onCommit(notice);
+      }
+    },
+  };
+}

@@ -1,0 +1,476 @@
+/**
+ * Snapshot state sync: a replica with an empty store joins from a peer's snapshot of committed
+ * state instead of replaying every Node. See SPECIFICATION.md 15.4.
+ *
+ * 1. Ask every peer for its newest manifest (`GET /state/snapshot`); keep those whose state
+ *    certificate is a quorum of the trusted set (`certificate.ts`) and whose 256 chunk hashes
+ *    fold to the certified root; take the highest.
+ * 2. Ask for a commit proof of the certificate's Node (`GET /proof?from=H&to=H`) and verify it:
+ *    the Node at `H` with the certified hash is committed.
+ * 3. Fetch the 256 chunks one at a time (`GET /state/chunk`), each checked against its hash in the
+ *    manifest before it is written; a peer whose chunk fails is dropped and another is asked.
+ * 4. Write the snapshot's Node as the committed head (with a QC for it as the highest QC when
+ *    the proof carries one; the safety state's votes and lock are left as stored).
+ *
+ * The install runs under a marker (`DenoKvStorage.beginSnapshot`): a replica that crashes
+ * mid-install finds it at the next start, deletes the state it wrote and starts over
+ * ({@link recoverSnapshotInstall}). The Engine starts only after the install is complete, so the
+ * replica never votes on partial state.
+ *
+ * @module
+ */
+import { decodeNode, genesisQC, nodeHash } from "../codec.ts";
+import type { Verifier } from "../crypto.ts";
+import { decodeCommitProof, verifyCommitProof } from "../light/commit_proof.ts";
+import { readBodyLimited } from "../net/http.ts";
+import type { SafetyState, Storage } from "../storage/storage.ts";
+import type { DenoKvStorage } from "../storage/deno_kv.ts";
+import type { Hash, Node, QuorumCertificate } from "../types.ts";
+import { bytesEqual, toHex } from "../types.ts";
+import type { ValidatorSet } from "../validators.ts";
+import {
+  certificateFromValue,
+  type StateCertificate,
+  verifyStateCertificate,
+} from "./certificate.ts";
+import { decodeManifest } from "./service.ts";
+import {
+  checkChunk,
+  rootOfChunkHashes,
+  SNAPSHOT_CHUNKS,
+  type StateEntry,
+  StateTree,
+} from "./tree.ts";
+import { decodeValue } from "../codec.ts";
+
+/** What a store needs for a snapshot install (DenoKvStorage has it). */
+export type SnapshotStore =
+  & Storage
+  & Pick<
+    DenoKvStorage,
+    | "snapshotMarker"
+    | "beginSnapshot"
+    | "putStateEntries"
+    | "clearSnapshot"
+    | "installSnapshotChain"
+    | "endSnapshot"
+  >;
+
+/** True when `storage` can install snapshots. */
+export function isSnapshotStore(storage: Storage): storage is SnapshotStore {
+  const s = storage as Partial<SnapshotStore>;
+  return typeof s.beginSnapshot === "function" && typeof s.putStateEntries === "function" &&
+    typeof s.snapshotMarker === "function" && typeof s.clearSnapshot === "function" &&
+    typeof s.endSnapshot === "function" && typeof s.installSnapshotChain === "function";
+}
+
+/** Options of {@link syncSnapshot}. */
+export interface SnapshotSyncOptions {
+  /** Chain id. */
+  readonly chainId: string;
+  /** The trusted validator set. */
+  readonly validators: ValidatorSet;
+  /** Signature checks. Default Ed25519. */
+  readonly verifier?: Verifier;
+  /** Peers' HTTP API base URLs. */
+  readonly peers: readonly string[];
+  /** The (empty) store to install into. */
+  readonly storage: SnapshotStore;
+  /** Request headers for a peer request (admission). */
+  readonly authorize?: (method: string, url: URL) => Promise<Record<string, string>>;
+  /**
+   * Largest chunk answer read, bytes. Default 16 MiB: memory while fetching is at most 8 chunks
+   * (8 requests in flight).
+   */
+  readonly chunkBytesMax?: number;
+  /**
+   * Committed Nodes below the snapshot's fetched and stored, heights. Default 1024 (the
+   * mempool's `commandHorizon`: the ids their batches consumed decide "already committed?").
+   */
+  readonly historyHeights?: number;
+  /** Deadline of one request, ms. Default 10,000. */
+  readonly requestTimeoutMs?: number;
+  /** Log sink. */
+  readonly log?: (event: string, fields: Record<string, unknown>) => void;
+  /** Stops the sync. */
+  readonly signal?: AbortSignal;
+}
+
+/** What a sync installed. */
+export interface SnapshotSyncResult {
+  /** Height of the snapshot's Node (the new committed head). */
+  readonly height: number;
+  /** Its hash. */
+  readonly hash: Hash;
+  /** Its state root. */
+  readonly root: Hash;
+  /** Keys installed. */
+  readonly keys: number;
+  /** The installed state's tree (for {@link StateService.adopt}). */
+  readonly tree: StateTree;
+  /** Peers dropped for bad answers, with the reason. */
+  readonly dropped: readonly { readonly peer: string; readonly reason: string }[];
+}
+
+/** A sync that found no usable snapshot or could not finish; the replica then replays. */
+export class SnapshotSyncError extends Error {
+  /** The error's name. */
+  override readonly name = "SnapshotSyncError";
+}
+
+/**
+ * At start: if a snapshot install was cut by a crash (its marker is set), finishes it when the
+ * head already reached the snapshot's Node, or deletes the state it wrote otherwise.
+ */
+export async function recoverSnapshotInstall(storage: Storage): Promise<void> {
+  if (!isSnapshotStore(storage)) return;
+  const marker = await storage.snapshotMarker();
+  if (marker === null) return;
+  const head = await storage.committedHead();
+  if (head !== null && head.height === marker) await storage.endSnapshot();
+  else await storage.clearSnapshot();
+}
+
+/**
+ * Installs the newest certified snapshot a peer offers (see the module docs).
+ *
+ * @throws {SnapshotSyncError} when no peer offers a verifiable snapshot or every peer failed
+ * @example
+ * ```ts
+ * // const r = await syncSnapshot({ chainId, validators, peers, storage });
+ * // state.adopt(r.tree);
+ * ```
+ */
+export async function syncSnapshot(options: SnapshotSyncOptions): Promise<SnapshotSyncResult> {
+  const dropped: { peer: string; reason: string }[] = [];
+  const drop = (peer: string, reason: string): void => {
+    dropped.push({ peer, reason });
+    options.log?.("sync:peer-dropped", { peer, reason });
+  };
+  // Spec 15.4 step 1.
+  const manifest = await bestManifest(options, drop);
+  const cert = manifest.certificate;
+  options.log?.("sync:manifest", { height: cert.height, root: toHex(cert.root) });
+  // Spec 15.4 step 2.
+  const proven = await provenNode(options, cert, [...manifest.peers, ...options.peers], drop);
+  // Chunks are checked one by one, so any peer that keeps this checkpoint may serve them: those
+  // that offered it first, then the others.
+  const others = options.peers.filter((p) => !manifest.peers.includes(p));
+  const good = [...manifest.peers, ...others].filter((p) => !dropped.some((d) => d.peer === p));
+  options.log?.("sync:proven", { height: cert.height });
+  // Spec 15.4 step 3.
+  const tree = new StateTree();
+  let timing: Record<string, number> = {};
+  await options.storage.beginSnapshot(cert.height);
+  try {
+    timing = await fetchChunks(options, tree, manifest.chunkHashes, cert.height, good, drop);
+  } catch (e) {
+    await options.storage.clearSnapshot();
+    throw e;
+  }
+  // Each chunk matched its hash and the hashes fold to the root: so does the whole.
+  if (!bytesEqual(tree.root(), cert.root)) {
+    await options.storage.clearSnapshot();
+    throw new SnapshotSyncError("the installed state does not hash to the certified root");
+  }
+  // Spec 15.4 step 4: the Nodes of the last `historyHeights` heights, hash-linked to the proven
+  // one, become the committed chain (the pool's ids of recent commands come from them).
+  // Where the chunk phase's time went (ms): waiting for answers, checking, writing, the tree.
+  const spent = Object.fromEntries(Object.entries(timing).map(([k, v]) => [k, Math.round(v)]));
+  options.log?.("sync:chunks", { keys: tree.size, ms: spent });
+  const history = await fetchHistory(options, proven.node, good, drop);
+  options.log?.("sync:history", { nodes: history.length });
+  const chain = [...history, proven.node].map((node) => ({
+    node,
+    hash: nodeHash(node),
+    updates: [],
+  }));
+  try {
+    await options.storage.installSnapshotChain(chain);
+  } catch (e) {
+    await options.storage.clearSnapshot();
+    throw e;
+  }
+  await options.storage.endSnapshot();
+  // The highest QC is raised last: a crash before it leaves a complete store without it.
+  const safety = await options.storage.loadSafety();
+  const genesis = genesisQC(options.chainId);
+  const highQC = proven.qc !== null && (safety === null || safety.highQC.view < proven.qc.view)
+    ? proven.qc
+    : safety?.highQC ?? genesis;
+  const next: SafetyState = {
+    currentView: safety?.currentView ?? 0,
+    lastVotedView: safety?.lastVotedView ?? 0,
+    lockedQC: safety?.lockedQC ?? genesis,
+    highQC,
+    highTC: safety?.highTC ?? null,
+  };
+  await options.storage.write({ safety: next });
+  options.log?.("sync:done", { height: cert.height, keys: tree.size });
+  return {
+    height: cert.height,
+    hash: cert.nodeHash,
+    root: cert.root,
+    keys: tree.size,
+    tree,
+    dropped,
+  };
+}
+
+interface Manifest {
+  readonly certificate: StateCertificate;
+  readonly chunkHashes: Hash[];
+  /** Peers that offered this certificate's height. */
+  readonly peers: string[];
+}
+
+async function bestManifest(
+  o: SnapshotSyncOptions,
+  drop: (peer: string, reason: string) => void,
+): Promise<Manifest> {
+  const found: { peer: string; cert: StateCertificate; chunkHashes: Hash[] }[] = [];
+  await Promise.all(o.peers.map(async (peer) => {
+    const r = await get(o, peer, "/state/snapshot", 1024 * 1024);
+    if (r === null || r.status !== 200) return;
+    const m = decodeManifest(r.body);
+    const cert = m === null
+      ? null
+      : certificateFromValue(m.certificate, o.validators.validators.length);
+    if (m === null || cert === null) return drop(peer, "malformed manifest");
+    const problem = await verifyStateCertificate(cert, o);
+    if (problem !== null) return drop(peer, `bad certificate: ${problem}`);
+    const root = rootOfChunkHashes(m.chunkHashes);
+    if (root === null || !bytesEqual(root, cert.root)) {
+      return drop(peer, "chunk hashes do not fold to the certified root");
+    }
+    found.push({ peer, cert, chunkHashes: m.chunkHashes });
+  }));
+  if (found.length === 0) throw new SnapshotSyncError("no peer offers a verifiable snapshot");
+  found.sort((a, b) => b.cert.height - a.cert.height);
+  const best = found[0]!;
+  // Two certified roots for one height cannot both be right: only the same claim is joined.
+  const peers = found.filter((f) =>
+    f.cert.height === best.cert.height && bytesEqual(f.cert.root, best.cert.root) &&
+    bytesEqual(f.cert.nodeHash, best.cert.nodeHash)
+  ).map((f) => f.peer);
+  return { certificate: best.cert, chunkHashes: best.chunkHashes, peers };
+}
+
+async function provenNode(
+  o: SnapshotSyncOptions,
+  cert: StateCertificate,
+  peers: readonly string[],
+  drop: (peer: string, reason: string) => void,
+): Promise<{ node: Node; qc: QuorumCertificate | null }> {
+  for (const peer of peers) {
+    const r = await get(o, peer, `/proof?from=${cert.height}&to=${cert.height}`, 40 << 20);
+    if (r === null || r.status !== 200) continue;
+    let proof;
+    try {
+      proof = decodeCommitProof(r.body);
+    } catch {
+      drop(peer, "malformed commit proof");
+      continue;
+    }
+    const verdict = await verifyCommitProof(proof, o);
+    if (!verdict.ok) {
+      drop(peer, `commit proof refused: ${verdict.reason}`);
+      continue;
+    }
+    const i = verdict.committed.findIndex((c) => c.node.height === cert.height);
+    const c = verdict.committed[i];
+    if (c === undefined || !bytesEqual(c.hash, cert.nodeHash)) {
+      drop(peer, "the commit proof is not of the certified Node");
+      continue;
+    }
+    const child = proof.nodes[i + 1];
+    const qc = child !== undefined && bytesEqual(child.justify.nodeHash, nodeHash(c.node))
+      ? child.justify
+      : null;
+    return { node: c.node, qc };
+  }
+  throw new SnapshotSyncError(`no peer proved Node ${toHex(cert.nodeHash)} committed`);
+}
+
+/** Chunk requests in flight at once (memory while fetching: this many chunks). */
+const CHUNKS_IN_FLIGHT = 8;
+/** Checked entries held before they are written (a Deno KV operation holds up to 990). */
+const WRITE_ENTRIES_MIN = 2_970;
+/** ... or this many bytes of keys and values. */
+const WRITE_BYTES_MIN = 4 << 20;
+/** State writes in flight at once (memory: this many times `WRITE_ENTRIES_MIN` entries). */
+const WRITES_IN_FLIGHT = 3;
+
+async function fetchChunks(
+  o: SnapshotSyncOptions,
+  tree: StateTree,
+  hashes: readonly Hash[],
+  height: number,
+  peers: string[],
+  drop: (peer: string, reason: string) => void,
+): Promise<Record<string, number>> {
+  const max = o.chunkBytesMax ?? 16 << 20;
+  let next = 0;
+  const ms = { wait: 0, check: 0, write: 0, insert: 0 };
+  const unwritten: [Uint8Array, Uint8Array][] = [];
+  const writes: Promise<void>[] = [];
+  let unwrittenBytes = 0;
+  const fetchOne = async (c: number): Promise<StateEntry[]> => {
+    for (let attempts = 1;; attempts++) {
+      if (o.signal?.aborted) throw new SnapshotSyncError("aborted");
+      if (peers.length === 0) throw new SnapshotSyncError("every peer failed to serve chunks");
+      if (attempts > 4 * peers.length + 4) {
+        throw new SnapshotSyncError(`chunk ${c}: no peer answered`);
+      }
+      const peer = peers[next++ % peers.length]!;
+      const r = await get(o, peer, `/state/chunk?height=${height}&index=${c}`, max);
+      if (r === null || r.status !== 200) continue; // unreachable, or no longer kept there
+      const t = performance.now();
+      const got = decodeChunk(r.body);
+      const problem = got === null ? "malformed chunk" : checkChunk(c, got, hashes[c]!);
+      ms.check += performance.now() - t;
+      if (problem === null) return got!;
+      drop(peer, `chunk ${c}: ${problem}`);
+      if (peers.includes(peer)) peers.splice(peers.indexOf(peer), 1);
+    }
+  };
+  // A window of requests; chunks are written in order, each only after it matched its hash.
+  const inFlight: Promise<StateEntry[]>[] = [];
+  for (let c = 0; c < Math.min(CHUNKS_IN_FLIGHT, SNAPSHOT_CHUNKS); c++) inFlight.push(fetchOne(c));
+  // Failures surface in order; the ones behind the first are not left unhandled.
+  for (const p of inFlight) p.catch(() => {});
+  for (let c = 0; c < SNAPSHOT_CHUNKS; c++) {
+    let t = performance.now();
+    const entries = await inFlight.shift()!;
+    ms.wait += performance.now() - t;
+    const ahead = c + CHUNKS_IN_FLIGHT;
+    if (ahead < SNAPSHOT_CHUNKS) {
+      const p = fetchOne(ahead);
+      p.catch(() => {});
+      inFlight.push(p);
+    }
+    // Written in full atomic operations (one fsync each), a chunk's worth or more at a time.
+    for (const e of entries) {
+      unwritten.push([e.key, e.value]);
+      unwrittenBytes += e.key.length + e.value.length;
+    }
+    if (unwritten.length >= WRITE_ENTRIES_MIN || unwrittenBytes >= WRITE_BYTES_MIN) {
+      unwrittenBytes = 0;
+      // A few writes in flight (distinct keys: their order does not matter before the head).
+      if (writes.length >= WRITES_IN_FLIGHT) {
+        t = performance.now();
+        await writes.shift();
+        ms.write += performance.now() - t;
+      }
+      const w = o.storage.putStateEntries(unwritten.splice(0));
+      w.catch(() => {});
+      writes.push(w);
+    }
+    t = performance.now();
+    tree.insertChunk(entries);
+    ms.insert += performance.now() - t;
+  }
+  const t = performance.now();
+  writes.push(o.storage.putStateEntries(unwritten.splice(0)));
+  await Promise.all(writes);
+  ms.write += performance.now() - t;
+  return ms;
+}
+
+/**
+ * The committed Nodes of the `historyHeights` heights below `top`, ascending, each the parent of
+ * the next and the last the parent of `top`; fewer when no peer has them (the chain is then only
+ * `top`, and the pool knows fewer recent ids: logged).
+ */
+async function fetchHistory(
+  o: SnapshotSyncOptions,
+  top: Node,
+  peers: readonly string[],
+  drop: (peer: string, reason: string) => void,
+): Promise<Node[]> {
+  const from = Math.max(1, top.height - (o.historyHeights ?? 1024));
+  if (from >= top.height) return [];
+  for (const peer of peers) {
+    const nodes: Node[] = [];
+    let ok = true;
+    while (ok && from + nodes.length < top.height) {
+      const at = from + nodes.length;
+      const limit = Math.min(256, top.height - at);
+      const r = await get(o, peer, `/chain?from=${at}&limit=${limit}`, 64 << 20);
+      const page = r === null || r.status !== 200 ? null : decodeNodes(r.body);
+      if (page === null || page.length === 0) ok = false;
+      else nodes.push(...page.slice(0, limit));
+    }
+    if (!ok) continue;
+    // Linked backwards from the proven Node: each hash is the next one's parent.
+    let child = top;
+    for (let i = nodes.length - 1; i >= 0 && ok; i--) {
+      const n = nodes[i]!;
+      ok = n.height === child.height - 1 && bytesEqual(nodeHash(n), child.parent);
+      child = n;
+    }
+    if (ok) return nodes;
+    drop(peer, "history Nodes not linked to the proven Node");
+  }
+  o.log?.("sync:no-history", { from, to: top.height - 1 });
+  return [];
+}
+
+function decodeNodes(body: Uint8Array): Node[] | null {
+  return decodeList(body, (b) => {
+    if (!(b instanceof Uint8Array)) return null;
+    const r = decodeNode(b);
+    return r.ok ? r.value : null;
+  });
+}
+
+function decodeChunk(body: Uint8Array): StateEntry[] | null {
+  return decodeList(body, (e) => {
+    if (!Array.isArray(e) || e.length !== 2) return null;
+    const [key, value] = e as unknown[];
+    if (!(key instanceof Uint8Array) || !(value instanceof Uint8Array)) return null;
+    return { key, value };
+  });
+}
+
+/** A CBOR array whose every item `item` reads; null when it is not one or an item is bad. */
+function decodeList<T>(body: Uint8Array, item: (v: unknown) => T | null): T[] | null {
+  let v: unknown;
+  try {
+    v = decodeValue(body);
+  } catch {
+    return null;
+  }
+  if (!Array.isArray(v)) return null;
+  const out: T[] = [];
+  for (const x of v) {
+    const r = item(x);
+    if (r === null) return null;
+    out.push(r);
+  }
+  return out;
+}
+
+async function get(
+  o: SnapshotSyncOptions,
+  base: string,
+  path: string,
+  max: number,
+): Promise<{ status: number; body: Uint8Array } | null> {
+  const url = new URL(path, base);
+  try {
+    const headers = await o.authorize?.("GET", url) ?? {};
+    const signal = AbortSignal.timeout(o.requestTimeoutMs ?? 10_000);
+    const r = await fetch(url, {
+      headers,
+      signal: o.signal === undefined ? signal : AbortSignal.any([signal, o.signal]),
+    });
+    if (r.status !== 200) {
+      await r.body?.cancel();
+      return { status: r.status, body: new Uint8Array() };
+    }
+    return { status: 200, body: await readBodyLimited(r, max) };
+  } catch {
+    return null;
+  }
+}

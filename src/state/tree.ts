@@ -1,0 +1,459 @@
+/**
+ * The state tree: an authenticated index of committed application state, for state proofs and
+ * snapshot state sync. See SPECIFICATION.md 15.3.
+ *
+ * Shape: a fixed binary Merkle tree over {@link STATE_BUCKETS} (4,096) buckets. A state key goes
+ * to the bucket {@link bucketOf} names; a bucket holds its entries sorted by
+ * key. Hashes (SHA-256, each with a one-byte domain prefix so no hash can pose as another kind):
+ *
+ * - bucket: `H(0x01 ‖ (u16 key length ‖ key ‖ H(value))...)` over its entries in key order (an
+ *   empty bucket is `H(0x01)`);
+ * - inner: `H(0x02 ‖ left ‖ right)`; the root is the top inner hash.
+ *
+ * Hashing is lazy: updates mark buckets dirty, {@link StateTree.root} rehashes what changed.
+ * The tree keeps keys and values in memory (it is the state a snapshot is served from).
+ *
+ * @module
+ */
+import { sha256Bytes } from "../crypto.ts";
+import { bytesCompare, bytesEqual, type Hash } from "../types.ts";
+
+/** Depth of the tree: 12 levels above the buckets. */
+export const STATE_TREE_DEPTH = 12;
+/** Number of buckets: 2^12. */
+export const STATE_BUCKETS: number = 1 << STATE_TREE_DEPTH;
+/** Snapshot chunks: each holds 16 consecutive buckets (a subtree of depth 4). */
+export const SNAPSHOT_CHUNKS = 256;
+/** Buckets per snapshot chunk. */
+export const BUCKETS_PER_CHUNK: number = STATE_BUCKETS / SNAPSHOT_CHUNKS;
+/** Most entries a state proof may reveal for its bucket (bounds what a verifier reads). */
+export const STATE_PROOF_ENTRIES_MAX = 4096;
+/** Longest state key the tree accepts, bytes. */
+export const STATE_KEY_BYTES_MAX = 2048;
+
+/** One state entry. */
+export interface StateEntry {
+  /** The state key. */
+  readonly key: Uint8Array;
+  /** Its value. */
+  readonly value: Uint8Array;
+}
+
+interface Entry extends StateEntry {
+  /** `H(value)`, computed when its bucket is first rehashed (then never changes). */
+  valueHash: Hash | null;
+}
+
+type Bucket = readonly Entry[];
+
+const EMPTY_BUCKET: Bucket = [];
+
+/**
+ * A proof that a key has a value (or none) in the state with a given root: all entries of the
+ * key's bucket (key and value hash) and the 12 sibling hashes from the bucket to the root.
+ */
+export interface StateProof {
+  /** The bucket index of the key. */
+  readonly bucket: number;
+  /** Every entry of the bucket, sorted by key: `[key, H(value)]`. */
+  readonly entries: readonly (readonly [Uint8Array, Hash])[];
+  /** Sibling hashes, bucket level first. */
+  readonly siblings: readonly Hash[];
+}
+
+/** The verdict of {@link verifyStateProof}. */
+export type StateProofVerdict =
+  | { readonly ok: true; readonly value: Uint8Array | null }
+  | { readonly ok: false; readonly reason: string };
+
+/**
+ * The bucket of a state key: the top 12 bits of its 32-bit FNV-1a hash. Not cryptographic on
+ * purpose: 12 bits can be ground with any hash, so a bucket's size is bounded by
+ * {@link STATE_PROOF_ENTRIES_MAX} for proofs, not by the hash; FNV costs far less per update.
+ */
+export function bucketOf(key: Uint8Array): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key[i]!, 0x01000193);
+  return h >>> (32 - STATE_TREE_DEPTH);
+}
+
+/**
+ * The hash of a bucket: `H(0x01 ‖ (u16 len(key) ‖ key ‖ H(value))...)` over its entries in
+ * byte order of keys.
+ */
+export function bucketHash(entries: readonly (readonly [Uint8Array, Hash])[]): Hash {
+  let size = 1;
+  for (const [k] of entries) size += 2 + k.length + 32;
+  const b = new Uint8Array(size);
+  b[0] = 0x01;
+  let at = 1;
+  for (const [k, vh] of entries) {
+    b[at] = k.length >> 8;
+    b[at + 1] = k.length & 0xff;
+    b.set(k, at + 2);
+    b.set(vh, at + 2 + k.length);
+    at += 2 + k.length + 32;
+  }
+  return sha256Bytes(b);
+}
+
+/** The hash of an inner node. */
+export function innerHash(left: Hash, right: Hash): Hash {
+  const b = new Uint8Array(65);
+  b[0] = 0x02;
+  b.set(left, 1);
+  b.set(right, 33);
+  return sha256Bytes(b);
+}
+
+/** The hash of an empty bucket. */
+export const EMPTY_BUCKET_HASH: Hash = bucketHash([]);
+
+/** `levels[d]`: the hash of an empty subtree with `d` levels above its buckets. */
+const EMPTY_SUBTREE: Hash[] = (() => {
+  const out = [EMPTY_BUCKET_HASH];
+  for (let d = 1; d <= STATE_TREE_DEPTH; d++) out.push(innerHash(out[d - 1]!, out[d - 1]!));
+  return out;
+})();
+
+/** The root of an empty state. */
+export const EMPTY_STATE_ROOT: Hash = EMPTY_SUBTREE[STATE_TREE_DEPTH]!;
+
+/**
+ * A frozen version of the tree (see {@link StateTree.freeze}): reads and proofs of the state at
+ * one height while the live tree moves on. Shares entries with the tree (they are immutable).
+ */
+export class StateVersion {
+  readonly #buckets: readonly (Bucket | undefined)[];
+  readonly #hashes: Uint8Array;
+  readonly #keys: number;
+
+  /** Use {@link StateTree.freeze}. */
+  constructor(buckets: readonly (Bucket | undefined)[], hashes: Uint8Array, keys: number) {
+    this.#buckets = buckets;
+    this.#hashes = hashes;
+    this.#keys = keys;
+  }
+
+  /** The root hash. */
+  get root(): Hash {
+    return this.#hashes.slice(32, 64);
+  }
+
+  /** Number of keys. */
+  get size(): number {
+    return this.#keys;
+  }
+
+  /** The value of `key`, or null. */
+  get(key: Uint8Array): Uint8Array | null {
+    const b = this.#buckets[bucketOf(key)] ?? EMPTY_BUCKET;
+    const i = findEntry(b, key);
+    return i >= 0 ? b[i]!.value : null;
+  }
+
+  /** A proof for `key` (present or absent) against {@link StateVersion.root}. */
+  prove(key: Uint8Array): StateProof {
+    const bucket = bucketOf(key);
+    const entries = (this.#buckets[bucket] ?? EMPTY_BUCKET).map((e) =>
+      [e.key, e.valueHash ?? sha256Bytes(e.value)] as const
+    );
+    const siblings: Hash[] = [];
+    for (let i = STATE_BUCKETS + bucket; i > 1; i >>= 1) {
+      const s = i ^ 1;
+      siblings.push(this.#hashes.slice(32 * s, 32 * s + 32));
+    }
+    return { bucket, entries, siblings };
+  }
+
+  /** The subtree roots of the {@link SNAPSHOT_CHUNKS} chunks (heap nodes 256..511). */
+  chunkHashes(): Hash[] {
+    const out: Hash[] = [];
+    for (let c = 0; c < SNAPSHOT_CHUNKS; c++) {
+      const i = SNAPSHOT_CHUNKS + c;
+      out.push(this.#hashes.slice(32 * i, 32 * i + 32));
+    }
+    return out;
+  }
+
+  /** The entries of chunk `index`, by bucket then key. */
+  chunk(index: number): StateEntry[] {
+    const out: StateEntry[] = [];
+    const first = index * BUCKETS_PER_CHUNK;
+    for (let b = first; b < first + BUCKETS_PER_CHUNK; b++) {
+      for (const e of this.#buckets[b] ?? EMPTY_BUCKET) out.push({ key: e.key, value: e.value });
+    }
+    return out;
+  }
+}
+
+/**
+ * The live tree of committed state.
+ *
+ * @example
+ * ```ts
+ * import { StateTree, verifyStateProof } from "./tree.ts";
+ * const tree = new StateTree();
+ * const k = new TextEncoder().encode("k/a");
+ * tree.apply([[k, new Uint8Array([1])]]);
+ * const v = tree.freeze();
+ * verifyStateProof(v.root, k, new Uint8Array([1]), v.prove(k)); // { ok: true, value: [1] }
+ * ```
+ */
+export class StateTree {
+  readonly #buckets: (Bucket | undefined)[] = new Array(STATE_BUCKETS);
+  /** Heap of hashes: node `i` at bytes `32 i`; node 1 is the root, buckets at 4096 + b. */
+  #hashes = new Uint8Array(32 * 2 * STATE_BUCKETS);
+  #dirty = new Set<number>();
+  /** The last {@link StateTree.freezeAsync}, and how many are pending. */
+  #last: Promise<unknown> = Promise.resolve();
+  #pending = 0;
+  #keys = 0;
+
+  constructor() {
+    // Fill every level with the empty subtree hash of its depth.
+    for (let d = 0; d <= STATE_TREE_DEPTH; d++) {
+      const first = STATE_BUCKETS >> d;
+      const h = EMPTY_SUBTREE[d]!;
+      for (let i = first; i < 2 * first; i++) this.#hashes.set(h, 32 * i);
+    }
+  }
+
+  /** Number of keys. */
+  get size(): number {
+    return this.#keys;
+  }
+
+  /** Applies committed updates (a null value deletes). */
+  apply(updates: readonly (readonly [Uint8Array, Uint8Array | null])[]): void {
+    for (const [key, value] of updates) this.#set(key, value);
+  }
+
+  /** Inserts entries known to be absent and sorted within each bucket (a verified chunk). */
+  insertChunk(entries: readonly StateEntry[]): void {
+    for (const e of entries) this.#set(e.key, e.value);
+  }
+
+  #set(key: Uint8Array, value: Uint8Array | null): void {
+    const b = bucketOf(key);
+    const old = this.#buckets[b] ?? EMPTY_BUCKET;
+    const i = findEntry(old, key);
+    if (value === null) {
+      if (i < 0) return;
+      const next = old.slice();
+      next.splice(i, 1);
+      this.#buckets[b] = next.length === 0 ? undefined : next;
+      this.#keys--;
+    } else {
+      const e: Entry = { key, value, valueHash: null };
+      const next = old.slice();
+      if (i >= 0) next[i] = e;
+      else {
+        next.splice(-i - 1, 0, e);
+        this.#keys++;
+      }
+      this.#buckets[b] = next;
+    }
+    this.#dirty.add(b);
+  }
+
+  /** The root hash (rehashes what changed since the last call). */
+  root(): Hash {
+    this.#assertIdle();
+    rehashSlice(this.#buckets, this.#hashes, { buckets: this.#dirty, inner: new Set() }, Infinity);
+    return this.#hashes.slice(32, 64);
+  }
+
+  /** A frozen version of the current state (copies the hash heap, shares the entries). */
+  freeze(): StateVersion {
+    this.#assertIdle();
+    rehashSlice(this.#buckets, this.#hashes, { buckets: this.#dirty, inner: new Set() }, Infinity);
+    return new StateVersion(this.#buckets.slice(), this.#hashes.slice(), this.#keys);
+  }
+
+  /**
+   * {@link StateTree.freeze} without blocking: the state is taken now (later updates do not enter
+   * the version), and hashed in slices of about `sliceMs`, yielding to the event loop between
+   * them. Versions resolve in the order they were asked for. While one is pending, only
+   * `apply` and `freezeAsync` may be called.
+   */
+  freezeAsync(sliceMs = 5): Promise<StateVersion> {
+    const buckets = this.#buckets.slice();
+    const dirty = this.#dirty;
+    const keys = this.#keys;
+    this.#dirty = new Set();
+    this.#pending++;
+    const done = this.#last.then(async () => {
+      // The heap now holds the previous version's hashes; `dirty` is what changed since.
+      const hashes = this.#hashes.slice();
+      const work = { buckets: dirty, inner: new Set<number>() };
+      while (!rehashSlice(buckets, hashes, work, sliceMs)) {
+        await new Promise((r) => setTimeout(r, 0));
+      }
+      this.#hashes = hashes.slice();
+      this.#pending--;
+      return new StateVersion(buckets, hashes, keys);
+    });
+    this.#last = done;
+    return done;
+  }
+
+  #assertIdle(): void {
+    if (this.#pending > 0) throw new Error("StateTree: a freezeAsync is pending");
+  }
+}
+
+/** Rehashing still to do: dirty buckets, and the inner nodes right above those already done. */
+interface RehashWork {
+  readonly buckets: Set<number>;
+  inner: Set<number>;
+}
+
+/**
+ * Rehashes the dirty buckets of `buckets` into `hashes`, and every inner node above them, for
+ * about `sliceMs` (bucket hashing is sliced; the inner levels run at once, at the end). True when
+ * nothing is left.
+ */
+function rehashSlice(
+  buckets: readonly (Bucket | undefined)[],
+  hashes: Uint8Array,
+  work: RehashWork,
+  sliceMs: number,
+): boolean {
+  const started = performance.now();
+  const dirty = work.buckets;
+  for (const b of dirty) {
+    const bucket = buckets[b] ?? EMPTY_BUCKET;
+    const pairs = bucket.map((e) => [e.key, e.valueHash ??= sha256Bytes(e.value)] as const);
+    hashes.set(bucketHash(pairs), 32 * (STATE_BUCKETS + b));
+    work.inner.add((STATE_BUCKETS + b) >> 1);
+    dirty.delete(b);
+    if (performance.now() - started > sliceMs) return false;
+  }
+  let level = work.inner;
+  work.inner = new Set();
+  while (level.size > 0) {
+    const up = new Set<number>();
+    for (const i of level) {
+      const left = hashes.subarray(64 * i, 64 * i + 32);
+      const right = hashes.subarray(64 * i + 32, 64 * i + 64);
+      hashes.set(innerHash(left, right), 32 * i);
+      if (i > 1) up.add(i >> 1);
+    }
+    level = up;
+  }
+  return true;
+}
+
+/** Binary search: the index of `key`, or `-(insertion point) - 1`. */
+function findEntry(bucket: Bucket, key: Uint8Array): number {
+  let lo = 0;
+  let hi = bucket.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const c = bytesCompare(bucket[mid]!.key, key);
+    if (c === 0) return mid;
+    if (c < 0) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -lo - 1;
+}
+
+/**
+ * Checks a {@link StateProof} that `key` has `value` (null: absent) in the state of `root`.
+ * Never throws on a malformed proof.
+ *
+ * @example
+ * ```ts
+ * import { EMPTY_STATE_ROOT, StateTree, verifyStateProof } from "./tree.ts";
+ * const k = new Uint8Array([1]);
+ * verifyStateProof(EMPTY_STATE_ROOT, k, null, new StateTree().freeze().prove(k)).ok; // true
+ * ```
+ */
+export function verifyStateProof(
+  root: Hash,
+  key: Uint8Array,
+  value: Uint8Array | null,
+  proof: StateProof,
+): StateProofVerdict {
+  if (proof.bucket !== bucketOf(key)) return { ok: false, reason: "wrong bucket for the key" };
+  if (proof.siblings.length !== STATE_TREE_DEPTH) return { ok: false, reason: "bad sibling count" };
+  if (proof.entries.length > STATE_PROOF_ENTRIES_MAX) {
+    return { ok: false, reason: "too many entries" };
+  }
+  let found: Hash | null = null;
+  for (let i = 0; i < proof.entries.length; i++) {
+    const [k, vh] = proof.entries[i]!;
+    if (k.length > STATE_KEY_BYTES_MAX || vh.length !== 32) {
+      return { ok: false, reason: "malformed entry" };
+    }
+    if (i > 0 && bytesCompare(proof.entries[i - 1]![0], k) >= 0) {
+      return { ok: false, reason: "entries not strictly sorted" };
+    }
+    if (bytesEqual(k, key)) found = vh;
+  }
+  let h = bucketHash(proof.entries);
+  let index = STATE_BUCKETS + proof.bucket;
+  for (const s of proof.siblings) {
+    if (s.length !== 32) return { ok: false, reason: "malformed sibling" };
+    h = (index & 1) === 0 ? innerHash(h, s) : innerHash(s, h);
+    index >>= 1;
+  }
+  if (!bytesEqual(h, root)) return { ok: false, reason: "root mismatch" };
+  if (found === null) {
+    return value === null
+      ? { ok: true, value: null }
+      : { ok: false, reason: "the key is absent, a value was claimed" };
+  }
+  if (value === null) return { ok: false, reason: "the key is present, absence was claimed" };
+  if (!bytesEqual(sha256Bytes(value), found)) return { ok: false, reason: "value mismatch" };
+  return { ok: true, value };
+}
+
+/** Folds the {@link SNAPSHOT_CHUNKS} chunk hashes of a manifest to the root they make. */
+export function rootOfChunkHashes(chunkHashes: readonly Hash[]): Hash | null {
+  if (chunkHashes.length !== SNAPSHOT_CHUNKS) return null;
+  let level = chunkHashes.slice();
+  while (level.length > 1) {
+    const up: Hash[] = [];
+    for (let i = 0; i < level.length; i += 2) up.push(innerHash(level[i]!, level[i + 1]!));
+    level = up;
+  }
+  return level[0]!;
+}
+
+/**
+ * Checks that `entries` are exactly chunk `index` of a state whose chunk hash is `expected`:
+ * every key in the chunk's buckets, ascending by bucket then strictly by key, and the subtree
+ * they make hashes to `expected`. Returns null when they do, or the reason they do not.
+ */
+export function checkChunk(
+  index: number,
+  entries: readonly StateEntry[],
+  expected: Hash,
+): string | null {
+  if (!Number.isInteger(index) || index < 0 || index >= SNAPSHOT_CHUNKS) return "bad chunk index";
+  const first = index * BUCKETS_PER_CHUNK;
+  const buckets: [Uint8Array, Hash][][] = Array.from({ length: BUCKETS_PER_CHUNK }, () => []);
+  let prevBucket = -1;
+  let prevKey: Uint8Array | null = null;
+  for (const e of entries) {
+    if (e.key.length === 0 || e.key.length > STATE_KEY_BYTES_MAX) return "bad key length";
+    const b = bucketOf(e.key);
+    if (b < first || b >= first + BUCKETS_PER_CHUNK) return "a key outside the chunk";
+    if (b < prevBucket) return "entries not in bucket order";
+    if (b === prevBucket && prevKey !== null && bytesCompare(prevKey, e.key) >= 0) {
+      return "entries not strictly sorted";
+    }
+    prevBucket = b;
+    prevKey = e.key;
+    buckets[b - first]!.push([e.key, sha256Bytes(e.value)]);
+  }
+  let level = buckets.map((l) => l.length === 0 ? EMPTY_BUCKET_HASH : bucketHash(l));
+  while (level.length > 1) {
+    const up: Hash[] = [];
+    for (let i = 0; i < level.length; i += 2) up.push(innerHash(level[i]!, level[i + 1]!));
+    level = up;
+  }
+  return bytesEqual(level[0]!, expected) ? null : "chunk hash mismatch";
+}

@@ -1,0 +1,125 @@
+/**
+ * Snapshot state sync with real processes: a replica whose data directory is wiped restarts with
+ * `--state-sync` while a client keeps writing, installs a certified snapshot, and then its votes
+ * are needed: another replica is stopped, and the cluster (3 of 4, quorum 3) keeps committing.
+ * Every child is stopped (and every directory removed) in `finally`.
+ */
+import assert from "node:assert/strict";
+import {
+  compareChains,
+  getKv,
+  ProcessCluster,
+  putKv,
+  sleep,
+  tryStatus,
+} from "../examples/kv_store/cluster.ts";
+
+/** Nodes committed before the wiped replica joins. */
+const NODES_BEFORE = 300;
+const SYNC_ARGS = ["--state-checkpoint-interval", "32"];
+
+async function heights(cluster: ProcessCluster, which: readonly number[]): Promise<number[]> {
+  const s = await Promise.all(which.map((i) => tryStatus(cluster.urls[i]!)));
+  return s.map((x) => x?.committed.height ?? -1);
+}
+
+async function waitUntil(
+  what: string,
+  condition: () => Promise<boolean>,
+  timeoutMs: number,
+  cluster: ProcessCluster,
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await condition())) {
+    if (performance.now() > deadline) {
+      let logs = "";
+      for (let i = 0; i < cluster.urls.length; i++) {
+        logs += `\n--- replica ${i}\n${await cluster.logTail(i, 8)}`;
+      }
+      throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}${logs}`);
+    }
+    await sleep(100);
+  }
+}
+
+Deno.test("4 replica processes: a wiped replica joins by snapshot under client load, then its votes carry the cluster", async () => {
+  const cluster = await ProcessCluster.create({ replicas: 4, prefix: "it-sync-" });
+  const acked = new Map<string, string>();
+  const stop = new AbortController();
+  let writer: Promise<void> = Promise.resolve();
+  try {
+    for (let i = 0; i < 4; i++) cluster.start(i, SYNC_ARGS);
+    await cluster.waitReady();
+    await putKv(cluster.urls[0]!, "early", new TextEncoder().encode("bird"));
+    await waitUntil(
+      `the cluster commits ${NODES_BEFORE} Nodes`,
+      async () => Math.min(...(await heights(cluster, [0, 1, 2]))) >= NODES_BEFORE,
+      240_000,
+      cluster,
+    );
+    writer = (async () => {
+      for (let n = 0; !stop.signal.aborted; n++) {
+        const url = cluster.urls[n % 2]!; // replicas 0 and 1 stay up throughout
+        const value = `value ${n}`;
+        try {
+          await putKv(url, `w-${n}`, new TextEncoder().encode(value), 20_000);
+          acked.set(`w-${n}`, value);
+        } catch {
+          await sleep(50);
+        }
+      }
+    })();
+    await cluster.kill(3, "SIGKILL");
+    await cluster.wipe(3);
+    const t0 = performance.now();
+    cluster.start(3, [...SYNC_ARGS, "--state-sync"]);
+    await cluster.waitReady(60_000, [3]);
+    const readyMs = performance.now() - t0;
+    const log = await Deno.readTextFile(cluster.logPath(3));
+    const installed = log.split("\n").filter((l) => l.includes('"sync:installed"'));
+    assert.equal(installed.length, 1, `no sync:installed line:\n${await cluster.logTail(3, 20)}`);
+    const at = JSON.parse(installed[0]!) as { height: number; keys: number };
+    assert.ok(at.height >= NODES_BEFORE - 64, installed[0]);
+    const target = Math.max(...(await heights(cluster, [0, 1, 2])));
+    await waitUntil(
+      `the joined replica reaches height ${target}`,
+      async () => (await heights(cluster, [3]))[0]! >= target,
+      60_000,
+      cluster,
+    );
+    // Now replica 2 stops: 0, 1 and 3 are exactly a quorum, so commits need 3's votes.
+    await cluster.kill(2, "SIGTERM");
+    const before = Math.max(...(await heights(cluster, [0, 1, 3])));
+    await waitUntil(
+      "commits continue with the joined replica's votes",
+      async () => Math.min(...(await heights(cluster, [0, 1, 3]))) >= before + 5,
+      60_000,
+      cluster,
+    );
+    stop.abort();
+    await writer;
+    assert.ok(acked.size > 0, "some writes were acknowledged during the join");
+    assert.equal(new TextDecoder().decode((await getKv(cluster.urls[3]!, "early"))!), "bird");
+    await waitUntil(
+      "replica 3 holds every acknowledged write",
+      async () => {
+        for (const [key, value] of acked) {
+          const got = await getKv(cluster.urls[3]!, key);
+          if (got === null || new TextDecoder().decode(got) !== value) return false;
+        }
+        return true;
+      },
+      30_000,
+      cluster,
+    );
+    const chains = await compareChains([0, 1, 3].map((i) => cluster.urls[i]!));
+    assert.ok(chains.agree, JSON.stringify(chains));
+    console.log(
+      `joined by snapshot at height ${at.height} (${at.keys} keys) in ${Math.round(readyMs)} ms`,
+    );
+  } finally {
+    stop.abort();
+    await writer;
+    await cluster.close();
+  }
+});

@@ -1,0 +1,236 @@
+/**
+ * Snapshot state sync (src/state/sync.ts): a wiped replica joins from a certified snapshot while
+ * peers serve corrupted chunks or a forged manifest (they are dropped, an honest peer is used),
+ * then commits and votes; an install cut by a crash is undone at the next start; without any
+ * snapshot the replica falls back to replay.
+ */
+import assert from "node:assert/strict";
+import { decodeValue, encodeValue } from "../src/codec.ts";
+import { type Replica, type ReplicaOptions, startReplica } from "../src/runtime/replica.ts";
+import { DenoKvStorage } from "../src/storage/deno_kv.ts";
+import { recoverSnapshotInstall, SnapshotSyncError, syncSnapshot } from "../src/state/sync.ts";
+import { kvMachine, kvStateKey } from "../examples/kv_store/app.ts";
+import { kvRoutes } from "../examples/kv_store/routes.ts";
+import { type InProcessCluster, startInProcessCluster, waitUntil } from "./support/cluster.ts";
+
+const enc = new TextEncoder();
+
+/** A peer in front of `target` whose answers on `path` are rewritten by `tamper`. */
+function proxy(
+  target: string,
+  path: string,
+  tamper: (body: Uint8Array) => Uint8Array,
+): { url: string; close: () => Promise<void> } {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    const url = new URL(req.url);
+    const answer = await fetch(`${target}${url.pathname}${url.search}`, {
+      method: req.method,
+      headers: req.headers,
+      body: req.body,
+    });
+    const body = new Uint8Array(await answer.arrayBuffer());
+    const out = url.pathname === path && answer.status === 200 ? tamper(body) : body;
+    return new Response(out as Uint8Array<ArrayBuffer>, {
+      status: answer.status,
+      headers: answer.headers,
+    });
+  });
+  return { url: `http://127.0.0.1:${server.addr.port}`, close: () => server.shutdown() };
+}
+
+function height(cluster: InProcessCluster, i: number): number {
+  return (cluster.replicas[i]!.status().committed as { height: number }).height;
+}
+
+async function writeKeys(cluster: InProcessCluster, n: number, prefix: string): Promise<void> {
+  const url = cluster.peers[0]!.httpUrl;
+  const commands = Array.from(
+    { length: n },
+    (_, i) => encodeValue(["set", enc.encode(`${prefix}-${i}`), enc.encode(`value-${i}`)]),
+  );
+  const r = await fetch(`${url}/commands?wait=commit`, {
+    method: "POST",
+    headers: { "content-type": "application/cbor" },
+    body: encodeValue(commands) as Uint8Array<ArrayBuffer>,
+  });
+  assert.equal(r.status, 200, await r.clone().text());
+  await r.body?.cancel();
+}
+
+/** Starts validator 3 of `cluster` on an empty store in `dir`, joining by snapshot. */
+function startJoiner(
+  cluster: InProcessCluster,
+  dir: string,
+  options: Partial<ReplicaOptions> & { peers: ReplicaOptions["peers"] },
+): Promise<Replica> {
+  return DenoKvStorage.open(`${dir}/joined.kv`).then((storage) =>
+    startReplica({
+      chainId: cluster.chainId,
+      validators: cluster.validators,
+      signer: cluster.signers[3]!,
+      storage,
+      machine: kvMachine,
+      routes: kvRoutes,
+      listenConsensus: cluster.peers[3]!.consensus,
+      listenHttp: { hostname: "127.0.0.1", port: Number(new URL(cluster.peers[3]!.httpUrl).port) },
+      pacemaker: { viewTimeoutMinMs: 250, viewTimeoutMaxMs: 2_000 },
+      stateSync: true,
+      ...options,
+    })
+  );
+}
+
+Deno.test("a wiped replica joins by snapshot past a peer serving bad chunks and one with a forged manifest, then votes", async () => {
+  const cluster = await startInProcessCluster({
+    chainId: "state-sync",
+    validators: 4,
+    run: [0, 1, 2],
+    stateCheckpointInterval: 8,
+  });
+  const badChunks = proxy(cluster.peers[0]!.httpUrl, "/state/chunk", (body) => {
+    const entries = decodeValue(body) as [Uint8Array, Uint8Array][];
+    if (entries.length === 0) return body;
+    entries[0]![1] = enc.encode("forged");
+    return encodeValue(entries);
+  });
+  const badManifest = proxy(cluster.peers[1]!.httpUrl, "/state/snapshot", (body) => {
+    const m = decodeValue(body) as [unknown[], Uint8Array[]];
+    (m[0] as unknown[])[2] = new Uint8Array(32); // another root under the same signatures
+    return encodeValue(m);
+  });
+  const dir = await Deno.makeTempDir({ prefix: "state-sync-" });
+  const lines: string[] = [];
+  let joined: Replica | null = null;
+  try {
+    await writeKeys(cluster, 300, "a");
+    await waitUntil("a certified checkpoint", async () => {
+      const r = await fetch(`${cluster.peers[2]!.httpUrl}/state/snapshot`);
+      await r.body?.cancel();
+      return r.status === 200 && height(cluster, 2) >= 16;
+    }, 30_000);
+    const peers = cluster.peers.map((p, i) =>
+      i === 0 ? { ...p, httpUrl: badChunks.url } : i === 1 ? { ...p, httpUrl: badManifest.url } : p
+    );
+    // Client load while it joins.
+    const load = writeKeys(cluster, 200, "b").then(() => null, (e) => e);
+    joined = await startJoiner(cluster, dir, {
+      peers,
+      stateCheckpointInterval: 8,
+      logLevel: "debug",
+      logSink: (line) => lines.push(line),
+    });
+    const installed = lines.map((l) => JSON.parse(l)).find((l) => l.event === "sync:installed");
+    assert.ok(installed !== undefined, lines.filter((l) => l.includes("sync")).join("\n"));
+    assert.ok(installed.height >= 8, JSON.stringify(installed));
+    const reasons = (installed.dropped as { reason: string }[]).map((d) => d.reason).join("; ");
+    assert.match(reasons, /chunk \d+: chunk hash mismatch/);
+    assert.match(reasons, /bad certificate|do not fold/);
+    assert.equal(await load, null);
+    // The committed Nodes below the snapshot's are stored too (the pool's recent ids).
+    const below = await joined.committedRange(installed.height - 1, installed.height);
+    assert.equal(below.length, 2);
+    const voted = (): boolean => lines.some((l) => l.includes('"vote:send"'));
+    await waitUntil("the joined replica votes", voted, 30_000);
+    const target = height(cluster, 0);
+    await waitUntil("the joined replica commits past the others' height", () => {
+      const h = (joined!.status().committed as { height: number }).height;
+      return h >= target;
+    }, 30_000);
+    // Its later checkpoints carry the roots the others computed, and are certified with them.
+    await waitUntil("a certified checkpoint of the joined replica", () => {
+      const c = joined!.state!.certified();
+      return c !== null && c.certificate.height > installed.height;
+    }, 30_000);
+    const mine = joined.state!.certified()!.certificate;
+    const theirs = cluster.replicas[0]!.state!.checkpoint(mine.height);
+    assert.ok(theirs !== null);
+    assert.deepEqual(mine.root, theirs.claim.root);
+    // Its state holds what was written before the snapshot and after it.
+    for (const key of ["a-0", "a-299", "b-0", "b-199"]) {
+      const v = await joined.committedState(kvStateKey(enc.encode(key)));
+      assert.ok(v !== null, `${key} missing`);
+    }
+    assert.ok(lines.every((l) => !l.includes('"fatal"')));
+  } finally {
+    await joined?.close();
+    await badChunks.close();
+    await badManifest.close();
+    await cluster.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("snapshot install: a crash mid-install is undone at the next start; no snapshot means replay", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "state-sync-crash-" });
+  try {
+    const store = await DenoKvStorage.open(`${dir}/s.kv`);
+    await store.beginSnapshot(64);
+    await store.putStateEntries([[enc.encode("k/x"), enc.encode("1")]]);
+    await store.close();
+    const again = await DenoKvStorage.open(`${dir}/s.kv`);
+    await recoverSnapshotInstall(again);
+    assert.equal(await again.snapshotMarker(), null);
+    assert.equal(await again.getState(enc.encode("k/x")), null);
+    const { ValidatorSet } = await import("../src/validators.ts");
+    await assert.rejects(
+      syncSnapshot({
+        chainId: "none",
+        validators: new ValidatorSet([{ publicKey: new Uint8Array(32), power: 1 }]),
+        peers: ["http://127.0.0.1:1"],
+        storage: again,
+        requestTimeoutMs: 500,
+      }),
+      SnapshotSyncError,
+    );
+    assert.equal(await again.committedHead(), null);
+    await again.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("retention: committed Nodes older than the kept snapshots need are deleted; a wiped replica still joins by snapshot", async () => {
+  const history = 8;
+  const cluster = await startInProcessCluster({
+    chainId: "state-retention",
+    validators: 4,
+    run: [0, 1, 2],
+    stateCheckpointInterval: 4,
+    replica: { pruneCommitted: true, stateHistoryHeights: history },
+  });
+  const dir = await Deno.makeTempDir({ prefix: "state-retention-" });
+  const lines: string[] = [];
+  let joined: Replica | null = null;
+  try {
+    await writeKeys(cluster, 100, "r");
+    await waitUntil(
+      "Nodes pruned",
+      () => cluster.logs[0]!.lines.some((l) => l.event === "state:pruned"),
+      60_000,
+    );
+    const head = height(cluster, 0);
+    assert.deepEqual(await cluster.replicas[0]!.committedRange(1, 1), []);
+    // What the kept checkpoints need is there: the last 4 checkpoints and `history` below them.
+    const oldestKept = Math.floor(head / 4) * 4 - 3 * 4;
+    const needed = await cluster.replicas[0]!.committedRange(oldestKept - history, head);
+    assert.equal(needed.length, head - (oldestKept - history) + 1);
+    joined = await startJoiner(cluster, dir, {
+      peers: cluster.peers,
+      stateCheckpointInterval: 4,
+      stateHistoryHeights: history,
+      logLevel: "info",
+      logSink: (line) => lines.push(line),
+    });
+    assert.ok(lines.some((l) => l.includes('"sync:installed"')), lines.join("\n"));
+    const target = height(cluster, 0);
+    await waitUntil("the joined replica catches up", () => {
+      return (joined!.status().committed as { height: number }).height >= target;
+    }, 30_000);
+    const v = await joined.committedState(kvStateKey(enc.encode("r-99")));
+    assert.deepEqual(v, enc.encode("value-99"));
+  } finally {
+    await joined?.close();
+    await cluster.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
