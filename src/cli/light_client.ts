@@ -37,7 +37,8 @@ export interface FollowOptions {
  * @example
  * ```ts
  * import { followCluster } from "./light_client.ts";
- * // const n = await followCluster({ config: "cluster/cluster.json", followSeconds: 10 });
+ * const n = await followCluster({ config: "cluster/cluster.json", followSeconds: 10 });
+ * console.log(`verified ${n} commits`);
  * ```
  */
 export async function followCluster(options: FollowOptions): Promise<number> {

@@ -18,7 +18,24 @@ import {
 } from "./commit_proof.ts";
 import { decodeKeyProof, type KeyProofVerdict, verifyKeyProof } from "./state_proof.ts";
 
-/** Options of {@link LightClient}. */
+/**
+ * Options of {@link LightClient}.
+ *
+ * @example
+ * ```ts
+ * import { LightClient, type LightClientOptions } from "./client.ts";
+ * import type { ValidatorSet } from "../validators.ts";
+ * declare const validators: ValidatorSet;
+ * const options: LightClientOptions = {
+ *   chainId: "kv-1",
+ *   validators,
+ *   sources: ["http://127.0.0.1:9001", "http://127.0.0.1:9011"],
+ *   requestTimeoutMs: 2_000,
+ *   onRefusal: (r) => console.warn(`refused ${r.source}: ${r.reason}`),
+ * };
+ * const client = new LightClient(options);
+ * ```
+ */
 export interface LightClientOptions extends CommitTrust {
   /** Base URLs of replicas' HTTP APIs, e.g. `http://127.0.0.1:9001`. */
   readonly sources: readonly string[];
@@ -34,7 +51,18 @@ export interface LightClientOptions extends CommitTrust {
   readonly onRefusal?: (refusal: SourceRefusal) => void;
 }
 
-/** Why an answer of a source was not used. */
+/**
+ * Why an answer of a source was not used.
+ *
+ * @example
+ * ```ts
+ * import type { SourceRefusal } from "./client.ts";
+ * const refusals: SourceRefusal[] = [];
+ * const onRefusal = (r: SourceRefusal): void => {
+ *   refusals.push(r);
+ * };
+ * ```
+ */
 export interface SourceRefusal {
   /** The source's base URL. */
   readonly source: string;
@@ -49,7 +77,19 @@ export interface SourceRefusal {
   readonly detail: string;
 }
 
-/** A state value proven by {@link LightClient.proveState}. */
+/**
+ * A state value proven by {@link LightClient.proveState}.
+ *
+ * @example
+ * ```ts
+ * import type { LightClient, ProvenValue } from "./client.ts";
+ * import { kvStateKey } from "../../examples/kv_store/app.ts";
+ * declare const client: LightClient;
+ * const key = kvStateKey(new TextEncoder().encode("greeting"));
+ * const proven: ProvenValue | null = await client.proveState("/kv/greeting?proof", key);
+ * if (proven !== null) console.log(proven.height, proven.value ?? "absent");
+ * ```
+ */
 export interface ProvenValue {
   /** The value, or null when the key is absent. */
   readonly value: Uint8Array | null;
@@ -59,7 +99,18 @@ export interface ProvenValue {
   readonly nodeHash: Hash;
 }
 
-/** The newest verified commit. */
+/**
+ * The newest verified commit.
+ *
+ * @example
+ * ```ts
+ * import type { LightClient, VerifiedHead } from "./client.ts";
+ * declare const client: LightClient;
+ * await client.step();
+ * const head: VerifiedHead | null = client.head;
+ * console.log(head?.height, head?.node.view);
+ * ```
+ */
 export interface VerifiedHead {
   /** Its height. */
   readonly height: number;

@@ -29,7 +29,17 @@ import type { Hash, Node, QuorumCertificate } from "../types.ts";
 import { bytesEqual } from "../types.ts";
 import type { ValidatorSet } from "../validators.ts";
 
-/** A commit proof: Nodes of ascending heights, and the QC of the last one. */
+/**
+ * A commit proof: Nodes of ascending heights, and the QC of the last one.
+ *
+ * @example
+ * ```ts
+ * import { type CommitProof, decodeCommitProof } from "./commit_proof.ts";
+ * declare const body: Uint8Array; // a replica's answer to GET /proof?from=F&to=T
+ * const proof: CommitProof = decodeCommitProof(body);
+ * console.log(proof.nodes.length, proof.certificate.view);
+ * ```
+ */
 export interface CommitProof {
   /**
    * At least three Nodes of consecutive heights, each the parent of the next. The last three are
@@ -40,7 +50,17 @@ export interface CommitProof {
   readonly certificate: QuorumCertificate;
 }
 
-/** What a light client trusts: the chain's id and its validator set. */
+/**
+ * What a light client trusts: the chain's id and its validator set.
+ *
+ * @example
+ * ```ts
+ * import type { CommitTrust } from "./commit_proof.ts";
+ * import type { ValidatorSet } from "../validators.ts";
+ * declare const validators: ValidatorSet; // e.g. from a cluster file
+ * const trust: CommitTrust = { chainId: "kv-1", validators };
+ * ```
+ */
 export interface CommitTrust {
   /** The chain every certificate must name. */
   readonly chainId: string;
@@ -50,7 +70,16 @@ export interface CommitTrust {
   readonly verifier?: Verifier;
 }
 
-/** A Node proven committed, with its hash. */
+/**
+ * A Node proven committed, with its hash.
+ *
+ * @example
+ * ```ts
+ * import type { ProvenNode } from "./commit_proof.ts";
+ * import { toHex } from "../types.ts";
+ * const line = ({ node, hash }: ProvenNode): string => `height ${node.height}: ${toHex(hash)}`;
+ * ```
+ */
 export interface ProvenNode {
   /** The Node. */
   readonly node: Node;
@@ -58,7 +87,16 @@ export interface ProvenNode {
   readonly hash: Hash;
 }
 
-/** The outcome of {@link verifyCommitProof}. */
+/**
+ * The outcome of {@link verifyCommitProof}.
+ *
+ * @example
+ * ```ts
+ * import type { CommitVerdict } from "./commit_proof.ts";
+ * const describe = (v: CommitVerdict): string =>
+ *   v.ok ? `committed up to ${v.committed.at(-1)!.node.height}` : `${v.reason}: ${v.detail}`;
+ * ```
+ */
 export type CommitVerdict =
   | {
     readonly ok: true;
@@ -67,7 +105,15 @@ export type CommitVerdict =
   }
   | { readonly ok: false; readonly reason: CommitProofRejection; readonly detail: string };
 
-/** Why a commit proof was refused. */
+/**
+ * Why a commit proof was refused.
+ *
+ * @example
+ * ```ts
+ * import type { CommitProofRejection } from "./commit_proof.ts";
+ * const forged = (r: CommitProofRejection): boolean => r === "bad-signature" || r === "no-quorum";
+ * ```
+ */
 export type CommitProofRejection =
   | "too-short"
   | "too-long"
@@ -83,7 +129,16 @@ export type CommitProofRejection =
   | "bad-signature"
   | "bad-qc";
 
-/** Most Nodes a proof may hold (a replica sends at most its `rangeMax`, 256 by default). */
+/**
+ * Most Nodes a proof may hold (a replica sends at most its `rangeMax`, 256 by default).
+ *
+ * @example
+ * ```ts
+ * import { COMMIT_PROOF_NODES_MAX, decodeCommitProof } from "./commit_proof.ts";
+ * declare const body: Uint8Array;
+ * const proof = decodeCommitProof(body, Math.min(258, COMMIT_PROOF_NODES_MAX)); // a tighter bound
+ * ```
+ */
 export const COMMIT_PROOF_NODES_MAX = 1024;
 
 /**
@@ -216,7 +271,19 @@ export function encodeCommitProof(proof: CommitProof): Uint8Array {
   return encodeValue([proof.nodes.map(encodeNode), encodeQC(proof.certificate)]);
 }
 
-/** Why bytes are not a commit proof. */
+/**
+ * Why bytes are not a commit proof.
+ *
+ * @example
+ * ```ts
+ * import { CommitProofDecodeError, decodeCommitProof } from "./commit_proof.ts";
+ * try {
+ *   decodeCommitProof(new Uint8Array([0x80]));
+ * } catch (e) {
+ *   if (e instanceof CommitProofDecodeError) console.log(e.reason); // "bad-form"
+ * }
+ * ```
+ */
 export class CommitProofDecodeError extends Error {
   /**
    * A decode failure.

@@ -33,7 +33,17 @@ import {
   verifyCommitProof,
 } from "./commit_proof.ts";
 
-/** A key's value proven against a certified root of a committed Node. */
+/**
+ * A key's value proven against a certified root of a committed Node.
+ *
+ * @example
+ * ```ts
+ * import { decodeKeyProof, type KeyProof } from "./state_proof.ts";
+ * declare const body: Uint8Array; // the answer to GET /kv/{key}?proof
+ * const proof: KeyProof = decodeKeyProof(body);
+ * console.log(proof.certificate.height, proof.value === null ? "absent" : "present");
+ * ```
+ */
 export interface KeyProof {
   /** The state key. */
   readonly key: Uint8Array;
@@ -47,7 +57,16 @@ export interface KeyProof {
   readonly commitProof: CommitProof;
 }
 
-/** The outcome of {@link verifyKeyProof}. */
+/**
+ * The outcome of {@link verifyKeyProof}.
+ *
+ * @example
+ * ```ts
+ * import type { KeyProofVerdict } from "./state_proof.ts";
+ * const describe = (v: KeyProofVerdict): string =>
+ *   v.ok ? `proven at height ${v.height}` : `${v.reason}: ${v.detail}`;
+ * ```
+ */
 export type KeyProofVerdict =
   | {
     readonly ok: true;
@@ -71,8 +90,11 @@ export type KeyProofVerdict =
  * @example
  * ```ts
  * import { decodeKeyProof, verifyKeyProof } from "./state_proof.ts";
- * // const verdict = await verifyKeyProof(decodeKeyProof(body), { chainId, validators });
- * // if (verdict.ok) console.log(verdict.height, verdict.value);
+ * import type { ValidatorSet } from "../validators.ts";
+ * declare const body: Uint8Array; // the answer to GET /kv/{key}?proof
+ * declare const validators: ValidatorSet;
+ * const verdict = await verifyKeyProof(decodeKeyProof(body), { chainId: "kv-1", validators });
+ * if (verdict.ok) console.log(verdict.height, verdict.value);
  * ```
  */
 export async function verifyKeyProof(
@@ -102,7 +124,17 @@ export async function verifyKeyProof(
   return { ok: true, value: state.value, height: cert.height, nodeHash: cert.nodeHash };
 }
 
-/** The canonical CBOR encoding of a key proof (see the module docs). */
+/**
+ * The canonical CBOR encoding of a key proof (see the module docs).
+ *
+ * @example
+ * ```ts
+ * import { decodeKeyProof, encodeKeyProof, type KeyProof } from "./state_proof.ts";
+ * declare const proof: KeyProof; // e.g. from StateService.keyProof
+ * const body = encodeKeyProof(proof); // what GET /kv/{key}?proof answers
+ * decodeKeyProof(body); // an equal proof
+ * ```
+ */
 export function encodeKeyProof(p: KeyProof): Uint8Array {
   return encodeValue([
     p.key,
@@ -113,7 +145,19 @@ export function encodeKeyProof(p: KeyProof): Uint8Array {
   ]);
 }
 
-/** A key proof that is not well formed. */
+/**
+ * A key proof that is not well formed.
+ *
+ * @example
+ * ```ts
+ * import { decodeKeyProof, KeyProofDecodeError } from "./state_proof.ts";
+ * try {
+ *   decodeKeyProof(new Uint8Array([0x80]));
+ * } catch (e) {
+ *   console.log(e instanceof KeyProofDecodeError, (e as Error).message); // true "bad shape"
+ * }
+ * ```
+ */
 export class KeyProofDecodeError extends Error {
   /** The error's name. */
   override readonly name = "KeyProofDecodeError";
@@ -123,6 +167,14 @@ export class KeyProofDecodeError extends Error {
  * Decodes {@link encodeKeyProof}, checking every field's type and bounds.
  *
  * @throws {KeyProofDecodeError} when malformed
+ *
+ * @example
+ * ```ts
+ * import { decodeKeyProof } from "./state_proof.ts";
+ * const response = await fetch("http://127.0.0.1:9001/kv/greeting?proof");
+ * const proof = decodeKeyProof(new Uint8Array(await response.arrayBuffer()));
+ * console.log(proof.certificate.height);
+ * ```
  */
 export function decodeKeyProof(bytes: Uint8Array, signaturesMax = 1024): KeyProof {
   let v: unknown;

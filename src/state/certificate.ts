@@ -19,7 +19,17 @@ import type { ValidatorSet } from "../validators.ts";
 /** The domain tag of a state-root signature (never a tag of `SignatureDomain`). */
 export const STATE_ROOT_DOMAIN = "hotstuff/state-root/v1";
 
-/** What a state-root signature covers. */
+/**
+ * What a state-root signature covers.
+ *
+ * @example
+ * ```ts
+ * import { type StateRootClaim, stateRootSignedBytes } from "./certificate.ts";
+ * import { EMPTY_STATE_ROOT } from "./tree.ts";
+ * const claim: StateRootClaim = { height: 64, nodeHash: new Uint8Array(32), root: EMPTY_STATE_ROOT };
+ * const signed = stateRootSignedBytes("kv-1", claim); // what each validator signs
+ * ```
+ */
 export interface StateRootClaim {
   /** Height of the committed Node. */
   readonly height: number;
@@ -29,7 +39,18 @@ export interface StateRootClaim {
   readonly root: Hash;
 }
 
-/** A claim with signatures of distinct validators, sorted by signer. */
+/**
+ * A claim with signatures of distinct validators, sorted by signer.
+ *
+ * @example
+ * ```ts
+ * import type { StateCertificate } from "./certificate.ts";
+ * import type { KeyProof } from "../light/state_proof.ts";
+ * declare const proof: KeyProof;
+ * const cert: StateCertificate = proof.certificate;
+ * console.log(cert.height, cert.root, cert.signatures.length);
+ * ```
+ */
 export interface StateCertificate extends StateRootClaim {
   /** The signatures. */
   readonly signatures: readonly SignerSignature[];
@@ -57,7 +78,12 @@ export async function signStateRoot(
  * @example
  * ```ts
  * import { verifyStateCertificate } from "./certificate.ts";
- * // const problem = await verifyStateCertificate(cert, { chainId, validators });
+ * import type { StateCertificate } from "./certificate.ts";
+ * import type { ValidatorSet } from "../validators.ts";
+ * declare const cert: StateCertificate; // e.g. a key proof's certificate
+ * declare const validators: ValidatorSet;
+ * const problem = await verifyStateCertificate(cert, { chainId: "kv-1", validators });
+ * console.log(problem ?? "certified");
  * ```
  */
 export async function verifyStateCertificate(

@@ -36,7 +36,25 @@ import {
 } from "./certificate.ts";
 import { SNAPSHOT_CHUNKS, StateTree, type StateVersion } from "./tree.ts";
 
-/** Options of {@link StateService}. */
+/**
+ * Options of {@link StateService}.
+ *
+ * @example
+ * ```ts
+ * import type { StateServiceOptions } from "./service.ts";
+ * import type { Signer } from "../crypto.ts";
+ * import type { ValidatorSet } from "../validators.ts";
+ * declare const validators: ValidatorSet;
+ * declare const signer: Signer;
+ * const options: StateServiceOptions = {
+ *   chainId: "kv-1",
+ *   validators,
+ *   signer,
+ *   peers: [], // { publicKey, url } of each other validator
+ *   checkpointInterval: 64,
+ * };
+ * ```
+ */
 export interface StateServiceOptions {
   /** Chain id. */
   readonly chainId: string;
@@ -74,7 +92,17 @@ const COLLECT_PAUSE_MS = 150;
 /** Deadline of one attestation request, ms. */
 const ATTESTATION_TIMEOUT_MS = 2_000;
 
-/** A checkpoint: the claim, the frozen state, and the signatures gathered so far. */
+/**
+ * A checkpoint: the claim, the frozen state, and the signatures gathered so far.
+ *
+ * @example
+ * ```ts
+ * import type { Checkpoint, StateService } from "./service.ts";
+ * declare const state: StateService;
+ * const cp: Checkpoint | null = state.checkpoint(64);
+ * if (cp !== null) console.log(cp.claim.root, cp.signatures.size, cp.version.size);
+ * ```
+ */
 export interface Checkpoint {
   /** The signed claim. */
   readonly claim: StateRootClaim;
@@ -91,8 +119,17 @@ export interface Checkpoint {
  *
  * @example
  * ```ts
- * // const state = new StateService({ chainId, validators, signer, peers });
- * // await state.load(storage.stateEntries!()); app.onCommit = (n) => state.onCommit(n);
+ * import { StateService } from "./service.ts";
+ * import type { CommitNotice } from "../app.ts";
+ * import type { Signer } from "../crypto.ts";
+ * import type { Storage } from "../storage/storage.ts";
+ * import type { ValidatorSet } from "../validators.ts";
+ * declare const validators: ValidatorSet;
+ * declare const signer: Signer; // this validator's key
+ * declare const storage: Storage;
+ * const state = new StateService({ chainId: "kv-1", validators, signer, peers: [] });
+ * await state.load(storage.stateEntries!());
+ * const onCommit = (n: CommitNotice): void => state.onCommit(n); // from the Application's onCommit
  * ```
  */
 export class StateService {

@@ -137,8 +137,15 @@ export async function recoverSnapshotInstall(storage: Storage): Promise<void> {
  * @throws {SnapshotSyncError} when no peer offers a verifiable snapshot or every peer failed
  * @example
  * ```ts
- * // const r = await syncSnapshot({ chainId, validators, peers, storage });
- * // state.adopt(r.tree);
+ * import { type SnapshotStore, syncSnapshot } from "./sync.ts";
+ * import type { StateService } from "./service.ts";
+ * import type { ValidatorSet } from "../validators.ts";
+ * declare const validators: ValidatorSet;
+ * declare const storage: SnapshotStore; // an empty store
+ * declare const state: StateService;
+ * const peers = ["http://127.0.0.1:9001"];
+ * const r = await syncSnapshot({ chainId: "kv-1", validators, peers, storage });
+ * state.adopt(r.tree);
  * ```
  */
 export async function syncSnapshot(options: SnapshotSyncOptions): Promise<SnapshotSyncResult> {

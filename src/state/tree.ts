@@ -31,7 +31,15 @@ export const STATE_PROOF_ENTRIES_MAX = 4096;
 /** Longest state key the tree accepts, bytes. */
 export const STATE_KEY_BYTES_MAX = 2048;
 
-/** One state entry. */
+/**
+ * One state entry.
+ *
+ * @example
+ * ```ts
+ * import type { StateEntry } from "./tree.ts";
+ * const entry: StateEntry = { key: new TextEncoder().encode("k/a"), value: new Uint8Array([1]) };
+ * ```
+ */
 export interface StateEntry {
   /** The state key. */
   readonly key: Uint8Array;
@@ -51,6 +59,14 @@ const EMPTY_BUCKET: Bucket = [];
 /**
  * A proof that a key has a value (or none) in the state with a given root: all entries of the
  * key's bucket (key and value hash) and the 12 sibling hashes from the bucket to the root.
+ *
+ * @example
+ * ```ts
+ * import { type StateProof, StateTree } from "./tree.ts";
+ * const k = new TextEncoder().encode("k/a");
+ * const proof: StateProof = new StateTree().freeze().prove(k);
+ * console.log(proof.bucket, proof.entries.length, proof.siblings.length); // bucket, 0, 12
+ * ```
  */
 export interface StateProof {
   /** The bucket index of the key. */
@@ -61,7 +77,18 @@ export interface StateProof {
   readonly siblings: readonly Hash[];
 }
 
-/** The verdict of {@link verifyStateProof}. */
+/**
+ * The verdict of {@link verifyStateProof}.
+ *
+ * @example
+ * ```ts
+ * import { EMPTY_STATE_ROOT, type StateProofVerdict, StateTree, verifyStateProof } from "./tree.ts";
+ * const k = new Uint8Array([1]);
+ * const proof = new StateTree().freeze().prove(k);
+ * const verdict: StateProofVerdict = verifyStateProof(EMPTY_STATE_ROOT, k, new Uint8Array([2]), proof);
+ * if (!verdict.ok) console.log(verdict.reason); // the key is absent, a value was claimed
+ * ```
+ */
 export type StateProofVerdict =
   | { readonly ok: true; readonly value: Uint8Array | null }
   | { readonly ok: false; readonly reason: string };
@@ -116,12 +143,32 @@ const EMPTY_SUBTREE: Hash[] = (() => {
   return out;
 })();
 
-/** The root of an empty state. */
+/**
+ * The root of an empty state.
+ *
+ * @example
+ * ```ts
+ * import { EMPTY_STATE_ROOT, StateTree } from "./tree.ts";
+ * import { bytesEqual } from "../types.ts";
+ * bytesEqual(new StateTree().freeze().root, EMPTY_STATE_ROOT); // true
+ * ```
+ */
 export const EMPTY_STATE_ROOT: Hash = EMPTY_SUBTREE[STATE_TREE_DEPTH]!;
 
 /**
  * A frozen version of the tree (see {@link StateTree.freeze}): reads and proofs of the state at
  * one height while the live tree moves on. Shares entries with the tree (they are immutable).
+ *
+ * @example
+ * ```ts
+ * import { StateTree } from "./tree.ts";
+ * const tree = new StateTree();
+ * const k = new TextEncoder().encode("k/a");
+ * tree.apply([[k, new Uint8Array([1])]]);
+ * const version = tree.freeze(); // the state now
+ * tree.apply([[k, null]]);
+ * console.log(version.get(k), version.size); // [1], 1: the version did not move
+ * ```
  */
 export class StateVersion {
   readonly #buckets: readonly (Bucket | undefined)[];
@@ -426,6 +473,15 @@ export function rootOfChunkHashes(chunkHashes: readonly Hash[]): Hash | null {
  * Checks that `entries` are exactly chunk `index` of a state whose chunk hash is `expected`:
  * every key in the chunk's buckets, ascending by bucket then strictly by key, and the subtree
  * they make hashes to `expected`. Returns null when they do, or the reason they do not.
+ *
+ * @example
+ * ```ts
+ * import { checkChunk, StateTree } from "./tree.ts";
+ * const tree = new StateTree();
+ * tree.apply([[new TextEncoder().encode("k/a"), new Uint8Array([1])]]);
+ * const v = tree.freeze();
+ * checkChunk(0, v.chunk(0), v.chunkHashes()[0]!); // null: chunk 0 is intact
+ * ```
  */
 export function checkChunk(
   index: number,
