@@ -1,7 +1,7 @@
 /*
  * HotStuff for Deno: the core's safety rules as a model for the spin model checker.
- * See docs/MODEL.md for the abstraction, the bounds and what they leave out; SPECIFICATION.md
- * names the step each rule below stands for ("Spec X.Y step N").
+ * See docs/MODEL.md for the abstraction, the bounds and what they leave out. Each rule below names
+ * its step in SPECIFICATION.md ("Spec X.Y step N"); SPECIFICATION.md 1.2 maps steps to names here.
  *
  * Four validators; validator 1 (BYZ) is Byzantine, 0, 2 and 3 are honest replicas. The leader of view v
  * is validator v mod 4 (the core's smooth weighted round robin for four equal powers, Spec 3.3).
@@ -20,6 +20,7 @@
  * Compile-time options (spin -D...): MAXV (views, default 6), BYZP (Byzantine proposals per
  * view it leads, default 2), P0..P3 (voting powers), and one planted bug:
  * PLANT_NO_LOCK_CHECK, PLANT_NON_CONSECUTIVE_COMMIT, PLANT_DOUBLE_COUNT, PLANT_TWO_THIRDS.
+ * Search restrictions (every restricted run is a run of the full model): DEAF=r, NO_FETCH.
  * AGREEMENT_ONLY checks the safety property alone (not the locking invariants).
  */
 
@@ -395,7 +396,8 @@ inline recv(r, n) {
 
 /* The Byzantine leader of view v proposes up to BYZP Nodes on any parent p with any certified
  * justify j on p's branch that makes a valid proposal (Spec 4.1 steps 1-3, 4.2): different
- * Nodes, made while some honest replica could still take them (view at most v + 1). */
+ * Nodes (the same parent and justify twice is an equivocation with two commands), made while some
+ * honest replica could still take them (view at most v + 1). */
 #define BYZ_PROPOSE(v, p, j) \
   :: d_step { \
     (p < nn && j < nn && v <= MAXV && nprop[v] < BYZP && nview[p] < v && HAS(anc[p], j) \
