@@ -48,7 +48,7 @@ for (const bug of Object.keys(MODEL_BUGS)) {
       assert.match(lines[lines.length - 1]!, /^model check: \d+ states, 1 violation$/);
       assert.ok(lines.includes("counterexample:"), text);
       assert.match(text, /VIOLATION of [\w-]+: /);
-      assert.match(text, /proposes N1 in view 1/);
+      assert.match(text, /proposes N\d+ in view \d+/);
     },
   });
 }
