@@ -335,11 +335,20 @@ export function describeEvent(e: ModelEvent, nodes: ReadonlyMap<number, ModelNod
 /** The Byzantine validator's index in the model (it leads views 1, 5, 9). */
 export const BYZANTINE = 1;
 
-/** A whole trace as numbered sentences. */
+/** A whole trace as numbered sentences. A violation is printed inside the step that makes it, before
+ * that step's own line: it is told after the step. */
 export function describeTrace(events: readonly ModelEvent[]): string[] {
   const nodes = new Map<number, ModelNode>();
   const lines: string[] = [];
-  for (const e of events) {
+  const ordered = [...events];
+  for (let i = 0; i + 1 < ordered.length; i++) {
+    const [a, b] = [ordered[i]!, ordered[i + 1]!];
+    if (a.kind === "violation" && b.kind !== "node" && b.kind !== "violation") {
+      [ordered[i], ordered[i + 1]] = [b, a];
+      i++;
+    }
+  }
+  for (const e of ordered) {
     if (e.kind === "node") nodes.set(e.n, e);
     lines.push(`${String(lines.length + 1).padStart(3)}. ${describeEvent(e, nodes)}`);
   }
