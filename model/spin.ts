@@ -14,12 +14,32 @@ export const MODEL_BUGS: Readonly<Record<string, string>> = {
   "two-thirds-quorum": "PLANT_TWO_THIRDS",
 };
 
+/**
+ * The bounds each planted bug is searched with by default (docs/MODEL.md says why): the smallest
+ * that hold a counterexample and a search that reaches it in seconds to a minute or so.
+ */
+export const BUG_BOUNDS: Readonly<Record<string, Omit<ModelOptions, "plant">>> = {
+  // Two certified Nodes in the Byzantine leader's view 1, after a few steps.
+  "double-count": { views: 2 },
+  // Only reachable when 2T/3 is a power and the Byzantine validator holds T/3.
+  "two-thirds-quorum": { views: 2, powers: [1, 2, 1, 2] },
+  // A commit needs four views; the conflicting Node, the Byzantine leader's view 5.
+  "no-lock-check": { views: 5 },
+  // Replica 3 misses views 1-2 and proposes on genesis in view 3; found with it deaf.
+  "non-consecutive-commit": { views: 5, byzProposals: 1, deaf: 3 },
+};
+
 /** The bounds and switches of one model run. */
 export interface ModelOptions {
   /** Views with proposals (1..views). */
   readonly views: number;
   /** Nodes the Byzantine leader may propose in each view it leads. Default 2. */
   readonly byzProposals?: number;
+  /** Voting powers of validators 0..3 (validator 1 is Byzantine). Default 1,1,1,1. */
+  readonly powers?: readonly [number, number, number, number];
+  /** A search restriction: this honest replica receives no proposal, QC or fetched Node (its
+   * messages are delayed past the bounds); it still times out and proposes. */
+  readonly deaf?: 0 | 2 | 3;
   /** A planted bug, by name (a key of {@link MODEL_BUGS}). */
   readonly plant?: string;
   /** Check the agreement property only, not the locking invariants. */
@@ -128,6 +148,17 @@ export function modelDefines(o: ModelOptions): string[] {
     throw new RangeError(`byzProposals must be 1 or 2: ${byzp}`);
   }
   const flags = [`-DMAXV=${o.views}`, `-DBYZP=${byzp}`];
+  const powers = o.powers ?? [1, 1, 1, 1];
+  if (powers.length !== 4 || !powers.every((p) => Number.isInteger(p) && p >= 1 && p <= 9)) {
+    throw new RangeError(`powers must be four integers 1..9: ${powers.join(",")}`);
+  }
+  powers.forEach((p, i) => {
+    if (p !== 1) flags.push(`-DP${i}=${p}`);
+  });
+  if (o.deaf !== undefined) {
+    if (![0, 2, 3].includes(o.deaf)) throw new RangeError(`deaf must be 0, 2 or 3: ${o.deaf}`);
+    flags.push(`-DDEAF=${o.deaf}`);
+  }
   if (o.plant !== undefined) {
     const macro = MODEL_BUGS[o.plant];
     if (macro === undefined) {
@@ -304,11 +335,20 @@ export function describeEvent(e: ModelEvent, nodes: ReadonlyMap<number, ModelNod
 /** The Byzantine validator's index in the model (it leads views 1, 5, 9). */
 export const BYZANTINE = 1;
 
-/** A whole trace as numbered sentences. */
+/** A whole trace as numbered sentences. A violation is printed inside the step that makes it, before
+ * that step's own line: it is told after the step. */
 export function describeTrace(events: readonly ModelEvent[]): string[] {
   const nodes = new Map<number, ModelNode>();
   const lines: string[] = [];
-  for (const e of events) {
+  const ordered = [...events];
+  for (let i = 0; i + 1 < ordered.length; i++) {
+    const [a, b] = [ordered[i]!, ordered[i + 1]!];
+    if (a.kind === "violation" && b.kind !== "node" && b.kind !== "violation") {
+      [ordered[i], ordered[i + 1]] = [b, a];
+      i++;
+    }
+  }
+  for (const e of ordered) {
     if (e.kind === "node") nodes.set(e.n, e);
     lines.push(`${String(lines.length + 1).padStart(3)}. ${describeEvent(e, nodes)}`);
   }
