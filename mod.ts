@@ -101,6 +101,7 @@ export {
   type CoreOutput,
   type CoreRestore,
   DEFAULT_CORE_LIMITS,
+  type ExecutedResult,
   type ExecuteRequest,
   type FetchRequest,
   type Outbound,
@@ -108,6 +109,15 @@ export {
   type UnsignedMessage,
 } from "./src/consensus/core.ts";
 export { NodeTree } from "./src/consensus/node_tree.ts";
+export {
+  applyUpdates,
+  type NodeConfig,
+  QuorumRule,
+  readValidatorConfig,
+  VALIDATOR_CONFIG_KEY,
+  type ValidatorConfig,
+  type ValidatorUpdate,
+} from "./src/consensus/reconfig.ts";
 export { DEFAULT_PACEMAKER_OPTIONS, type PacemakerOptions } from "./src/consensus/pacemaker.ts";
 export {
   type CommittedHead,
@@ -128,6 +138,7 @@ export {
   type FaultPlan,
   type PartitionWindow,
   runSimulation,
+  type SimChange,
   type SimOptions,
   type SimReport,
 } from "./src/sim/sim.ts";

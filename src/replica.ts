@@ -87,6 +87,7 @@ import type { Hash, Node, PublicKey, QuorumCertificate } from "./types.ts";
 import { bytesEqual, fromHex, toHex } from "./types.ts";
 import type { ValidatorSet } from "./validators.ts";
 import { plantedBugs } from "./validators.ts";
+import { plantedReconfigBugs } from "./consensus/reconfig.ts";
 
 /** Log levels, quietest last. `fatal` lines (an Engine failure) are written unless `silent`. */
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
@@ -249,6 +250,7 @@ export function refusePlantedBugs(): void {
   const on = [
     ...Object.entries(plantedSafetyBugs).filter(([, v]) => v).map(([k]) => `safety.${k}`),
     ...Object.entries(plantedBugs).filter(([, v]) => v).map(([k]) => `validators.${k}`),
+    ...Object.entries(plantedReconfigBugs).filter(([, v]) => v).map(([k]) => `reconfig.${k}`),
   ];
   if (on.length > 0) {
     throw new ConfigError("planted-bug", `refusing to start: planted bug switch on: ${on}`);

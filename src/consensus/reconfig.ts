@@ -64,10 +64,17 @@ export class QuorumRule {
   readonly id: string;
 
   /**
+   * Makes a rule.
+   *
    * @param sets one or two sets; a quorum of each is required
    * @param any test-only (a planted bug): a quorum of any one set suffices
    */
-  constructor(readonly sets: readonly ValidatorSet[], readonly any = false) {
+  constructor(
+    /** The sets whose quorums are required. */
+    readonly sets: readonly ValidatorSet[],
+    /** Test-only (a planted bug): a quorum of any one set suffices. */
+    readonly any = false,
+  ) {
     this.id = (any ? "any:" : "") + sets.map(setId).join("|");
   }
 

@@ -108,7 +108,7 @@ export class MessageVerifier {
    */
   #count(
     signatures: readonly SignerSignature[],
-    rule: QuorumRule | undefined,
+    rule?: QuorumRule,
   ): { ok: true } | { ok: false; reason: string; detail: string } {
     if (rule !== undefined) return rule.countQuorum(signatures);
     const rules = this.rules();
