@@ -666,6 +666,9 @@ export class Core {
       this.#configs.get(toHex(node.justify.nodeHash));
     const config = known?.after ?? this.#tipConfig();
     if (!bytesEqual(node.proposer, leaderSet(config).leader(node.view).publicKey)) {
+      // Its justify QC is still signed evidence (verified): a replica behind a validator-set
+      // change learns of the chain it lacks from it (8.4 step 3), and catches up.
+      if (known === undefined) this.#absorb(node.justify, null, from);
       return this.#reject(from, "propose", "not-leader", `view ${node.view}`);
     }
     // Spec 4.1 step 2: a proposal for a view before the previous one can no longer be voted

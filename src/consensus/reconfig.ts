@@ -117,9 +117,17 @@ export class QuorumRule {
   }
 }
 
+/** Identities of sets, computed once per set. */
+const SET_IDS = new WeakMap<ValidatorSet, string>();
+
 /** A short identity of a set's members and powers. */
 function setId(set: ValidatorSet): string {
-  return set.validators.map((v) => `${toHex(v.publicKey).slice(0, 16)}:${v.power}`).join(",");
+  let id = SET_IDS.get(set);
+  if (id === undefined) {
+    id = set.validators.map((v) => `${toHex(v.publicKey).slice(0, 16)}:${v.power}`).join(",");
+    SET_IDS.set(set, id);
+  }
+  return id;
 }
 
 /**
@@ -162,13 +170,20 @@ const OLD_SETS = new WeakMap<ValidatorConfig, ValidatorSet>();
  * ```
  */
 export function certifyingRule(config: ValidatorConfig): QuorumRule {
-  if (config.next !== null) return new QuorumRule([config.set, config.next]);
   const old = OLD_SETS.get(config);
   if (old !== undefined && plantedReconfigBugs.countOldSetVotes) {
     return new QuorumRule([config.set, old], true);
   }
-  return new QuorumRule([config.set]);
+  let rule = RULES.get(config);
+  if (rule === undefined) {
+    rule = new QuorumRule(config.next === null ? [config.set] : [config.set, config.next]);
+    RULES.set(config, rule);
+  }
+  return rule;
 }
+
+/** The rule of each configuration, made once (it is asked for on every vote). */
+const RULES = new WeakMap<ValidatorConfig, QuorumRule>();
 
 /**
  * The set whose schedule picks the leader of a view for a proposal extending a Node with this
