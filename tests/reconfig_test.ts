@@ -16,7 +16,7 @@ import {
   type ValidatorConfig,
 } from "../src/consensus/reconfig.ts";
 import { checkValidateResult, DEFAULT_APP_LIMITS } from "../src/app.ts";
-import { mixedScenario } from "../src/sim/scenario.ts";
+import { crashStormScenario, mixedScenario } from "../src/sim/scenario.ts";
 import { runSimulation } from "../src/sim/sim.ts";
 import { twinsScenario } from "../src/sim/twins.ts";
 import type { Node } from "../src/types.ts";
@@ -171,4 +171,24 @@ Deno.test("twins: a fifth validator joins and an honest one leaves inside partit
     handedOver += r.handovers.completed;
   }
   assert.ok(handedOver >= 20, `${handedOver} handovers`);
+});
+
+Deno.test("sim: replicas crash and restart twenty times in three seconds while a fifth validator joins and one leaves, against an equivocating leader", async () => {
+  let handedOver = 0;
+  for (let seed = 1; seed <= 6; seed++) {
+    const storm = crashStormScenario(seed);
+    const r = await runSimulation({
+      ...storm,
+      powers: [1, 1, 1, 1, 1],
+      behaviours: ["equivocator", "honest", "honest", "honest", "honest"],
+      genesisValidators: 4,
+      changes: [
+        { atHeight: 3, updates: [{ validator: 4, power: 1 }] },
+        { atHeight: 8, updates: [{ validator: 1, power: 0 }] },
+      ],
+    });
+    assert.deepEqual([...r.safetyViolations, ...r.livenessFailures], [], `seed ${seed}`);
+    handedOver += r.handovers.completed;
+  }
+  assert.equal(handedOver, 12);
 });
