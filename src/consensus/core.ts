@@ -578,7 +578,11 @@ export class Core {
 
   /** Spec 8.4 step 3: absorb a verified QC and TC; enter the view they justify. */
   #absorb(qc: QuorumCertificate, tc: TimeoutCertificate | null, from: PublicKey | null): void {
-    if (qc.view > this.#highQC.view) {
+    // Spec 3.4 step 3: a QC whose Node is known must be a quorum of that Node's rule to certify
+    // it. One that is not (counted by another set where its Node was unknown, by a replica behind
+    // a change) still shows that a quorum of a set recently in force left its view: it moves the
+    // view (so replicas do not split over it), not the highest QC.
+    if (qc.view > this.#highQC.view && this.#certifies(qc)) {
       this.#highQC = qc;
       this.#out.safetyDirty = true;
     }
@@ -596,6 +600,13 @@ export class Core {
 
   #knows(hash: Hash): boolean {
     return this.#tree.has(hash) || this.#tree.isCommitted(hash);
+  }
+
+  /** False iff `qc`'s Node is known and `qc` is not a quorum of the rule that certifies it. */
+  #certifies(qc: QuorumCertificate): boolean {
+    const config = this.#configs.get(toHex(qc.nodeHash));
+    if (qc.view === 0 || config === undefined) return true;
+    return certifyingRule(config.parent).countQuorum(qc.signatures).ok;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -666,9 +677,12 @@ export class Core {
       this.#configs.get(toHex(node.justify.nodeHash));
     const config = known?.after ?? this.#tipConfig();
     if (!bytesEqual(node.proposer, leaderSet(config).leader(node.view).publicKey)) {
-      // Its justify QC is still signed evidence (verified): a replica behind a validator-set
-      // change learns of the chain it lacks from it (8.4 step 3), and catches up.
-      if (known === undefined) this.#absorb(node.justify, null, from);
+      // From a validator outside the set this replica knows: it may be behind a validator-set
+      // change. The justify QC is signed evidence (verified): learn of the chain it lacks from
+      // it (8.4 step 3), and catch up.
+      if (known === undefined && leaderSet(config).get(node.proposer) === undefined) {
+        this.#absorb(node.justify, null, from);
+      }
       return this.#reject(from, "propose", "not-leader", `view ${node.view}`);
     }
     // Spec 4.1 step 2: a proposal for a view before the previous one can no longer be voted
@@ -823,6 +837,12 @@ export class Core {
     const stored: StoredNode = { node: ex.node, hash, updates };
     this.#tree.insert(stored);
     this.#setConfig(hash, config);
+    // Spec 8.4 step 3: a highest QC taken while its Node was unknown must be a quorum of the
+    // Node's rule; if it is not, the Node's own justify (checked when it attached) replaces it.
+    if (bytesEqual(this.#highQC.nodeHash, hash) && !this.#certifies(this.#highQC)) {
+      this.#highQC = ex.node.justify;
+      this.#out.safetyDirty = true;
+    }
     this.#out.nodes.push(stored);
     this.#out.events.push({
       type: "node:insert",
@@ -937,9 +957,9 @@ export class Core {
   /** Spec 9.1: on VOTE (only the next view's leader collects). */
   #onVote(from: PublicKey, vote: VoteMessage): void {
     // Spec 9.1 step 1: addressed to the leader of the view after the vote's (by the voted Node's
-    // configuration; a vote for a Node not known yet is kept, it may be ours to collect).
-    const config = this.#configs.get(toHex(vote.nodeHash));
-    if (config !== undefined && !bytesEqual(this.#leaderAfter(config, vote.view + 1), this.me)) {
+    // configuration, or, while it is unknown, by this replica's highest certified Node's).
+    const config = this.#configs.get(toHex(vote.nodeHash))?.after ?? this.#tipConfig();
+    if (!bytesEqual(leaderSet(config).leader(vote.view + 1).publicKey, this.me)) {
       return this.#reject(from, "vote", "not-next-leader", `view ${vote.view}`);
     }
     // Spec 9.1 step 2: not stale, not too far ahead.
@@ -954,9 +974,17 @@ export class Core {
 
   /** Spec 9.1 steps 3-4: count a vote; on a quorum, form the QC and absorb it. */
   #collectVote(from: PublicKey, vote: VoteMessage): void {
-    // Spec 3.4 step 3: counted by the rule that certifies the voted Node, once it is known.
+    // Spec 3.4 step 3: counted by the rule that certifies the voted Node. While it is unknown:
+    // by the one rule this replica knows, if it knows only one (no change seen); else kept, and
+    // counted once the Node is inserted. (A QC counted by a rule that turns out not to be its
+    // Node's is refused wherever the Node is known: 4.2 step 5, 8.4 step 3.)
     const config = this.#configs.get(toHex(vote.nodeHash));
-    const r = this.#votes.add(vote, config === undefined ? null : certifyingRule(config.parent));
+    const rule = config !== undefined
+      ? certifyingRule(config.parent)
+      : this.#rules.size === 1
+      ? certifyingRule(this.#tipConfig())
+      : null;
+    const r = this.#votes.add(vote, rule);
     if (r.equivocation !== undefined) {
       this.#out.events.push({ type: "equivocation:detect", evidence: r.equivocation });
     }
@@ -971,6 +999,7 @@ export class Core {
   }
 
   #leaderAfter(config: NodeConfig, view: number): PublicKey {
+    // Spec 3.4 step 5: by the configuration after the Node the proposal extends.
     return leaderSet(config.after).leader(view).publicKey;
   }
 
