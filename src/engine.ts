@@ -382,7 +382,7 @@ export class Engine {
           });
           return null;
         }
-        return { type: "message", from: job.from, message: job.message, now };
+        return { type: "message", from: job.from, message: v.message ?? job.message, now };
       }
       case "nodes": {
         const { nodes, reject } = await job.checked;

@@ -303,6 +303,12 @@ export class Core {
   #lockedQC: QuorumCertificate;
   #highQC: QuorumCertificate;
   #highTC: TimeoutCertificate | null;
+  /**
+   * The highest QC absorbed, whether or not it certifies its Node by the Node's rule (Spec 8.4
+   * step 3): the evidence of this replica's view that NEW-VIEW carries, so that replicas that
+   * moved their view on it are followed (liveness only; proposals use `#highQC`).
+   */
+  #viewQC: QuorumCertificate;
 
   // Pacemaker state (Spec 8).
   #failures = 0;
@@ -363,6 +369,7 @@ export class Core {
     this.#lockedQC = s?.lockedQC ?? genesis;
     this.#highQC = s?.highQC ?? genesis;
     this.#highTC = s?.highTC ?? null;
+    this.#viewQC = this.#highQC;
     // Spec 6.2 step 2: never propose again in the view we were in when we stopped.
     this.#proposedView = this.#view;
   }
@@ -534,7 +541,7 @@ export class Core {
       message: {
         type: "new-view",
         view: this.#view,
-        highQC: this.#highQC,
+        highQC: this.#viewQC.view > this.#highQC.view ? this.#viewQC : this.#highQC,
         highTC: this.#highTC,
         vote: voted ? { nodeHash: this.#lastVoteHash! } : null,
       },
@@ -582,6 +589,7 @@ export class Core {
     // it. One that is not (counted by another set where its Node was unknown, by a replica behind
     // a change) still shows that a quorum of a set recently in force left its view: it moves the
     // view (so replicas do not split over it), not the highest QC.
+    if (qc.view > this.#viewQC.view) this.#viewQC = qc;
     if (qc.view > this.#highQC.view && this.#certifies(qc)) {
       this.#highQC = qc;
       this.#out.safetyDirty = true;

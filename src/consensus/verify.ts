@@ -17,8 +17,13 @@ import type {
 import { bytesEqual, SignatureDomain, toHex } from "../types.ts";
 import type { QuorumRule } from "./reconfig.ts";
 
-/** The outcome of a verification. */
-export type Verdict = { ok: true } | { ok: false; reason: string; detail: string };
+/**
+ * The outcome of a verification. `message`, when present, is what to use instead of the message
+ * verified (a NEW-VIEW without a highest TC that no set this replica knows signed).
+ */
+export type Verdict =
+  | { ok: true; message?: ConsensusMessage }
+  | { ok: false; reason: string; detail: string };
 
 const OK: Verdict = { ok: true };
 
@@ -206,7 +211,13 @@ export class MessageVerifier {
         }
         const qc = await this.verifyQC(msg.highQC);
         if (!qc.ok || msg.highTC === null) return qc;
-        return this.verifyTC(msg.highTC);
+        const tc = await this.verifyTC(msg.highTC);
+        // An old TC of a set this replica no longer knows (Spec 3.4 step 7) says nothing about
+        // the message's view: NEW-VIEW signs its view only, so the rest of it still counts.
+        if (!tc.ok && (tc.reason === "unknown-signer" || tc.reason === "no-quorum")) {
+          return { ok: true, message: { ...msg, highTC: null } };
+        }
+        return tc;
       }
     }
   }
