@@ -107,6 +107,7 @@ export {
   type CoreOutput,
   type CoreRestore,
   DEFAULT_CORE_LIMITS,
+  type ExecutedResult,
   type ExecuteRequest,
   type FetchRequest,
   type Outbound,
@@ -114,6 +115,15 @@ export {
   type UnsignedMessage,
 } from "./src/consensus/core.ts";
 export { NodeTree } from "./src/consensus/node_tree.ts";
+export {
+  applyUpdates,
+  type NodeConfig,
+  QuorumRule,
+  readValidatorConfig,
+  VALIDATOR_CONFIG_KEY,
+  type ValidatorConfig,
+  type ValidatorUpdate,
+} from "./src/consensus/reconfig.ts";
 export { DEFAULT_PACEMAKER_OPTIONS, type PacemakerOptions } from "./src/consensus/pacemaker.ts";
 export {
   type CommittedHead,
@@ -139,6 +149,7 @@ export {
   type FaultPlan,
   type PartitionWindow,
   runSimulation,
+  type SimChange,
   type SimOptions,
   type SimReport,
 } from "./src/testing/sim.ts";

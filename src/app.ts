@@ -14,6 +14,8 @@
  */
 import type { Hash, Node } from "./types.ts";
 import type { StateUpdate } from "./storage/storage.ts";
+import type { ValidatorUpdate } from "./consensus/reconfig.ts";
+import { isReservedKey, VALIDATOR_UPDATES_MAX } from "./consensus/reconfig.ts";
 
 export type { StateUpdate } from "./storage/storage.ts";
 
@@ -92,6 +94,10 @@ export interface ValidateRequest {
 
 /**
  * Output of {@link Application.validateNode}: the Node's state updates, or a rejection.
+ * `validatorUpdates` changes the validator set (SPECIFICATION.md 3.4): new powers by key, 0
+ * removes. Only one change is handed over at a time: while one is in progress (see
+ * `readValidatorConfig`), a Node that returns another is rejected, so an Application should
+ * defer or refuse the request that asks for it.
  *
  * @example
  * ```ts
@@ -101,7 +107,11 @@ export interface ValidateRequest {
  * ```
  */
 export type ValidateResult =
-  | { readonly ok: true; readonly updates: readonly StateUpdate[] }
+  | {
+    readonly ok: true;
+    readonly updates: readonly StateUpdate[];
+    readonly validatorUpdates?: readonly ValidatorUpdate[];
+  }
   | { readonly ok: false; readonly reason: string };
 
 /**
@@ -212,7 +222,12 @@ export const DEFAULT_APP_LIMITS: AppLimits = {
  */
 export function checkValidateResult(result: unknown, limits: AppLimits): string | null {
   if (typeof result !== "object" || result === null) return "result is not an object";
-  const r = result as { ok?: unknown; updates?: unknown; reason?: unknown };
+  const r = result as {
+    ok?: unknown;
+    updates?: unknown;
+    reason?: unknown;
+    validatorUpdates?: unknown;
+  };
   if (r.ok === false) return null;
   if (r.ok !== true) return "result.ok must be true or false";
   if (!Array.isArray(r.updates)) return "result.updates must be an array";
@@ -225,6 +240,7 @@ export function checkValidateResult(result: unknown, limits: AppLimits): string 
     if (!Array.isArray(u) || u.length !== 2) return "each update must be [key, value]";
     const [k, v] = u as unknown[];
     if (!(k instanceof Uint8Array)) return "update key must be a Uint8Array";
+    if (isReservedKey(k)) return "update key is reserved (\\0hotstuff/)";
     if (v !== null && !(v instanceof Uint8Array)) return "update value must be bytes or null";
     if (k.length > limits.updateKeyBytesMax) return `update key of ${k.length} bytes too large`;
     if (v !== null && v.length > limits.updateValueBytesMax) {
@@ -237,5 +253,25 @@ export function checkValidateResult(result: unknown, limits: AppLimits): string 
     return `update keys total ${keyBytes} bytes exceed the limit`;
   }
   if (bytes > limits.updatesBytesMax) return `updates total ${bytes} bytes exceed the limit`;
+  return checkValidatorUpdates(r.validatorUpdates);
+}
+
+/** The shape of `validatorUpdates` (SPECIFICATION.md 3.4); null when acceptable or absent. */
+function checkValidatorUpdates(updates: unknown): string | null {
+  if (updates === undefined) return null;
+  if (!Array.isArray(updates)) return "validatorUpdates must be an array";
+  if (updates.length > VALIDATOR_UPDATES_MAX) {
+    return `${updates.length} validator updates exceed the limit ${VALIDATOR_UPDATES_MAX}`;
+  }
+  for (const u of updates) {
+    const x = u as { publicKey?: unknown; power?: unknown } | null;
+    if (typeof x !== "object" || x === null) return "each validator update must be an object";
+    if (!(x.publicKey instanceof Uint8Array) || x.publicKey.length !== 32) {
+      return "validator update key must be 32 bytes";
+    }
+    if (typeof x.power !== "number" || !Number.isSafeInteger(x.power) || x.power < 0) {
+      return "validator update power must be a non-negative integer";
+    }
+  }
   return null;
 }

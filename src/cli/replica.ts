@@ -30,6 +30,7 @@ import { DenoKvStorage } from "../storage/deno_kv.ts";
 import {
   type ClusterConfig,
   formatHostPort,
+  genesisSetOf,
   type HostPort,
   parseHostPort,
   readClusterConfig,
@@ -73,8 +74,8 @@ export const LAN_VIEW_TIMEOUT_MAX_MS = 8_000;
 export interface ReplicaProgram {
   /** Program name for error lines. */
   readonly program: string;
-  /** The application. */
-  readonly machine: CommandMachine;
+  /** The application, or a function that makes it for the cluster (e.g. from its operator key). */
+  readonly machine: CommandMachine | ((config: ClusterConfig) => CommandMachine);
   /** The application's HTTP routes. */
   readonly routes?: (request: Request, url: URL, replica: Replica) => Promise<Response | null>;
 }
@@ -133,10 +134,11 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
     const replica = await startReplica({
       chainId: config.chainId,
       validators: validatorSetOf(config),
+      genesisValidators: genesisSetOf(config),
       signer: ed25519Signer(secretKey),
       storage,
       batchStore,
-      machine: p.machine,
+      machine: typeof p.machine === "function" ? p.machine(config) : p.machine,
       routes: p.routes,
       listenConsensus: listenConsensus ?? me.consensus,
       listenHttp: listenHttp ?? me.http,

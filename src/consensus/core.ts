@@ -32,6 +32,17 @@ import type { PacemakerOptions } from "./pacemaker.ts";
 import { DEFAULT_PACEMAKER_OPTIONS, viewTimeout } from "./pacemaker.ts";
 import { commitCandidate, lockCandidate, plantedSafetyBugs, safeToVote } from "./safety.ts";
 import { NewViewCollector, VoteCollector } from "./votes.ts";
+import type { NodeConfig, QuorumRule, ValidatorConfig, ValidatorUpdate } from "./reconfig.ts";
+import {
+  certifyingRule,
+  encodeConfigRecord,
+  leaderSet,
+  nextConfig,
+  recordOf,
+  sameConfig,
+  stableConfig,
+  VALIDATOR_CONFIG_KEY,
+} from "./reconfig.ts";
 
 /**
  * Bounds of the core's memory.
@@ -72,6 +83,12 @@ export const DEFAULT_CORE_LIMITS: CoreLimits = {
   treeNodesMax: 8192,
 };
 
+/** Distinct rules remembered for checking peers' certificates (see `Core.knownRules`). */
+const RULES_KEPT = 8;
+
+/** Committed Nodes whose configurations stay in memory (as NodeTree keeps their hashes). */
+const COMMITTED_KEPT = 4096;
+
 /**
  * Configuration of a {@link Core}.
  *
@@ -91,7 +108,7 @@ export const DEFAULT_CORE_LIMITS: CoreLimits = {
 export interface CoreOptions {
   /** The chain id every certificate must carry. */
   readonly chainId: string;
-  /** The validator set. */
+  /** The genesis validator set (later sets come from the chain, Spec 3.4). */
   readonly validators: ValidatorSet;
   /** This replica's public key (need not be a validator: then it only follows). */
   readonly me: PublicKey;
@@ -119,6 +136,8 @@ export interface CoreRestore {
   readonly root: StoredNode;
   /** Stored uncommitted Nodes (any order; those that do not attach are dropped). */
   readonly uncommitted: readonly StoredNode[];
+  /** The committed head's configurations (Spec 3.4 step 6); default: the genesis set. */
+  readonly rootConfig?: NodeConfig;
 }
 
 /**
@@ -190,6 +209,11 @@ export interface ExecuteRequest {
   readonly node: Node;
   /** Its hash. */
   readonly hash: Hash;
+  /**
+   * For a fetched Node: the rule its justify QC must satisfy, signatures included (Spec 4.4
+   * step 0); the caller checks it before executing. Null for proposals (checked on receipt).
+   */
+  readonly justifyRule: QuorumRule | null;
 }
 
 /**
@@ -284,6 +308,23 @@ export interface CoreOutput {
 }
 
 /**
+ * The Application's verdict on a Node, with the validator-set changes it decided (Spec 3.4).
+ *
+ * @example
+ * ```ts
+ * import type { ExecutedResult } from "./core.ts";
+ * const ok: ExecutedResult = { ok: true, updates: [], validatorUpdates: [] };
+ * ```
+ */
+export type ExecutedResult =
+  | {
+    readonly ok: true;
+    readonly updates: readonly StateUpdate[];
+    readonly validatorUpdates?: readonly ValidatorUpdate[];
+  }
+  | { readonly ok: false; readonly reason: string };
+
+/**
  * Inputs of {@link Core.step}. `now` is the caller's clock in milliseconds.
  *
  * @example
@@ -314,7 +355,7 @@ export type CoreInput =
   | {
     readonly type: "executed";
     readonly hash: Hash;
-    readonly result: { ok: true; updates: readonly StateUpdate[] } | { ok: false; reason: string };
+    readonly result: ExecutedResult;
     readonly now: number;
   }
   | {
@@ -330,7 +371,13 @@ export type CoreInput =
     readonly nodes: readonly Node[];
     readonly now: number;
   }
-  | { readonly type: "fetch-failed"; readonly from: PublicKey | null; readonly now: number };
+  | { readonly type: "fetch-failed"; readonly from: PublicKey | null; readonly now: number }
+  | {
+    /** A peer's message named signers of a set this replica does not know yet: catch up. */
+    readonly type: "behind";
+    readonly from: PublicKey;
+    readonly now: number;
+  };
 
 /** A queued fetched Node with its hash (computed once). */
 interface Fetched {
@@ -401,6 +448,12 @@ export class Core {
   readonly #tree: NodeTree;
   readonly #votes: VoteCollector;
   readonly #newViews: NewViewCollector;
+  /** Configurations of the tree's Nodes and of recently committed ones (Spec 3.4). */
+  readonly #configs = new Map<string, NodeConfig>();
+  /** Committed hashes whose configurations are kept, oldest first (at most `COMMITTED_KEPT`). */
+  readonly #committedConfigs: string[] = [];
+  /** Rules recently in force, newest last: what a certificate from a peer may be checked by. */
+  readonly #rules = new Map<string, QuorumRule>();
 
   // Safety state (Spec 6.1).
   #view: number;
@@ -410,6 +463,12 @@ export class Core {
   #lockedQC: QuorumCertificate;
   #highQC: QuorumCertificate;
   #highTC: TimeoutCertificate | null;
+  /**
+   * The highest QC absorbed, whether or not it certifies its Node by the Node's rule (Spec 8.4
+   * step 3): the evidence of this replica's view that NEW-VIEW carries, so that replicas that
+   * moved their view on it are followed (liveness only; proposals use `#highQC`).
+   */
+  #viewQC: QuorumCertificate;
 
   // Pacemaker state (Spec 8).
   #failures = 0;
@@ -443,17 +502,25 @@ export class Core {
     this.#pacemaker = options.pacemaker ?? DEFAULT_PACEMAKER_OPTIONS;
     this.#limits = options.limits ?? DEFAULT_CORE_LIMITS;
     this.#tree = new NodeTree(restored.root);
+    const genesisConfig = stableConfig(options.validators);
+    const rootConfig = restored.rootConfig ?? { parent: genesisConfig, after: genesisConfig };
+    this.#setConfig(restored.root.hash, rootConfig);
     const pending = [...restored.uncommitted].sort((a, b) => a.node.height - b.node.height);
-    for (const e of pending) if (this.#tree.has(e.node.parent)) this.#tree.insert(e);
+    for (const e of pending) {
+      const parent = this.#configs.get(toHex(e.node.parent));
+      if (!this.#tree.has(e.node.parent) || parent === undefined) continue;
+      this.#tree.insert(e);
+      // Spec 3.4 step 6: a stored Node's record, if it has one, is its configuration.
+      this.#setConfig(e.hash, {
+        parent: parent.after,
+        after: recordOf(e.updates)?.after ?? parent.after,
+      });
+    }
     // Spec 6.2 step 3: stored Nodes that no longer attach (a crash between a commit and the
     // pruning of its abandoned branches) are deleted by the first write.
     this.#out.prune.push(...NodeTree.orphans(restored.root, restored.uncommitted));
-    this.#votes = new VoteCollector(this.chainId, this.validators, this.#limits.collectorViewsMax);
-    this.#newViews = new NewViewCollector(
-      this.chainId,
-      this.validators,
-      this.#limits.collectorViewsMax,
-    );
+    this.#votes = new VoteCollector(this.chainId, this.#limits.collectorViewsMax);
+    this.#newViews = new NewViewCollector(this.chainId, this.#limits.collectorViewsMax);
     const genesis = genesisQC(this.chainId);
     const s = restored.safety;
     this.#view = s?.currentView ?? 0;
@@ -462,6 +529,7 @@ export class Core {
     this.#lockedQC = s?.lockedQC ?? genesis;
     this.#highQC = s?.highQC ?? genesis;
     this.#highTC = s?.highTC ?? null;
+    this.#viewQC = this.#highQC;
     // Spec 6.2 step 2: never propose again in the view we were in when we stopped.
     this.#proposedView = this.#view;
   }
@@ -487,9 +555,44 @@ export class Core {
     };
   }
 
-  /** The leader of `view`. */
+  /** The leader of `view` for a proposal on this replica's highest certified Node. */
   leader(view: number): PublicKey {
-    return this.validators.leader(view).publicKey;
+    return leaderSet(this.#tipConfig()).leader(view).publicKey;
+  }
+
+  /** The configuration after this replica's highest certified Node (or the committed head). */
+  #tipConfig(): ValidatorConfig {
+    const tip = this.#configs.get(toHex(this.#highQC.nodeHash));
+    return tip?.after ?? this.#configs.get(toHex(this.#tree.root.hash))!.after;
+  }
+
+  /** The configurations of a known Node (in the tree or recently committed), or undefined. */
+  configOf(hash: Hash): NodeConfig | undefined {
+    return this.#configs.get(toHex(hash));
+  }
+
+  /** The validator configuration after the committed head. */
+  get committedConfig(): ValidatorConfig {
+    return this.#configs.get(toHex(this.#tree.root.hash))!.after;
+  }
+
+  /**
+   * The rules recently in force (newest last): a certificate from a peer must satisfy one of them
+   * before it reaches the core, which then checks it against the rule of its Node (Spec 3.4
+   * step 3).
+   */
+  knownRules(): QuorumRule[] {
+    return [...this.#rules.values()];
+  }
+
+  #setConfig(hash: Hash, config: NodeConfig): void {
+    this.#configs.set(toHex(hash), config);
+    for (const c of [config.parent, config.after]) {
+      const rule = certifyingRule(c);
+      this.#rules.delete(rule.id);
+      this.#rules.set(rule.id, rule);
+      if (this.#rules.size > RULES_KEPT) this.#rules.delete(this.#rules.keys().next().value!);
+    }
   }
 
   /** Feeds one input and returns what to do (see {@link CoreOutput} for the order). */
@@ -517,6 +620,9 @@ export class Core {
         break;
       case "fetch-failed":
         this.#fetchInFlight = null;
+        break;
+      case "behind":
+        this.#requestFetch(input.from);
         break;
     }
     return this.#flush();
@@ -595,7 +701,7 @@ export class Core {
       message: {
         type: "new-view",
         view: this.#view,
-        highQC: this.#highQC,
+        highQC: this.#viewQC.view > this.#highQC.view ? this.#viewQC : this.#highQC,
         highTC: this.#highTC,
         vote: voted ? { nodeHash: this.#lastVoteHash! } : null,
       },
@@ -639,7 +745,12 @@ export class Core {
 
   /** Spec 8.4 step 3: absorb a verified QC and TC; enter the view they justify. */
   #absorb(qc: QuorumCertificate, tc: TimeoutCertificate | null, from: PublicKey | null): void {
-    if (qc.view > this.#highQC.view) {
+    // Spec 3.4 step 3: a QC whose Node is known must be a quorum of that Node's rule to certify
+    // it. One that is not (counted by another set where its Node was unknown, by a replica behind
+    // a change) still shows that a quorum of a set recently in force left its view: it moves the
+    // view (so replicas do not split over it), not the highest QC.
+    if (qc.view > this.#viewQC.view) this.#viewQC = qc;
+    if (qc.view > this.#highQC.view && this.#certifies(qc)) {
       this.#highQC = qc;
       this.#out.safetyDirty = true;
     }
@@ -659,16 +770,26 @@ export class Core {
     return this.#tree.has(hash) || this.#tree.isCommitted(hash);
   }
 
+  /** False iff `qc`'s Node is known and `qc` is not a quorum of the rule that certifies it. */
+  #certifies(qc: QuorumCertificate): boolean {
+    const config = this.#configs.get(toHex(qc.nodeHash));
+    if (qc.view === 0 || config === undefined) return true;
+    return certifyingRule(config.parent).countQuorum(qc.signatures).ok;
+  }
+
   // -------------------------------------------------------------------------------------------
   // Spec 8.5: proposing.
 
   #maybePropose(): void {
     const view = this.#view;
-    if (this.#proposedView >= view || !bytesEqual(this.leader(view), this.me)) return;
+    if (this.#proposedView >= view) return;
     const parent = this.#tree.get(this.#highQC.nodeHash);
     // Spec 8.5 step 1: the parent is the highest QC's Node; wait for it if we do not have it yet,
     // and never justify a Node with a QC of its own view or later.
     if (parent === undefined || this.#highQC.view >= view) return;
+    // Spec 3.4 step 5: the leader by the parent's configuration.
+    const config = this.#configs.get(toHex(parent.hash));
+    if (config === undefined || !bytesEqual(this.#leaderAfter(config, view), this.me)) return;
     // Spec 8.5 step 2: a Node not in the view right after its QC carries the TC for its view.
     let tc: TimeoutCertificate | null = null;
     if (this.#highQC.view + 1 < view) {
@@ -718,8 +839,18 @@ export class Core {
   #onPropose(from: PublicKey, msg: ProposeMessage): void {
     const node = msg.node;
     const hash = nodeHash(node);
-    // Spec 4.1 step 1: only the view's leader proposes.
-    if (!bytesEqual(node.proposer, this.leader(node.view))) {
+    // Spec 4.1 step 1: only the view's leader proposes (by the parent's configuration when the
+    // parent is known, Spec 3.4 step 5; checked again when it attaches, 4.2 step 5).
+    const known = this.#configs.get(toHex(node.parent)) ??
+      this.#configs.get(toHex(node.justify.nodeHash));
+    const config = known?.after ?? this.#tipConfig();
+    if (!bytesEqual(node.proposer, leaderSet(config).leader(node.view).publicKey)) {
+      // From a validator outside the set this replica knows: it may be behind a validator-set
+      // change. The justify QC is signed evidence (verified): learn of the chain it lacks from
+      // it (8.4 step 3), and catch up.
+      if (known === undefined && leaderSet(config).get(node.proposer) === undefined) {
+        this.#absorb(node.justify, null, from);
+      }
       return this.#reject(from, "propose", "not-leader", `view ${node.view}`);
     }
     // Spec 4.1 step 2: a proposal for a view before the previous one can no longer be voted
@@ -740,8 +871,8 @@ export class Core {
     // Spec 4.1 step 5: absorb the certificates it carries (may enter node.view).
     this.#absorb(node.justify, msg.tc, from);
     // Spec 4.1 step 6: already known or in progress: just consider voting.
-    const known = this.#tree.get(hash);
-    if (known !== undefined) return this.#tryVote(known);
+    const inTree = this.#tree.get(hash);
+    if (inTree !== undefined) return this.#tryVote(inTree);
     if (this.#executing.has(toHex(hash))) return;
     // Spec 4.1 step 7: stale Nodes (at or below the committed head) are ignored.
     if (node.height <= this.#tree.root.node.height) {
@@ -753,7 +884,7 @@ export class Core {
       return this.#requestFetch(from);
     }
     // Spec 4.1 step 9: structural checks against the parent; then ask the Application.
-    const problem = this.#checkAttach(node);
+    const problem = this.#checkAttach(node, true);
     if (problem !== null) return this.#reject(from, "propose", problem, `view ${node.view}`);
     this.#startExecute(node, hash, true);
   }
@@ -774,7 +905,7 @@ export class Core {
   }
 
   /** Spec 4.2: can `node` attach under its parent? Returns a reject reason or null. */
-  #checkAttach(node: Node): string | null {
+  #checkAttach(node: Node, proposal: boolean): string | null {
     const parent = this.#tree.get(node.parent);
     if (parent === undefined) return "unknown-parent";
     // Spec 4.2 step 1: height is the parent's + 1.
@@ -791,12 +922,33 @@ export class Core {
     }
     // Spec 4.2 step 4: bounded memory.
     if (this.#tree.size >= this.#limits.treeNodesMax) return "tree-full";
+    // Spec 4.2 step 5: the justify QC is a quorum of the rule that certifies its Node (Spec 3.4
+    // step 3), and a proposal comes from the leader of the parent's configuration.
+    if (node.justify.view > 0) {
+      const rule = this.#justifyRule(node);
+      if (rule === null) return "justify-unknown";
+      if (!rule.countQuorum(node.justify.signatures).ok) return "justify-not-quorum";
+    }
+    const config = this.#configs.get(toHex(node.parent));
+    if (config === undefined) return "unknown-parent";
+    if (
+      proposal && !bytesEqual(node.proposer, leaderSet(config.after).leader(node.view).publicKey)
+    ) {
+      return "not-leader";
+    }
     return null;
+  }
+
+  /** The rule that certifies the Node `node.justify` names, or null if unknown (Spec 3.4). */
+  #justifyRule(node: Node): QuorumRule | null {
+    const c = this.#configs.get(toHex(node.justify.nodeHash));
+    return c === undefined ? null : certifyingRule(c.parent);
   }
 
   #startExecute(node: Node, hash: Hash, proposal: boolean): void {
     this.#executing.set(toHex(hash), { node, proposal });
-    this.#out.execute.push({ node, hash });
+    const justifyRule = proposal || node.justify.view === 0 ? null : this.#justifyRule(node);
+    this.#out.execute.push({ node, hash, justifyRule });
   }
 
   #bufferPending(msg: ProposeMessage): void {
@@ -810,25 +962,55 @@ export class Core {
   }
 
   /** Spec 4.3: the Application's verdict on a Node. */
-  #onExecuted(
-    hash: Hash,
-    result: { ok: true; updates: readonly StateUpdate[] } | { ok: false; reason: string },
-  ): void {
+  #onExecuted(hash: Hash, result: ExecutedResult): void {
     const id = toHex(hash);
     const ex = this.#executing.get(id);
     if (ex === undefined) return;
     this.#executing.delete(id);
     // Spec 4.3 step 1: a rejected Node is dropped; so are the fetched Nodes queued behind it.
-    if (!result.ok) {
-      this.#reject(null, "node", "app-rejected", result.reason);
-      if (!ex.proposal) this.#fetchQueue = [];
+    if (!result.ok) return this.#dropExecuted(ex, result.reason);
+    // Spec 4.3 step 2: the parent may have been pruned by a commit meanwhile.
+    const parent = this.#tree.get(ex.node.parent);
+    const parentConfig = this.#configs.get(toHex(ex.node.parent));
+    if (parent === undefined || parentConfig === undefined || this.#tree.has(hash)) {
       return this.#continueFetched();
     }
-    // Spec 4.3 step 2: the parent may have been pruned by a commit meanwhile.
-    if (!this.#tree.has(ex.node.parent) || this.#tree.has(hash)) return this.#continueFetched();
-    // Spec 4.3 step 3: insert and persist.
-    const stored: StoredNode = { node: ex.node, hash, updates: result.updates };
+    // Spec 3.4 steps 1-4: the Node's configuration; a change it cannot make rejects it.
+    const next = nextConfig(
+      parentConfig.after,
+      ex.node,
+      parent.node.view,
+      result.validatorUpdates ?? [],
+    );
+    if (!next.ok) return this.#dropExecuted(ex, next.reason);
+    const config: NodeConfig = { parent: parentConfig.after, after: next.config };
+    // Spec 4.3 step 3: insert and persist (Spec 3.4 step 6: with the configuration record when
+    // the configuration changes here or changed at the parent).
+    const changed = !sameConfig(config.after, config.parent) ||
+      !sameConfig(parentConfig.after, parentConfig.parent);
+    const updates = changed
+      ? [
+        ...result.updates,
+        [
+          VALIDATOR_CONFIG_KEY,
+          encodeConfigRecord({
+            height: ex.node.height,
+            grandparent: parentConfig.parent,
+            parent: config.parent,
+            after: config.after,
+          }),
+        ] as const,
+      ]
+      : result.updates;
+    const stored: StoredNode = { node: ex.node, hash, updates };
     this.#tree.insert(stored);
+    this.#setConfig(hash, config);
+    // Spec 8.4 step 3: a highest QC taken while its Node was unknown must be a quorum of the
+    // Node's rule; if it is not, the Node's own justify (checked when it attached) replaces it.
+    if (bytesEqual(this.#highQC.nodeHash, hash) && !this.#certifies(this.#highQC)) {
+      this.#highQC = ex.node.justify;
+      this.#out.safetyDirty = true;
+    }
     this.#out.nodes.push(stored);
     this.#out.events.push({
       type: "node:insert",
@@ -841,10 +1023,20 @@ export class Core {
     this.#update(stored);
     // Spec 4.3 step 5: vote if it came as the current proposal.
     if (ex.proposal) this.#tryVote(stored);
+    // Spec 9.1 step 4: votes that arrived before the Node count now that its rule is known.
+    const qc = this.#votes.tryForm(ex.node.view, hash, certifyingRule(config.parent));
+    if (qc !== null) this.#onQCFormed(qc, null);
     // Spec 4.3 step 6: proposals waiting for this Node; the next fetched Node; our proposal.
     this.#wakePending(hash);
     this.#continueFetched();
     this.#maybePropose();
+  }
+
+  /** Spec 4.3 step 1: drop a Node the Application (or the handover rules) refused. */
+  #dropExecuted(ex: Executing, reason: string): void {
+    this.#reject(null, "node", "app-rejected", reason);
+    if (!ex.proposal) this.#fetchQueue = [];
+    this.#continueFetched();
   }
 
   /** Spec 5.2-5.3: `update(b*)` of the paper's Algorithm 4. */
@@ -885,7 +1077,12 @@ export class Core {
     const { committed: path, pruned } = this.#tree.commit(b.hash);
     // Spec 5.4 step 3: abandoned branches leave storage too.
     this.#out.prune.push(...pruned);
+    for (const h of pruned) this.#configs.delete(toHex(h));
     for (const e of path) {
+      this.#committedConfigs.push(toHex(e.hash));
+      if (this.#committedConfigs.length > COMMITTED_KEPT) {
+        this.#configs.delete(this.#committedConfigs.shift()!);
+      }
       this.#out.commits.push(e);
       this.#out.events.push({
         type: "node:commit",
@@ -899,15 +1096,19 @@ export class Core {
   /** Spec 5.1: vote for the current view's proposal if the safety rules allow it. */
   #tryVote(stored: StoredNode): void {
     if (stored.node.view !== this.#view) return;
-    if (this.validators.get(this.me) === undefined) return;
+    const config = this.#configs.get(toHex(stored.hash));
+    assert(config !== undefined, "every Node in the tree has a configuration");
+    // Spec 3.4 step 3: only members of the rule that certifies the Node vote for it.
+    if (!certifyingRule(config.parent).isMember(this.me)) return;
     if (!safeToVote(this.#tree, stored, this.#lastVotedView, this.#lockedQC)) return;
     // Spec 5.1 step 3: remember the vote before it leaves (the write precedes the send, 10.1).
     this.#lastVotedView = stored.node.view;
     this.#lastVoteHash = stored.hash;
     this.#out.safetyDirty = true;
-    // Spec 5.1 step 4: the vote goes to the next view's leader, which forms the QC.
+    // Spec 5.1 step 4: the vote goes to the next view's leader, which forms the QC (by the
+    // voted Node's configuration, Spec 3.4 step 5: the next proposal extends it).
     this.#out.sends.push({
-      to: this.leader(stored.node.view + 1),
+      to: leaderSet(config.after).leader(stored.node.view + 1).publicKey,
       message: { type: "vote", view: stored.node.view, nodeHash: stored.hash },
     });
     this.#out.events.push({ type: "vote:send", view: stored.node.view, nodeHash: stored.hash });
@@ -923,8 +1124,10 @@ export class Core {
 
   /** Spec 9.1: on VOTE (only the next view's leader collects). */
   #onVote(from: PublicKey, vote: VoteMessage): void {
-    // Spec 9.1 step 1: addressed to the leader of the view after the vote's.
-    if (!bytesEqual(this.leader(vote.view + 1), this.me)) {
+    // Spec 9.1 step 1: addressed to the leader of the view after the vote's (by the voted Node's
+    // configuration, or, while it is unknown, by this replica's highest certified Node's).
+    const config = this.#configs.get(toHex(vote.nodeHash))?.after ?? this.#tipConfig();
+    if (!bytesEqual(leaderSet(config).leader(vote.view + 1).publicKey, this.me)) {
       return this.#reject(from, "vote", "not-next-leader", `view ${vote.view}`);
     }
     // Spec 9.1 step 2: not stale, not too far ahead.
@@ -939,20 +1142,33 @@ export class Core {
 
   /** Spec 9.1 steps 3-4: count a vote; on a quorum, form the QC and absorb it. */
   #collectVote(from: PublicKey, vote: VoteMessage): void {
-    const r = this.#votes.add(vote);
+    // Spec 3.4 step 3: counted by the rule that certifies the voted Node. While it is unknown:
+    // by the one rule this replica knows, if it knows only one (no change seen); else kept, and
+    // counted once the Node is inserted. (A QC counted by a rule that turns out not to be its
+    // Node's is refused wherever the Node is known: 4.2 step 5, 8.4 step 3.)
+    const config = this.#configs.get(toHex(vote.nodeHash));
+    const rule = config !== undefined
+      ? certifyingRule(config.parent)
+      : this.#rules.size === 1
+      ? certifyingRule(this.#tipConfig())
+      : null;
+    const r = this.#votes.add(vote, rule);
     if (r.equivocation !== undefined) {
       this.#out.events.push({ type: "equivocation:detect", evidence: r.equivocation });
     }
-    // Spec 9.1 step 4: a QC: absorb it (enters the next view and proposes).
-    if (r.certificate !== undefined) {
-      this.#out.events.push({
-        type: "qc:form",
-        view: r.certificate.view,
-        nodeHash: r.certificate.nodeHash,
-      });
-      this.#absorb(r.certificate, null, from);
-      this.#maybePropose();
-    }
+    if (r.certificate !== undefined) this.#onQCFormed(r.certificate, from);
+  }
+
+  /** Spec 9.1 step 4: a QC formed here: absorb it (enters the next view and proposes). */
+  #onQCFormed(qc: QuorumCertificate, from: PublicKey | null): void {
+    this.#out.events.push({ type: "qc:form", view: qc.view, nodeHash: qc.nodeHash });
+    this.#absorb(qc, null, from);
+    this.#maybePropose();
+  }
+
+  #leaderAfter(config: NodeConfig, view: number): PublicKey {
+    // Spec 3.4 step 5: by the configuration after the Node the proposal extends.
+    return leaderSet(config.after).leader(view).publicKey;
   }
 
   /** Spec 9.2: on NEW-VIEW. */
@@ -977,7 +1193,8 @@ export class Core {
         signature: msg.vote.signature,
       });
     }
-    const r = this.#newViews.add(msg);
+    // Spec 3.4 step 5: NEW-VIEWs count by the rule of this replica's highest certified Node.
+    const r = this.#newViews.add(msg, certifyingRule(this.#tipConfig()));
     // Spec 9.2 step 4: a TC: enter the next view.
     if (r.certificate !== undefined) {
       this.#out.events.push({ type: "tc:form", view: r.certificate.view });
@@ -1062,7 +1279,7 @@ export class Core {
       const { node, hash } = this.#fetchQueue.shift()!;
       // Spec 4.4 step 3: committed meanwhile (an overlapping answer) or known: nothing to do.
       if (node.height <= this.#tree.root.node.height || this.#tree.has(hash)) continue;
-      const problem = this.#checkAttach(node);
+      const problem = this.#checkAttach(node, false);
       if (problem !== null) {
         this.#reject(null, "fetched-node", problem, `height ${node.height}`);
         continue;

@@ -21,12 +21,15 @@ import type {
   CoreInput,
   CoreLimits,
   CoreOutput,
+  ExecutedResult,
   FetchRequest,
   Outbound,
 } from "../consensus/core.ts";
 import { Core } from "../consensus/core.ts";
 import type { PacemakerOptions } from "../consensus/pacemaker.ts";
 import { MessageVerifier, type Verdict } from "../consensus/verify.ts";
+import type { QuorumRule } from "../consensus/reconfig.ts";
+import { decodeConfigRecord, rootConfig, VALIDATOR_CONFIG_KEY } from "../consensus/reconfig.ts";
 import type { Signer, Verifier } from "../crypto.ts";
 import { assert } from "../errors.ts";
 import type { ConsensusEvent } from "../events.ts";
@@ -125,7 +128,7 @@ export interface Clock {
 export interface EngineOptions {
   /** Chain id. */
   readonly chainId: string;
-  /** Validator set. */
+  /** The genesis validator set (later sets come from the chain, SPECIFICATION.md 3.4). */
   readonly validators: ValidatorSet;
   /** This replica's key. */
   readonly signer: Signer;
@@ -258,7 +261,11 @@ export class Engine {
   private constructor(options: EngineOptions, core: Core) {
     this.#o = options;
     this.core = core;
-    this.#verifier = new MessageVerifier(options.chainId, options.validators, options.verifier);
+    this.#verifier = new MessageVerifier(
+      options.chainId,
+      () => core.knownRules(),
+      options.verifier,
+    );
     this.#appLimits = options.appLimits ?? DEFAULT_APP_LIMITS;
   }
 
@@ -275,13 +282,20 @@ export class Engine {
       root = stored;
     }
     const uncommitted = await s.uncommittedNodes();
+    // Spec 3.4 step 6: the committed head's validator configuration, from committed state.
+    const record = await s.getState(VALIDATOR_CONFIG_KEY);
+    const configs = rootConfig(
+      options.validators,
+      record === null ? null : decodeConfigRecord(record),
+      root.node.height,
+    );
     const core = new Core({
       chainId: options.chainId,
       validators: options.validators,
       me: options.signer.publicKey,
       pacemaker: options.pacemaker,
       limits: options.limits,
-    }, { safety, root, uncommitted });
+    }, { safety, root, uncommitted, rootConfig: configs });
     return new Engine(options, core);
   }
 
@@ -432,6 +446,7 @@ export class Engine {
       case "message": {
         const v = await (job.verdict ?? this.#verifier.verifyMessage(job.message));
         if (!v.ok) {
+          this.#maybeBehind(job.from, job.message, v.reason);
           this.#emit({
             type: "message:reject",
             from: job.from,
@@ -441,7 +456,7 @@ export class Engine {
           });
           return null;
         }
-        return { type: "message", from: job.from, message: job.message, now };
+        return { type: "message", from: job.from, message: v.message ?? job.message, now };
       }
       case "nodes": {
         const { nodes, reject } = await job.checked;
@@ -456,6 +471,22 @@ export class Engine {
         return { type: "fetched", from: job.from, nodes, now };
       }
     }
+  }
+
+  /**
+   * A message whose certificate or signer belongs to a set this replica does not know, from a
+   * peer that claims a higher view than its highest QC's: it is behind a validator-set change
+   * (Spec 3.4 step 7). Catch up from that peer.
+   */
+  #maybeBehind(from: PublicKey, m: ConsensusMessage, reason: string): void {
+    if (reason !== "unknown-signer" && reason !== "no-quorum") return;
+    const view = m.type === "propose"
+      ? m.node.justify.view
+      : m.type === "vote"
+      ? m.view
+      : m.highQC.view;
+    if (view <= this.core.safety.highQC.view) return;
+    this.#push({ kind: "input", input: { type: "behind", from, now: this.#o.clock.now() } });
   }
 
   /** Spec 4.4 step 0: a fetched chain must be hash-linked, ascending, with valid QCs. */
@@ -479,6 +510,9 @@ export class Engine {
       const bad = verdicts.findIndex((v) => !v.ok);
       const v = verdicts[bad];
       if (v !== undefined && !v.ok) {
+        // Signers of a set not known yet (a validator-set change in the answer): these Nodes
+        // are checked against their own rule just before they execute (Spec 3.4 step 7).
+        if (v.reason === "unknown-signer" || v.reason === "no-quorum") break;
         return { nodes: linked.slice(0, i + bad), reject: { reason: v.reason, detail: v.detail } };
       }
     }
@@ -499,7 +533,7 @@ export class Engine {
     // Spec 10.1 step 2: sign and send.
     for (const s of out.sends) await this.#send(s);
     // Spec 10.1 step 4: Application calls; results come back as inputs.
-    for (const x of out.execute) await this.#execute(x.node, x.hash);
+    for (const x of out.execute) await this.#execute(x.node, x.hash, x.justifyRule);
     if (out.produce !== null) await this.#produce(out.produce);
     // Spec 10.1 step 5: catch-up.
     if (out.fetch !== null) this.#o.nodeSource.fetch(out.fetch);
@@ -623,24 +657,43 @@ export class Engine {
     };
   }
 
-  async #execute(node: Node, hash: Hash): Promise<void> {
-    let result: { ok: true; updates: readonly [Uint8Array, Uint8Array | null][] } | {
-      ok: false;
-      reason: string;
-    };
-    try {
-      const r = await this.#o.app.validateNode({ node, hash, state: this.#stateView(node.parent) });
-      const problem = checkValidateResult(r, this.#appLimits);
-      if (problem !== null) result = { ok: false, reason: `bad application result: ${problem}` };
-      else if (r.ok) result = { ok: true, updates: r.updates.map(([k, v]) => [k, v]) };
-      else result = { ok: false, reason: String(r.reason) };
-    } catch (e) {
-      result = { ok: false, reason: `validateNode threw: ${String(e)}` };
+  async #execute(node: Node, hash: Hash, justifyRule: QuorumRule | null): Promise<void> {
+    let result: ExecutedResult;
+    // Spec 4.4 step 0 (Spec 3.4 step 7): a fetched Node's justify QC, signatures included, by
+    // the rule of the Node it certifies (mostly a cache hit: checked when the answer came).
+    const justify = justifyRule === null
+      ? null
+      : await this.#verifier.verifyQC(node.justify, justifyRule);
+    if (justify !== null && !justify.ok) {
+      result = { ok: false, reason: `justify ${justify.reason}: ${justify.detail}` };
+    } else {
+      result = await this.#validate(node, hash);
     }
     this.#push({
       kind: "input",
       input: { type: "executed", hash, result, now: this.#o.clock.now() },
     });
+  }
+
+  /** Asks the Application to validate and execute a Node; checks its result (SPECIFICATION.md 7). */
+  async #validate(node: Node, hash: Hash): Promise<ExecutedResult> {
+    try {
+      const r = await this.#o.app.validateNode({ node, hash, state: this.#stateView(node.parent) });
+      const problem = checkValidateResult(r, this.#appLimits);
+      if (problem !== null) return { ok: false, reason: `bad application result: ${problem}` };
+      if (!r.ok) return { ok: false, reason: String(r.reason) };
+      const updates = r.updates.map(([k, v]) => [k, v] as const);
+      if (r.validatorUpdates === undefined || r.validatorUpdates.length === 0) {
+        return { ok: true, updates };
+      }
+      const validatorUpdates = r.validatorUpdates.map((u) => ({
+        publicKey: u.publicKey,
+        power: u.power,
+      }));
+      return { ok: true, updates, validatorUpdates };
+    } catch (e) {
+      return { ok: false, reason: `validateNode threw: ${String(e)}` };
+    }
   }
 
   async #produce(req: { view: number; parent: Hash; height: number }): Promise<void> {

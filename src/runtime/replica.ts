@@ -74,6 +74,7 @@ import { readCommitted, type Storage } from "../storage/storage.ts";
 import type { Hash, Node, PublicKey, QuorumCertificate } from "../types.ts";
 import { bytesEqual, fromHex, toHex } from "../types.ts";
 import type { ValidatorSet } from "../validators.ts";
+import type { ValidatorConfig } from "../consensus/reconfig.ts";
 import { systemClock } from "./clock.ts";
 import {
   asRouteError,
@@ -168,9 +169,17 @@ export interface SubmittedCommand {
 export interface ReplicaOptions {
   /** Chain id. */
   readonly chainId: string;
-  /** The validator set. */
+  /**
+   * Every member of the cluster: who may connect over Consensus TCP and sign catch-up requests.
+   * Also the genesis validator set, unless `genesisValidators` is given.
+   */
   readonly validators: ValidatorSet;
-  /** This replica's key (a validator's). */
+  /**
+   * The genesis validator set, when it differs from the members: members outside it follow the
+   * chain and may join through a validator-set change (SPECIFICATION.md 3.4).
+   */
+  readonly genesisValidators?: ValidatorSet;
+  /** This replica's key (a member's). */
   readonly signer: Signer;
   /** Signature verification. Default {@link ed25519Verifier}. */
   readonly verifier?: Verifier;
@@ -515,7 +524,7 @@ export class Replica implements NodeTreeView {
     const restoreMs = Math.round(performance.now() - t0);
     const engine = await Engine.open({
       chainId: o.chainId,
-      validators: o.validators,
+      validators: o.genesisValidators ?? o.validators,
       signer: o.signer,
       verifier: o.verifier ?? ed25519Verifier(),
       storage: this.#storage,
@@ -652,6 +661,8 @@ export class Replica implements NodeTreeView {
       view: core.view,
       leader: toHex(core.leader(core.view)),
       committed: { height: root.node.height, hash: toHex(root.hash) },
+      // The committed head's validator set, and the set being handed over to (SPECIFICATION.md 3.4).
+      validators: validatorsStatus(core.committedConfig),
       lock: { view: s.lockedQC.view, node: toHex(s.lockedQC.nodeHash) },
       highQC: { view: s.highQC.view, node: toHex(s.highQC.nodeHash) },
       highTC: s.highTC === null ? null : { view: s.highTC.view },
@@ -965,3 +976,10 @@ function memoryUsage(): Record<string, number> {
 
 /** How long one peer may take to answer `GET /batches/{digest}`, ms, before the next is asked. */
 const BATCH_FETCH_PEER_TIMEOUT_MS = 500;
+
+/** A validator configuration for the status page (SPECIFICATION.md 3.4). */
+function validatorsStatus(c: ValidatorConfig): Record<string, unknown> {
+  const list = (set: ValidatorSet) =>
+    set.validators.map((v) => ({ publicKey: toHex(v.publicKey), power: v.power }));
+  return { set: list(c.set), next: c.next === null ? null : list(c.next) };
+}
