@@ -12,7 +12,8 @@
  *
  * @module
  */
-import type { Hash, Node } from "./types.ts";
+import type { EquivocationEvidence } from "./events.ts";
+import type { Hash, Node, PublicKey } from "./types.ts";
 import type { StateUpdate } from "./storage/storage.ts";
 
 export type { StateUpdate } from "./storage/storage.ts";
@@ -70,6 +71,16 @@ export interface CommitNotice {
   readonly updates: readonly StateUpdate[];
 }
 
+/** Input of {@link Application.onEvidence}. */
+export interface EvidenceNotice {
+  /** The two conflicting signed messages (check them anywhere with `verifyEvidence`). */
+  readonly evidence: EquivocationEvidence;
+  /** The validator that signed both. */
+  readonly offender: PublicKey;
+  /** The view of both. */
+  readonly view: number;
+}
+
 /**
  * The hooks a replicated application implements. Hooks may be async.
  *
@@ -99,6 +110,13 @@ export interface Application {
   validateNode(request: ValidateRequest): Promise<ValidateResult> | ValidateResult;
   /** Called after a Node and its updates are durably committed, in height order. */
   onCommit?(notice: CommitNotice): Promise<void> | void;
+  /**
+   * Called once per verified evidence record this replica stores (SPECIFICATION.md 15.2), after
+   * it is durable. Replicas learn of equivocation at different times, or not at all, so this hook
+   * must not change replicated state: to act on it (e.g. remove the offender), submit a command
+   * carrying the record, which every replica checks with `verifyEvidence` in `validateNode`.
+   */
+  onEvidence?(notice: EvidenceNotice): Promise<void> | void;
 }
 
 /** Bounds on what an Application may return; exceeding them is a typed rejection. */

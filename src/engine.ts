@@ -26,10 +26,13 @@ import type {
 } from "./consensus/core.ts";
 import { Core } from "./consensus/core.ts";
 import type { PacemakerOptions } from "./consensus/pacemaker.ts";
+import type { ReputationOptions } from "./consensus/reputation.ts";
+import { DEFAULT_REPUTATION_OPTIONS, historyNodesMax } from "./consensus/reputation.ts";
 import { MessageVerifier, type Verdict } from "./consensus/verify.ts";
 import type { Signer, Verifier } from "./crypto.ts";
 import { assert } from "./errors.ts";
-import type { ConsensusEvent } from "./events.ts";
+import type { ConsensusEvent, EquivocationEvidence } from "./events.ts";
+import { type EvidenceStore, verifyEvidence } from "./evidence.ts";
 import {
   readCommitted,
   type SafetyState,
@@ -93,10 +96,14 @@ export interface EngineOptions {
   readonly pacemaker?: PacemakerOptions;
   /** Core memory bounds. */
   readonly limits?: CoreLimits;
+  /** Leader reputation (Spec 3.4); default on; null: the plain schedule. Same on every replica. */
+  readonly reputation?: ReputationOptions | null;
   /** Bounds on Application results. */
   readonly appLimits?: AppLimits;
   /** Observer of every event. */
   readonly onEvent?: (event: ConsensusEvent) => void;
+  /** Where verified evidence of equivocation is kept (Spec 15.2); none: not kept. */
+  readonly evidence?: EvidenceStore;
   /** Observer of every signed message this replica sends (for tests and the simulator). */
   readonly onSend?: (message: ConsensusMessage, to: PublicKey | "all") => void;
 }
@@ -180,6 +187,8 @@ export class Engine {
   #pending: GroupCommit | null = null;
   /** The one group-commit write in flight: its commits are announced once it is durable. */
   #inFlight: InFlightWrite | null = null;
+  /** Evidence being verified and stored, one record after another (Spec 15.2). */
+  #evidenceWork: Promise<void> = Promise.resolve();
 
   private constructor(options: EngineOptions, core: Core) {
     this.#o = options;
@@ -201,13 +210,22 @@ export class Engine {
       root = stored;
     }
     const uncommitted = await s.uncommittedNodes();
+    const reputation = options.reputation === undefined
+      ? DEFAULT_REPUTATION_OPTIONS
+      : options.reputation;
+    // Spec 3.4: the committed Nodes below the head that the leader rule reads.
+    const keep = historyNodesMax(reputation);
+    const below = keep === 0 || root.node.height <= 1
+      ? []
+      : await readCommitted(s, root.node.height - keep, root.node.height - 1);
     const core = new Core({
       chainId: options.chainId,
       validators: options.validators,
       me: options.signer.publicKey,
       pacemaker: options.pacemaker,
       limits: options.limits,
-    }, { safety, root, uncommitted });
+      reputation,
+    }, { safety, root, uncommitted, history: below.map((e) => e.node) });
     return new Engine(options, core);
   }
 
@@ -595,6 +613,49 @@ export class Engine {
 
   #emit(e: ConsensusEvent): void {
     this.#o.onEvent?.(e);
+    if (e.type === "equivocation:detect") this.#onEquivocation(e.evidence);
+  }
+
+  /** Resolves when the evidence detected so far is verified, stored and handed on (Spec 15.2). */
+  evidenceIdle(): Promise<void> {
+    return this.#evidenceWork;
+  }
+
+  /** Spec 15.2: detected equivocation becomes a verified, stored record; off the consensus path. */
+  #onEquivocation(evidence: EquivocationEvidence): void {
+    const store = this.#o.evidence;
+    if (store === undefined) return;
+    this.#evidenceWork = this.#evidenceWork.then(async () => {
+      // Spec 15.2 step 1: verify (as anyone would who is handed the record).
+      const verdict = await verifyEvidence(evidence, {
+        chainId: this.#o.chainId,
+        validators: this.#o.validators,
+        verifier: this.#o.verifier,
+      });
+      if (!verdict.ok) {
+        return this.#o.onEvent?.({
+          type: "message:reject",
+          from: null,
+          message: "evidence",
+          reason: verdict.reason,
+          detail: verdict.detail,
+        });
+      }
+      // Spec 15.2 step 2: store durably; a record already held (or beyond a limit) stops here.
+      if (!await store.add(evidence)) return;
+      const { offender, view } = verdict;
+      // Spec 15.2 step 3: publish, naming the offender; then hand it to the Application.
+      this.#o.onEvent?.({ type: "evidence:record", kind: evidence.kind, offender, view });
+      await this.#o.app.onEvidence?.({ evidence, offender, view });
+    }).catch((err) => {
+      this.#o.onEvent?.({
+        type: "message:reject",
+        from: null,
+        message: "evidence",
+        reason: "store-failed",
+        detail: String(err),
+      });
+    });
   }
 }
 

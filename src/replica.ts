@@ -47,6 +47,14 @@ import { cborArrayLength, decodeValue } from "./codec.ts";
 import type { CoreLimits } from "./consensus/core.ts";
 import type { PacemakerOptions } from "./consensus/pacemaker.ts";
 import { plantedSafetyBugs } from "./consensus/safety.ts";
+import { plantedReputationBugs, type ReputationOptions } from "./consensus/reputation.ts";
+import {
+  type EvidenceEntry,
+  evidenceOffender,
+  type EvidenceStore,
+  evidenceView,
+  MemoryEvidenceStore,
+} from "./evidence.ts";
 import type { Signer, Verifier } from "./crypto.ts";
 import { ed25519Verifier } from "./crypto.ts";
 import type { Clock, Network } from "./engine.ts";
@@ -159,6 +167,15 @@ export interface ReplicaOptions {
   readonly pacemaker?: PacemakerOptions;
   /** Core memory bounds. */
   readonly coreLimits?: CoreLimits;
+  /** Leader reputation (SPECIFICATION.md 3.4): default on; null: the plain schedule. */
+  readonly reputation?: ReputationOptions | null;
+  /**
+   * Where verified evidence of equivocation is kept and served (`GET /evidence`). Default in
+   * memory; the replica CLI uses `DenoKvEvidenceStore` in the data directory.
+   */
+  readonly evidence?: EvidenceStore;
+  /** Called with each evidence record stored (see `Application.onEvidence`). */
+  readonly onEvidence?: Application["onEvidence"];
   /** Mempool and batch limits (batch limits must match on every replica). */
   readonly mempool?: Omit<
     MempoolOptions,
@@ -249,6 +266,7 @@ export function refusePlantedBugs(): void {
   const on = [
     ...Object.entries(plantedSafetyBugs).filter(([, v]) => v).map(([k]) => `safety.${k}`),
     ...Object.entries(plantedBugs).filter(([, v]) => v).map(([k]) => `validators.${k}`),
+    ...Object.entries(plantedReputationBugs).filter(([, v]) => v).map(([k]) => `reputation.${k}`),
   ];
   if (on.length > 0) {
     throw new ConfigError("planted-bug", `refusing to start: planted bug switch on: ${on}`);
@@ -310,10 +328,14 @@ export class Replica implements NodeTreeView {
   #closing: Promise<void> | null = null;
   #failure: unknown = null;
   #lastProgressLog = performance.now();
+  readonly #evidence: EvidenceStore;
+  /** Evidence records this process stored. */
+  #evidenceRecorded = 0;
 
   /** Use {@link startReplica}. */
   constructor(options: ReplicaOptions) {
     this.#o = options;
+    this.#evidence = options.evidence ?? new MemoryEvidenceStore();
     this.#log = new ReplicaLog(options.logLevel ?? "info", options.logSink, options.name);
     this.#storage = new CachedStateStorage(
       options.storage,
@@ -373,7 +395,7 @@ export class Replica implements NodeTreeView {
       send: (to, message) => void tcp.send(to, message),
       broadcast: (message) => tcp.broadcast(message),
     };
-    const app: Application = this.mempool.application;
+    const app: Application = { ...this.mempool.application, onEvidence: o.onEvidence };
     const t0 = performance.now();
     await this.mempool.restore(
       await restoreOf(this.#o.storage, this.mempool.limits.commandHorizon),
@@ -393,6 +415,8 @@ export class Replica implements NodeTreeView {
       appLimits: appLimitsFor(this.mempool.limits),
       pacemaker: o.pacemaker,
       limits: o.coreLimits,
+      reputation: o.reputation,
+      evidence: this.#evidence,
       onEvent: (e) => this.#onEvent(e),
     });
     this.#engine = engine;
@@ -497,6 +521,11 @@ export class Replica implements NodeTreeView {
   // -------------------------------------------------------------------------------------------
   // NodeTreeView
 
+  /** See {@link NodeTreeView.evidence}. */
+  evidence(after: number, limit: number): Promise<EvidenceEntry[]> {
+    return this.#evidence.list(after, limit);
+  }
+
   /** See {@link NodeTreeView.status}. */
   status(): Record<string, unknown> {
     const core = this.engine.core;
@@ -523,6 +552,7 @@ export class Replica implements NodeTreeView {
         rememberedIds: this.mempool.rememberedIds,
       },
       engine: { droppedMessages: this.engine.dropped, failed: this.#failure !== null },
+      evidence: { recorded: this.#evidenceRecorded },
       // Bytes: resident set, V8 heap in use and reserved, memory held outside the heap.
       memory: memoryUsage(),
       uptimeMs: Math.round(performance.now() - this.#started),
@@ -683,6 +713,7 @@ export class Replica implements NodeTreeView {
   // Events, failure, logs
 
   #onEvent(e: ConsensusEvent): void {
+    if (e.type === "evidence:record") this.#evidenceRecorded++;
     const { level, fields } = eventLog(e);
     this.#log.write(level, e.type, fields);
   }
@@ -954,10 +985,14 @@ function eventLog(
         level: "error",
         fields: {
           reason: e.evidence.kind,
-          view: e.evidence.kind === "double-vote"
-            ? e.evidence.first.view
-            : e.evidence.first.node.view,
+          offender: toHex(evidenceOffender(e.evidence)),
+          view: evidenceView(e.evidence),
         },
+      };
+    case "evidence:record":
+      return {
+        level: "error",
+        fields: { reason: e.kind, offender: toHex(e.offender), view: e.view },
       };
     case "view:timeout":
     case "tc:form":

@@ -23,6 +23,8 @@
  *
  * `links` is optional: `"encrypted"` (the default when absent) or `"plaintext"`. Every replica of
  * a cluster must use the same (a replica refuses a peer of the other kind, `link-mode-mismatch`).
+ * `leaderReputation` is optional: `true` (the default when absent: SPECIFICATION.md 3.4) or `false`
+ * (the plain weighted schedule, 3.3); every replica reads it from the same file.
  *
  * Rules: no other fields; `chainId` 1 to 64 UTF-8 bytes; 1 to {@link VALIDATORS_MAX}
  * validators; names 1 to 64 characters of `[A-Za-z0-9._-]`, distinct; public keys exactly 64 hex
@@ -73,6 +75,8 @@ export interface ClusterConfig {
   readonly validators: readonly ClusterValidator[];
   /** Consensus links: encrypted (`link_cipher.ts`; the default when absent) or plaintext. */
   readonly links?: "encrypted" | "plaintext";
+  /** Leader reputation (SPECIFICATION.md 3.4); absent means on. */
+  readonly leaderReputation?: boolean;
 }
 
 const NAME = /^[A-Za-z0-9._-]{1,64}$/;
@@ -160,7 +164,11 @@ export function parseClusterConfig(text: string, source: string): ClusterConfig 
     throw new ConfigError(reason, `${source}: ${message}`);
   };
   const top = record(raw, "the top level", fail);
-  onlyFields(top, ["chainId", "validators"], "the top level", fail, ["links"]);
+  onlyFields(top, ["chainId", "validators"], "the top level", fail, ["links", "leaderReputation"]);
+  const reputation = top.leaderReputation;
+  if (reputation !== undefined && typeof reputation !== "boolean") {
+    fail("bad-leader-reputation", `leaderReputation must be true or false`);
+  }
   const links = top.links;
   if (links !== undefined && links !== "encrypted" && links !== "plaintext") {
     fail("bad-links", `links must be "encrypted" or "plaintext": ${JSON.stringify(links)}`);
@@ -183,7 +191,11 @@ export function parseClusterConfig(text: string, source: string): ClusterConfig 
   } catch (e) {
     fail((e as ConfigError).reason ?? "bad-validators", (e as Error).message);
   }
-  const config = { chainId: chainId as string, validators };
+  const config = {
+    chainId: chainId as string,
+    validators,
+    ...(reputation === undefined ? {} : { leaderReputation: reputation as boolean }),
+  };
   return links === undefined ? config : { ...config, links: links as "encrypted" | "plaintext" };
 }
 
@@ -281,7 +293,11 @@ export function formatClusterConfig(config: ClusterConfig): string {
     http: formatHostPort(v.http),
   }));
   const links = config.links === undefined ? {} : { links: config.links };
-  return JSON.stringify({ chainId: config.chainId, validators, ...links }, null, 2) + "\n";
+  const reputation = config.leaderReputation === undefined
+    ? {}
+    : { leaderReputation: config.leaderReputation };
+  return JSON.stringify({ chainId: config.chainId, validators, ...links, ...reputation }, null, 2) +
+    "\n";
 }
 
 /**

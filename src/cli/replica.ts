@@ -25,6 +25,7 @@ import { ed25519Signer } from "../crypto.ts";
 import { ConfigError } from "../errors.ts";
 import { isLogLevel, type LogLevel, type Replica, startReplica } from "../replica.ts";
 import { DenoKvBatchStore } from "../storage/batches.ts";
+import { DenoKvEvidenceStore } from "../evidence.ts";
 import { DenoKvStorage } from "../storage/deno_kv.ts";
 import {
   type ClusterConfig,
@@ -91,6 +92,7 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
   const me = config.validators[index]!;
   const storage = await DenoKvStorage.open(`${dataDir}/replica.kv`);
   const batchStore = await DenoKvBatchStore.open(`${dataDir}/batches.kv`);
+  const evidence = await DenoKvEvidenceStore.open(`${dataDir}/evidence.kv`);
   const stop = new AbortController();
   let failed = false;
   const onSignal = (): void => stop.abort();
@@ -103,6 +105,8 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
       signer: ed25519Signer(secretKey),
       storage,
       batchStore,
+      evidence,
+      reputation: config.leaderReputation === false ? null : undefined,
       machine: p.machine,
       routes: p.routes,
       listenConsensus: listenConsensus ?? me.consensus,
@@ -130,6 +134,7 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
     await replica.close();
     return failed ? 1 : 0;
   } finally {
+    evidence.close();
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
     lock.close();

@@ -30,8 +30,18 @@ import type { ValidatorSet } from "../validators.ts";
 import { NodeTree } from "./node_tree.ts";
 import type { PacemakerOptions } from "./pacemaker.ts";
 import { DEFAULT_PACEMAKER_OPTIONS, viewTimeout } from "./pacemaker.ts";
+import type { CommittedSummary, ReputationOptions } from "./reputation.ts";
+import {
+  DEFAULT_REPUTATION_OPTIONS,
+  historyNodesMax,
+  reputationLeader,
+  summarize,
+} from "./reputation.ts";
 import { commitCandidate, lockCandidate, plantedSafetyBugs, safeToVote } from "./safety.ts";
 import { NewViewCollector, VoteCollector } from "./votes.ts";
+
+/** Leaders remembered between commits. */
+const LEADER_CACHE_MAX = 64;
 
 /** Bounds of the core's memory. */
 export interface CoreLimits {
@@ -68,6 +78,11 @@ export interface CoreOptions {
   readonly pacemaker?: PacemakerOptions;
   /** Memory bounds. */
   readonly limits?: CoreLimits;
+  /**
+   * Leader reputation (Spec 3.4); default {@link DEFAULT_REPUTATION_OPTIONS}; null: the plain
+   * weighted schedule (Spec 3.3). Every replica of a chain must use the same.
+   */
+  readonly reputation?: ReputationOptions | null;
 }
 
 /** What a replica restores from storage. */
@@ -78,6 +93,12 @@ export interface CoreRestore {
   readonly root: StoredNode;
   /** Stored uncommitted Nodes (any order; those that do not attach are dropped). */
   readonly uncommitted: readonly StoredNode[];
+  /**
+   * The committed Nodes just below `root`, ascending (at most {@link Core.historyNodesMax} are
+   * kept; `root` is added if missing). Leader reputation reads them (Spec 3.4); without them the
+   * replica may disagree about leaders until it commits enough (liveness only).
+   */
+  readonly history?: readonly Node[];
 }
 
 /** A message without its signature and signer: the caller signs it. */
@@ -278,6 +299,13 @@ export class Core {
   #answer: FetchAnswer | null = null;
   #out = new Output();
 
+  // Leader reputation (Spec 3.4).
+  readonly #reputation: ReputationOptions | null;
+  /** Summaries of the last committed Nodes, ascending, ending at the committed head. */
+  #history: CommittedSummary[] = [];
+  /** Leaders computed since the history last changed, by view (bounded). */
+  readonly #leaders = new Map<number, PublicKey>();
+
   /**
    * Restores a core from what storage holds.
    *
@@ -290,7 +318,11 @@ export class Core {
     this.me = options.me;
     this.#pacemaker = options.pacemaker ?? DEFAULT_PACEMAKER_OPTIONS;
     this.#limits = options.limits ?? DEFAULT_CORE_LIMITS;
+    this.#reputation = options.reputation === undefined
+      ? DEFAULT_REPUTATION_OPTIONS
+      : options.reputation;
     this.#tree = new NodeTree(restored.root);
+    this.#restoreHistory(restored.history ?? [], restored.root.node);
     const pending = [...restored.uncommitted].sort((a, b) => a.node.height - b.node.height);
     for (const e of pending) if (this.#tree.has(e.node.parent)) this.#tree.insert(e);
     // Spec 6.2 step 3: stored Nodes that no longer attach (a crash between a commit and the
@@ -335,9 +367,40 @@ export class Core {
     };
   }
 
-  /** The leader of `view`. */
+  /** How many committed Nodes the reputation history keeps (Spec 3.4). */
+  get historyNodesMax(): number {
+    return historyNodesMax(this.#reputation);
+  }
+
+  /** The leader of `view`: Spec 3.4 with reputation, else Spec 3.3. */
   leader(view: number): PublicKey {
-    return this.validators.leader(view).publicKey;
+    const r = this.#reputation;
+    if (r === null) return this.validators.leader(view).publicKey;
+    const known = this.#leaders.get(view);
+    if (known !== undefined) return known;
+    const key = reputationLeader(view, this.validators, this.#history, r).publicKey;
+    if (this.#leaders.size >= LEADER_CACHE_MAX) this.#leaders.clear();
+    this.#leaders.set(view, key);
+    return key;
+  }
+
+  #restoreHistory(history: readonly Node[], root: Node): void {
+    const nodes = [...history.filter((n) => n.height > 0 && n.height < root.height)];
+    if (root.height > 0) nodes.push(root);
+    // Only a consecutive run ending at the root counts.
+    let start = nodes.length - 1;
+    while (start > 0 && nodes[start - 1]!.height + 1 === nodes[start]!.height) start--;
+    for (const n of nodes.slice(Math.max(0, start))) this.#remember(n);
+  }
+
+  /** Adds a newly committed Node to the reputation history (Spec 3.4). */
+  #remember(node: Node): void {
+    if (this.#reputation === null) return;
+    const last = this.#history[this.#history.length - 1];
+    assert(last === undefined || last.height + 1 === node.height, "history heights consecutive");
+    this.#history.push(summarize(node));
+    if (this.#history.length > this.historyNodesMax) this.#history.shift();
+    this.#leaders.clear();
   }
 
   /** Feeds one input and returns what to do (see {@link CoreOutput} for the order). */
@@ -566,8 +629,11 @@ export class Core {
   #onPropose(from: PublicKey, msg: ProposeMessage): void {
     const node = msg.node;
     const hash = nodeHash(node);
-    // Spec 4.1 step 1: only the view's leader proposes.
+    // Spec 4.1 step 1: only the view's leader proposes. Its verified certificates still count
+    // (8.4 step 3): a replica whose history is short of the reputation window (Spec 3.4) may
+    // disagree about the leader, and must still learn views and catch up.
     if (!bytesEqual(node.proposer, this.leader(node.view))) {
+      if (node.justify.view < node.view) this.#absorb(node.justify, null, from);
       return this.#reject(from, "propose", "not-leader", `view ${node.view}`);
     }
     // Spec 4.1 step 2: a proposal for a view before the previous one can no longer be voted
@@ -734,6 +800,7 @@ export class Core {
     // Spec 5.4 step 3: abandoned branches leave storage too.
     this.#out.prune.push(...pruned);
     for (const e of path) {
+      this.#remember(e.node);
       this.#out.commits.push(e);
       this.#out.events.push({
         type: "node:commit",
