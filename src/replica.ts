@@ -47,7 +47,7 @@ import { cborArrayLength, decodeValue } from "./codec.ts";
 import type { CoreLimits } from "./consensus/core.ts";
 import type { PacemakerOptions } from "./consensus/pacemaker.ts";
 import { plantedSafetyBugs } from "./consensus/safety.ts";
-import { plantedReputationBugs, type ReputationOptions } from "./consensus/reputation.ts";
+import type { ReputationOptions } from "./consensus/reputation.ts";
 import {
   type EvidenceEntry,
   evidenceOffender,
@@ -266,7 +266,6 @@ export function refusePlantedBugs(): void {
   const on = [
     ...Object.entries(plantedSafetyBugs).filter(([, v]) => v).map(([k]) => `safety.${k}`),
     ...Object.entries(plantedBugs).filter(([, v]) => v).map(([k]) => `validators.${k}`),
-    ...Object.entries(plantedReputationBugs).filter(([, v]) => v).map(([k]) => `reputation.${k}`),
   ];
   if (on.length > 0) {
     throw new ConfigError("planted-bug", `refusing to start: planted bug switch on: ${on}`);

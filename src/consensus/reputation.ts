@@ -80,12 +80,6 @@ export function summarize(node: Node): CommittedSummary {
   };
 }
 
-/** Test-only switches that plant known bugs (the replica runtime refuses to start with one on). */
-export const plantedReputationBugs: {
-  /** Ignore the lag: the window ends at the replica's own committed head (Spec 3.4 step 2). */
-  noLag: boolean;
-} = { noLag: false };
-
 /**
  * Spec 3.4: the leader of `view` given the committed history (ascending heights, consecutive,
  * ending at the replica's committed head; only its last `windowNodes + lagViews` entries matter).
@@ -130,9 +124,8 @@ function windowOf(
   history: readonly CommittedSummary[],
   options: ReputationOptions,
 ): readonly CommittedSummary[] {
-  const lag = plantedReputationBugs.noLag ? 0 : options.lagViews;
   let end = history.length;
-  while (end > 0 && history[end - 1]!.view > view - lag) end--;
+  while (end > 0 && history[end - 1]!.view > view - options.lagViews) end--;
   return history.slice(Math.max(0, end - options.windowNodes), end);
 }
 

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import type { ReputationOptions } from "../../src/consensus/reputation.ts";
 import { deriveSecretKey, ed25519Signer, type Signer } from "../../src/crypto.ts";
 import type { ConnectionLimits } from "../../src/net/connections.ts";
 import type { PacemakerOptions } from "../../src/consensus/pacemaker.ts";
@@ -266,6 +267,8 @@ export interface InProcessClusterOptions {
   readonly pacemaker?: PacemakerOptions;
   /** Consensus TCP limits of every replica, and whether links are encrypted (default true). */
   readonly network?: ConnectionLimits & { readonly encryptLinks?: boolean };
+  /** Leader reputation (SPECIFICATION.md 3.4): default on; null for the plain schedule. */
+  readonly reputation?: ReputationOptions | null;
 }
 
 /** A running in-process cluster. */
@@ -339,6 +342,7 @@ export async function startInProcessCluster(
         peers,
         pacemaker: options.pacemaker ?? { viewTimeoutMinMs: 250, viewTimeoutMaxMs: 2_000 },
         network: options.network,
+        reputation: options.reputation,
         logLevel: "debug",
         logSink: (line) => logs[i]!.push(line),
         name: `replica-${i}`,
