@@ -31,9 +31,8 @@ import { runCatchUpSection } from "./catchup.ts";
 import type { Section, SectionResult } from "./figures.ts";
 import { formatTable, notMeasured } from "./figures.ts";
 import type { LiveContext } from "./live.ts";
-import { runFlood, runLightLoad, runMemory, runPuts, runSaturated } from "./live.ts";
+import { runFlood, runLightLoad, runMemory, runPuts, runReputation, runSaturated } from "./live.ts";
 import { DEFAULT_PLOT_PATH, plotFromSection } from "./plot.ts";
-import { runReputation } from "./reputation.ts";
 import { runRestart } from "./restart.ts";
 import { runScaling } from "./scaling.ts";
 
@@ -228,6 +227,7 @@ export const SUMMARY_KEYS = [
   "catchUpNodesPerSecond",
   "singleKeyPutsPerSecond",
   "floodWriteRatio",
+  "reputationOneDownRatio",
 ] as const;
 
 /**

@@ -43,6 +43,10 @@ async function height(url: string): Promise<{ height: number; view: number } | n
   return s === null ? null : { height: s.committed.height, view: s.view };
 }
 
+function notMeasuredCase(c: ReputationCase, windowMs: number, note: string): CaseOutcome {
+  return { case: c, nodesPerSecond: null, heights: null, views: null, windowMs, note };
+}
+
 async function runCase(c: ReputationCase, windowMs: number, warmup: number): Promise<CaseOutcome> {
   const cluster = await BenchCluster.create({ replicas: 4 });
   try {
@@ -58,14 +62,7 @@ async function runCase(c: ReputationCase, windowMs: number, warmup: number): Pro
       const h = await height(url);
       if (h !== null && h.height >= warmup) break;
       if (performance.now() > deadline) {
-        return {
-          case: c,
-          nodesPerSecond: null,
-          heights: null,
-          views: null,
-          windowMs,
-          note: "no warm-up",
-        };
+        return notMeasuredCase(c, windowMs, "no warm-up");
       }
       await sleep(200);
     }
@@ -75,14 +72,7 @@ async function runCase(c: ReputationCase, windowMs: number, warmup: number): Pro
     const b = await height(url);
     const elapsed = performance.now() - t0;
     if (a === null || b === null) {
-      return {
-        case: c,
-        nodesPerSecond: null,
-        heights: null,
-        views: null,
-        windowMs,
-        note: "no status",
-      };
+      return notMeasuredCase(c, windowMs, "no status");
     }
     return {
       case: c,
@@ -97,14 +87,14 @@ async function runCase(c: ReputationCase, windowMs: number, warmup: number): Pro
 }
 
 /**
- * Runs section (i).
+ * Runs section (i) (in the child process of bench/live.ts: it needs the network).
  *
  * @example
  * ```ts
- * // const result = await runReputation({ quick: true, long: false, log: console.error });
+ * // const result = await reputationSection({ quick: true, long: false, log: console.error });
  * ```
  */
-export async function runReputation(ctx: BenchContext): Promise<SectionResult> {
+export async function reputationSection(ctx: BenchContext): Promise<SectionResult> {
   const windowMs = ctx.quick ? 8_000 : 20_000;
   const warmup = 30;
   const outcomes: CaseOutcome[] = [];
@@ -138,11 +128,7 @@ export async function runReputation(ctx: BenchContext): Promise<SectionResult> {
       `over a ${windowMs / 1000} s window after ${warmup} committed heights.`,
     ],
     details: outcomes,
-    summary: {
-      reputationAllUpNodesPerSecond: up ?? null,
-      reputationOneDownNodesPerSecond: on ?? null,
-      reputationOffOneDownNodesPerSecond: off ?? null,
-    },
+    summary: { reputationOneDownRatio: ratio(on) },
   };
 }
 

@@ -19,12 +19,26 @@ import type { ValidatorSet } from "./validators.ts";
 
 export type { EquivocationEvidence } from "./events.ts";
 
-/** The validator that signed both messages of `evidence`. */
+/**
+ * The validator that signed both messages of `evidence`.
+ *
+ * @example
+ * ```ts
+ * // toHex(evidenceOffender(record)); // the key to punish
+ * ```
+ */
 export function evidenceOffender(evidence: EquivocationEvidence): PublicKey {
   return evidence.kind === "double-vote" ? evidence.first.signer : evidence.first.node.proposer;
 }
 
-/** The view of `evidence`'s first message. */
+/**
+ * The view of `evidence`'s first message (after {@link verifyEvidence}: of both).
+ *
+ * @example
+ * ```ts
+ * // evidenceView(record); // e.g. 42
+ * ```
+ */
 export function evidenceView(evidence: EquivocationEvidence): number {
   return evidence.kind === "double-vote" ? evidence.first.view : evidence.first.node.view;
 }
@@ -214,7 +228,11 @@ export class MemoryEvidenceStore implements EvidenceStore {
   readonly #perOffender = new Map<string, number>();
   readonly #limits: EvidenceLimits;
 
-  /** @param limits bounds (default {@link DEFAULT_EVIDENCE_LIMITS}) */
+  /**
+   * An empty store.
+   *
+   * @param limits bounds (default {@link DEFAULT_EVIDENCE_LIMITS})
+   */
   constructor(limits: EvidenceLimits = DEFAULT_EVIDENCE_LIMITS) {
     this.#limits = limits;
   }
