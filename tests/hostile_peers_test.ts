@@ -773,6 +773,13 @@ async function equivocate(s: Scene): Promise<void> {
         since,
         where: (l) => l.offender === offender && l.view === lead.view,
       });
+      const page = await fetch(`${s.c.peers[TARGET]!.httpUrl}/evidence`).then((r) => r.json());
+      assert.ok(
+        page.records.some((r: { offender: string; view: number; kind: string }) =>
+          r.offender === offender && r.view === lead.view && r.kind === "double-proposal"
+        ),
+        `GET /evidence: ${JSON.stringify(page).slice(0, 300)}`,
+      );
       await assertCommitting(s, "the equivocation");
       const [first, second] = nodes.map((n) => toHex(nodeHash(n)));
       const votes = HONEST.map((i) => s.c.logs[i]!.votes.get(lead.view));

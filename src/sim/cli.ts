@@ -1,5 +1,6 @@
 /**
- * `deno task sim --seeds N [--replicas N] [--powers 1,1,2] [--seed S] [--ed25519] [--trace]`
+ * `deno task sim --seeds N [--replicas N] [--powers 1,1,2] [--seed S] [--ed25519] [--trace]
+ * [--no-reputation]`
  *
  * Runs N seeded simulations with mixed faults (Byzantine validators below 1/3 of the power,
  * drops, duplicates, delays, partitions, crashes, power losses), prints one line per failing
@@ -22,6 +23,7 @@ async function main(): Promise<number> {
     ed25519: { type: "boolean" },
     trace: { type: "boolean" },
     "no-byzantine": { type: "boolean" },
+    "no-reputation": { type: "boolean" },
   });
   const seeds = intFlag(flags, "seeds", 1, 10_000_000, 100);
   const first = intFlag(flags, "seed", 1, Number.MAX_SAFE_INTEGER, 1);
@@ -46,6 +48,8 @@ async function main(): Promise<number> {
     const report = await runSimulation({
       ...scenario,
       signatures: flags.ed25519 === true ? "ed25519" : "fast",
+      // Leader reputation (SPECIFICATION.md 3.4) is on unless --no-reputation.
+      ...(flags["no-reputation"] === true ? { reputation: null } : {}),
       trace: flags.trace === true ? (line) => console.log(line) : undefined,
     });
     const problems = [...report.safetyViolations, ...report.livenessFailures];
