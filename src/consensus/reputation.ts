@@ -134,12 +134,36 @@ function activeValidators(
   validators: ValidatorSet,
   window: readonly CommittedSummary[],
 ): Validator[] {
-  const seen = new Set<string>();
-  for (const s of window) {
-    seen.add(toHex(s.proposer));
-    for (const k of s.signers) seen.add(toHex(k));
+  const all = validators.validators;
+  const mark = new Uint8Array(all.length);
+  for (const s of window) for (const i of membersOf(s, validators)) mark[i] = 1;
+  return all.filter((_, i) => mark[i] === 1);
+}
+
+/** Index (in `validators.validators`) by key hex, per set. */
+const indexCache = new WeakMap<ValidatorSet, Map<string, number>>();
+/** Indices of a summary's proposer and signers in a set, computed once per (summary, set). */
+const memberCache = new WeakMap<
+  CommittedSummary,
+  { readonly set: ValidatorSet; readonly members: readonly number[] }
+>();
+
+/** The indices of `s`'s proposer and signers in `validators` (non-members left out). */
+function membersOf(s: CommittedSummary, validators: ValidatorSet): readonly number[] {
+  const cached = memberCache.get(s);
+  if (cached !== undefined && cached.set === validators) return cached.members;
+  let index = indexCache.get(validators);
+  if (index === undefined) {
+    index = new Map(validators.validators.map((v, i) => [toHex(v.publicKey), i]));
+    indexCache.set(validators, index);
   }
-  return validators.validators.filter((v) => seen.has(toHex(v.publicKey)));
+  const members: number[] = [];
+  for (const k of [s.proposer, ...s.signers]) {
+    const i = index.get(toHex(k));
+    if (i !== undefined) members.push(i);
+  }
+  memberCache.set(s, { set: validators, members });
+  return members;
 }
 
 /** Slot `view mod power` of a weighted round robin over `active` (interleaved by cumulative power). */
