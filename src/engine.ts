@@ -213,7 +213,7 @@ export class Engine {
     const reputation = options.reputation === undefined
       ? DEFAULT_REPUTATION_OPTIONS
       : options.reputation;
-    // Spec 3.4: the committed Nodes below the head that the leader rule reads.
+    // Spec 6.2 step 4: the committed Nodes below the head that the leader rule reads (3.4).
     const keep = historyNodesMax(reputation);
     const below = keep === 0 || root.node.height <= 1
       ? []
