@@ -236,3 +236,17 @@ Deno.test("3.4 + 6.2: a restarted Engine reads the committed history back and ag
   }
   assert.ok(differs > 0, "the plain schedule would have given the absent validator views");
 });
+
+Deno.test("sim: a validator that crashes and restarts leads again once its votes are back in the window", async () => {
+  const back = publicKeyOf(deriveSecretKey("sim-validator-3"));
+  const faults = {
+    ...quietFaults(20_000),
+    crashes: [{ endpoint: 3, at: 1_000, restartAt: 6_000 }],
+  };
+  const r = await timeouts({ faults });
+  const led = r.proposers.get(toHex(back)) ?? 0;
+  // Up for 15 of the 20 s (a quarter of the views when active): well above what it led in its
+  // first second, and far from nothing.
+  assert.ok(led >= r.commits / 8, `it led ${led} of ${r.commits} committed Nodes`);
+  assert.ok(r.tcViews <= 12, `${r.tcViews} timeouts`);
+});
