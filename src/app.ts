@@ -1,6 +1,6 @@
 /**
- * The Application: the user's state machine, behind three typed hooks. See SPECIFICATION.md
- * section 7.
+ * The Application: the user's state machine, behind three typed hooks (and an optional fourth,
+ * `onEvidence`, for evidence of equivocation). See SPECIFICATION.md section 7.
  *
  * ## Determinism rules
  *
