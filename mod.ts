@@ -37,6 +37,7 @@ export type {
   Application,
   AppLimits,
   CommitNotice,
+  EvidenceNotice,
   ProduceRequest,
   ProduceResult,
   StateView,
@@ -124,6 +125,30 @@ export {
   type ValidatorConfig,
   type ValidatorUpdate,
 } from "./src/consensus/reconfig.ts";
+export {
+  type CommittedSummary,
+  DEFAULT_REPUTATION_OPTIONS,
+  historyNodesMax,
+  reputationLeader,
+  type ReputationOptions,
+  summarize,
+} from "./src/consensus/reputation.ts";
+export {
+  decodeEvidence,
+  DEFAULT_EVIDENCE_LIMITS,
+  DenoKvEvidenceStore,
+  encodeEvidence,
+  type EvidenceContext,
+  type EvidenceEntry,
+  type EvidenceLimits,
+  evidenceOffender,
+  type EvidenceRefusal,
+  type EvidenceStore,
+  type EvidenceVerdict,
+  evidenceView,
+  MemoryEvidenceStore,
+  verifyEvidence,
+} from "./src/evidence.ts";
 export { DEFAULT_PACEMAKER_OPTIONS, type PacemakerOptions } from "./src/consensus/pacemaker.ts";
 export {
   type CommittedHead,

@@ -11,6 +11,8 @@
  * - g: writes through one replica while wrk floods another with expensive reads
  *   (`floodWriteRatio`, bench/flood.ts).
  * - h: single-key PUTs from 200 concurrent wrk clients (bench/puts.ts).
+ * - i: leader reputation: committed Nodes/s with all 4 replicas up, and with 1 of 4 down with
+ *   and without reputation (bench/reputation.ts).
  *
  * It prints a table (section, figure, value, unit, target) and, with `--json FILE`, writes every
  * figure with its details. `--quick` runs a short subset (under 60 s). The bench reports; it
@@ -29,7 +31,7 @@ import { runCatchUpSection } from "./catchup.ts";
 import type { Section, SectionResult } from "./figures.ts";
 import { formatTable, notMeasured } from "./figures.ts";
 import type { LiveContext } from "./live.ts";
-import { runFlood, runLightLoad, runMemory, runPuts, runSaturated } from "./live.ts";
+import { runFlood, runLightLoad, runMemory, runPuts, runReputation, runSaturated } from "./live.ts";
 import { DEFAULT_PLOT_PATH, plotFromSection } from "./plot.ts";
 import { runRestart } from "./restart.ts";
 import { runScaling } from "./scaling.ts";
@@ -44,13 +46,14 @@ export const SECTIONS: readonly Section[] = [
   { id: "f", title: "Memory", run: runMemory },
   { id: "g", title: "Writes under a read flood", run: runFlood },
   { id: "h", title: "Single-key writes", run: runPuts },
+  { id: "i", title: "Leader reputation", run: runReputation },
 ];
 
 const USAGE = `Usage: deno task bench [options]
 
-  --quick        a short subset (whole run under 60 s; section g only with --only g)
+  --quick        a short subset (whole run under 60 s; sections g, i only with --only)
   --long         the long memory run (section f: 10 minutes)
-  --only a,b,..  only these sections (letters a-h)
+  --only a,b,..  only these sections (letters a-i)
   --json FILE    also write every figure and its details to FILE
   --plot         draw section a's throughput-latency curve as SVG into
                  docs/throughput-latency.svg (--json in a full run implies it)
@@ -105,9 +108,9 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
     },
   });
   const known = SECTIONS.map((s) => s.id);
-  // Section g (~2 minutes, wrk) joins a quick run only when asked for by --only.
+  // Sections g (~2 minutes, wrk) and i (three clusters) join a quick run only by --only.
   const only = values.only === undefined
-    ? known.filter((s) => !(values.quick && s === "g"))
+    ? known.filter((s) => !(values.quick && (s === "g" || s === "i")))
     : values.only.split(",").map((s) => s.trim().toLowerCase()).filter((s) => s !== "");
   const unknown = only.filter((s) => !known.includes(s));
   if (unknown.length > 0) {
@@ -224,6 +227,7 @@ export const SUMMARY_KEYS = [
   "catchUpNodesPerSecond",
   "singleKeyPutsPerSecond",
   "floodWriteRatio",
+  "reputationOneDownRatio",
 ] as const;
 
 /**

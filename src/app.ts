@@ -1,6 +1,6 @@
 /**
- * The Application: the user's state machine, behind three typed hooks. See SPECIFICATION.md
- * section 7.
+ * The Application: the user's state machine, behind three typed hooks (and an optional fourth,
+ * `onEvidence`, for evidence of equivocation). See SPECIFICATION.md section 7.
  *
  * ## Determinism rules
  *
@@ -12,7 +12,8 @@
  *
  * @module
  */
-import type { Hash, Node } from "./types.ts";
+import type { EquivocationEvidence } from "./events.ts";
+import type { Hash, Node, PublicKey } from "./types.ts";
 import type { StateUpdate } from "./storage/storage.ts";
 import type { ValidatorUpdate } from "./consensus/reconfig.ts";
 import { isReservedKey, VALIDATOR_UPDATES_MAX } from "./consensus/reconfig.ts";
@@ -135,6 +136,26 @@ export interface CommitNotice {
 }
 
 /**
+ * Input of {@link Application.onEvidence}.
+ *
+ * @example
+ * ```ts
+ * import type { EvidenceNotice } from "./app.ts";
+ * function onEvidence({ evidence, view }: EvidenceNotice): void {
+ *   console.log(`${evidence.kind} in view ${view}`); // submit a command to act on it
+ * }
+ * ```
+ */
+export interface EvidenceNotice {
+  /** The two conflicting signed messages (check them anywhere with `verifyEvidence`). */
+  readonly evidence: EquivocationEvidence;
+  /** The validator that signed both. */
+  readonly offender: PublicKey;
+  /** The view of both. */
+  readonly view: number;
+}
+
+/**
  * The hooks a replicated application implements. Hooks may be async.
  *
  * @example
@@ -163,6 +184,13 @@ export interface Application {
   validateNode(request: ValidateRequest): Promise<ValidateResult> | ValidateResult;
   /** Called after a Node and its updates are durably committed, in height order. */
   onCommit?(notice: CommitNotice): Promise<void> | void;
+  /**
+   * Called once per verified evidence record this replica stores (SPECIFICATION.md 16.2), after
+   * it is durable. Replicas learn of equivocation at different times, or not at all, so this hook
+   * must not change replicated state: to act on it (e.g. remove the offender), submit a command
+   * carrying the record, which every replica checks with `verifyEvidence` in `validateNode`.
+   */
+  onEvidence?(notice: EvidenceNotice): Promise<void> | void;
 }
 
 /**

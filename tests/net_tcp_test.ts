@@ -245,16 +245,23 @@ async function handshakeBoth(
   const { server, client } = await tcpPair();
   const a = new FramedConn(server);
   const b = new FramedConn(client);
-  const outcome = (p: Promise<Uint8Array>): Promise<Uint8Array | HandshakeError> =>
+  const outcome = (
+    p: Promise<Uint8Array>,
+    own: FramedConn,
+  ): Promise<Uint8Array | HandshakeError> =>
     p.catch((e) => {
       assert(e instanceof HandshakeError, `a HandshakeError, got ${e}`);
-      // A refusal closes the connection, as the Connection Manager does.
-      a.close();
-      b.close();
+      // A refusal closes the refusing side's connection, as the Connection Manager does. (Closing
+      // the other side's too cut its read of a HELLO already on its way: it then failed with
+      // read-failed instead of its own refusal, now and then, when both sides refuse.)
+      own.close();
       return e;
     });
   try {
-    return await Promise.all([outcome(handshake(a, left)), outcome(handshake(b, right))]);
+    return await Promise.all([
+      outcome(handshake(a, left), a),
+      outcome(handshake(b, right), b),
+    ]);
   } finally {
     a.close();
     b.close();

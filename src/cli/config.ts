@@ -23,6 +23,8 @@
  *
  * `links` is optional: `"encrypted"` (the default when absent) or `"plaintext"`. Every replica of
  * a cluster must use the same (a replica refuses a peer of the other kind, `link-mode-mismatch`).
+ * `leaderReputation` is optional: `true` (the default when absent: SPECIFICATION.md 3.5) or `false`
+ * (the plain weighted schedule, 3.3); every replica reads it from the same file.
  *
  * Validator-set changes (SPECIFICATION.md 3.4): an entry with `"joins": true` is a member of the
  * cluster (it connects, follows the chain and catches up) outside the genesis validator set; it
@@ -123,6 +125,8 @@ export interface ClusterConfig {
   readonly links?: "encrypted" | "plaintext";
   /** The key that authorises validator-set changes (the key-value example's operator path). */
   readonly operator?: Uint8Array;
+  /** Leader reputation (SPECIFICATION.md 3.5); absent means on. */
+  readonly leaderReputation?: boolean;
 }
 
 const NAME = /^[A-Za-z0-9._-]{1,64}$/;
@@ -210,10 +214,18 @@ export function parseClusterConfig(text: string, source: string): ClusterConfig 
     throw new ConfigError(reason, `${source}: ${message}`);
   };
   const top = record(raw, "the top level", fail);
-  onlyFields(top, ["chainId", "validators"], "the top level", fail, ["links", "operator"]);
+  onlyFields(top, ["chainId", "validators"], "the top level", fail, [
+    "links",
+    "operator",
+    "leaderReputation",
+  ]);
   const operator = top.operator;
   if (operator !== undefined && (typeof operator !== "string" || !HEX64.test(operator))) {
     fail("bad-operator", `operator must be 64 hex digits: ${JSON.stringify(operator)}`);
+  }
+  const reputation = top.leaderReputation;
+  if (reputation !== undefined && typeof reputation !== "boolean") {
+    fail("bad-leader-reputation", `leaderReputation must be true or false`);
   }
   const links = top.links;
   if (links !== undefined && links !== "encrypted" && links !== "plaintext") {
@@ -243,6 +255,7 @@ export function parseClusterConfig(text: string, source: string): ClusterConfig 
     validators,
     ...(links === undefined ? {} : { links: links as "encrypted" | "plaintext" }),
     ...(operator === undefined ? {} : { operator: fromHex(operator as string)! }),
+    ...(reputation === undefined ? {} : { leaderReputation: reputation as boolean }),
   };
 }
 
@@ -346,8 +359,11 @@ export function formatClusterConfig(config: ClusterConfig): string {
   }));
   const links = config.links === undefined ? {} : { links: config.links };
   const operator = config.operator === undefined ? {} : { operator: toHex(config.operator) };
+  const reputation = config.leaderReputation === undefined
+    ? {}
+    : { leaderReputation: config.leaderReputation };
   return JSON.stringify(
-    { chainId: config.chainId, validators, ...links, ...operator },
+    { chainId: config.chainId, validators, ...links, ...operator, ...reputation },
     null,
     2,
   ) + "\n";

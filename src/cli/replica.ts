@@ -26,6 +26,7 @@ import { ConfigError } from "../errors.ts";
 import { configureJsonLogging, isLogLevel, type LogLevel } from "../runtime/log.ts";
 import { type Replica, startReplica } from "../runtime/replica.ts";
 import { DenoKvBatchStore } from "../storage/batches.ts";
+import { DenoKvEvidenceStore } from "../evidence.ts";
 import { DenoKvStorage } from "../storage/deno_kv.ts";
 import {
   type ClusterConfig,
@@ -125,6 +126,7 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
   const me = config.validators[index]!;
   const storage = await DenoKvStorage.open(`${dataDir}/replica.kv`);
   const batchStore = await DenoKvBatchStore.open(`${dataDir}/batches.kv`);
+  const evidence = await DenoKvEvidenceStore.open(`${dataDir}/evidence.kv`);
   const stop = new AbortController();
   let failed = false;
   const onSignal = (): void => stop.abort();
@@ -138,6 +140,8 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
       signer: ed25519Signer(secretKey),
       storage,
       batchStore,
+      evidence,
+      reputation: config.leaderReputation === false ? null : undefined,
       machine: typeof p.machine === "function" ? p.machine(config) : p.machine,
       routes: p.routes,
       listenConsensus: listenConsensus ?? me.consensus,
@@ -165,6 +169,7 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
     await replica.close();
     return failed ? 1 : 0;
   } finally {
+    evidence.close();
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
     lock.close();

@@ -11,9 +11,9 @@
  */
 import { genesisQC, nodeHash } from "../codec.ts";
 import { assert } from "../errors.ts";
+import type { ValidateResult } from "../app.ts";
 import type { ConsensusEvent } from "../events.ts";
 import type { SafetyState, StoredNode, WriteBatch } from "../storage/storage.ts";
-import type { StateUpdate } from "../storage/storage.ts";
 import type {
   ConsensusMessage,
   Hash,
@@ -30,9 +30,16 @@ import type { ValidatorSet } from "../validators.ts";
 import { NodeTree } from "./node_tree.ts";
 import type { PacemakerOptions } from "./pacemaker.ts";
 import { DEFAULT_PACEMAKER_OPTIONS, viewTimeout } from "./pacemaker.ts";
+import type { CommittedSummary, ReputationOptions } from "./reputation.ts";
+import {
+  DEFAULT_REPUTATION_OPTIONS,
+  historyNodesMax,
+  reputationLeader,
+  summarize,
+} from "./reputation.ts";
 import { commitCandidate, lockCandidate, plantedSafetyBugs, safeToVote } from "./safety.ts";
 import { NewViewCollector, VoteCollector } from "./votes.ts";
-import type { NodeConfig, QuorumRule, ValidatorConfig, ValidatorUpdate } from "./reconfig.ts";
+import type { NodeConfig, QuorumRule, ValidatorConfig } from "./reconfig.ts";
 import {
   certifyingRule,
   encodeConfigRecord,
@@ -43,6 +50,9 @@ import {
   stableConfig,
   VALIDATOR_CONFIG_KEY,
 } from "./reconfig.ts";
+
+/** Leaders remembered between commits. */
+const LEADER_CACHE_MAX = 64;
 
 /**
  * Bounds of the core's memory.
@@ -116,6 +126,11 @@ export interface CoreOptions {
   readonly pacemaker?: PacemakerOptions;
   /** Memory bounds. */
   readonly limits?: CoreLimits;
+  /**
+   * Leader reputation (Spec 3.5); default {@link DEFAULT_REPUTATION_OPTIONS}; null: the plain
+   * weighted schedule (Spec 3.3). Every replica of a chain must use the same.
+   */
+  readonly reputation?: ReputationOptions | null;
 }
 
 /**
@@ -138,6 +153,12 @@ export interface CoreRestore {
   readonly uncommitted: readonly StoredNode[];
   /** The committed head's configurations (Spec 3.4 step 6); default: the genesis set. */
   readonly rootConfig?: NodeConfig;
+  /**
+   * The committed Nodes just below `root`, ascending (at most {@link Core.historyNodesMax} are
+   * kept; `root` is added if missing). Leader reputation reads them (Spec 3.5); without them the
+   * replica may disagree about leaders until it commits enough (liveness only).
+   */
+  readonly history?: readonly Node[];
 }
 
 /**
@@ -316,13 +337,7 @@ export interface CoreOutput {
  * const ok: ExecutedResult = { ok: true, updates: [], validatorUpdates: [] };
  * ```
  */
-export type ExecutedResult =
-  | {
-    readonly ok: true;
-    readonly updates: readonly StateUpdate[];
-    readonly validatorUpdates?: readonly ValidatorUpdate[];
-  }
-  | { readonly ok: false; readonly reason: string };
+export type ExecutedResult = ValidateResult;
 
 /**
  * Inputs of {@link Core.step}. `now` is the caller's clock in milliseconds.
@@ -489,6 +504,13 @@ export class Core {
   #answer: FetchAnswer | null = null;
   #out = new Output();
 
+  // Leader reputation (Spec 3.5).
+  readonly #reputation: ReputationOptions | null;
+  /** Summaries of the last committed Nodes, ascending, ending at the committed head. */
+  #history: CommittedSummary[] = [];
+  /** Leaders computed since the history last changed, by view (bounded). */
+  readonly #leaders = new Map<ValidatorSet, Map<number, PublicKey>>();
+
   /**
    * Restores a core from what storage holds.
    *
@@ -501,10 +523,14 @@ export class Core {
     this.me = options.me;
     this.#pacemaker = options.pacemaker ?? DEFAULT_PACEMAKER_OPTIONS;
     this.#limits = options.limits ?? DEFAULT_CORE_LIMITS;
+    this.#reputation = options.reputation === undefined
+      ? DEFAULT_REPUTATION_OPTIONS
+      : options.reputation;
     this.#tree = new NodeTree(restored.root);
     const genesisConfig = stableConfig(options.validators);
     const rootConfig = restored.rootConfig ?? { parent: genesisConfig, after: genesisConfig };
     this.#setConfig(restored.root.hash, rootConfig);
+    this.#restoreHistory(restored.history ?? [], restored.root.node);
     const pending = [...restored.uncommitted].sort((a, b) => a.node.height - b.node.height);
     for (const e of pending) {
       const parent = this.#configs.get(toHex(e.node.parent));
@@ -557,7 +583,32 @@ export class Core {
 
   /** The leader of `view` for a proposal on this replica's highest certified Node. */
   leader(view: number): PublicKey {
-    return leaderSet(this.#tipConfig()).leader(view).publicKey;
+    return this.#leaderAfter(this.#tipConfig(), view);
+  }
+
+  /** How many committed Nodes the reputation history keeps (Spec 3.5). */
+  get historyNodesMax(): number {
+    return historyNodesMax(this.#reputation);
+  }
+
+  /**
+   * Spec 3.5: the leader of `view` for a proposal extending a Node whose configuration is
+   * `config`: leader reputation over the set that schedules leaders for it (Spec 3.4 step 5),
+   * reading this replica's committed history; without reputation, that set's plain schedule
+   * (Spec 3.3).
+   */
+  #leaderAfter(config: ValidatorConfig, view: number): PublicKey {
+    const set = leaderSet(config);
+    const r = this.#reputation;
+    if (r === null) return set.leader(view).publicKey;
+    let bySet = this.#leaders.get(set);
+    if (bySet === undefined) this.#leaders.set(set, bySet = new Map());
+    const known = bySet.get(view);
+    if (known !== undefined) return known;
+    const key = reputationLeader(view, set, this.#history, r).publicKey;
+    if (bySet.size >= LEADER_CACHE_MAX) bySet.clear();
+    bySet.set(view, key);
+    return key;
   }
 
   /** The configuration after this replica's highest certified Node (or the committed head). */
@@ -593,6 +644,25 @@ export class Core {
       this.#rules.set(rule.id, rule);
       if (this.#rules.size > RULES_KEPT) this.#rules.delete(this.#rules.keys().next().value!);
     }
+  }
+
+  #restoreHistory(history: readonly Node[], root: Node): void {
+    const nodes = [...history.filter((n) => n.height > 0 && n.height < root.height)];
+    if (root.height > 0) nodes.push(root);
+    // Only a consecutive run ending at the root counts.
+    let start = nodes.length - 1;
+    while (start > 0 && nodes[start - 1]!.height + 1 === nodes[start]!.height) start--;
+    for (const n of nodes.slice(Math.max(0, start))) this.#remember(n);
+  }
+
+  /** Adds a newly committed Node to the reputation history (Spec 3.5). */
+  #remember(node: Node): void {
+    if (this.#reputation === null) return;
+    const last = this.#history[this.#history.length - 1];
+    assert(last === undefined || last.height + 1 === node.height, "history heights consecutive");
+    this.#history.push(summarize(node));
+    if (this.#history.length > this.historyNodesMax) this.#history.shift();
+    this.#leaders.clear();
   }
 
   /** Feeds one input and returns what to do (see {@link CoreOutput} for the order). */
@@ -789,7 +859,7 @@ export class Core {
     if (parent === undefined || this.#highQC.view >= view) return;
     // Spec 3.4 step 5: the leader by the parent's configuration.
     const config = this.#configs.get(toHex(parent.hash));
-    if (config === undefined || !bytesEqual(this.#leaderAfter(config, view), this.me)) return;
+    if (config === undefined || !bytesEqual(this.#leaderAfter(config.after, view), this.me)) return;
     // Spec 8.5 step 2: a Node not in the view right after its QC carries the TC for its view.
     let tc: TimeoutCertificate | null = null;
     if (this.#highQC.view + 1 < view) {
@@ -840,15 +910,20 @@ export class Core {
     const node = msg.node;
     const hash = nodeHash(node);
     // Spec 4.1 step 1: only the view's leader proposes (by the parent's configuration when the
-    // parent is known, Spec 3.4 step 5; checked again when it attaches, 4.2 step 5).
+    // parent is known, Spec 3.4 step 5, and leader reputation, 3.5; checked again when it
+    // attaches, 4.2 step 5).
     const known = this.#configs.get(toHex(node.parent)) ??
       this.#configs.get(toHex(node.justify.nodeHash));
     const config = known?.after ?? this.#tipConfig();
-    if (!bytesEqual(node.proposer, leaderSet(config).leader(node.view).publicKey)) {
-      // From a validator outside the set this replica knows: it may be behind a validator-set
-      // change. The justify QC is signed evidence (verified): learn of the chain it lacks from
-      // it (8.4 step 3), and catch up.
-      if (known === undefined && leaderSet(config).get(node.proposer) === undefined) {
+    if (!bytesEqual(node.proposer, this.#leaderAfter(config, node.view))) {
+      // The justify QC is signed evidence (verified) and still counts (8.4 step 3): the proposer
+      // may be ahead of this replica by a validator-set change (3.4), or this replica's
+      // committed history may be short of the reputation window (3.5); it must still learn
+      // views and catch up.
+      if (
+        node.justify.view < node.view ||
+        (known === undefined && leaderSet(config).get(node.proposer) === undefined)
+      ) {
         this.#absorb(node.justify, null, from);
       }
       return this.#reject(from, "propose", "not-leader", `view ${node.view}`);
@@ -932,7 +1007,7 @@ export class Core {
     const config = this.#configs.get(toHex(node.parent));
     if (config === undefined) return "unknown-parent";
     if (
-      proposal && !bytesEqual(node.proposer, leaderSet(config.after).leader(node.view).publicKey)
+      proposal && !bytesEqual(node.proposer, this.#leaderAfter(config.after, node.view))
     ) {
       return "not-leader";
     }
@@ -1083,6 +1158,7 @@ export class Core {
       if (this.#committedConfigs.length > COMMITTED_KEPT) {
         this.#configs.delete(this.#committedConfigs.shift()!);
       }
+      this.#remember(e.node);
       this.#out.commits.push(e);
       this.#out.events.push({
         type: "node:commit",
@@ -1108,7 +1184,7 @@ export class Core {
     // Spec 5.1 step 4: the vote goes to the next view's leader, which forms the QC (by the
     // voted Node's configuration, Spec 3.4 step 5: the next proposal extends it).
     this.#out.sends.push({
-      to: leaderSet(config.after).leader(stored.node.view + 1).publicKey,
+      to: this.#leaderAfter(config.after, stored.node.view + 1),
       message: { type: "vote", view: stored.node.view, nodeHash: stored.hash },
     });
     this.#out.events.push({ type: "vote:send", view: stored.node.view, nodeHash: stored.hash });
@@ -1127,7 +1203,7 @@ export class Core {
     // Spec 9.1 step 1: addressed to the leader of the view after the vote's (by the voted Node's
     // configuration, or, while it is unknown, by this replica's highest certified Node's).
     const config = this.#configs.get(toHex(vote.nodeHash))?.after ?? this.#tipConfig();
-    if (!bytesEqual(leaderSet(config).leader(vote.view + 1).publicKey, this.me)) {
+    if (!bytesEqual(this.#leaderAfter(config, vote.view + 1), this.me)) {
       return this.#reject(from, "vote", "not-next-leader", `view ${vote.view}`);
     }
     // Spec 9.1 step 2: not stale, not too far ahead.
@@ -1164,11 +1240,6 @@ export class Core {
     this.#out.events.push({ type: "qc:form", view: qc.view, nodeHash: qc.nodeHash });
     this.#absorb(qc, null, from);
     this.#maybePropose();
-  }
-
-  #leaderAfter(config: NodeConfig, view: number): PublicKey {
-    // Spec 3.4 step 5: by the configuration after the Node the proposal extends.
-    return leaderSet(config.after).leader(view).publicKey;
   }
 
   /** Spec 9.2: on NEW-VIEW. */

@@ -27,12 +27,20 @@ import type {
 } from "../consensus/core.ts";
 import { Core } from "../consensus/core.ts";
 import type { PacemakerOptions } from "../consensus/pacemaker.ts";
+import type { ReputationOptions } from "../consensus/reputation.ts";
+import { DEFAULT_REPUTATION_OPTIONS, historyNodesMax } from "../consensus/reputation.ts";
 import { MessageVerifier, type Verdict } from "../consensus/verify.ts";
 import type { QuorumRule } from "../consensus/reconfig.ts";
-import { decodeConfigRecord, rootConfig, VALIDATOR_CONFIG_KEY } from "../consensus/reconfig.ts";
+import {
+  certifyingRule,
+  decodeConfigRecord,
+  rootConfig,
+  VALIDATOR_CONFIG_KEY,
+} from "../consensus/reconfig.ts";
 import type { Signer, Verifier } from "../crypto.ts";
 import { assert } from "../errors.ts";
-import type { ConsensusEvent } from "../events.ts";
+import type { ConsensusEvent, EquivocationEvidence } from "../events.ts";
+import { type EvidenceStore, verifyEvidence } from "../evidence.ts";
 import {
   readCommitted,
   type SafetyState,
@@ -148,10 +156,14 @@ export interface EngineOptions {
   readonly pacemaker?: PacemakerOptions;
   /** Core memory bounds. */
   readonly limits?: CoreLimits;
+  /** Leader reputation (Spec 3.5); default on; null: the plain schedule. Same on every replica. */
+  readonly reputation?: ReputationOptions | null;
   /** Bounds on Application results. */
   readonly appLimits?: AppLimits;
   /** Observer of every event. */
   readonly onEvent?: (event: ConsensusEvent) => void;
+  /** Where verified evidence of equivocation is kept (Spec 16.2); none: not kept. */
+  readonly evidence?: EvidenceStore;
   /** Observer of every signed message this replica sends (for tests and the simulator). */
   readonly onSend?: (message: ConsensusMessage, to: PublicKey | "all") => void;
 }
@@ -257,6 +269,8 @@ export class Engine {
   #pending: GroupCommit | null = null;
   /** The one group-commit write in flight: its commits are announced once it is durable. */
   #inFlight: InFlightWrite | null = null;
+  /** Evidence being verified and stored, one record after another (Spec 16.2). */
+  #evidenceWork: Promise<void> = Promise.resolve();
 
   private constructor(options: EngineOptions, core: Core) {
     this.#o = options;
@@ -289,13 +303,22 @@ export class Engine {
       record === null ? null : decodeConfigRecord(record),
       root.node.height,
     );
+    const reputation = options.reputation === undefined
+      ? DEFAULT_REPUTATION_OPTIONS
+      : options.reputation;
+    // Spec 6.2 step 4: the committed Nodes below the head that the leader rule reads (3.5).
+    const keep = historyNodesMax(reputation);
+    const below = keep === 0 || root.node.height <= 1
+      ? []
+      : await readCommitted(s, root.node.height - keep, root.node.height - 1);
     const core = new Core({
       chainId: options.chainId,
       validators: options.validators,
       me: options.signer.publicKey,
       pacemaker: options.pacemaker,
       limits: options.limits,
-    }, { safety, root, uncommitted, rootConfig: configs });
+      reputation,
+    }, { safety, root, uncommitted, rootConfig: configs, history: below.map((e) => e.node) });
     return new Engine(options, core);
   }
 
@@ -722,6 +745,66 @@ export class Engine {
 
   #emit(e: ConsensusEvent): void {
     this.#o.onEvent?.(e);
+    if (e.type === "equivocation:detect") this.#onEquivocation(e.evidence);
+  }
+
+  /** Resolves when the evidence detected so far is verified, stored and handed on (Spec 16.2). */
+  evidenceIdle(): Promise<void> {
+    return this.#evidenceWork;
+  }
+
+  /**
+   * Spec 16.2 step 1: the sets an offender must belong to. A message about a known Node is
+   * checked against the sets whose rule certifies that Node (Spec 3.4 step 3: during a handover,
+   * both); when neither Node is known any more, against the rules this replica knows (the recent
+   * configurations).
+   */
+  #evidenceSets(evidence: EquivocationEvidence): ValidatorSet[] {
+    const hashes = evidence.kind === "double-vote"
+      ? [evidence.first.nodeHash, evidence.second.nodeHash]
+      : [nodeHash(evidence.first.node), nodeHash(evidence.second.node)];
+    const core = this.core;
+    const rules = hashes.map((h) => core.configOf(h)).filter((c) => c !== undefined)
+      .map((c) => certifyingRule(c.parent));
+    const from = rules.length > 0 ? rules : core.knownRules();
+    return [...new Set(from.flatMap((r) => r.sets))];
+  }
+
+  /** Spec 16.2: detected equivocation becomes a verified, stored record; off the consensus path. */
+  #onEquivocation(evidence: EquivocationEvidence): void {
+    const store = this.#o.evidence;
+    if (store === undefined) return;
+    this.#evidenceWork = this.#evidenceWork.then(async () => {
+      // Spec 16.2 step 1: verify (as anyone would who is handed the record).
+      const verdict = await verifyEvidence(evidence, {
+        chainId: this.#o.chainId,
+        validators: this.#evidenceSets(evidence),
+        verifier: this.#o.verifier,
+      });
+      if (!verdict.ok) {
+        return this.#o.onEvent?.({
+          type: "message:reject",
+          from: null,
+          message: "evidence",
+          reason: verdict.reason,
+          detail: verdict.detail,
+        });
+      }
+      // Spec 16.2 step 2: store durably; a record already held (or beyond a limit) stops here.
+      if (!await store.add(evidence)) return;
+      const { offender, view } = verdict;
+      // Spec 16.2 step 3: publish, naming the offender; then hand it to the Application.
+      this.#o.onEvent?.({ type: "evidence:record", kind: evidence.kind, offender, view });
+      await this.#o.app.onEvidence?.({ evidence, offender, view });
+    }).catch((err) => {
+      this.#o.onEvent?.({
+        type: "message:reject",
+        from: null,
+        message: "evidence",
+        reason: "store-failed",
+        detail: String(err),
+      });
+    });
   }
 }
 

@@ -53,6 +53,8 @@
 import type { Application, CommitNotice } from "../app.ts";
 import type { CoreLimits } from "../consensus/core.ts";
 import type { PacemakerOptions } from "../consensus/pacemaker.ts";
+import type { ReputationOptions } from "../consensus/reputation.ts";
+import { type EvidenceEntry, type EvidenceStore, MemoryEvidenceStore } from "../evidence.ts";
 import type { Signer, Verifier } from "../crypto.ts";
 import { ed25519Verifier } from "../crypto.ts";
 import { ConfigError, HotStuffError } from "../errors.ts";
@@ -215,6 +217,15 @@ export interface ReplicaOptions {
   readonly pacemaker?: PacemakerOptions;
   /** Core memory bounds. */
   readonly coreLimits?: CoreLimits;
+  /** Leader reputation (SPECIFICATION.md 3.5): default on; null: the plain schedule. */
+  readonly reputation?: ReputationOptions | null;
+  /**
+   * Where verified evidence of equivocation is kept and served (`GET /evidence`). Default in
+   * memory; the replica CLI uses `DenoKvEvidenceStore` in the data directory.
+   */
+  readonly evidence?: EvidenceStore;
+  /** Called with each evidence record stored (see `Application.onEvidence`). */
+  readonly onEvidence?: Application["onEvidence"];
   /** Mempool and batch limits (batch limits must match on every replica). */
   readonly mempool?: ReplicaMempoolOptions;
   /**
@@ -435,10 +446,14 @@ export class Replica implements NodeTreeView {
   #lastProgressLog = performance.now();
   /** The CatchUp flow's progress since its last line, or null when it is not running. */
   #catchUp: { since: number; nodes: number; lastEvent: number; fromHeight: number } | null = null;
+  readonly #evidence: EvidenceStore;
+  /** Evidence records this process stored. */
+  #evidenceRecorded = 0;
 
   /** Use {@link startReplica}. */
   constructor(options: ReplicaOptions) {
     this.#o = options;
+    this.#evidence = options.evidence ?? new MemoryEvidenceStore();
     this.#log = new ReplicaLog(options.logLevel ?? "info", options.logSink, options.name);
     this.#storage = new CachedStateStorage(
       options.storage,
@@ -508,7 +523,10 @@ export class Replica implements NodeTreeView {
       broadcast: (message) => tcp.broadcast(message),
     };
     const pool = this.mempool;
-    const app = this.#withCommitCallback(o.app ?? pool!.application);
+    const base = o.app ?? pool!.application;
+    const app = this.#withCommitCallback(
+      o.onEvidence === undefined ? base : { ...base, onEvidence: o.onEvidence },
+    );
     const t0 = performance.now();
     if (pool !== null) {
       const ticker = new ProgressTicker((p: { read: number; total: number }) =>
@@ -536,6 +554,8 @@ export class Replica implements NodeTreeView {
       appLimits: pool === null ? undefined : appLimitsFor(pool.limits),
       pacemaker: o.pacemaker,
       limits: o.coreLimits,
+      reputation: o.reputation,
+      evidence: this.#evidence,
       onEvent: (e) => this.#onEvent(e),
       onSend: (message) => this.#metrics.onSend(message),
     });
@@ -649,6 +669,11 @@ export class Replica implements NodeTreeView {
   // -------------------------------------------------------------------------------------------
   // NodeTreeView
 
+  /** See {@link NodeTreeView.evidence}. */
+  evidence(after: number, limit: number): Promise<EvidenceEntry[]> {
+    return this.#evidence.list(after, limit);
+  }
+
   /** See {@link NodeTreeView.status}. */
   status(): Record<string, unknown> {
     const core = this.engine.core;
@@ -670,6 +695,7 @@ export class Replica implements NodeTreeView {
       peers: this.#tcp.status(),
       mempool: poolStatus(this.mempool),
       engine: { droppedMessages: this.engine.dropped, failed: this.#failure !== null },
+      evidence: { recorded: this.#evidenceRecorded },
       // Bytes: resident set, V8 heap in use and reserved, memory held outside the heap.
       memory: memoryUsage(),
       uptimeMs: Math.round(performance.now() - this.#started),
@@ -808,6 +834,7 @@ export class Replica implements NodeTreeView {
   // Events, failure, logs
 
   #onEvent(e: ConsensusEvent): void {
+    if (e.type === "evidence:record") this.#evidenceRecorded++;
     const { level, fields } = eventLog(e);
     this.#log.write(level, e.type, fields);
     this.#metrics.onEvent(e, performance.now());
@@ -834,6 +861,7 @@ export class Replica implements NodeTreeView {
     return {
       produceCommand: (request) => app.produceCommand(request),
       validateNode: (request) => app.validateNode(request),
+      ...(app.onEvidence === undefined ? {} : { onEvidence: app.onEvidence.bind(app) }),
       onCommit: async (notice) => {
         await app.onCommit?.(notice);
         try {
@@ -868,15 +896,18 @@ export class Replica implements NodeTreeView {
     totalPower: number;
     droppedFrames: number;
   } {
+    // Powers in the committed validator set (SPECIFICATION.md 3.4), not the cluster's members.
+    const set = this.#engine?.core.committedConfig.set ??
+      this.#o.genesisValidators ?? this.#o.validators;
     let connected = 0, connectedPower = 0, droppedFrames = 0;
     for (const p of this.#tcp.status()) {
       droppedFrames += p.droppedFrames;
       if (!p.connected) continue;
       connected++;
       const key = fromHex(p.publicKey);
-      connectedPower += key === null ? 0 : this.#o.validators.get(key)?.power ?? 0;
+      connectedPower += key === null ? 0 : set.get(key)?.power ?? 0;
     }
-    return { connected, connectedPower, totalPower: this.#o.validators.totalPower, droppedFrames };
+    return { connected, connectedPower, totalPower: set.totalPower, droppedFrames };
   }
 
   #onCatchUp(e: ConsensusEvent): void {

@@ -11,12 +11,14 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import type { Application } from "../app.ts";
 import { nodeHash, signedBytes } from "../codec.ts";
 import type { PacemakerOptions } from "../consensus/pacemaker.ts";
+import type { ReputationOptions } from "../consensus/reputation.ts";
 import type { Signer, Verifier } from "../crypto.ts";
 import { deriveSecretKey, ed25519Signer, ed25519Verifier } from "../crypto.ts";
 import { Engine } from "../runtime/engine.ts";
 import type { Clock, Network, NodeSource } from "../runtime/engine.ts";
 import { AssertionError } from "../errors.ts";
-import type { ConsensusEvent } from "../events.ts";
+import type { ConsensusEvent, EquivocationEvidence } from "../events.ts";
+import { MemoryEvidenceStore } from "../evidence.ts";
 import { MemoryStorage } from "../storage/memory.ts";
 import { type Storage, wrapStorage, type WriteBatch } from "../storage/storage.ts";
 import type { ConsensusMessage, Node, QuorumCertificate, TimeoutCertificate } from "../types.ts";
@@ -233,6 +235,8 @@ export interface SimOptions {
   readonly livenessCommits?: number;
   /** Pacemaker timing. Default: 200 ms min, 3200 ms max. */
   readonly pacemaker?: PacemakerOptions;
+  /** Leader reputation of every replica (Spec 3.5): default on; null for the plain schedule. */
+  readonly reputation?: ReputationOptions | null;
   /** `fast` (default; simulation-only MAC) or `ed25519` (real signatures). */
   readonly signatures?: "fast" | "ed25519";
   /** The Application of each endpoint (default: a counter). */
@@ -311,6 +315,8 @@ export interface SimReport {
   readonly equivocationsDetected: number;
   /** Validator-set changes started and handed over on the longest honest committed chain. */
   readonly handovers: { readonly started: number; readonly completed: number };
+  /** The verified evidence each honest endpoint stored (Spec 16.2), in endpoint order. */
+  readonly evidence: readonly (readonly EquivocationEvidence[])[];
 }
 
 /** Thrown by the crash-injecting storage wrapper: the replica "loses power" here. */
@@ -322,6 +328,8 @@ interface Endpoint {
   readonly behaviour: Behaviour;
   readonly signer: Signer;
   readonly storage: MemoryStorage;
+  /** Verified evidence this endpoint stored (kept over restarts, like its storage). */
+  readonly evidence: MemoryEvidenceStore;
   engine: Engine | null;
   timerGen: number;
   /** Committed hashes (hex) by height - 1, across restarts. */
@@ -460,6 +468,7 @@ class Simulation {
           behaviour: b,
           signer: signers[v]!,
           storage: new MemoryStorage(),
+          evidence: new MemoryEvidenceStore(),
           engine: null,
           timerGen: 0,
           chain: [],
@@ -517,9 +526,15 @@ class Simulation {
       }
       if (this.time > this.healAt && this.#liveEnough()) break;
     }
-    for (const e of this.endpoints) await e.engine?.stop();
+    for (const e of this.endpoints) {
+      await e.engine?.evidenceIdle();
+      await e.engine?.stop();
+    }
     this.#checkLiveness();
     await this.#checkCertificates();
+    const evidence = await Promise.all(
+      this.endpoints.filter((e) => this.honest(e)).map((e) => e.evidence.list(0, 1024)),
+    );
     return {
       seed: this.o.seed,
       safetyViolations: this.safety,
@@ -531,6 +546,7 @@ class Simulation {
       endedAt: this.time,
       equivocationsDetected: this.equivocations,
       handovers: this.handovers,
+      evidence: evidence.map((list) => list.map((x) => x.evidence)),
     };
   }
 
@@ -603,6 +619,8 @@ class Simulation {
       nodeSource: this.#nodeSourceFor(e),
       clock: this.#clockFor(e),
       pacemaker: this.o.pacemaker ?? DEFAULT_SIM_PACEMAKER,
+      reputation: this.o.reputation,
+      evidence: e.evidence,
       onEvent: (ev) => this.#onEvent(e, ev),
       onSend: (m) => this.#onSend(e, m),
     });
@@ -870,7 +888,7 @@ class Simulation {
     // A forker votes for every proposal it sees, whatever its locks say.
     if (dst.behaviour === "forker" && m.type === "propose") {
       const vote = await signVote(dst.signer, m.node.view, nodeHash(m.node));
-      const leader = this.validators.leader(m.node.view + 1).publicKey;
+      const leader = this.leaderAt(dst, m.node.view + 1);
       for (const d of this.endpoints) {
         if (d !== dst && bytesEqual(d.signer.publicKey, leader)) this.transmit(dst, d, vote);
       }
@@ -901,6 +919,11 @@ class Simulation {
       };
     }
     return byzantineNetwork(this, e, honestNet);
+  }
+
+  /** The leader of `view` as endpoint `e`'s own Engine sees it (Spec 3.5). */
+  leaderAt(e: Endpoint, view: number): Uint8Array {
+    return e.engine?.core.leader(view) ?? this.validators.leader(view).publicKey;
   }
 
   /** The {@link AdversaryApi} of a scripted endpoint. */
@@ -1122,7 +1145,7 @@ function byzantineNetwork(sim: Simulation, e: Endpoint, net: Network): Network {
             const fork = m.tc === null ? null : forkOf(sim, e, m.node);
             if (fork !== null) {
               net.broadcast(await signProposal(e.signer, fork, m.tc));
-              const leader = sim.validators.leader(fork.view + 1).publicKey;
+              const leader = sim.leaderAt(e, fork.view + 1);
               return net.send(leader, await signVote(e.signer, fork.view, nodeHash(fork)));
             }
             // Without one, show the real proposal to some replicas and withhold it from the rest.
@@ -1201,7 +1224,7 @@ async function forgeChain(
   const base = core.tree.get(core.safety.highQC.nodeHash);
   if (base === undefined) return null;
   let w = view + 4;
-  while (!bytesEqual(sim.validators.leader(w).publicKey, e.signer.publicKey)) {
+  while (!bytesEqual(core.leader(w), e.signer.publicKey)) {
     if (++w > view + 1000) return null;
   }
   const forged: Node[] = [];
@@ -1214,7 +1237,7 @@ async function forgeChain(
       parent: parent.hash,
       justify: qc,
       command: new Uint8Array([0xfa, victim.id, v & 0xff]),
-      proposer: sim.validators.leader(v).publicKey,
+      proposer: core.leader(v),
     };
     forged.push(n);
     parent = { node: n, hash: nodeHash(n), updates: [] };

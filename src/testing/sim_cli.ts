@@ -1,6 +1,6 @@
 /**
  * `deno task sim --seeds N [--replicas N] [--powers 1,1,2] [--seed S] [--ed25519] [--trace]
- * [--reconfigure]`
+ * [--reconfigure] [--no-reputation]`
  *
  * Runs N seeded simulations with mixed faults (Byzantine validators below 1/3 of the power,
  * drops, duplicates, delays, partitions, crashes, power losses), prints one line per failing
@@ -26,6 +26,7 @@ async function main(): Promise<number> {
     trace: { type: "boolean" },
     "no-byzantine": { type: "boolean" },
     reconfigure: { type: "boolean" },
+    "no-reputation": { type: "boolean" },
   });
   const seeds = intFlag(flags, "seeds", 1, 10_000_000, 100);
   const first = intFlag(flags, "seed", 1, Number.MAX_SAFE_INTEGER, 1);
@@ -56,6 +57,8 @@ async function main(): Promise<number> {
     const report = await runSimulation({
       ...scenario,
       signatures: flags.ed25519 === true ? "ed25519" : "fast",
+      // Leader reputation (SPECIFICATION.md 3.5) is on unless --no-reputation.
+      ...(flags["no-reputation"] === true ? { reputation: null } : {}),
       trace: flags.trace === true ? (line) => console.log(line) : undefined,
     });
     const problems = [...report.safetyViolations, ...report.livenessFailures];

@@ -1,5 +1,6 @@
 /**
- * `deno task twins --scenarios N [--seed S] [--rounds R] [--adversary twin|forker] [--reconfigure]`
+ * `deno task twins --scenarios N [--seed S] [--rounds R] [--adversary twin|forker] [--reconfigure]
+ * [--no-reputation]`
  *
  * Runs N Twins scenarios (one validator of four runs twice with one key; each round has its own
  * leader and partition; see `twins.ts`), or, with `--adversary forker`, the same round structure
@@ -23,6 +24,7 @@ async function main(): Promise<number> {
     rounds: { type: "string" },
     adversary: { type: "string" },
     reconfigure: { type: "boolean" },
+    "no-reputation": { type: "boolean" },
   });
   const count = intFlag(flags, "scenarios", 1, 10_000_000, 1000);
   const first = intFlag(flags, "seed", 1, Number.MAX_SAFE_INTEGER, 1);
@@ -41,7 +43,9 @@ async function main(): Promise<number> {
     const scenario = adversary === "twin"
       ? twinsScenario(seed, { rounds, reconfigure: flags.reconfigure === true })
       : forkerScenario(seed, rounds);
-    const r = await runSimulation(scenario);
+    // Leader reputation (SPECIFICATION.md 3.5) is on unless --no-reputation.
+    const plain = flags["no-reputation"] === true ? { reputation: null } : {};
+    const r = await runSimulation({ ...scenario, ...plain });
     const problems = [...r.safetyViolations, ...r.livenessFailures];
     changed += r.handovers.started;
     completed += r.handovers.completed;

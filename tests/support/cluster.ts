@@ -9,6 +9,7 @@
  *
  * @module
  */
+import type { ReputationOptions } from "../../src/consensus/reputation.ts";
 import { deriveSecretKey, ed25519Signer, type Signer } from "../../src/crypto.ts";
 import type { ConnectionLimits } from "../../src/net/connections.ts";
 import type { PacemakerOptions } from "../../src/consensus/pacemaker.ts";
@@ -268,6 +269,8 @@ export interface InProcessClusterOptions {
   readonly network?: ConnectionLimits & { readonly encryptLinks?: boolean };
   /** Log through LogTape (level `info`) instead of into the {@link LogBook}s. */
   readonly logSinkless?: boolean;
+  /** Leader reputation (SPECIFICATION.md 3.5): default on; null for the plain schedule. */
+  readonly reputation?: ReputationOptions | null;
 }
 
 /** A running in-process cluster. */
@@ -341,6 +344,7 @@ export async function startInProcessCluster(
         peers,
         pacemaker: options.pacemaker ?? { viewTimeoutMinMs: 250, viewTimeoutMaxMs: 2_000 },
         network: options.network,
+        reputation: options.reputation,
         logLevel: options.logSinkless === true ? "info" : "debug",
         logSink: options.logSinkless === true ? undefined : (line) => logs[i]!.push(line),
         name: `replica-${i}`,
