@@ -235,3 +235,22 @@ Deno.test("16.3: GET /evidence pages are bounded, paginated, and their records v
     await api.close();
   }
 });
+
+Deno.test("16.1 with validator-set changes: the offender must be a member of one of the sets given (the sets certifying its Nodes)", async () => {
+  const joiner = ed25519Signer(deriveSecretKey("evidence-joiner"));
+  const next = new ValidatorSet(
+    [...SIGNERS.slice(1), joiner].map((s) => ({ publicKey: s.publicKey, power: 1 })),
+  );
+  const byJoiner = await doubleVote(joiner, 9);
+  const context = (validators: ValidatorSet | ValidatorSet[]) => ({ ...CONTEXT, validators });
+  // A validator that joined later is accountable under the sets of a handover (old and new)...
+  assert.ok((await verifyEvidence(byJoiner, context([SET, next]))).ok);
+  // ... but not under the old set alone.
+  const old = await verifyEvidence(byJoiner, context(SET));
+  assert.ok(!old.ok && old.reason === "unknown-signer");
+  // A validator removed by the change is not a member of the new set.
+  const byRemoved = await doubleVote(SIGNERS[0]!, 9);
+  const after = await verifyEvidence(byRemoved, context([next]));
+  assert.ok(!after.ok && after.reason === "unknown-signer");
+  assert.ok((await verifyEvidence(byRemoved, context([SET, next]))).ok);
+});
