@@ -21,7 +21,7 @@ import { nodeHash } from "../src/codec.ts";
 import { deriveSecretKey, publicKeyOf } from "../src/crypto.ts";
 import type { Adversary } from "../src/testing/sim.ts";
 import { runSimulation, type SimOptions } from "../src/testing/sim.ts";
-import { counterApp } from "../src/testing/counter_app.ts";
+import { counterApp, type PlannedChange } from "../src/testing/counter_app.ts";
 import { quietFaults } from "../src/testing/scenario.ts";
 import { bytesEqual, type PublicKey, toHex } from "../src/types.ts";
 import { ValidatorSet } from "../src/validators.ts";
@@ -96,11 +96,12 @@ Deno.test("3.5 step 4: below a quorum of active power the plain schedule leads",
 /** Views entered through a TC by honest endpoints, and commits, over a run. */
 async function timeouts(
   options: Partial<SimOptions>,
+  plan: readonly PlannedChange[] = [],
 ): Promise<{ tcViews: number; commits: number; proposers: Map<string, number> }> {
   let tcViews = 0;
   const proposers = new Map<string, number>();
   const app = (endpoint: number): Application => {
-    const inner = counterApp();
+    const inner = counterApp(plan);
     if (endpoint !== 0) return inner;
     return {
       ...inner,
@@ -286,4 +287,23 @@ Deno.test("3.5 across a validator-set change: only members of the leader set cou
   for (let v = 101; v < 130; v++) {
     assert.equal(reputationLeader(v, wide, old, OPTS), wide.leader(v), `view ${v}`);
   }
+});
+
+Deno.test("sim: 3.5 across a change: validator 3 is down from the start; a change removes it and adds validator 4, which then leads its share; few view timeouts", async () => {
+  const pub = (i: number) => publicKeyOf(deriveSecretKey(`sim-validator-${i}`));
+  const key = (i: number) => toHex(pub(i));
+  const r = await timeouts({
+    powers: [1, 1, 1, 1, 1],
+    genesisValidators: 4,
+    behaviours: ["honest", "honest", "honest", "silent", "honest"],
+    changes: [{ atHeight: 20, updates: [{ validator: 3, power: 0 }, { validator: 4, power: 1 }] }],
+  }, [{
+    atHeight: 20,
+    updates: [{ publicKey: pub(3), power: 0 }, { publicKey: pub(4), power: 1 }],
+  }]);
+  // The down validator proposed nothing; the joiner, active once its votes are in the window,
+  // leads Nodes of its own; before the change reputation gave validator 3's views to the others.
+  assert.equal(r.proposers.get(key(3)) ?? 0, 0);
+  assert.ok((r.proposers.get(key(4)) ?? 0) >= 100, `joiner led ${r.proposers.get(key(4))}`);
+  assert.ok(r.tcViews <= 8, `${r.tcViews} timeouts`);
 });
