@@ -38,6 +38,7 @@ export type {
   Application,
   AppLimits,
   CommitNotice,
+  EvidenceNotice,
   ProduceRequest,
   ProduceResult,
   StateView,
@@ -108,6 +109,7 @@ export {
   type CoreOutput,
   type CoreRestore,
   DEFAULT_CORE_LIMITS,
+  type ExecutedResult,
   type ExecuteRequest,
   type FetchRequest,
   type Outbound,
@@ -115,6 +117,39 @@ export {
   type UnsignedMessage,
 } from "./src/consensus/core.ts";
 export { NodeTree } from "./src/consensus/node_tree.ts";
+export {
+  applyUpdates,
+  type NodeConfig,
+  QuorumRule,
+  readValidatorConfig,
+  VALIDATOR_CONFIG_KEY,
+  type ValidatorConfig,
+  type ValidatorUpdate,
+} from "./src/consensus/reconfig.ts";
+export {
+  type CommittedSummary,
+  DEFAULT_REPUTATION_OPTIONS,
+  historyNodesMax,
+  reputationLeader,
+  type ReputationOptions,
+  summarize,
+} from "./src/consensus/reputation.ts";
+export {
+  decodeEvidence,
+  DEFAULT_EVIDENCE_LIMITS,
+  DenoKvEvidenceStore,
+  encodeEvidence,
+  type EvidenceContext,
+  type EvidenceEntry,
+  type EvidenceLimits,
+  evidenceOffender,
+  type EvidenceRefusal,
+  type EvidenceStore,
+  type EvidenceVerdict,
+  evidenceView,
+  MemoryEvidenceStore,
+  verifyEvidence,
+} from "./src/evidence.ts";
 export { DEFAULT_PACEMAKER_OPTIONS, type PacemakerOptions } from "./src/consensus/pacemaker.ts";
 export {
   type CommittedHead,
@@ -140,6 +175,7 @@ export {
   type FaultPlan,
   type PartitionWindow,
   runSimulation,
+  type SimChange,
   type SimOptions,
   type SimReport,
 } from "./src/testing/sim.ts";

@@ -264,15 +264,15 @@ export async function runJoinSection(ctx: BenchContext): Promise<SectionResult> 
   const o = JSON.parse(out.trim().split("\n").at(-1)!) as JoinOutcome;
   const name = `${nodes} Nodes, ${keys} keys`;
   return {
-    section: "i",
+    section: "j",
     title: "Join time of a wiped replica",
     figures: [
       withTarget(
-        { section: "i", name: `${name}: join by state sync`, value: o.syncMs, unit: "ms" },
+        { section: "j", name: `${name}: join by state sync`, value: o.syncMs, unit: "ms" },
         "<",
         JOIN_TARGET_MS,
       ),
-      { section: "i", name: `${name}: join by replay`, value: o.replayMs, unit: "ms" },
+      { section: "j", name: `${name}: join by replay`, value: o.replayMs, unit: "ms" },
     ],
     notes: [
       `4 replica processes (durable Deno KV); replica 3 wiped; the others at height ${

@@ -31,7 +31,7 @@ export interface LiveContext extends BenchContext {
  * ```
  */
 export async function runLiveSection(
-  id: "a" | "b" | "f" | "g" | "h",
+  id: "a" | "b" | "f" | "g" | "h" | "i",
   ctx: LiveContext,
 ): Promise<SectionResult> {
   const args = ["run", "--allow-all", "--config", DENO_JSON, CHILD, "--section", id];
@@ -141,4 +141,18 @@ export function runFlood(ctx: LiveContext): Promise<SectionResult> {
  */
 export function runPuts(ctx: LiveContext): Promise<SectionResult> {
   return runLiveSection("h", ctx);
+}
+
+/**
+ * Section (i): committed Nodes/s with 1 of 4 replicas down, with and without leader reputation
+ * (see bench/reputation.ts).
+ *
+ * @example
+ * ```ts
+ * import { runReputation } from "./live.ts";
+ * // await runReputation({ quick: true, long: false, log: console.error });
+ * ```
+ */
+export function runReputation(ctx: LiveContext): Promise<SectionResult> {
+  return runLiveSection("i", ctx);
 }

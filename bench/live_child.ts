@@ -13,6 +13,7 @@
  * deno run -A bench/live_child.ts --section b [--quick] [--timed]
  * deno run -A bench/live_child.ts --section f [--quick | --long]
  * deno run -A bench/live_child.ts --section g [--quick]
+ * deno run -A bench/live_child.ts --section i [--quick]
  * ```
  *
  * `--sizes` and `--outstanding` make every combination (sizes outer); given, they replace the
@@ -25,6 +26,7 @@ import { parseArgs } from "node:util";
 import type { SectionResult } from "./figures.ts";
 import { floodSection } from "./flood.ts";
 import { putsSection } from "./puts.ts";
+import { reputationSection } from "./reputation.ts";
 import { memorySection } from "./memory.ts";
 import type { BenchApp, LiveOptions, LoadCase } from "./saturated.ts";
 import {
@@ -76,8 +78,10 @@ async function main(args: string[]): Promise<SectionResult> {
       return await floodSection({ quick, log });
     case "h":
       return await putsSection({ quick, log });
+    case "i":
+      return await reputationSection({ quick, long: false, log });
     default:
-      throw new Error(`--section must be a, b, f, g or h: ${values.section}`);
+      throw new Error(`--section must be a, b, f, g, h or i: ${values.section}`);
   }
 }
 

@@ -11,7 +11,9 @@
  * - g: writes through one replica while wrk floods another with expensive reads
  *   (`floodWriteRatio`, bench/flood.ts).
  * - h: single-key PUTs from 200 concurrent wrk clients (bench/puts.ts).
- * - i: join time of a wiped replica into a cluster with 100,000 committed Nodes, by snapshot
+ * - i: leader reputation: committed Nodes/s with all 4 replicas up, and with 1 of 4 down with
+ *   and without reputation (bench/reputation.ts).
+ * - j: join time of a wiped replica into a cluster with 100,000 committed Nodes, by snapshot
  *   state sync and by replay (bench/join.ts).
  *
  * It prints a table (section, figure, value, unit, target) and, with `--json FILE`, writes every
@@ -31,7 +33,7 @@ import { runCatchUpSection } from "./catchup.ts";
 import type { Section, SectionResult } from "./figures.ts";
 import { formatTable, notMeasured } from "./figures.ts";
 import type { LiveContext } from "./live.ts";
-import { runFlood, runLightLoad, runMemory, runPuts, runSaturated } from "./live.ts";
+import { runFlood, runLightLoad, runMemory, runPuts, runReputation, runSaturated } from "./live.ts";
 import { DEFAULT_PLOT_PATH, plotFromSection } from "./plot.ts";
 import { runJoinSection } from "./join.ts";
 import { runRestart } from "./restart.ts";
@@ -47,14 +49,15 @@ export const SECTIONS: readonly Section[] = [
   { id: "f", title: "Memory", run: runMemory },
   { id: "g", title: "Writes under a read flood", run: runFlood },
   { id: "h", title: "Single-key writes", run: runPuts },
-  { id: "i", title: "Join time of a wiped replica", run: runJoinSection },
+  { id: "i", title: "Leader reputation", run: runReputation },
+  { id: "j", title: "Join time of a wiped replica", run: runJoinSection },
 ];
 
 const USAGE = `Usage: deno task bench [options]
 
-  --quick        a short subset (whole run under 60 s; sections g and i only with --only)
+  --quick        a short subset (whole run under 60 s; sections g, i and j only with --only)
   --long         the long memory run (section f: 10 minutes)
-  --only a,b,..  only these sections (letters a-i)
+  --only a,b,..  only these sections (letters a-j)
   --json FILE    also write every figure and its details to FILE
   --plot         draw section a's throughput-latency curve as SVG into
                  docs/throughput-latency.svg (--json in a full run implies it)
@@ -109,10 +112,10 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
     },
   });
   const known = SECTIONS.map((s) => s.id);
-  // Sections g (~2 minutes, wrk) and i (~1 minute quick) join a quick run only when asked for
-  // by --only.
+  // Sections g (~2 minutes, wrk), i (three clusters) and j (~1 minute quick) join a quick run
+  // only when asked for by --only.
   const only = values.only === undefined
-    ? known.filter((s) => !(values.quick && (s === "g" || s === "i")))
+    ? known.filter((s) => !(values.quick && (s === "g" || s === "i" || s === "j")))
     : values.only.split(",").map((s) => s.trim().toLowerCase()).filter((s) => s !== "");
   const unknown = only.filter((s) => !known.includes(s));
   if (unknown.length > 0) {
@@ -229,6 +232,7 @@ export const SUMMARY_KEYS = [
   "catchUpNodesPerSecond",
   "singleKeyPutsPerSecond",
   "floodWriteRatio",
+  "reputationOneDownRatio",
 ] as const;
 
 /**

@@ -1,6 +1,6 @@
 /**
- * The Application: the user's state machine, behind three typed hooks. See SPECIFICATION.md
- * section 7.
+ * The Application: the user's state machine, behind three typed hooks (and an optional fourth,
+ * `onEvidence`, for evidence of equivocation). See SPECIFICATION.md section 7.
  *
  * ## Determinism rules
  *
@@ -12,8 +12,11 @@
  *
  * @module
  */
-import type { Hash, Node } from "./types.ts";
+import type { EquivocationEvidence } from "./events.ts";
+import type { Hash, Node, PublicKey } from "./types.ts";
 import type { StateUpdate } from "./storage/storage.ts";
+import type { ValidatorUpdate } from "./consensus/reconfig.ts";
+import { isReservedKey, VALIDATOR_UPDATES_MAX } from "./consensus/reconfig.ts";
 
 export type { StateUpdate } from "./storage/storage.ts";
 
@@ -92,6 +95,10 @@ export interface ValidateRequest {
 
 /**
  * Output of {@link Application.validateNode}: the Node's state updates, or a rejection.
+ * `validatorUpdates` changes the validator set (SPECIFICATION.md 3.4): new powers by key, 0
+ * removes. Only one change is handed over at a time: while one is in progress (see
+ * `readValidatorConfig`), a Node that returns another is rejected, so an Application should
+ * defer or refuse the request that asks for it.
  *
  * @example
  * ```ts
@@ -101,7 +108,11 @@ export interface ValidateRequest {
  * ```
  */
 export type ValidateResult =
-  | { readonly ok: true; readonly updates: readonly StateUpdate[] }
+  | {
+    readonly ok: true;
+    readonly updates: readonly StateUpdate[];
+    readonly validatorUpdates?: readonly ValidatorUpdate[];
+  }
   | { readonly ok: false; readonly reason: string };
 
 /**
@@ -122,6 +133,26 @@ export interface CommitNotice {
   readonly hash: Hash;
   /** The updates that became durable with it. */
   readonly updates: readonly StateUpdate[];
+}
+
+/**
+ * Input of {@link Application.onEvidence}.
+ *
+ * @example
+ * ```ts
+ * import type { EvidenceNotice } from "./app.ts";
+ * function onEvidence({ evidence, view }: EvidenceNotice): void {
+ *   console.log(`${evidence.kind} in view ${view}`); // submit a command to act on it
+ * }
+ * ```
+ */
+export interface EvidenceNotice {
+  /** The two conflicting signed messages (check them anywhere with `verifyEvidence`). */
+  readonly evidence: EquivocationEvidence;
+  /** The validator that signed both. */
+  readonly offender: PublicKey;
+  /** The view of both. */
+  readonly view: number;
 }
 
 /**
@@ -153,6 +184,13 @@ export interface Application {
   validateNode(request: ValidateRequest): Promise<ValidateResult> | ValidateResult;
   /** Called after a Node and its updates are durably committed, in height order. */
   onCommit?(notice: CommitNotice): Promise<void> | void;
+  /**
+   * Called once per verified evidence record this replica stores (SPECIFICATION.md 16.2), after
+   * it is durable. Replicas learn of equivocation at different times, or not at all, so this hook
+   * must not change replicated state: to act on it (e.g. remove the offender), submit a command
+   * carrying the record, which every replica checks with `verifyEvidence` in `validateNode`.
+   */
+  onEvidence?(notice: EvidenceNotice): Promise<void> | void;
 }
 
 /**
@@ -212,7 +250,12 @@ export const DEFAULT_APP_LIMITS: AppLimits = {
  */
 export function checkValidateResult(result: unknown, limits: AppLimits): string | null {
   if (typeof result !== "object" || result === null) return "result is not an object";
-  const r = result as { ok?: unknown; updates?: unknown; reason?: unknown };
+  const r = result as {
+    ok?: unknown;
+    updates?: unknown;
+    reason?: unknown;
+    validatorUpdates?: unknown;
+  };
   if (r.ok === false) return null;
   if (r.ok !== true) return "result.ok must be true or false";
   if (!Array.isArray(r.updates)) return "result.updates must be an array";
@@ -225,6 +268,7 @@ export function checkValidateResult(result: unknown, limits: AppLimits): string 
     if (!Array.isArray(u) || u.length !== 2) return "each update must be [key, value]";
     const [k, v] = u as unknown[];
     if (!(k instanceof Uint8Array)) return "update key must be a Uint8Array";
+    if (isReservedKey(k)) return "update key is reserved (\\0hotstuff/)";
     if (v !== null && !(v instanceof Uint8Array)) return "update value must be bytes or null";
     if (k.length > limits.updateKeyBytesMax) return `update key of ${k.length} bytes too large`;
     if (v !== null && v.length > limits.updateValueBytesMax) {
@@ -237,5 +281,25 @@ export function checkValidateResult(result: unknown, limits: AppLimits): string 
     return `update keys total ${keyBytes} bytes exceed the limit`;
   }
   if (bytes > limits.updatesBytesMax) return `updates total ${bytes} bytes exceed the limit`;
+  return checkValidatorUpdates(r.validatorUpdates);
+}
+
+/** The shape of `validatorUpdates` (SPECIFICATION.md 3.4); null when acceptable or absent. */
+function checkValidatorUpdates(updates: unknown): string | null {
+  if (updates === undefined) return null;
+  if (!Array.isArray(updates)) return "validatorUpdates must be an array";
+  if (updates.length > VALIDATOR_UPDATES_MAX) {
+    return `${updates.length} validator updates exceed the limit ${VALIDATOR_UPDATES_MAX}`;
+  }
+  for (const u of updates) {
+    const x = u as { publicKey?: unknown; power?: unknown } | null;
+    if (typeof x !== "object" || x === null) return "each validator update must be an object";
+    if (!(x.publicKey instanceof Uint8Array) || x.publicKey.length !== 32) {
+      return "validator update key must be 32 bytes";
+    }
+    if (typeof x.power !== "number" || !Number.isSafeInteger(x.power) || x.power < 0) {
+      return "validator update power must be a non-negative integer";
+    }
+  }
   return null;
 }

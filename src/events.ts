@@ -63,6 +63,13 @@ export type ConsensusEvent =
   | { readonly type: "lock:update"; readonly view: number; readonly nodeHash: Hash }
   | { readonly type: "equivocation:detect"; readonly evidence: EquivocationEvidence }
   | {
+    /** Verified evidence was stored (SPECIFICATION.md 16.2): `offender` equivocated in `view`. */
+    readonly type: "evidence:record";
+    readonly kind: EquivocationEvidence["kind"];
+    readonly offender: PublicKey;
+    readonly view: number;
+  }
+  | {
     readonly type: "message:reject";
     readonly from: PublicKey | null;
     readonly message: string;

@@ -183,6 +183,15 @@ export class ValidatorSet {
     return { ok: true, power };
   }
 
+  /** The custom schedule's leader of `view` (see {@link LeaderSchedule}), or undefined. */
+  customLeader(view: number): Validator | undefined {
+    const custom = this.#custom?.(view);
+    if (custom === undefined) return undefined;
+    const v = this.validators[custom];
+    if (v === undefined) throw new ConfigError("bad-schedule", `no validator ${custom}`);
+    return v;
+  }
+
   /**
    * The leader of `view`. Spec 3.3: smooth weighted round robin over the validators sorted by
    * key, with period `totalPower` (each validator leads `power` views of every period, spread
@@ -190,12 +199,8 @@ export class ValidatorSet {
    * view onto the cumulative power directly.
    */
   leader(view: number): Validator {
-    const custom = this.#custom?.(view);
-    if (custom !== undefined) {
-      const v = this.validators[custom];
-      if (v === undefined) throw new ConfigError("bad-schedule", `no validator ${custom}`);
-      return v;
-    }
+    const custom = this.customLeader(view);
+    if (custom !== undefined) return custom;
     const period = this.totalPower;
     const slot = view % period;
     if (period <= 1 << 16) {

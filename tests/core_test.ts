@@ -23,6 +23,7 @@ import type {
 import { bytesEqual } from "../src/types.ts";
 import { ValidatorSet } from "../src/validators.ts";
 import { NewViewCollector, VoteCollector } from "../src/consensus/votes.ts";
+import { QuorumRule } from "../src/consensus/reconfig.ts";
 
 const CHAIN = "core-test";
 const KEYS: PublicKey[] = [0, 1, 2, 3].map((i) => publicKeyOf(deriveSecretKey(`core-${i}`)));
@@ -387,8 +388,9 @@ Deno.test("4.4 step 4: progress catching up holds the view timer back; without p
 });
 
 Deno.test("9.1/9.2: messages for many views ahead never push the view being decided out of the collectors", () => {
-  const votes = new VoteCollector("c", SET, 4);
-  const newViews = new NewViewCollector("c", SET, 4);
+  const votes = new VoteCollector("c", 4);
+  const newViews = new NewViewCollector("c", 4);
+  const rule = new QuorumRule([SET]);
   const hash = new Uint8Array(32).fill(3);
   const vote = (signer: number, view: number): VoteMessage => ({
     type: "vote",
@@ -408,15 +410,15 @@ Deno.test("9.1/9.2: messages for many views ahead never push the view being deci
   });
   // One signer fills every slot with views far ahead, then keeps going.
   for (let v = 100; v < 110; v++) {
-    votes.add(vote(3, v));
-    newViews.add(newView(3, v));
+    votes.add(vote(3, v), rule);
+    newViews.add(newView(3, v), rule);
   }
   // The current view (5) still gets its slot, and three honest messages certify it.
   let qc: QuorumCertificate | undefined;
   let tc: TimeoutCertificate | undefined;
   for (const signer of [0, 1, 2]) {
-    qc ??= votes.add(vote(signer, 5)).certificate;
-    tc ??= newViews.add(newView(signer, 5)).certificate;
+    qc ??= votes.add(vote(signer, 5), rule).certificate;
+    tc ??= newViews.add(newView(signer, 5), rule).certificate;
   }
   assert.equal(qc?.view, 5);
   assert.equal(tc?.view, 5);

@@ -765,6 +765,21 @@ async function equivocate(s: Scene): Promise<void> {
       const [p1, p2] = await Promise.all(nodes.map((n) => propose(s.byzantine, n)));
       await Promise.all([target!.send(p1!, p2!), ...taps.map((t) => t.send(p2!))]);
       await s.log.waitFor({ event: "equivocation:detect", reason: "double-proposal", since });
+      // SPECIFICATION.md 16.2: verified, stored, and logged naming the offender.
+      const offender = toHex(s.byzantine.publicKey);
+      await s.log.waitFor({
+        event: "evidence:record",
+        reason: "double-proposal",
+        since,
+        where: (l) => l.offender === offender && l.view === lead.view,
+      });
+      const page = await fetch(`${s.c.peers[TARGET]!.httpUrl}/evidence`).then((r) => r.json());
+      assert.ok(
+        page.records.some((r: { offender: string; view: number; kind: string }) =>
+          r.offender === offender && r.view === lead.view && r.kind === "double-proposal"
+        ),
+        `GET /evidence: ${JSON.stringify(page).slice(0, 300)}`,
+      );
       await assertCommitting(s, "the equivocation");
       const [first, second] = nodes.map((n) => toHex(nodeHash(n)));
       const votes = HONEST.map((i) => s.c.logs[i]!.votes.get(lead.view));
@@ -991,6 +1006,9 @@ async function withScene(t: Deno.TestContext, body: (s: Scene) => Promise<void>)
     validators: 4,
     run: [...HONEST],
     network: LIMITS,
+    // The Byzantine key leads its views of the plain schedule: with reputation it would never
+    // vote, drop out of the window and lead only probation views (SPECIFICATION.md 3.5).
+    reputation: null,
   });
   const s: Scene = {
     t,

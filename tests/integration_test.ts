@@ -5,6 +5,7 @@
  * is stopped (and every directory removed) in `finally`, whatever happens.
  */
 import assert from "node:assert/strict";
+import { Writer } from "./support/writer.ts";
 import {
   compareChains,
   getKv,
@@ -69,42 +70,6 @@ function toHexKey(key: Uint8Array): string {
 
 const others = (n: number, i: number): number[] =>
   Array.from({ length: n }, (_, j) => j).filter((j) => j !== i);
-
-/** A client that keeps writing to live replicas and remembers every acknowledged write. */
-class Writer {
-  readonly acked = new Map<string, string>();
-  maxHeight = 0;
-  failures = 0;
-  readonly #stop = new AbortController();
-  readonly #done: Promise<void>;
-
-  constructor(cluster: ProcessCluster) {
-    this.#done = this.#run(cluster);
-  }
-
-  async #run(cluster: ProcessCluster): Promise<void> {
-    for (let n = 0; !this.#stop.signal.aborted; n++) {
-      const live = cluster.urls.map((_, i) => i).filter((i) => cluster.running(i));
-      const url = cluster.urls[live[n % live.length]!]!;
-      const key = `w-${n}`;
-      const value = `value ${n} ${Date.now()}`;
-      try {
-        const r = await putKv(url, key, new TextEncoder().encode(value), 20_000);
-        this.acked.set(key, value);
-        this.maxHeight = Math.max(this.maxHeight, r.height);
-      } catch {
-        // Not acknowledged (the replica was killed, or busy): the client may retry elsewhere.
-        this.failures++;
-        await sleep(50);
-      }
-    }
-  }
-
-  async stop(): Promise<void> {
-    this.#stop.abort();
-    await this.#done;
-  }
-}
 
 /** Every acknowledged write reads back, with its value, from every replica. */
 async function assertWritesEverywhere(cluster: ProcessCluster, writer: Writer): Promise<void> {

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { plantedSafetyBugs } from "../src/consensus/safety.ts";
+import { plantedReconfigBugs } from "../src/consensus/reconfig.ts";
 import {
   crashStormScenario,
   forgerScenario,
@@ -45,7 +46,32 @@ async function withBug(plant: () => void, body: () => Promise<void>): Promise<vo
     plantedSafetyBugs.commitWithoutDirectParents = false;
     plantedSafetyBugs.forgetLastVotedView = false;
     plantedBugs.countSignerTwice = false;
+    plantedReconfigBugs.activateBeforeCommit = false;
+    plantedReconfigBugs.countOldSetVotes = false;
   }
+}
+
+/**
+ * Validators 0-3 hand over to 0, 1, 2, 4, 5, 6 (three join, one leaves) at height 3, under 1-10 ms
+ * delays (until 800 ms): a quorum of the new set (five of six) need not hold a quorum of the old one (three of
+ * four), so a Node certified by the wrong set shows in the committed chain's QCs.
+ */
+function handoverScenario(seed: number): SimOptions {
+  return {
+    seed,
+    powers: [1, 1, 1, 1, 1, 1, 1],
+    genesisValidators: 4,
+    changes: [{
+      atHeight: 3,
+      updates: [
+        { validator: 3, power: 0 },
+        { validator: 4, power: 1 },
+        { validator: 5, power: 1 },
+        { validator: 6, power: 1 },
+      ],
+    }],
+    faults: { ...quietFaults(800), delayMaxMs: 10 },
+  };
 }
 
 Deno.test("planted bug: counting a signer twice lets a forger's QCs through; caught in every forger run", async () => {
@@ -95,5 +121,24 @@ Deno.test("planted bug: committing on a 3-chain with a view gap is exploited by 
   await withBug(() => (plantedSafetyBugs.commitWithoutDirectParents = true), async () => {
     const r = await run();
     assert.match(r.safetyViolations[0] ?? "", /conflicting commits at height 1/);
+  });
+});
+
+Deno.test("planted bug: using the new validator set before the change is committed gives Nodes QCs without an old-set quorum", async () => {
+  const runs = () => seeds(10, handoverScenario);
+  assert.deepEqual((await violations(runs())).seeds, [], "clean without the bug");
+  await withBug(() => (plantedReconfigBugs.activateBeforeCommit = true), async () => {
+    const found = await violations(runs());
+    assert.ok(found.seeds.length >= 5, `caught in ${found.seeds.length} of 10 runs`);
+    assert.match(found.first!, /is not a quorum of its validator set/);
+  });
+});
+
+Deno.test("planted bug: counting old-set votes for a new-set Node lets a removed validator certify it", async () => {
+  const runs = () => seeds(10, handoverScenario);
+  await withBug(() => (plantedReconfigBugs.countOldSetVotes = true), async () => {
+    const found = await violations(runs());
+    assert.ok(found.seeds.length >= 5, `caught in ${found.seeds.length} of 10 runs`);
+    assert.match(found.first!, /is not a quorum of its validator set/);
   });
 });

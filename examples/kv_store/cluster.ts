@@ -28,6 +28,13 @@ export interface ReplicaStatus {
   readonly leader: string;
   /** Committed head. */
   readonly committed: { readonly height: number; readonly hash: string };
+  /** The committed validator set, and the set being handed over to (SPECIFICATION.md 3.4). */
+  readonly validators?: {
+    readonly set: ReadonlyArray<{ readonly publicKey: string; readonly power: number }>;
+    readonly next: ReadonlyArray<{ readonly publicKey: string; readonly power: number }> | null;
+  };
+  /** The highest view this replica voted in. */
+  readonly lastVotedView?: number;
   /** Mempool counters. */
   readonly mempool: { readonly commands: number; readonly committedCommands: number };
   /** Process memory, bytes (`rss`, `heapUsed`, `heapTotal`, `external`). */
@@ -38,6 +45,11 @@ export interface ReplicaStatus {
 export interface ProcessClusterOptions {
   /** Number of replicas. */
   readonly replicas: number;
+  /**
+   * More replicas, after those, that are members but not validators until a validator-set
+   * change adds them (`"joins": true`). Default 0.
+   */
+  readonly joining?: number;
   /** Replica log level. Default `"info"`. */
   readonly logLevel?: string;
   /** Minimum view timeout, ms. Default: the replica's (500). */
@@ -121,13 +133,15 @@ export class ProcessCluster {
   static async create(o: ProcessClusterOptions): Promise<ProcessCluster> {
     const dir = await Deno.makeTempDir({ prefix: o.prefix ?? "hotstuff-kv-" });
     try {
-      const p = await freePorts(2 * o.replicas);
-      const ports = Array.from({ length: o.replicas }, (_, i) => ({
+      const n = o.replicas + (o.joining ?? 0);
+      const p = await freePorts(2 * n);
+      const ports = Array.from({ length: n }, (_, i) => ({
         consensus: p[2 * i]!,
         http: p[2 * i + 1]!,
       }));
       const init = await initCluster({
         replicas: o.replicas,
+        joining: o.joining,
         dir,
         ports,
         host: HOST,

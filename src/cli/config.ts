@@ -23,6 +23,14 @@
  *
  * `links` is optional: `"encrypted"` (the default when absent) or `"plaintext"`. Every replica of
  * a cluster must use the same (a replica refuses a peer of the other kind, `link-mode-mismatch`).
+ * `leaderReputation` is optional: `true` (the default when absent: SPECIFICATION.md 3.5) or `false`
+ * (the plain weighted schedule, 3.3); every replica reads it from the same file.
+ *
+ * Validator-set changes (SPECIFICATION.md 3.4): an entry with `"joins": true` is a member of the
+ * cluster (it connects, follows the chain and catches up) outside the genesis validator set; it
+ * votes once a change adds it. The optional top-level `"operator"` (64 hex digits) is the public
+ * key whose signature the key-value example requires on a validator-set change command
+ * (`examples/kv_store/operator.ts`); without it, such commands are refused.
  *
  * Rules: no other fields; `chainId` 1 to 64 UTF-8 bytes; 1 to {@link VALIDATORS_MAX}
  * validators; names 1 to 64 characters of `[A-Za-z0-9._-]`, distinct; public keys exactly 64 hex
@@ -94,6 +102,8 @@ export interface ClusterValidator {
   readonly consensus: HostPort;
   /** Where its HTTP API listens. */
   readonly http: HostPort;
+  /** Not in the genesis validator set: it may join through a validator-set change. */
+  readonly joins?: boolean;
 }
 
 /**
@@ -113,6 +123,10 @@ export interface ClusterConfig {
   readonly validators: readonly ClusterValidator[];
   /** Consensus links: encrypted (`link_cipher.ts`; the default when absent) or plaintext. */
   readonly links?: "encrypted" | "plaintext";
+  /** The key that authorises validator-set changes (the key-value example's operator path). */
+  readonly operator?: Uint8Array;
+  /** Leader reputation (SPECIFICATION.md 3.5); absent means on. */
+  readonly leaderReputation?: boolean;
 }
 
 const NAME = /^[A-Za-z0-9._-]{1,64}$/;
@@ -200,7 +214,19 @@ export function parseClusterConfig(text: string, source: string): ClusterConfig 
     throw new ConfigError(reason, `${source}: ${message}`);
   };
   const top = record(raw, "the top level", fail);
-  onlyFields(top, ["chainId", "validators"], "the top level", fail, ["links"]);
+  onlyFields(top, ["chainId", "validators"], "the top level", fail, [
+    "links",
+    "operator",
+    "leaderReputation",
+  ]);
+  const operator = top.operator;
+  if (operator !== undefined && (typeof operator !== "string" || !HEX64.test(operator))) {
+    fail("bad-operator", `operator must be 64 hex digits: ${JSON.stringify(operator)}`);
+  }
+  const reputation = top.leaderReputation;
+  if (reputation !== undefined && typeof reputation !== "boolean") {
+    fail("bad-leader-reputation", `leaderReputation must be true or false`);
+  }
   const links = top.links;
   if (links !== undefined && links !== "encrypted" && links !== "plaintext") {
     fail("bad-links", `links must be "encrypted" or "plaintext": ${JSON.stringify(links)}`);
@@ -220,11 +246,17 @@ export function parseClusterConfig(text: string, source: string): ClusterConfig 
   checkDistinct(validators, fail);
   try {
     validatorSetOf({ chainId: chainId as string, validators });
+    genesisSetOf({ chainId: chainId as string, validators });
   } catch (e) {
     fail((e as ConfigError).reason ?? "bad-validators", (e as Error).message);
   }
-  const config = { chainId: chainId as string, validators };
-  return links === undefined ? config : { ...config, links: links as "encrypted" | "plaintext" };
+  return {
+    chainId: chainId as string,
+    validators,
+    ...(links === undefined ? {} : { links: links as "encrypted" | "plaintext" }),
+    ...(operator === undefined ? {} : { operator: fromHex(operator as string)! }),
+    ...(reputation === undefined ? {} : { leaderReputation: reputation as boolean }),
+  };
 }
 
 type Fail = (reason: string, message: string) => never;
@@ -254,7 +286,10 @@ function onlyFields(
 function parseValidator(v: unknown, i: number, fail: Fail): ClusterValidator {
   const what = `validators[${i}]`;
   const o = record(v, what, fail);
-  onlyFields(o, ["name", "publicKey", "power", "consensus", "http"], what, fail);
+  onlyFields(o, ["name", "publicKey", "power", "consensus", "http"], what, fail, ["joins"]);
+  if (o.joins !== undefined && typeof o.joins !== "boolean") {
+    fail("bad-joins", `${what}.joins must be true or false: ${JSON.stringify(o.joins)}`);
+  }
   if (typeof o.name !== "string" || !NAME.test(o.name)) {
     fail(
       "bad-name",
@@ -280,6 +315,7 @@ function parseValidator(v: unknown, i: number, fail: Fail): ClusterValidator {
     power: o.power as number,
     consensus: address("consensus"),
     http: address("http"),
+    ...(o.joins === true ? { joins: true } : {}),
   };
 }
 
@@ -319,13 +355,43 @@ export function formatClusterConfig(config: ClusterConfig): string {
     power: v.power,
     consensus: formatHostPort(v.consensus),
     http: formatHostPort(v.http),
+    ...(v.joins === true ? { joins: true } : {}),
   }));
   const links = config.links === undefined ? {} : { links: config.links };
-  return JSON.stringify({ chainId: config.chainId, validators, ...links }, null, 2) + "\n";
+  const operator = config.operator === undefined ? {} : { operator: toHex(config.operator) };
+  const reputation = config.leaderReputation === undefined
+    ? {}
+    : { leaderReputation: config.leaderReputation };
+  return JSON.stringify(
+    { chainId: config.chainId, validators, ...links, ...operator, ...reputation },
+    null,
+    2,
+  ) + "\n";
 }
 
 /**
- * The validator set of a cluster.
+ * The genesis validator set of a cluster: its entries without `"joins": true`.
+ *
+ * @throws {ConfigError} when every entry joins later, or from {@link ValidatorSet}
+ * @example
+ * ```ts
+ * import { type ClusterConfig, genesisSetOf } from "./config.ts";
+ * function genesisPower(config: ClusterConfig): number {
+ *   return genesisSetOf(config).totalPower;
+ * }
+ * ```
+ */
+export function genesisSetOf(config: ClusterConfig): ValidatorSet {
+  const genesis = config.validators.filter((v) => v.joins !== true);
+  if (genesis.length === 0) {
+    throw new ConfigError("no-genesis-validators", "every validator joins later");
+  }
+  return new ValidatorSet(genesis.map((v) => ({ publicKey: v.publicKey, power: v.power })));
+}
+
+/**
+ * Every member of a cluster (the genesis validators and those that join later), as a set: who
+ * may connect and sign catch-up requests.
  *
  * @throws {ConfigError} from {@link ValidatorSet} (e.g. total power overflow)
  * @example

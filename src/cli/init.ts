@@ -1,11 +1,19 @@
 /**
- * `deno task init`: creates a cluster: `DIR/cluster.json` and one secret key file per replica
- * (`DIR/replica-i.key`, mode 0600).
+ * `deno task init`: creates a cluster: `DIR/cluster.json`, one secret key file per replica
+ * (`DIR/replica-i.key`, mode 0600) and the operator's key (`DIR/operator.key`, mode 0600).
  *
  * ```
- * deno task init --replicas N --dir DIR [--base-port P] [--powers 1,1,2,...]
+ * deno task init --replicas N --dir DIR [--base-port P] [--powers 1,1,2,...] [--joining J]
  *                [--host 127.0.0.1 | --hosts H0,H1,...] [--chain-id ID] [--plaintext] [--force]
  * ```
+ *
+ * Validator-set changes (SPECIFICATION.md 3.4): `--joining J` adds J more replicas
+ * (`replica-N` ...) marked `"joins": true`: members that follow the chain but are not validators
+ * until a change adds them. The cluster file names the operator's public key (`"operator"`); a
+ * change signed by it is proposed with
+ * `deno task validators --config DIR/cluster.json --operator-key DIR/operator.key --set
+ * replica-4=1,replica-0=0` (add replica-4 with power 1, remove replica-0; see
+ * `examples/kv_store/operator.ts`). Keep `operator.key` away from the replicas' machines.
  *
  * Replica `i` gets the consensus address `host:(P + 2i)` and the HTTP address `host:(P + 2i + 1)`
  * (base port 9000 by default). With `--hosts` (one host per replica, for replicas on separate
@@ -65,6 +73,8 @@ export interface InitOptions {
   readonly force?: boolean;
   /** Plaintext consensus links (local tests only). Default: encrypted. */
   readonly plaintext?: boolean;
+  /** Replicas that are members but join the validator set later (after the `replicas`). */
+  readonly joining?: number;
 }
 
 /**
@@ -82,6 +92,8 @@ export interface InitResult {
   readonly configPath: string;
   /** Key file of each replica, in validator order. */
   readonly keyPaths: string[];
+  /** The operator's key file (authorises validator-set changes). */
+  readonly operatorKeyPath: string;
   /** The cluster written. */
   readonly config: ClusterConfig;
 }
@@ -99,14 +111,23 @@ export interface InitResult {
  * ```
  */
 export async function initCluster(options: InitOptions): Promise<InitResult> {
-  const n = options.replicas;
-  if (!Number.isSafeInteger(n) || n < 1 || n > VALIDATORS_MAX) {
+  const genesis = options.replicas;
+  const joining = options.joining ?? 0;
+  const n = genesis + joining;
+  if (!Number.isSafeInteger(genesis) || genesis < 1 || n > VALIDATORS_MAX) {
     throw new ConfigError("bad-flag", `--replicas must be an integer 1..${VALIDATORS_MAX}: ${n}`);
   }
-  const powers = options.powers ?? Array<number>(n).fill(1);
-  if (powers.length !== n) {
-    throw new ConfigError("bad-flag", `--powers has ${powers.length} values for ${n} replicas`);
+  if (!Number.isSafeInteger(joining) || joining < 0) {
+    throw new ConfigError("bad-flag", `--joining must be a non-negative integer: ${joining}`);
   }
+  const genesisPowers = options.powers ?? Array<number>(genesis).fill(1);
+  if (genesisPowers.length !== genesis) {
+    throw new ConfigError(
+      "bad-flag",
+      `--powers has ${genesisPowers.length} values for ${genesis} replicas`,
+    );
+  }
+  const powers = [...genesisPowers, ...Array<number>(joining).fill(1)];
   const hosts = hostsOf(options, n);
   const ports = options.ports ??
     (options.hosts === undefined
@@ -120,24 +141,39 @@ export async function initCluster(options: InitOptions): Promise<InitResult> {
     power: powers[i]!,
     consensus: { hostname: hosts[i]!, port: ports[i]!.consensus } satisfies HostPort,
     http: { hostname: hosts[i]!, port: ports[i]!.http } satisfies HostPort,
+    ...(i >= genesis ? { joins: true } : {}),
   }));
   const links = options.plaintext === true ? "plaintext" : "encrypted";
-  const config: ClusterConfig = { chainId, validators, links };
+  const operatorSecret = generateSecretKey();
+  const config: ClusterConfig = {
+    chainId,
+    validators,
+    links,
+    operator: publicKeyOf(operatorSecret),
+  };
   const text = formatClusterConfig(config);
   // Whatever we write must read back: the same strict checks as `deno task replica`.
   parseClusterConfig(text, "the generated cluster file");
   await Deno.mkdir(options.dir, { recursive: true });
   const configPath = `${options.dir}/cluster.json`;
   const keyPaths = validators.map((v) => `${options.dir}/${v.name}.key`);
+  const operatorKeyPath = `${options.dir}/operator.key`;
   if (options.force !== true) {
-    for (const path of [configPath, ...keyPaths]) await refuseExisting(path);
+    for (const path of [configPath, ...keyPaths, operatorKeyPath]) await refuseExisting(path);
   }
-  for (const [i, path] of keyPaths.entries()) {
-    await Deno.writeTextFile(path, `${toHex(secrets[i]!)}\n`, { mode: 0o600 });
+  const keys = [
+    ...keyPaths.map((p, i) => [p, secrets[i]!] as const),
+    [
+      operatorKeyPath,
+      operatorSecret,
+    ] as const,
+  ];
+  for (const [path, secret] of keys) {
+    await Deno.writeTextFile(path, `${toHex(secret)}\n`, { mode: 0o600 });
     await Deno.chmod(path, 0o600);
   }
   await Deno.writeTextFile(configPath, text);
-  return { configPath, keyPaths, config };
+  return { configPath, keyPaths, operatorKeyPath, config };
 }
 
 function hostsOf(options: InitOptions, n: number): string[] {
@@ -192,6 +228,7 @@ const FLAGS = {
   host: { type: "string" },
   hosts: { type: "string" },
   "chain-id": { type: "string" },
+  joining: { type: "string" },
   force: { type: "boolean" },
   plaintext: { type: "boolean" },
 } as const;
@@ -219,7 +256,9 @@ export async function initMain(args: readonly string[]): Promise<number> {
   const host = typeof f.host === "string" ? f.host : undefined;
   const hosts = typeof f.hosts === "string" ? f.hosts.split(",").map((h) => h.trim()) : undefined;
   const chainId = typeof f["chain-id"] === "string" ? f["chain-id"] : undefined;
+  const joining = intFlag(f, "joining", 0, VALIDATORS_MAX, 0);
   const r = await initCluster({
+    joining,
     replicas,
     dir,
     basePort,
@@ -237,9 +276,17 @@ export async function initMain(args: readonly string[]): Promise<number> {
   for (const [i, v] of r.config.validators.entries()) {
     console.log(
       `  ${v.name}: power ${v.power}, consensus ${v.consensus.hostname}:${v.consensus.port}, ` +
-        `http ${v.http.hostname}:${v.http.port}, key ${r.keyPaths[i]} (mode 0600)`,
+        `http ${v.http.hostname}:${v.http.port}, key ${r.keyPaths[i]} (mode 0600)` +
+        (v.joins === true ? ", joins later" : ""),
     );
   }
+  console.log(
+    `  operator key ${r.operatorKeyPath} (mode 0600): signs validator-set changes, e.g.\n` +
+      `    deno task validators --config ${r.configPath} --operator-key ${r.operatorKeyPath} ` +
+      `--set replica-1=2\n` +
+      `  (NAME=POWER, comma-separated; power 0 removes; a "joins" member is added by giving it ` +
+      `a power once its replica runs)`,
+  );
   return 0;
 }
 

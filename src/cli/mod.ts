@@ -18,6 +18,7 @@ export {
   type ClusterValidator,
   formatClusterConfig,
   formatHostPort,
+  genesisSetOf,
   type HostPort,
   parseClusterConfig,
   parseHostPort,

@@ -34,10 +34,12 @@ import { ConfigError } from "../errors.ts";
 import { configureJsonLogging, isLogLevel, type LogLevel } from "../runtime/log.ts";
 import { type Replica, startReplica } from "../runtime/replica.ts";
 import { DenoKvBatchStore } from "../storage/batches.ts";
+import { DenoKvEvidenceStore } from "../evidence.ts";
 import { DenoKvStorage } from "../storage/deno_kv.ts";
 import {
   type ClusterConfig,
   formatHostPort,
+  genesisSetOf,
   type HostPort,
   parseHostPort,
   readClusterConfig,
@@ -81,8 +83,8 @@ export const LAN_VIEW_TIMEOUT_MAX_MS = 8_000;
 export interface ReplicaProgram {
   /** Program name for error lines. */
   readonly program: string;
-  /** The application. */
-  readonly machine: CommandMachine;
+  /** The application, or a function that makes it for the cluster (e.g. from its operator key). */
+  readonly machine: CommandMachine | ((config: ClusterConfig) => CommandMachine);
   /** The application's HTTP routes. */
   readonly routes?: (request: Request, url: URL, replica: Replica) => Promise<Response | null>;
 }
@@ -136,6 +138,7 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
   const me = config.validators[index]!;
   const storage = await DenoKvStorage.open(`${dataDir}/replica.kv`);
   const batchStore = await DenoKvBatchStore.open(`${dataDir}/batches.kv`);
+  const evidence = await DenoKvEvidenceStore.open(`${dataDir}/evidence.kv`);
   const stop = new AbortController();
   let failed = false;
   const onSignal = (): void => stop.abort();
@@ -145,10 +148,13 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
     const replica = await startReplica({
       chainId: config.chainId,
       validators: validatorSetOf(config),
+      genesisValidators: genesisSetOf(config),
       signer: ed25519Signer(secretKey),
       storage,
       batchStore,
-      machine: p.machine,
+      evidence,
+      reputation: config.leaderReputation === false ? null : undefined,
+      machine: typeof p.machine === "function" ? p.machine(config) : p.machine,
       routes: p.routes,
       listenConsensus: listenConsensus ?? me.consensus,
       listenHttp: listenHttp ?? me.http,
@@ -178,6 +184,7 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
     await replica.close();
     return failed ? 1 : 0;
   } finally {
+    evidence.close();
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
     lock.close();

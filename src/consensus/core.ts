@@ -11,9 +11,9 @@
  */
 import { genesisQC, nodeHash } from "../codec.ts";
 import { assert } from "../errors.ts";
+import type { ValidateResult } from "../app.ts";
 import type { ConsensusEvent } from "../events.ts";
 import type { SafetyState, StoredNode, WriteBatch } from "../storage/storage.ts";
-import type { StateUpdate } from "../storage/storage.ts";
 import type {
   ConsensusMessage,
   Hash,
@@ -30,8 +30,29 @@ import type { ValidatorSet } from "../validators.ts";
 import { NodeTree } from "./node_tree.ts";
 import type { PacemakerOptions } from "./pacemaker.ts";
 import { DEFAULT_PACEMAKER_OPTIONS, viewTimeout } from "./pacemaker.ts";
+import type { CommittedSummary, ReputationOptions } from "./reputation.ts";
+import {
+  DEFAULT_REPUTATION_OPTIONS,
+  historyNodesMax,
+  reputationLeader,
+  summarize,
+} from "./reputation.ts";
 import { commitCandidate, lockCandidate, plantedSafetyBugs, safeToVote } from "./safety.ts";
 import { NewViewCollector, VoteCollector } from "./votes.ts";
+import type { NodeConfig, QuorumRule, ValidatorConfig } from "./reconfig.ts";
+import {
+  certifyingRule,
+  encodeConfigRecord,
+  leaderSet,
+  nextConfig,
+  recordOf,
+  sameConfig,
+  stableConfig,
+  VALIDATOR_CONFIG_KEY,
+} from "./reconfig.ts";
+
+/** Leaders remembered between commits. */
+const LEADER_CACHE_MAX = 64;
 
 /**
  * Bounds of the core's memory.
@@ -72,6 +93,12 @@ export const DEFAULT_CORE_LIMITS: CoreLimits = {
   treeNodesMax: 8192,
 };
 
+/** Distinct rules remembered for checking peers' certificates (see `Core.knownRules`). */
+const RULES_KEPT = 8;
+
+/** Committed Nodes whose configurations stay in memory (as NodeTree keeps their hashes). */
+const COMMITTED_KEPT = 4096;
+
 /**
  * Configuration of a {@link Core}.
  *
@@ -91,7 +118,7 @@ export const DEFAULT_CORE_LIMITS: CoreLimits = {
 export interface CoreOptions {
   /** The chain id every certificate must carry. */
   readonly chainId: string;
-  /** The validator set. */
+  /** The genesis validator set (later sets come from the chain, Spec 3.4). */
   readonly validators: ValidatorSet;
   /** This replica's public key (need not be a validator: then it only follows). */
   readonly me: PublicKey;
@@ -99,6 +126,11 @@ export interface CoreOptions {
   readonly pacemaker?: PacemakerOptions;
   /** Memory bounds. */
   readonly limits?: CoreLimits;
+  /**
+   * Leader reputation (Spec 3.5); default {@link DEFAULT_REPUTATION_OPTIONS}; null: the plain
+   * weighted schedule (Spec 3.3). Every replica of a chain must use the same.
+   */
+  readonly reputation?: ReputationOptions | null;
 }
 
 /**
@@ -119,6 +151,14 @@ export interface CoreRestore {
   readonly root: StoredNode;
   /** Stored uncommitted Nodes (any order; those that do not attach are dropped). */
   readonly uncommitted: readonly StoredNode[];
+  /** The committed head's configurations (Spec 3.4 step 6); default: the genesis set. */
+  readonly rootConfig?: NodeConfig;
+  /**
+   * The committed Nodes just below `root`, ascending (at most {@link Core.historyNodesMax} are
+   * kept; `root` is added if missing). Leader reputation reads them (Spec 3.5); without them the
+   * replica may disagree about leaders until it commits enough (liveness only).
+   */
+  readonly history?: readonly Node[];
 }
 
 /**
@@ -190,6 +230,11 @@ export interface ExecuteRequest {
   readonly node: Node;
   /** Its hash. */
   readonly hash: Hash;
+  /**
+   * For a fetched Node: the rule its justify QC must satisfy, signatures included (Spec 4.4
+   * step 0); the caller checks it before executing. Null for proposals (checked on receipt).
+   */
+  readonly justifyRule: QuorumRule | null;
 }
 
 /**
@@ -284,6 +329,17 @@ export interface CoreOutput {
 }
 
 /**
+ * The Application's verdict on a Node, with the validator-set changes it decided (Spec 3.4).
+ *
+ * @example
+ * ```ts
+ * import type { ExecutedResult } from "./core.ts";
+ * const ok: ExecutedResult = { ok: true, updates: [], validatorUpdates: [] };
+ * ```
+ */
+export type ExecutedResult = ValidateResult;
+
+/**
  * Inputs of {@link Core.step}. `now` is the caller's clock in milliseconds.
  *
  * @example
@@ -314,7 +370,7 @@ export type CoreInput =
   | {
     readonly type: "executed";
     readonly hash: Hash;
-    readonly result: { ok: true; updates: readonly StateUpdate[] } | { ok: false; reason: string };
+    readonly result: ExecutedResult;
     readonly now: number;
   }
   | {
@@ -330,7 +386,13 @@ export type CoreInput =
     readonly nodes: readonly Node[];
     readonly now: number;
   }
-  | { readonly type: "fetch-failed"; readonly from: PublicKey | null; readonly now: number };
+  | { readonly type: "fetch-failed"; readonly from: PublicKey | null; readonly now: number }
+  | {
+    /** A peer's message named signers of a set this replica does not know yet: catch up. */
+    readonly type: "behind";
+    readonly from: PublicKey;
+    readonly now: number;
+  };
 
 /** A queued fetched Node with its hash (computed once). */
 interface Fetched {
@@ -401,6 +463,12 @@ export class Core {
   readonly #tree: NodeTree;
   readonly #votes: VoteCollector;
   readonly #newViews: NewViewCollector;
+  /** Configurations of the tree's Nodes and of recently committed ones (Spec 3.4). */
+  readonly #configs = new Map<string, NodeConfig>();
+  /** Committed hashes whose configurations are kept, oldest first (at most `COMMITTED_KEPT`). */
+  readonly #committedConfigs: string[] = [];
+  /** Rules recently in force, newest last: what a certificate from a peer may be checked by. */
+  readonly #rules = new Map<string, QuorumRule>();
 
   // Safety state (Spec 6.1).
   #view: number;
@@ -410,6 +478,12 @@ export class Core {
   #lockedQC: QuorumCertificate;
   #highQC: QuorumCertificate;
   #highTC: TimeoutCertificate | null;
+  /**
+   * The highest QC absorbed, whether or not it certifies its Node by the Node's rule (Spec 8.4
+   * step 3): the evidence of this replica's view that NEW-VIEW carries, so that replicas that
+   * moved their view on it are followed (liveness only; proposals use `#highQC`).
+   */
+  #viewQC: QuorumCertificate;
 
   // Pacemaker state (Spec 8).
   #failures = 0;
@@ -430,6 +504,13 @@ export class Core {
   #answer: FetchAnswer | null = null;
   #out = new Output();
 
+  // Leader reputation (Spec 3.5).
+  readonly #reputation: ReputationOptions | null;
+  /** Summaries of the last committed Nodes, ascending, ending at the committed head. */
+  #history: CommittedSummary[] = [];
+  /** Leaders computed since the history last changed, by view (bounded). */
+  readonly #leaders = new Map<ValidatorSet, Map<number, PublicKey>>();
+
   /**
    * Restores a core from what storage holds.
    *
@@ -442,18 +523,30 @@ export class Core {
     this.me = options.me;
     this.#pacemaker = options.pacemaker ?? DEFAULT_PACEMAKER_OPTIONS;
     this.#limits = options.limits ?? DEFAULT_CORE_LIMITS;
+    this.#reputation = options.reputation === undefined
+      ? DEFAULT_REPUTATION_OPTIONS
+      : options.reputation;
     this.#tree = new NodeTree(restored.root);
+    const genesisConfig = stableConfig(options.validators);
+    const rootConfig = restored.rootConfig ?? { parent: genesisConfig, after: genesisConfig };
+    this.#setConfig(restored.root.hash, rootConfig);
+    this.#restoreHistory(restored.history ?? [], restored.root.node);
     const pending = [...restored.uncommitted].sort((a, b) => a.node.height - b.node.height);
-    for (const e of pending) if (this.#tree.has(e.node.parent)) this.#tree.insert(e);
+    for (const e of pending) {
+      const parent = this.#configs.get(toHex(e.node.parent));
+      if (!this.#tree.has(e.node.parent) || parent === undefined) continue;
+      this.#tree.insert(e);
+      // Spec 3.4 step 6: a stored Node's record, if it has one, is its configuration.
+      this.#setConfig(e.hash, {
+        parent: parent.after,
+        after: recordOf(e.updates)?.after ?? parent.after,
+      });
+    }
     // Spec 6.2 step 3: stored Nodes that no longer attach (a crash between a commit and the
     // pruning of its abandoned branches) are deleted by the first write.
     this.#out.prune.push(...NodeTree.orphans(restored.root, restored.uncommitted));
-    this.#votes = new VoteCollector(this.chainId, this.validators, this.#limits.collectorViewsMax);
-    this.#newViews = new NewViewCollector(
-      this.chainId,
-      this.validators,
-      this.#limits.collectorViewsMax,
-    );
+    this.#votes = new VoteCollector(this.chainId, this.#limits.collectorViewsMax);
+    this.#newViews = new NewViewCollector(this.chainId, this.#limits.collectorViewsMax);
     const genesis = genesisQC(this.chainId);
     const s = restored.safety;
     this.#view = s?.currentView ?? 0;
@@ -462,6 +555,7 @@ export class Core {
     this.#lockedQC = s?.lockedQC ?? genesis;
     this.#highQC = s?.highQC ?? genesis;
     this.#highTC = s?.highTC ?? null;
+    this.#viewQC = this.#highQC;
     // Spec 6.2 step 2: never propose again in the view we were in when we stopped.
     this.#proposedView = this.#view;
   }
@@ -487,9 +581,88 @@ export class Core {
     };
   }
 
-  /** The leader of `view`. */
+  /** The leader of `view` for a proposal on this replica's highest certified Node. */
   leader(view: number): PublicKey {
-    return this.validators.leader(view).publicKey;
+    return this.#leaderAfter(this.#tipConfig(), view);
+  }
+
+  /** How many committed Nodes the reputation history keeps (Spec 3.5). */
+  get historyNodesMax(): number {
+    return historyNodesMax(this.#reputation);
+  }
+
+  /**
+   * Spec 3.5: the leader of `view` for a proposal extending a Node whose configuration is
+   * `config`: leader reputation over the set that schedules leaders for it (Spec 3.4 step 5),
+   * reading this replica's committed history; without reputation, that set's plain schedule
+   * (Spec 3.3).
+   */
+  #leaderAfter(config: ValidatorConfig, view: number): PublicKey {
+    const set = leaderSet(config);
+    const r = this.#reputation;
+    if (r === null) return set.leader(view).publicKey;
+    let bySet = this.#leaders.get(set);
+    if (bySet === undefined) this.#leaders.set(set, bySet = new Map());
+    const known = bySet.get(view);
+    if (known !== undefined) return known;
+    const key = reputationLeader(view, set, this.#history, r).publicKey;
+    if (bySet.size >= LEADER_CACHE_MAX) bySet.clear();
+    bySet.set(view, key);
+    return key;
+  }
+
+  /** The configuration after this replica's highest certified Node (or the committed head). */
+  #tipConfig(): ValidatorConfig {
+    const tip = this.#configs.get(toHex(this.#highQC.nodeHash));
+    return tip?.after ?? this.#configs.get(toHex(this.#tree.root.hash))!.after;
+  }
+
+  /** The configurations of a known Node (in the tree or recently committed), or undefined. */
+  configOf(hash: Hash): NodeConfig | undefined {
+    return this.#configs.get(toHex(hash));
+  }
+
+  /** The validator configuration after the committed head. */
+  get committedConfig(): ValidatorConfig {
+    return this.#configs.get(toHex(this.#tree.root.hash))!.after;
+  }
+
+  /**
+   * The rules recently in force (newest last): a certificate from a peer must satisfy one of them
+   * before it reaches the core, which then checks it against the rule of its Node (Spec 3.4
+   * step 3).
+   */
+  knownRules(): QuorumRule[] {
+    return [...this.#rules.values()];
+  }
+
+  #setConfig(hash: Hash, config: NodeConfig): void {
+    this.#configs.set(toHex(hash), config);
+    for (const c of [config.parent, config.after]) {
+      const rule = certifyingRule(c);
+      this.#rules.delete(rule.id);
+      this.#rules.set(rule.id, rule);
+      if (this.#rules.size > RULES_KEPT) this.#rules.delete(this.#rules.keys().next().value!);
+    }
+  }
+
+  #restoreHistory(history: readonly Node[], root: Node): void {
+    const nodes = [...history.filter((n) => n.height > 0 && n.height < root.height)];
+    if (root.height > 0) nodes.push(root);
+    // Only a consecutive run ending at the root counts.
+    let start = nodes.length - 1;
+    while (start > 0 && nodes[start - 1]!.height + 1 === nodes[start]!.height) start--;
+    for (const n of nodes.slice(Math.max(0, start))) this.#remember(n);
+  }
+
+  /** Adds a newly committed Node to the reputation history (Spec 3.5). */
+  #remember(node: Node): void {
+    if (this.#reputation === null) return;
+    const last = this.#history[this.#history.length - 1];
+    assert(last === undefined || last.height + 1 === node.height, "history heights consecutive");
+    this.#history.push(summarize(node));
+    if (this.#history.length > this.historyNodesMax) this.#history.shift();
+    this.#leaders.clear();
   }
 
   /** Feeds one input and returns what to do (see {@link CoreOutput} for the order). */
@@ -517,6 +690,9 @@ export class Core {
         break;
       case "fetch-failed":
         this.#fetchInFlight = null;
+        break;
+      case "behind":
+        this.#requestFetch(input.from);
         break;
     }
     return this.#flush();
@@ -595,7 +771,7 @@ export class Core {
       message: {
         type: "new-view",
         view: this.#view,
-        highQC: this.#highQC,
+        highQC: this.#viewQC.view > this.#highQC.view ? this.#viewQC : this.#highQC,
         highTC: this.#highTC,
         vote: voted ? { nodeHash: this.#lastVoteHash! } : null,
       },
@@ -639,7 +815,12 @@ export class Core {
 
   /** Spec 8.4 step 3: absorb a verified QC and TC; enter the view they justify. */
   #absorb(qc: QuorumCertificate, tc: TimeoutCertificate | null, from: PublicKey | null): void {
-    if (qc.view > this.#highQC.view) {
+    // Spec 3.4 step 3: a QC whose Node is known must be a quorum of that Node's rule to certify
+    // it. One that is not (counted by another set where its Node was unknown, by a replica behind
+    // a change) still shows that a quorum of a set recently in force left its view: it moves the
+    // view (so replicas do not split over it), not the highest QC.
+    if (qc.view > this.#viewQC.view) this.#viewQC = qc;
+    if (qc.view > this.#highQC.view && this.#certifies(qc)) {
       this.#highQC = qc;
       this.#out.safetyDirty = true;
     }
@@ -659,16 +840,26 @@ export class Core {
     return this.#tree.has(hash) || this.#tree.isCommitted(hash);
   }
 
+  /** False iff `qc`'s Node is known and `qc` is not a quorum of the rule that certifies it. */
+  #certifies(qc: QuorumCertificate): boolean {
+    const config = this.#configs.get(toHex(qc.nodeHash));
+    if (qc.view === 0 || config === undefined) return true;
+    return certifyingRule(config.parent).countQuorum(qc.signatures).ok;
+  }
+
   // -------------------------------------------------------------------------------------------
   // Spec 8.5: proposing.
 
   #maybePropose(): void {
     const view = this.#view;
-    if (this.#proposedView >= view || !bytesEqual(this.leader(view), this.me)) return;
+    if (this.#proposedView >= view) return;
     const parent = this.#tree.get(this.#highQC.nodeHash);
     // Spec 8.5 step 1: the parent is the highest QC's Node; wait for it if we do not have it yet,
     // and never justify a Node with a QC of its own view or later.
     if (parent === undefined || this.#highQC.view >= view) return;
+    // Spec 3.4 step 5: the leader by the parent's configuration.
+    const config = this.#configs.get(toHex(parent.hash));
+    if (config === undefined || !bytesEqual(this.#leaderAfter(config.after, view), this.me)) return;
     // Spec 8.5 step 2: a Node not in the view right after its QC carries the TC for its view.
     let tc: TimeoutCertificate | null = null;
     if (this.#highQC.view + 1 < view) {
@@ -718,8 +909,23 @@ export class Core {
   #onPropose(from: PublicKey, msg: ProposeMessage): void {
     const node = msg.node;
     const hash = nodeHash(node);
-    // Spec 4.1 step 1: only the view's leader proposes.
-    if (!bytesEqual(node.proposer, this.leader(node.view))) {
+    // Spec 4.1 step 1: only the view's leader proposes (by the parent's configuration when the
+    // parent is known, Spec 3.4 step 5, and leader reputation, 3.5; checked again when it
+    // attaches, 4.2 step 5).
+    const known = this.#configs.get(toHex(node.parent)) ??
+      this.#configs.get(toHex(node.justify.nodeHash));
+    const config = known?.after ?? this.#tipConfig();
+    if (!bytesEqual(node.proposer, this.#leaderAfter(config, node.view))) {
+      // The justify QC is signed evidence (verified) and still counts (8.4 step 3): the proposer
+      // may be ahead of this replica by a validator-set change (3.4), or this replica's
+      // committed history may be short of the reputation window (3.5); it must still learn
+      // views and catch up.
+      if (
+        node.justify.view < node.view ||
+        (known === undefined && leaderSet(config).get(node.proposer) === undefined)
+      ) {
+        this.#absorb(node.justify, null, from);
+      }
       return this.#reject(from, "propose", "not-leader", `view ${node.view}`);
     }
     // Spec 4.1 step 2: a proposal for a view before the previous one can no longer be voted
@@ -740,8 +946,8 @@ export class Core {
     // Spec 4.1 step 5: absorb the certificates it carries (may enter node.view).
     this.#absorb(node.justify, msg.tc, from);
     // Spec 4.1 step 6: already known or in progress: just consider voting.
-    const known = this.#tree.get(hash);
-    if (known !== undefined) return this.#tryVote(known);
+    const inTree = this.#tree.get(hash);
+    if (inTree !== undefined) return this.#tryVote(inTree);
     if (this.#executing.has(toHex(hash))) return;
     // Spec 4.1 step 7: stale Nodes (at or below the committed head) are ignored.
     if (node.height <= this.#tree.root.node.height) {
@@ -753,7 +959,7 @@ export class Core {
       return this.#requestFetch(from);
     }
     // Spec 4.1 step 9: structural checks against the parent; then ask the Application.
-    const problem = this.#checkAttach(node);
+    const problem = this.#checkAttach(node, true);
     if (problem !== null) return this.#reject(from, "propose", problem, `view ${node.view}`);
     this.#startExecute(node, hash, true);
   }
@@ -774,7 +980,7 @@ export class Core {
   }
 
   /** Spec 4.2: can `node` attach under its parent? Returns a reject reason or null. */
-  #checkAttach(node: Node): string | null {
+  #checkAttach(node: Node, proposal: boolean): string | null {
     const parent = this.#tree.get(node.parent);
     if (parent === undefined) return "unknown-parent";
     // Spec 4.2 step 1: height is the parent's + 1.
@@ -791,12 +997,33 @@ export class Core {
     }
     // Spec 4.2 step 4: bounded memory.
     if (this.#tree.size >= this.#limits.treeNodesMax) return "tree-full";
+    // Spec 4.2 step 5: the justify QC is a quorum of the rule that certifies its Node (Spec 3.4
+    // step 3), and a proposal comes from the leader of the parent's configuration.
+    if (node.justify.view > 0) {
+      const rule = this.#justifyRule(node);
+      if (rule === null) return "justify-unknown";
+      if (!rule.countQuorum(node.justify.signatures).ok) return "justify-not-quorum";
+    }
+    const config = this.#configs.get(toHex(node.parent));
+    if (config === undefined) return "unknown-parent";
+    if (
+      proposal && !bytesEqual(node.proposer, this.#leaderAfter(config.after, node.view))
+    ) {
+      return "not-leader";
+    }
     return null;
+  }
+
+  /** The rule that certifies the Node `node.justify` names, or null if unknown (Spec 3.4). */
+  #justifyRule(node: Node): QuorumRule | null {
+    const c = this.#configs.get(toHex(node.justify.nodeHash));
+    return c === undefined ? null : certifyingRule(c.parent);
   }
 
   #startExecute(node: Node, hash: Hash, proposal: boolean): void {
     this.#executing.set(toHex(hash), { node, proposal });
-    this.#out.execute.push({ node, hash });
+    const justifyRule = proposal || node.justify.view === 0 ? null : this.#justifyRule(node);
+    this.#out.execute.push({ node, hash, justifyRule });
   }
 
   #bufferPending(msg: ProposeMessage): void {
@@ -810,25 +1037,55 @@ export class Core {
   }
 
   /** Spec 4.3: the Application's verdict on a Node. */
-  #onExecuted(
-    hash: Hash,
-    result: { ok: true; updates: readonly StateUpdate[] } | { ok: false; reason: string },
-  ): void {
+  #onExecuted(hash: Hash, result: ExecutedResult): void {
     const id = toHex(hash);
     const ex = this.#executing.get(id);
     if (ex === undefined) return;
     this.#executing.delete(id);
     // Spec 4.3 step 1: a rejected Node is dropped; so are the fetched Nodes queued behind it.
-    if (!result.ok) {
-      this.#reject(null, "node", "app-rejected", result.reason);
-      if (!ex.proposal) this.#fetchQueue = [];
+    if (!result.ok) return this.#dropExecuted(ex, result.reason);
+    // Spec 4.3 step 2: the parent may have been pruned by a commit meanwhile.
+    const parent = this.#tree.get(ex.node.parent);
+    const parentConfig = this.#configs.get(toHex(ex.node.parent));
+    if (parent === undefined || parentConfig === undefined || this.#tree.has(hash)) {
       return this.#continueFetched();
     }
-    // Spec 4.3 step 2: the parent may have been pruned by a commit meanwhile.
-    if (!this.#tree.has(ex.node.parent) || this.#tree.has(hash)) return this.#continueFetched();
-    // Spec 4.3 step 3: insert and persist.
-    const stored: StoredNode = { node: ex.node, hash, updates: result.updates };
+    // Spec 3.4 steps 1-4: the Node's configuration; a change it cannot make rejects it.
+    const next = nextConfig(
+      parentConfig.after,
+      ex.node,
+      parent.node.view,
+      result.validatorUpdates ?? [],
+    );
+    if (!next.ok) return this.#dropExecuted(ex, next.reason);
+    const config: NodeConfig = { parent: parentConfig.after, after: next.config };
+    // Spec 4.3 step 3: insert and persist (Spec 3.4 step 6: with the configuration record when
+    // the configuration changes here or changed at the parent).
+    const changed = !sameConfig(config.after, config.parent) ||
+      !sameConfig(parentConfig.after, parentConfig.parent);
+    const updates = changed
+      ? [
+        ...result.updates,
+        [
+          VALIDATOR_CONFIG_KEY,
+          encodeConfigRecord({
+            height: ex.node.height,
+            grandparent: parentConfig.parent,
+            parent: config.parent,
+            after: config.after,
+          }),
+        ] as const,
+      ]
+      : result.updates;
+    const stored: StoredNode = { node: ex.node, hash, updates };
     this.#tree.insert(stored);
+    this.#setConfig(hash, config);
+    // Spec 8.4 step 3: a highest QC taken while its Node was unknown must be a quorum of the
+    // Node's rule; if it is not, the Node's own justify (checked when it attached) replaces it.
+    if (bytesEqual(this.#highQC.nodeHash, hash) && !this.#certifies(this.#highQC)) {
+      this.#highQC = ex.node.justify;
+      this.#out.safetyDirty = true;
+    }
     this.#out.nodes.push(stored);
     this.#out.events.push({
       type: "node:insert",
@@ -841,10 +1098,20 @@ export class Core {
     this.#update(stored);
     // Spec 4.3 step 5: vote if it came as the current proposal.
     if (ex.proposal) this.#tryVote(stored);
+    // Spec 9.1 step 4: votes that arrived before the Node count now that its rule is known.
+    const qc = this.#votes.tryForm(ex.node.view, hash, certifyingRule(config.parent));
+    if (qc !== null) this.#onQCFormed(qc, null);
     // Spec 4.3 step 6: proposals waiting for this Node; the next fetched Node; our proposal.
     this.#wakePending(hash);
     this.#continueFetched();
     this.#maybePropose();
+  }
+
+  /** Spec 4.3 step 1: drop a Node the Application (or the handover rules) refused. */
+  #dropExecuted(ex: Executing, reason: string): void {
+    this.#reject(null, "node", "app-rejected", reason);
+    if (!ex.proposal) this.#fetchQueue = [];
+    this.#continueFetched();
   }
 
   /** Spec 5.2-5.3: `update(b*)` of the paper's Algorithm 4. */
@@ -885,7 +1152,13 @@ export class Core {
     const { committed: path, pruned } = this.#tree.commit(b.hash);
     // Spec 5.4 step 3: abandoned branches leave storage too.
     this.#out.prune.push(...pruned);
+    for (const h of pruned) this.#configs.delete(toHex(h));
     for (const e of path) {
+      this.#committedConfigs.push(toHex(e.hash));
+      if (this.#committedConfigs.length > COMMITTED_KEPT) {
+        this.#configs.delete(this.#committedConfigs.shift()!);
+      }
+      this.#remember(e.node);
       this.#out.commits.push(e);
       this.#out.events.push({
         type: "node:commit",
@@ -899,15 +1172,19 @@ export class Core {
   /** Spec 5.1: vote for the current view's proposal if the safety rules allow it. */
   #tryVote(stored: StoredNode): void {
     if (stored.node.view !== this.#view) return;
-    if (this.validators.get(this.me) === undefined) return;
+    const config = this.#configs.get(toHex(stored.hash));
+    assert(config !== undefined, "every Node in the tree has a configuration");
+    // Spec 3.4 step 3: only members of the rule that certifies the Node vote for it.
+    if (!certifyingRule(config.parent).isMember(this.me)) return;
     if (!safeToVote(this.#tree, stored, this.#lastVotedView, this.#lockedQC)) return;
     // Spec 5.1 step 3: remember the vote before it leaves (the write precedes the send, 10.1).
     this.#lastVotedView = stored.node.view;
     this.#lastVoteHash = stored.hash;
     this.#out.safetyDirty = true;
-    // Spec 5.1 step 4: the vote goes to the next view's leader, which forms the QC.
+    // Spec 5.1 step 4: the vote goes to the next view's leader, which forms the QC (by the
+    // voted Node's configuration, Spec 3.4 step 5: the next proposal extends it).
     this.#out.sends.push({
-      to: this.leader(stored.node.view + 1),
+      to: this.#leaderAfter(config.after, stored.node.view + 1),
       message: { type: "vote", view: stored.node.view, nodeHash: stored.hash },
     });
     this.#out.events.push({ type: "vote:send", view: stored.node.view, nodeHash: stored.hash });
@@ -923,8 +1200,10 @@ export class Core {
 
   /** Spec 9.1: on VOTE (only the next view's leader collects). */
   #onVote(from: PublicKey, vote: VoteMessage): void {
-    // Spec 9.1 step 1: addressed to the leader of the view after the vote's.
-    if (!bytesEqual(this.leader(vote.view + 1), this.me)) {
+    // Spec 9.1 step 1: addressed to the leader of the view after the vote's (by the voted Node's
+    // configuration, or, while it is unknown, by this replica's highest certified Node's).
+    const config = this.#configs.get(toHex(vote.nodeHash))?.after ?? this.#tipConfig();
+    if (!bytesEqual(this.#leaderAfter(config, vote.view + 1), this.me)) {
       return this.#reject(from, "vote", "not-next-leader", `view ${vote.view}`);
     }
     // Spec 9.1 step 2: not stale, not too far ahead.
@@ -939,20 +1218,28 @@ export class Core {
 
   /** Spec 9.1 steps 3-4: count a vote; on a quorum, form the QC and absorb it. */
   #collectVote(from: PublicKey, vote: VoteMessage): void {
-    const r = this.#votes.add(vote);
+    // Spec 3.4 step 3: counted by the rule that certifies the voted Node. While it is unknown:
+    // by the one rule this replica knows, if it knows only one (no change seen); else kept, and
+    // counted once the Node is inserted. (A QC counted by a rule that turns out not to be its
+    // Node's is refused wherever the Node is known: 4.2 step 5, 8.4 step 3.)
+    const config = this.#configs.get(toHex(vote.nodeHash));
+    const rule = config !== undefined
+      ? certifyingRule(config.parent)
+      : this.#rules.size === 1
+      ? certifyingRule(this.#tipConfig())
+      : null;
+    const r = this.#votes.add(vote, rule);
     if (r.equivocation !== undefined) {
       this.#out.events.push({ type: "equivocation:detect", evidence: r.equivocation });
     }
-    // Spec 9.1 step 4: a QC: absorb it (enters the next view and proposes).
-    if (r.certificate !== undefined) {
-      this.#out.events.push({
-        type: "qc:form",
-        view: r.certificate.view,
-        nodeHash: r.certificate.nodeHash,
-      });
-      this.#absorb(r.certificate, null, from);
-      this.#maybePropose();
-    }
+    if (r.certificate !== undefined) this.#onQCFormed(r.certificate, from);
+  }
+
+  /** Spec 9.1 step 4: a QC formed here: absorb it (enters the next view and proposes). */
+  #onQCFormed(qc: QuorumCertificate, from: PublicKey | null): void {
+    this.#out.events.push({ type: "qc:form", view: qc.view, nodeHash: qc.nodeHash });
+    this.#absorb(qc, null, from);
+    this.#maybePropose();
   }
 
   /** Spec 9.2: on NEW-VIEW. */
@@ -977,7 +1264,8 @@ export class Core {
         signature: msg.vote.signature,
       });
     }
-    const r = this.#newViews.add(msg);
+    // Spec 3.4 step 5: NEW-VIEWs count by the rule of this replica's highest certified Node.
+    const r = this.#newViews.add(msg, certifyingRule(this.#tipConfig()));
     // Spec 9.2 step 4: a TC: enter the next view.
     if (r.certificate !== undefined) {
       this.#out.events.push({ type: "tc:form", view: r.certificate.view });
@@ -1062,7 +1350,7 @@ export class Core {
       const { node, hash } = this.#fetchQueue.shift()!;
       // Spec 4.4 step 3: committed meanwhile (an overlapping answer) or known: nothing to do.
       if (node.height <= this.#tree.root.node.height || this.#tree.has(hash)) continue;
-      const problem = this.#checkAttach(node);
+      const problem = this.#checkAttach(node, false);
       if (problem !== null) {
         this.#reject(null, "fetched-node", problem, `height ${node.height}`);
         continue;

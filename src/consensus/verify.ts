@@ -15,10 +15,15 @@ import type {
   TimeoutCertificate,
 } from "../types.ts";
 import { bytesEqual, SignatureDomain, toHex } from "../types.ts";
-import type { ValidatorSet } from "../validators.ts";
+import type { QuorumRule } from "./reconfig.ts";
 
-/** The outcome of a verification. */
-export type Verdict = { ok: true } | { ok: false; reason: string; detail: string };
+/**
+ * The outcome of a verification. `message`, when present, is what to use instead of the message
+ * verified (a NEW-VIEW without a highest TC that no set this replica knows signed).
+ */
+export type Verdict =
+  | { ok: true; message?: ConsensusMessage }
+  | { ok: false; reason: string; detail: string };
 
 const OK: Verdict = { ok: true };
 
@@ -27,17 +32,22 @@ function fail(reason: string, detail: string): Verdict {
 }
 
 /**
- * Verifies messages of one chain against one validator set. Caches verified QCs (a QC is
- * checked once, however many messages carry it): a QC hits the cache only when its view, Node
- * hash and signatures (in order) equal a verified one's, which is to say its encoding does.
+ * Verifies messages of one chain against the validator sets recently in force (Spec 3.4): a
+ * certificate must be a quorum of one of the rules `rules()` gives, with valid signatures; the
+ * core then checks it against the rule of the Node it certifies. Caches QCs whose signatures
+ * verified (a QC's signatures are checked once, however many messages carry it): a QC hits the
+ * cache only when its view, Node hash and signatures (in order) equal a verified one's, which is
+ * to say its encoding does. The quorum is counted on every check.
  *
  * @example
  * ```ts
  * import { MessageVerifier } from "./verify.ts";
+ * import { QuorumRule } from "./reconfig.ts";
  * import { ed25519Verifier } from "../crypto.ts";
  * import { ValidatorSet } from "../validators.ts";
  * const key = new Uint8Array(32).fill(1);
- * const v = new MessageVerifier("chain", new ValidatorSet([{ publicKey: key, power: 1 }]), ed25519Verifier());
+ * const rule = new QuorumRule([new ValidatorSet([{ publicKey: key, power: 1 }])]);
+ * const v = new MessageVerifier("chain", () => [rule], ed25519Verifier());
  * const verdict = await v.verifyMessage({
  *   type: "vote",
  *   view: 1,
@@ -55,21 +65,24 @@ export class MessageVerifier {
 
   /**
    * @param chainId the chain every certificate must name
-   * @param validators who may sign
+   * @param rules the rules recently in force (who may sign, with what power)
    * @param verifier signature checks
    * @param cacheMax most verified QCs remembered (default 4096)
    */
   constructor(
     readonly chainId: string,
-    readonly validators: ValidatorSet,
+    readonly rules: () => readonly QuorumRule[],
     readonly verifier: Verifier,
     cacheMax = 4096,
   ) {
     this.#cacheMax = cacheMax;
   }
 
-  /** Spec 3.2 step 1: a QC. */
-  async verifyQC(qc: QuorumCertificate): Promise<Verdict> {
+  /**
+   * Spec 3.2 step 1: a QC, a quorum of `rule` (Spec 3.4 step 3) or, without one, of one of the
+   * rules recently in force.
+   */
+  async verifyQC(qc: QuorumCertificate, rule?: QuorumRule): Promise<Verdict> {
     if (qc.chainId !== this.chainId) return fail("wrong-chain", `qc chain ${qc.chainId}`);
     if (qc.view === 0) {
       // The genesis QC is valid by rule, and it is the only QC of view 0.
@@ -79,10 +92,12 @@ export class MessageVerifier {
     }
     // Keyed cheaply (no encoding, no hash: a fetched answer's QCs are all new); a hit must
     // equal the verified QC field by field (the chain id is checked above).
+    const count = this.#count(qc.signatures, rule);
+    if (!count.ok) return fail(count.reason, `qc: ${count.detail}`);
     const key = `${qc.view}:${toHex(qc.nodeHash)}`;
     const known = this.#verified.get(key);
     if (known !== undefined && sameSignatures(known.signatures, qc.signatures)) return OK;
-    const v = await this.#verifyCertificate(
+    const v = await this.#verifySignatures(
       qc.signatures,
       signedBytes(SignatureDomain.vote, this.chainId, qc.view, qc.nodeHash),
       "qc",
@@ -96,21 +111,43 @@ export class MessageVerifier {
     if (tc.chainId !== this.chainId) {
       return Promise.resolve(fail("wrong-chain", `tc chain ${tc.chainId}`));
     }
-    return this.#verifyCertificate(
+    const count = this.#count(tc.signatures);
+    if (!count.ok) return Promise.resolve(fail(count.reason, `tc: ${count.detail}`));
+    return this.#verifySignatures(
       tc.signatures,
       signedBytes(SignatureDomain.newView, this.chainId, tc.view),
       "tc",
     );
   }
 
-  async #verifyCertificate(
+  /**
+   * Membership, distinct signers and quorum power (cheap, before any signature): by `rule`, or
+   * by the first of the recent rules that counts a quorum (else the newest one's reason).
+   */
+  #count(
+    signatures: readonly SignerSignature[],
+    rule?: QuorumRule,
+  ): { ok: true } | { ok: false; reason: string; detail: string } {
+    if (rule !== undefined) return rule.countQuorum(signatures);
+    const rules = this.rules();
+    let last: { ok: false; reason: string; detail: string } = {
+      ok: false,
+      reason: "unknown-signer",
+      detail: "no validator set",
+    };
+    for (let i = rules.length - 1; i >= 0; i--) {
+      const c = rules[i]!.countQuorum(signatures);
+      if (c.ok) return c;
+      if (i === rules.length - 1) last = c;
+    }
+    return last;
+  }
+
+  async #verifySignatures(
     signatures: readonly SignerSignature[],
     bytes: Uint8Array,
     what: string,
   ): Promise<Verdict> {
-    // Membership, distinct signers and quorum power first (cheap), then every signature.
-    const count = this.validators.countQuorum(signatures);
-    if (!count.ok) return fail(count.reason, `${what}: ${count.detail}`);
     const results = await Promise.all(
       signatures.map((s) => this.verifier.verify(s.signer, bytes, s.signature)),
     );
@@ -130,7 +167,7 @@ export class MessageVerifier {
     signature: Uint8Array,
     what: string,
   ): Promise<Verdict> {
-    if (this.validators.get(signer) === undefined) {
+    if (!this.rules().some((r) => r.isMember(signer))) {
       return fail("unknown-signer", `${what} from ${toHex(signer)}`);
     }
     if (!(await this.verifier.verify(signer, bytes, signature))) {
@@ -187,7 +224,13 @@ export class MessageVerifier {
         }
         const qc = await this.verifyQC(msg.highQC);
         if (!qc.ok || msg.highTC === null) return qc;
-        return this.verifyTC(msg.highTC);
+        const tc = await this.verifyTC(msg.highTC);
+        // An old TC of a set this replica no longer knows (Spec 3.4 step 7) says nothing about
+        // the message's view: NEW-VIEW signs its view only, so the rest of it still counts.
+        if (!tc.ok && (tc.reason === "unknown-signer" || tc.reason === "no-quorum")) {
+          return { ok: true, message: { ...msg, highTC: null } };
+        }
+        return tc;
       }
     }
   }

@@ -9,7 +9,7 @@ import type { NewViewMessage, QuorumCertificate, SignerSignature, VoteMessage } 
 import { bytesCompare, toHex } from "../types.ts";
 import type { TimeoutCertificate } from "../types.ts";
 import type { EquivocationEvidence } from "../events.ts";
-import type { ValidatorSet } from "../validators.ts";
+import type { QuorumRule } from "./reconfig.ts";
 
 /** What adding a message produced. */
 export interface CollectResult<C> {
@@ -32,16 +32,18 @@ function sortedSignatures(sigs: Iterable<SignerSignature>): SignerSignature[] {
  * @example
  * ```ts
  * import { VoteCollector } from "./votes.ts";
+ * import { QuorumRule } from "./reconfig.ts";
  * import { ValidatorSet } from "../validators.ts";
  * const key = new Uint8Array(32).fill(1);
- * const c = new VoteCollector("chain", new ValidatorSet([{ publicKey: key, power: 1 }]), 64);
+ * const rule = new QuorumRule([new ValidatorSet([{ publicKey: key, power: 1 }])]);
+ * const c = new VoteCollector("chain", 64);
  * const r = c.add({
  *   type: "vote",
  *   view: 1,
  *   nodeHash: new Uint8Array(32),
  *   signer: key,
  *   signature: new Uint8Array(64),
- * });
+ * }, rule);
  * console.log(r); // one vote of power 1 of 1: a QC (signatures are checked before, by the Engine)
  * ```
  */
@@ -51,17 +53,19 @@ export class VoteCollector {
 
   /**
    * @param chainId chain of the QCs formed
-   * @param validators who may vote, with what power
    * @param viewsMax most views tracked at once
    */
   constructor(
     readonly chainId: string,
-    readonly validators: ValidatorSet,
     readonly viewsMax: number,
   ) {}
 
-  /** Adds a verified vote (Spec 9.1). */
-  add(vote: VoteMessage): CollectResult<QuorumCertificate> {
+  /**
+   * Adds a verified vote (Spec 9.1). `rule` is the rule that certifies the voted Node (Spec 3.4
+   * step 3), or null while the Node is unknown: the vote is kept, and counted by
+   * {@link VoteCollector.tryForm} once the Node is known.
+   */
+  add(vote: VoteMessage, rule: QuorumRule | null): CollectResult<QuorumCertificate> {
     const byViewSigner = viewSlot(this.#views, this.#formed, vote.view, this.viewsMax);
     if (byViewSigner === null) return { ignored: true };
     const id = toHex(vote.signer);
@@ -72,19 +76,31 @@ export class VoteCollector {
       return { ignored: true, equivocation: { kind: "double-vote", first: prior, second: vote } };
     }
     byViewSigner.set(id, vote);
-    if (this.#formed.has(vote.view)) return { ignored: false };
-    const hashId = toHex(vote.nodeHash);
+    if (rule === null) return { ignored: false };
+    const certificate = this.tryForm(vote.view, vote.nodeHash, rule);
+    return certificate === null ? { ignored: false } : { ignored: false, certificate };
+  }
+
+  /**
+   * The QC of `nodeHash` in `view`, the first time the votes kept for it are a quorum of `rule`
+   * (Spec 9.1 step 4); null otherwise.
+   */
+  tryForm(view: number, nodeHash: Uint8Array, rule: QuorumRule): QuorumCertificate | null {
+    const byViewSigner = this.#views.get(view);
+    if (byViewSigner === undefined || this.#formed.has(view)) return null;
+    const hashId = toHex(nodeHash);
     const same = [...byViewSigner.values()].filter((v) => toHex(v.nodeHash) === hashId);
+    // Only the rule's members count (a vote of another set is kept, never counted).
     const signatures = sortedSignatures(
-      same.map((v) => ({ signer: v.signer, signature: v.signature })),
+      same.filter((v) => rule.isMember(v.signer)).map((v) => ({
+        signer: v.signer,
+        signature: v.signature,
+      })),
     );
     // Spec 9.1 step 4: a QC when the votes for this Node hash reach a quorum.
-    if (!this.validators.countQuorum(signatures).ok) return { ignored: false };
-    this.#formed.add(vote.view);
-    return {
-      ignored: false,
-      certificate: { chainId: this.chainId, view: vote.view, nodeHash: vote.nodeHash, signatures },
-    };
+    if (!rule.countQuorum(signatures).ok) return null;
+    this.#formed.add(view);
+    return { chainId: this.chainId, view, nodeHash, signatures };
   }
 
   /** Forgets every view below `view`. */
@@ -129,10 +145,8 @@ function viewSlot<T>(
  * @example
  * ```ts
  * import { NewViewCollector } from "./votes.ts";
- * import { ValidatorSet } from "../validators.ts";
- * const key = new Uint8Array(32).fill(1);
- * const c = new NewViewCollector("chain", new ValidatorSet([{ publicKey: key, power: 1 }]), 64);
- * console.log(c); // add() takes NEW-VIEW messages the Engine has verified
+ * const c = new NewViewCollector("chain", 64);
+ * console.log(c); // add(newView, rule) takes NEW-VIEW messages the Engine has verified
  * ```
  */
 export class NewViewCollector {
@@ -141,17 +155,15 @@ export class NewViewCollector {
 
   /**
    * @param chainId chain of the TCs formed
-   * @param validators who may sign, with what power
    * @param viewsMax most views tracked at once
    */
   constructor(
     readonly chainId: string,
-    readonly validators: ValidatorSet,
     readonly viewsMax: number,
   ) {}
 
-  /** Adds a verified NEW-VIEW. */
-  add(msg: NewViewMessage): CollectResult<TimeoutCertificate> {
+  /** Adds a verified NEW-VIEW; `rule` says whose NEW-VIEWs form a TC (Spec 3.4 step 5). */
+  add(msg: NewViewMessage, rule: QuorumRule): CollectResult<TimeoutCertificate> {
     const byView = viewSlot(this.#views, this.#formed, msg.view, this.viewsMax);
     if (byView === null) return { ignored: true };
     const id = toHex(msg.signer);
@@ -160,10 +172,13 @@ export class NewViewCollector {
     byView.set(id, msg);
     if (this.#formed.has(msg.view)) return { ignored: false };
     const signatures = sortedSignatures(
-      [...byView.values()].map((m) => ({ signer: m.signer, signature: m.signature })),
+      [...byView.values()].filter((m) => rule.isMember(m.signer)).map((m) => ({
+        signer: m.signer,
+        signature: m.signature,
+      })),
     );
     // Spec 9.2 step 4: a TC when the signers' power is a quorum.
-    if (!this.validators.countQuorum(signatures).ok) return { ignored: false };
+    if (!rule.countQuorum(signatures).ok) return { ignored: false };
     this.#formed.add(msg.view);
     return { ignored: false, certificate: { chainId: this.chainId, view: msg.view, signatures } };
   }

@@ -24,6 +24,7 @@ import {
   nodeHash,
 } from "../codec.ts";
 import { MessageVerifier } from "../consensus/verify.ts";
+import { QuorumRule } from "../consensus/reconfig.ts";
 import { ed25519Verifier, type Verifier } from "../crypto.ts";
 import type { Hash, Node, QuorumCertificate } from "../types.ts";
 import { bytesEqual } from "../types.ts";
@@ -202,13 +203,14 @@ export async function verifyCommitProof(
     }
   }
   // 4. Each of the three QCs: the trusted chain, a quorum of the trusted set, valid signatures.
+  const rule = new QuorumRule([trust.validators]);
   const verifier = new MessageVerifier(
     trust.chainId,
-    trust.validators,
+    () => [rule],
     trust.verifier ?? ed25519Verifier(),
   );
   for (const [qc, i] of chain) {
-    const verdict = await verifier.verifyQC(qc);
+    const verdict = await verifier.verifyQC(qc, rule);
     if (!verdict.ok) {
       return refuse(
         asRejection(verdict.reason),

@@ -22,8 +22,10 @@
  *    `receiveFetchFailure(peer)`, logged as `catchup:peer-skipped` with a `reason`.
  *
  * **Why a Byzantine peer can do little.** This transport checks only the shape of an answer. The
- * Engine then verifies every fetched Node's QC against the validator set before the core looks at
- * it (Spec 4.4 step 0), and the core asks only for heights it learned of from signed QCs. So a
+ * Engine then verifies every fetched Node's QC against the validator set of the Node it certifies
+ * before that Node executes (Spec 4.4 step 0, Spec 3.4 step 7: the sets come from the fetched
+ * chain itself, in height order), and the core asks only for heights it learned of from signed
+ * QCs. So a
  * peer that lies (a false height in its status, Nodes that were never certified, a fork) can at
  * worst waste one request, after which it is skipped; it cannot make the replica accept a Node or
  * move to a height it has no signed evidence for. Nothing a peer advertises is used to choose

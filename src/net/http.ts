@@ -11,6 +11,7 @@
  * | `GET /nodes/{hash}` | the Node with that hash, with the QC that certifies it and whether it is committed |
  * | `GET /committed?from=H&to=H2` | committed Nodes of heights `H..H2` (inclusive), ascending, each as above |
  * | `GET /chain?from=H&limit=N` | CBOR only: up to `N` Nodes of the replica's chain from height `H` (the catch-up endpoint) |
+ * | `GET /evidence?after=S&limit=N` | JSON: up to `N` (default and at most `evidencePageMax`, 32) stored evidence records with sequence number above `S` (default 0), and `next`, the `after` of the next page or null |
  *
  * **Parameters.**
  *
@@ -22,6 +23,12 @@
  *   `rangeMax` is `400 range-too-large`.
  * - A query parameter a route does not take is `400 unknown-parameter`; one given twice is
  *   `400 duplicate-parameter`.
+ *
+ * An evidence record in JSON is `{"seq", "kind", "offender", "view", "nodes": [hash, hash],
+ * "record"}`: `kind` is `"double-vote"` or `"double-proposal"`, `offender` the key (hex), `nodes`
+ * the two conflicting Node hashes (hex), and `record` the canonical CBOR of both signed messages
+ * (`encodeEvidence`, hex), which anyone can check with `verifyEvidence` (SPECIFICATION.md 16).
+ * A replica without an evidence store answers `404 not-found`.
  *
  * **Formats.** `/nodes` and `/committed` answer JSON unless the `Accept` header lists
  * `application/cbor` (with a non-zero `q`); `/chain` always answers CBOR. CBOR answers are
@@ -72,8 +79,9 @@
  *
  * @module
  */
-import { encodeNode, encodeQC, encodeValue } from "../codec.ts";
+import { encodeNode, encodeQC, encodeValue, nodeHash } from "../codec.ts";
 import { buildCommitProof, encodeCommitProof } from "../light/commit_proof.ts";
+import { encodeEvidence, type EvidenceEntry, evidenceOffender, evidenceView } from "../evidence.ts";
 import { assert, ConfigError, HotStuffError } from "../errors.ts";
 import type { Node, QuorumCertificate } from "../types.ts";
 import { toHex } from "../types.ts";
@@ -126,6 +134,8 @@ export interface NodeTreeView {
   committedRange(fromHeight: number, toHeight: number): Promise<NodeWithCertificate[]>;
   /** The replica's chain from `fromHeight`, at most `limit` Nodes: `Engine.serveNodes`. */
   chainFrom(fromHeight: number, limit: number): Promise<Node[]>;
+  /** Stored evidence records with `seq > after`, at most `limit`, ascending (optional). */
+  evidence?(after: number, limit: number): Promise<EvidenceEntry[]>;
 }
 
 /**
@@ -465,7 +475,33 @@ export class NodeTreeHttpApi {
         return this.#chain(query);
       case "proof":
         return this.#proof(query);
+      case "evidence":
+        return this.#evidence(query);
     }
+  }
+
+  /** Spec 16.3: one bounded page of stored evidence. */
+  async #evidence(query: Map<string, string>): Promise<Response> {
+    const read = this.#o.view.evidence?.bind(this.#o.view);
+    if (read === undefined) throw new RouteError(404, "not-found", "no evidence store");
+    const after = query.has("after") ? parseInteger(query, "after", "bad-range") : 0;
+    const limit = query.has("limit")
+      ? parseInteger(query, "limit", "bad-limit")
+      : EVIDENCE_PAGE_MAX;
+    if (limit === 0) throw new RouteError(400, "bad-limit", "limit must be at least 1");
+    if (limit > EVIDENCE_PAGE_MAX) {
+      throw new RouteError(
+        400,
+        "range-too-large",
+        `limit ${limit} is above ${EVIDENCE_PAGE_MAX} per request`,
+      );
+    }
+    const page = (await read(after, limit)).slice(0, limit);
+    const last = page[page.length - 1];
+    return jsonResponse({
+      records: page.map(evidenceJson),
+      next: page.length === limit && last !== undefined ? last.seq : null,
+    });
   }
 
   async #node(request: Request, hex: string): Promise<Response> {
@@ -615,7 +651,7 @@ export class RouteError extends HotStuffError {
   }
 }
 
-type RouteName = "status" | "node" | "committed" | "chain" | "proof";
+type RouteName = "status" | "node" | "committed" | "chain" | "proof" | "evidence";
 
 interface Route {
   readonly name: RouteName;
@@ -630,7 +666,30 @@ const ROUTES: readonly Route[] = [
   { name: "committed", pattern: new URLPattern({ pathname: "/committed" }), query: ["from", "to"] },
   { name: "chain", pattern: new URLPattern({ pathname: "/chain" }), query: ["from", "limit"] },
   { name: "proof", pattern: new URLPattern({ pathname: "/proof" }), query: ["from", "to"] },
+  {
+    name: "evidence",
+    pattern: new URLPattern({ pathname: "/evidence" }),
+    query: ["after", "limit"],
+  },
 ];
+
+/** Most evidence records per `GET /evidence` page (each holds two signed messages). */
+export const EVIDENCE_PAGE_MAX = 32;
+
+function evidenceJson(entry: EvidenceEntry): Record<string, unknown> {
+  const e = entry.evidence;
+  const nodes = e.kind === "double-vote"
+    ? [e.first.nodeHash, e.second.nodeHash]
+    : [nodeHash(e.first.node), nodeHash(e.second.node)];
+  return {
+    seq: entry.seq,
+    kind: e.kind,
+    offender: toHex(evidenceOffender(e)),
+    view: evidenceView(e),
+    nodes: nodes.map(toHex),
+    record: toHex(encodeEvidence(e)),
+  };
+}
 
 function matchRoute(
   pathname: string,

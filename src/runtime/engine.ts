@@ -21,15 +21,26 @@ import type {
   CoreInput,
   CoreLimits,
   CoreOutput,
+  ExecutedResult,
   FetchRequest,
   Outbound,
 } from "../consensus/core.ts";
 import { Core } from "../consensus/core.ts";
 import type { PacemakerOptions } from "../consensus/pacemaker.ts";
+import type { ReputationOptions } from "../consensus/reputation.ts";
+import { DEFAULT_REPUTATION_OPTIONS, historyNodesMax } from "../consensus/reputation.ts";
 import { MessageVerifier, type Verdict } from "../consensus/verify.ts";
+import type { QuorumRule } from "../consensus/reconfig.ts";
+import {
+  certifyingRule,
+  decodeConfigRecord,
+  rootConfig,
+  VALIDATOR_CONFIG_KEY,
+} from "../consensus/reconfig.ts";
 import type { Signer, Verifier } from "../crypto.ts";
 import { assert } from "../errors.ts";
-import type { ConsensusEvent } from "../events.ts";
+import type { ConsensusEvent, EquivocationEvidence } from "../events.ts";
+import { type EvidenceStore, verifyEvidence } from "../evidence.ts";
 import {
   readCommitted,
   type SafetyState,
@@ -125,7 +136,7 @@ export interface Clock {
 export interface EngineOptions {
   /** Chain id. */
   readonly chainId: string;
-  /** Validator set. */
+  /** The genesis validator set (later sets come from the chain, SPECIFICATION.md 3.4). */
   readonly validators: ValidatorSet;
   /** This replica's key. */
   readonly signer: Signer;
@@ -145,10 +156,14 @@ export interface EngineOptions {
   readonly pacemaker?: PacemakerOptions;
   /** Core memory bounds. */
   readonly limits?: CoreLimits;
+  /** Leader reputation (Spec 3.5); default on; null: the plain schedule. Same on every replica. */
+  readonly reputation?: ReputationOptions | null;
   /** Bounds on Application results. */
   readonly appLimits?: AppLimits;
   /** Observer of every event. */
   readonly onEvent?: (event: ConsensusEvent) => void;
+  /** Where verified evidence of equivocation is kept (Spec 16.2); none: not kept. */
+  readonly evidence?: EvidenceStore;
   /** Observer of every signed message this replica sends (for tests and the simulator). */
   readonly onSend?: (message: ConsensusMessage, to: PublicKey | "all") => void;
 }
@@ -254,11 +269,17 @@ export class Engine {
   #pending: GroupCommit | null = null;
   /** The one group-commit write in flight: its commits are announced once it is durable. */
   #inFlight: InFlightWrite | null = null;
+  /** Evidence being verified and stored, one record after another (Spec 16.2). */
+  #evidenceWork: Promise<void> = Promise.resolve();
 
   private constructor(options: EngineOptions, core: Core) {
     this.#o = options;
     this.core = core;
-    this.#verifier = new MessageVerifier(options.chainId, options.validators, options.verifier);
+    this.#verifier = new MessageVerifier(
+      options.chainId,
+      () => core.knownRules(),
+      options.verifier,
+    );
     this.#appLimits = options.appLimits ?? DEFAULT_APP_LIMITS;
   }
 
@@ -275,13 +296,29 @@ export class Engine {
       root = stored;
     }
     const uncommitted = await s.uncommittedNodes();
+    // Spec 3.4 step 6: the committed head's validator configuration, from committed state.
+    const record = await s.getState(VALIDATOR_CONFIG_KEY);
+    const configs = rootConfig(
+      options.validators,
+      record === null ? null : decodeConfigRecord(record),
+      root.node.height,
+    );
+    const reputation = options.reputation === undefined
+      ? DEFAULT_REPUTATION_OPTIONS
+      : options.reputation;
+    // Spec 6.2 step 4: the committed Nodes below the head that the leader rule reads (3.5).
+    const keep = historyNodesMax(reputation);
+    const below = keep === 0 || root.node.height <= 1
+      ? []
+      : await readCommitted(s, root.node.height - keep, root.node.height - 1);
     const core = new Core({
       chainId: options.chainId,
       validators: options.validators,
       me: options.signer.publicKey,
       pacemaker: options.pacemaker,
       limits: options.limits,
-    }, { safety, root, uncommitted });
+      reputation,
+    }, { safety, root, uncommitted, rootConfig: configs, history: below.map((e) => e.node) });
     return new Engine(options, core);
   }
 
@@ -432,6 +469,7 @@ export class Engine {
       case "message": {
         const v = await (job.verdict ?? this.#verifier.verifyMessage(job.message));
         if (!v.ok) {
+          this.#maybeBehind(job.from, job.message, v.reason);
           this.#emit({
             type: "message:reject",
             from: job.from,
@@ -441,7 +479,7 @@ export class Engine {
           });
           return null;
         }
-        return { type: "message", from: job.from, message: job.message, now };
+        return { type: "message", from: job.from, message: v.message ?? job.message, now };
       }
       case "nodes": {
         const { nodes, reject } = await job.checked;
@@ -456,6 +494,22 @@ export class Engine {
         return { type: "fetched", from: job.from, nodes, now };
       }
     }
+  }
+
+  /**
+   * A message whose certificate or signer belongs to a set this replica does not know, from a
+   * peer that claims a higher view than its highest QC's: it is behind a validator-set change
+   * (Spec 3.4 step 7). Catch up from that peer.
+   */
+  #maybeBehind(from: PublicKey, m: ConsensusMessage, reason: string): void {
+    if (reason !== "unknown-signer" && reason !== "no-quorum") return;
+    const view = m.type === "propose"
+      ? m.node.justify.view
+      : m.type === "vote"
+      ? m.view
+      : m.highQC.view;
+    if (view <= this.core.safety.highQC.view) return;
+    this.#push({ kind: "input", input: { type: "behind", from, now: this.#o.clock.now() } });
   }
 
   /** Spec 4.4 step 0: a fetched chain must be hash-linked, ascending, with valid QCs. */
@@ -479,6 +533,9 @@ export class Engine {
       const bad = verdicts.findIndex((v) => !v.ok);
       const v = verdicts[bad];
       if (v !== undefined && !v.ok) {
+        // Signers of a set not known yet (a validator-set change in the answer): these Nodes
+        // are checked against their own rule just before they execute (Spec 3.4 step 7).
+        if (v.reason === "unknown-signer" || v.reason === "no-quorum") break;
         return { nodes: linked.slice(0, i + bad), reject: { reason: v.reason, detail: v.detail } };
       }
     }
@@ -499,7 +556,7 @@ export class Engine {
     // Spec 10.1 step 2: sign and send.
     for (const s of out.sends) await this.#send(s);
     // Spec 10.1 step 4: Application calls; results come back as inputs.
-    for (const x of out.execute) await this.#execute(x.node, x.hash);
+    for (const x of out.execute) await this.#execute(x.node, x.hash, x.justifyRule);
     if (out.produce !== null) await this.#produce(out.produce);
     // Spec 10.1 step 5: catch-up.
     if (out.fetch !== null) this.#o.nodeSource.fetch(out.fetch);
@@ -623,24 +680,43 @@ export class Engine {
     };
   }
 
-  async #execute(node: Node, hash: Hash): Promise<void> {
-    let result: { ok: true; updates: readonly [Uint8Array, Uint8Array | null][] } | {
-      ok: false;
-      reason: string;
-    };
-    try {
-      const r = await this.#o.app.validateNode({ node, hash, state: this.#stateView(node.parent) });
-      const problem = checkValidateResult(r, this.#appLimits);
-      if (problem !== null) result = { ok: false, reason: `bad application result: ${problem}` };
-      else if (r.ok) result = { ok: true, updates: r.updates.map(([k, v]) => [k, v]) };
-      else result = { ok: false, reason: String(r.reason) };
-    } catch (e) {
-      result = { ok: false, reason: `validateNode threw: ${String(e)}` };
+  async #execute(node: Node, hash: Hash, justifyRule: QuorumRule | null): Promise<void> {
+    let result: ExecutedResult;
+    // Spec 4.4 step 0 (Spec 3.4 step 7): a fetched Node's justify QC, signatures included, by
+    // the rule of the Node it certifies (mostly a cache hit: checked when the answer came).
+    const justify = justifyRule === null
+      ? null
+      : await this.#verifier.verifyQC(node.justify, justifyRule);
+    if (justify !== null && !justify.ok) {
+      result = { ok: false, reason: `justify ${justify.reason}: ${justify.detail}` };
+    } else {
+      result = await this.#validate(node, hash);
     }
     this.#push({
       kind: "input",
       input: { type: "executed", hash, result, now: this.#o.clock.now() },
     });
+  }
+
+  /** Asks the Application to validate and execute a Node; checks its result (SPECIFICATION.md 7). */
+  async #validate(node: Node, hash: Hash): Promise<ExecutedResult> {
+    try {
+      const r = await this.#o.app.validateNode({ node, hash, state: this.#stateView(node.parent) });
+      const problem = checkValidateResult(r, this.#appLimits);
+      if (problem !== null) return { ok: false, reason: `bad application result: ${problem}` };
+      if (!r.ok) return { ok: false, reason: String(r.reason) };
+      const updates = r.updates.map(([k, v]) => [k, v] as const);
+      if (r.validatorUpdates === undefined || r.validatorUpdates.length === 0) {
+        return { ok: true, updates };
+      }
+      const validatorUpdates = r.validatorUpdates.map((u) => ({
+        publicKey: u.publicKey,
+        power: u.power,
+      }));
+      return { ok: true, updates, validatorUpdates };
+    } catch (e) {
+      return { ok: false, reason: `validateNode threw: ${String(e)}` };
+    }
   }
 
   async #produce(req: { view: number; parent: Hash; height: number }): Promise<void> {
@@ -669,6 +745,66 @@ export class Engine {
 
   #emit(e: ConsensusEvent): void {
     this.#o.onEvent?.(e);
+    if (e.type === "equivocation:detect") this.#onEquivocation(e.evidence);
+  }
+
+  /** Resolves when the evidence detected so far is verified, stored and handed on (Spec 16.2). */
+  evidenceIdle(): Promise<void> {
+    return this.#evidenceWork;
+  }
+
+  /**
+   * Spec 16.2 step 1: the sets an offender must belong to. A message about a known Node is
+   * checked against the sets whose rule certifies that Node (Spec 3.4 step 3: during a handover,
+   * both); when neither Node is known any more, against the rules this replica knows (the recent
+   * configurations).
+   */
+  #evidenceSets(evidence: EquivocationEvidence): ValidatorSet[] {
+    const hashes = evidence.kind === "double-vote"
+      ? [evidence.first.nodeHash, evidence.second.nodeHash]
+      : [nodeHash(evidence.first.node), nodeHash(evidence.second.node)];
+    const core = this.core;
+    const rules = hashes.map((h) => core.configOf(h)).filter((c) => c !== undefined)
+      .map((c) => certifyingRule(c.parent));
+    const from = rules.length > 0 ? rules : core.knownRules();
+    return [...new Set(from.flatMap((r) => r.sets))];
+  }
+
+  /** Spec 16.2: detected equivocation becomes a verified, stored record; off the consensus path. */
+  #onEquivocation(evidence: EquivocationEvidence): void {
+    const store = this.#o.evidence;
+    if (store === undefined) return;
+    this.#evidenceWork = this.#evidenceWork.then(async () => {
+      // Spec 16.2 step 1: verify (as anyone would who is handed the record).
+      const verdict = await verifyEvidence(evidence, {
+        chainId: this.#o.chainId,
+        validators: this.#evidenceSets(evidence),
+        verifier: this.#o.verifier,
+      });
+      if (!verdict.ok) {
+        return this.#o.onEvent?.({
+          type: "message:reject",
+          from: null,
+          message: "evidence",
+          reason: verdict.reason,
+          detail: verdict.detail,
+        });
+      }
+      // Spec 16.2 step 2: store durably; a record already held (or beyond a limit) stops here.
+      if (!await store.add(evidence)) return;
+      const { offender, view } = verdict;
+      // Spec 16.2 step 3: publish, naming the offender; then hand it to the Application.
+      this.#o.onEvent?.({ type: "evidence:record", kind: evidence.kind, offender, view });
+      await this.#o.app.onEvidence?.({ evidence, offender, view });
+    }).catch((err) => {
+      this.#o.onEvent?.({
+        type: "message:reject",
+        from: null,
+        message: "evidence",
+        reason: "store-failed",
+        detail: String(err),
+      });
+    });
   }
 }
 

@@ -14,6 +14,7 @@
 import { configure, getLogger, type Logger, type LogLevel as LogTapeLevel } from "@logtape/logtape";
 import { ConfigError } from "../errors.ts";
 import type { ConsensusEvent } from "../events.ts";
+import { evidenceOffender, evidenceView } from "../evidence.ts";
 import { toHex } from "../types.ts";
 
 /**
@@ -66,10 +67,14 @@ export function eventLog(
         level: "error",
         fields: {
           reason: e.evidence.kind,
-          view: e.evidence.kind === "double-vote"
-            ? e.evidence.first.view
-            : e.evidence.first.node.view,
+          offender: toHex(evidenceOffender(e.evidence)),
+          view: evidenceView(e.evidence),
         },
+      };
+    case "evidence:record":
+      return {
+        level: "error",
+        fields: { reason: e.kind, offender: toHex(e.offender), view: e.view },
       };
     case "view:timeout":
     case "tc:form":

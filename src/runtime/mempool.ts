@@ -50,13 +50,15 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import type { Application, StateUpdate, StateView } from "../app.ts";
+import type { Application, StateUpdate, StateView, ValidateResult } from "../app.ts";
 import { DEFAULT_APP_LIMITS } from "../app.ts";
 import { cborArrayLength, decodeValue, encodeValue } from "../codec.ts";
 import { sha256Bytes } from "../crypto.ts";
 import { assert, ConfigError, HotStuffError } from "../errors.ts";
 import type { Hash, Node } from "../types.ts";
 import { bytesEqual, fromHex, toHex } from "../types.ts";
+import type { ValidatorUpdate } from "../consensus/reconfig.ts";
+import { readValidatorConfig } from "../consensus/reconfig.ts";
 
 /**
  * Input of {@link CommandMachine.apply}.
@@ -79,7 +81,10 @@ export interface ApplyRequest {
 }
 
 /**
- * Output of {@link CommandMachine.apply}: the command's state updates, or a rejection.
+ * Output of {@link CommandMachine.apply}: the command's state updates, or a rejection. A command
+ * may change the validator set (`validatorUpdates`, SPECIFICATION.md 3.4): the first such command
+ * of a Node does, when no change is being handed over; any other is refused (consumed without
+ * effect, `validator change in progress`).
  *
  * @example
  * ```ts
@@ -88,7 +93,11 @@ export interface ApplyRequest {
  * ```
  */
 export type ApplyResult =
-  | { readonly ok: true; readonly updates: readonly StateUpdate[] }
+  | {
+    readonly ok: true;
+    readonly updates: readonly StateUpdate[];
+    readonly validatorUpdates?: readonly ValidatorUpdate[];
+  }
   | { readonly ok: false; readonly reason: string };
 
 /**
@@ -696,6 +705,8 @@ interface Execution {
   readonly ids: string[];
   readonly refused: Map<string, string>;
   readonly updates: StateUpdate[];
+  /** The validator-set change one of its commands made, if any. */
+  readonly validatorUpdates?: readonly ValidatorUpdate[];
 }
 
 /**
@@ -1408,6 +1419,9 @@ export class Mempool {
     const ids: string[] = [];
     const consumed = new Set<string>();
     const refused = new Map<string, string>();
+    let change: readonly ValidatorUpdate[] | undefined;
+    // SPECIFICATION.md 3.4 step 2: one change at a time (read once: only this Node may start one).
+    let handingOver: boolean | null = null;
     for (const [bi, b] of batches.entries()) {
       for (let i = 0; i < b.entries.length; i++) {
         const e = b.entries[i]!;
@@ -1421,13 +1435,25 @@ export class Mempool {
           refused.set(id, r.reason);
           continue;
         }
+        if (r.validatorUpdates !== undefined && r.validatorUpdates.length > 0) {
+          handingOver ??= (await readValidatorConfig(state))?.next != null;
+          if (change !== undefined || handingOver) {
+            refused.set(id, "validator change in progress");
+            continue;
+          }
+          change = r.validatorUpdates;
+        }
         if (r.updates.length === 0) continue;
         const problem = budget.addUpdates(r.updates);
         if (problem !== null) return { ok: false, batch: bi, reason: problem };
         addUpdates(local, updates, r.updates);
       }
     }
-    return { ok: true, execution: { ids, refused, updates: [...updates.values()] } };
+    const execution: Execution = { ids, refused, updates: [...updates.values()] };
+    return {
+      ok: true,
+      execution: change === undefined ? execution : { ...execution, validatorUpdates: change },
+    };
   }
 
   /** Spec 13.2 step 3 without the machine: the ids a Node consumes (state plays no part). */
@@ -1494,7 +1520,7 @@ export class Mempool {
     node: Node,
     hash: Hash,
     state: StateView,
-  ): Promise<{ ok: true; updates: StateUpdate[] } | { ok: false; reason: string }> {
+  ): Promise<ValidateResult> {
     // Spec 13.2 step 1: a list of distinct digests, within the limit.
     const decoded = decodeDigests(node.command, this.limits.nodeBatchesMax);
     if (!decoded.ok) return decoded;
@@ -1538,7 +1564,8 @@ export class Mempool {
       ids: run.ids,
       refused: run.refused,
     });
-    return { ok: true, updates: run.updates };
+    if (run.validatorUpdates === undefined) return { ok: true, updates: run.updates };
+    return { ok: true, updates: run.updates, validatorUpdates: run.validatorUpdates };
   }
 
   #remember(hash: string, p: Proposed): void {

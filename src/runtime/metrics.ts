@@ -72,6 +72,7 @@ export class ReplicaMetrics {
   readonly #received: Counter;
   readonly #rejected: Counter;
   readonly #equivocations: Counter;
+  readonly #evidence: Counter;
   readonly #catchUpNodes: Counter;
   readonly #catchUpRequests: Counter;
   readonly #viewDuration: Histogram;
@@ -154,6 +155,12 @@ export class ReplicaMetrics {
       labelNames: ["kind"],
       registers,
     });
+    this.#evidence = new Counter({
+      name: "hotstuff_evidence_records_total",
+      help: "Verified evidence records of equivocation stored (SPECIFICATION.md 16.2), by kind.",
+      labelNames: ["kind"],
+      registers,
+    });
     this.#catchUpRequests = new Counter({
       name: "hotstuff_catchup_requests_total",
       help: "Catch-up requests the CatchUp flow made.",
@@ -205,6 +212,8 @@ export class ReplicaMetrics {
         return this.#rejected.inc({ type: e.message, reason: e.reason });
       case "equivocation:detect":
         return this.#equivocations.inc({ kind: e.evidence.kind });
+      case "evidence:record":
+        return this.#evidence.inc({ kind: e.kind });
       case "catchup:request":
         this.#catchingUp = true;
         return this.#catchUpRequests.inc();

@@ -53,6 +53,8 @@
 import type { Application, CommitNotice } from "../app.ts";
 import type { CoreLimits } from "../consensus/core.ts";
 import type { PacemakerOptions } from "../consensus/pacemaker.ts";
+import type { ReputationOptions } from "../consensus/reputation.ts";
+import { type EvidenceEntry, type EvidenceStore, MemoryEvidenceStore } from "../evidence.ts";
 import type { Signer, Verifier } from "../crypto.ts";
 import { ed25519Verifier } from "../crypto.ts";
 import { ConfigError, HotStuffError } from "../errors.ts";
@@ -74,6 +76,7 @@ import { readCommitted, type Storage } from "../storage/storage.ts";
 import type { Hash, Node, PublicKey, QuorumCertificate } from "../types.ts";
 import { bytesEqual, fromHex, toHex } from "../types.ts";
 import type { ValidatorSet } from "../validators.ts";
+import type { ValidatorConfig } from "../consensus/reconfig.ts";
 import { systemClock } from "./clock.ts";
 import {
   asRouteError,
@@ -170,9 +173,17 @@ export interface SubmittedCommand {
 export interface ReplicaOptions {
   /** Chain id. */
   readonly chainId: string;
-  /** The validator set. */
+  /**
+   * Every member of the cluster: who may connect over Consensus TCP and sign catch-up requests.
+   * Also the genesis validator set, unless `genesisValidators` is given.
+   */
   readonly validators: ValidatorSet;
-  /** This replica's key (a validator's). */
+  /**
+   * The genesis validator set, when it differs from the members: members outside it follow the
+   * chain and may join through a validator-set change (SPECIFICATION.md 3.4).
+   */
+  readonly genesisValidators?: ValidatorSet;
+  /** This replica's key (a member's). */
   readonly signer: Signer;
   /** Signature verification. Default {@link ed25519Verifier}. */
   readonly verifier?: Verifier;
@@ -208,6 +219,15 @@ export interface ReplicaOptions {
   readonly pacemaker?: PacemakerOptions;
   /** Core memory bounds. */
   readonly coreLimits?: CoreLimits;
+  /** Leader reputation (SPECIFICATION.md 3.5): default on; null: the plain schedule. */
+  readonly reputation?: ReputationOptions | null;
+  /**
+   * Where verified evidence of equivocation is kept and served (`GET /evidence`). Default in
+   * memory; the replica CLI uses `DenoKvEvidenceStore` in the data directory.
+   */
+  readonly evidence?: EvidenceStore;
+  /** Called with each evidence record stored (see `Application.onEvidence`). */
+  readonly onEvidence?: Application["onEvidence"];
   /** Mempool and batch limits (batch limits must match on every replica). */
   readonly mempool?: ReplicaMempoolOptions;
   /**
@@ -452,10 +472,14 @@ export class Replica implements NodeTreeView {
   #lastProgressLog = performance.now();
   /** The CatchUp flow's progress since its last line, or null when it is not running. */
   #catchUp: { since: number; nodes: number; lastEvent: number; fromHeight: number } | null = null;
+  readonly #evidence: EvidenceStore;
+  /** Evidence records this process stored. */
+  #evidenceRecorded = 0;
 
   /** Use {@link startReplica}. */
   constructor(options: ReplicaOptions) {
     this.#o = options;
+    this.#evidence = options.evidence ?? new MemoryEvidenceStore();
     this.#log = new ReplicaLog(options.logLevel ?? "info", options.logSink, options.name);
     this.#storage = new CachedStateStorage(
       options.storage,
@@ -529,7 +553,13 @@ export class Replica implements NodeTreeView {
     // Spec 15.4 step 5: the Engine opens on the installed head and catches up from there.
     const stateSync = o.stateSync === true;
     await prepareState(this.state, { ...this.#stateOptions(), stateSync, signal: o.signal });
-    const app = withStateTree(this.#withCommitCallback(o.app ?? pool!.application), this.state);
+    const base = o.app ?? pool!.application;
+    const app = withStateTree(
+      this.#withCommitCallback(
+        o.onEvidence === undefined ? base : { ...base, onEvidence: o.onEvidence },
+      ),
+      this.state,
+    );
     const t0 = performance.now();
     if (pool !== null) {
       const ticker = new ProgressTicker((p: { read: number; total: number }) =>
@@ -545,7 +575,7 @@ export class Replica implements NodeTreeView {
     const restoreMs = Math.round(performance.now() - t0);
     const engine = await Engine.open({
       chainId: o.chainId,
-      validators: o.validators,
+      validators: o.genesisValidators ?? o.validators,
       signer: o.signer,
       verifier: o.verifier ?? ed25519Verifier(),
       storage: this.#storage,
@@ -557,6 +587,8 @@ export class Replica implements NodeTreeView {
       appLimits: pool === null ? undefined : appLimitsFor(pool.limits),
       pacemaker: o.pacemaker,
       limits: o.coreLimits,
+      reputation: o.reputation,
+      evidence: this.#evidence,
       onEvent: (e) => this.#onEvent(e),
       onSend: (message) => this.#metrics.onSend(message),
     });
@@ -693,6 +725,11 @@ export class Replica implements NodeTreeView {
   // -------------------------------------------------------------------------------------------
   // NodeTreeView
 
+  /** See {@link NodeTreeView.evidence}. */
+  evidence(after: number, limit: number): Promise<EvidenceEntry[]> {
+    return this.#evidence.list(after, limit);
+  }
+
   /** See {@link NodeTreeView.status}. */
   status(): Record<string, unknown> {
     const core = this.engine.core;
@@ -705,6 +742,8 @@ export class Replica implements NodeTreeView {
       view: core.view,
       leader: toHex(core.leader(core.view)),
       committed: { height: root.node.height, hash: toHex(root.hash) },
+      // The committed head's validator set, and the set being handed over to (SPECIFICATION.md 3.4).
+      validators: validatorsStatus(core.committedConfig),
       lock: { view: s.lockedQC.view, node: toHex(s.lockedQC.nodeHash) },
       highQC: { view: s.highQC.view, node: toHex(s.highQC.nodeHash) },
       highTC: s.highTC === null ? null : { view: s.highTC.view },
@@ -712,6 +751,7 @@ export class Replica implements NodeTreeView {
       peers: this.#tcp.status(),
       mempool: poolStatus(this.mempool),
       engine: { droppedMessages: this.engine.dropped, failed: this.#failure !== null },
+      evidence: { recorded: this.#evidenceRecorded },
       // Bytes: resident set, V8 heap in use and reserved, memory held outside the heap.
       memory: memoryUsage(),
       uptimeMs: Math.round(performance.now() - this.#started),
@@ -852,6 +892,7 @@ export class Replica implements NodeTreeView {
   // Events, failure, logs
 
   #onEvent(e: ConsensusEvent): void {
+    if (e.type === "evidence:record") this.#evidenceRecorded++;
     const { level, fields } = eventLog(e);
     this.#log.write(level, e.type, fields);
     this.#metrics.onEvent(e, performance.now());
@@ -878,6 +919,7 @@ export class Replica implements NodeTreeView {
     return {
       produceCommand: (request) => app.produceCommand(request),
       validateNode: (request) => app.validateNode(request),
+      ...(app.onEvidence === undefined ? {} : { onEvidence: app.onEvidence.bind(app) }),
       onCommit: async (notice) => {
         await app.onCommit?.(notice);
         try {
@@ -912,15 +954,18 @@ export class Replica implements NodeTreeView {
     totalPower: number;
     droppedFrames: number;
   } {
+    // Powers in the committed validator set (SPECIFICATION.md 3.4), not the cluster's members.
+    const set = this.#engine?.core.committedConfig.set ??
+      this.#o.genesisValidators ?? this.#o.validators;
     let connected = 0, connectedPower = 0, droppedFrames = 0;
     for (const p of this.#tcp.status()) {
       droppedFrames += p.droppedFrames;
       if (!p.connected) continue;
       connected++;
       const key = fromHex(p.publicKey);
-      connectedPower += key === null ? 0 : this.#o.validators.get(key)?.power ?? 0;
+      connectedPower += key === null ? 0 : set.get(key)?.power ?? 0;
     }
-    return { connected, connectedPower, totalPower: this.#o.validators.totalPower, droppedFrames };
+    return { connected, connectedPower, totalPower: set.totalPower, droppedFrames };
   }
 
   #onCatchUp(e: ConsensusEvent): void {
@@ -1020,3 +1065,10 @@ function memoryUsage(): Record<string, number> {
 
 /** How long one peer may take to answer `GET /batches/{digest}`, ms, before the next is asked. */
 const BATCH_FETCH_PEER_TIMEOUT_MS = 500;
+
+/** A validator configuration for the status page (SPECIFICATION.md 3.4). */
+function validatorsStatus(c: ValidatorConfig): Record<string, unknown> {
+  const list = (set: ValidatorSet) =>
+    set.validators.map((v) => ({ publicKey: toHex(v.publicKey), power: v.power }));
+  return { set: list(c.set), next: c.next === null ? null : list(c.next) };
+}

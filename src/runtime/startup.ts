@@ -10,6 +10,7 @@ import { plantedSafetyBugs } from "../consensus/safety.ts";
 import { ConfigError } from "../errors.ts";
 import { readCommitted, type Storage } from "../storage/storage.ts";
 import { plantedBugs } from "../validators.ts";
+import { plantedReconfigBugs } from "../consensus/reconfig.ts";
 import type { BatchLimits, MempoolRestore } from "./mempool.ts";
 
 /**
@@ -26,6 +27,7 @@ export function refusePlantedBugs(): void {
   const on = [
     ...Object.entries(plantedSafetyBugs).filter(([, v]) => v).map(([k]) => `safety.${k}`),
     ...Object.entries(plantedBugs).filter(([, v]) => v).map(([k]) => `validators.${k}`),
+    ...Object.entries(plantedReconfigBugs).filter(([, v]) => v).map(([k]) => `reconfig.${k}`),
   ];
   if (on.length > 0) {
     throw new ConfigError("planted-bug", `refusing to start: planted bug switch on: ${on}`);

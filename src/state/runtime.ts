@@ -134,5 +134,6 @@ export function withStateTree(app: Application, state: StateService | null): App
         state.onCommit(notice);
       }
     },
+    onEvidence: (notice) => app.onEvidence?.(notice),
   };
 }

@@ -4,7 +4,7 @@
  * @module
  */
 import { Random } from "./random.ts";
-import type { Behaviour, CrashEvent, PartitionWindow, SimOptions } from "./sim.ts";
+import type { Behaviour, CrashEvent, PartitionWindow, SimChange, SimOptions } from "./sim.ts";
 
 /** Byzantine behaviours the mixed plans choose from. */
 export const BYZANTINE_BEHAVIOURS: readonly Behaviour[] = [
@@ -35,6 +35,62 @@ export interface ScenarioOptions {
   readonly powers?: readonly number[];
   /** Allow Byzantine validators (always below 1/3 of the power). Default true. */
   readonly byzantine?: boolean;
+  /**
+   * Validator-set changes during the run (SPECIFICATION.md 3.4): two spare validators start as
+   * followers; one to three changes add, remove, re-weigh or swap validators at random heights,
+   * while the faults go on. Byzantine power stays below 1/3 of every set. Default false.
+   */
+  readonly reconfigure?: boolean;
+}
+
+/** Spare validators (followers that may join) in a reconfiguring run. */
+const SPARES = 2;
+
+/**
+ * One to three random validator-set changes over `powers` (the first `genesis` form the first
+ * set), each keeping the Byzantine power below 1/3 of the set it makes.
+ *
+ * @example
+ * ```ts
+ * import { Random } from "./random.ts";
+ * import { randomChanges } from "./scenario.ts";
+ * randomChanges(new Random(1), [1, 1, 1, 1, 1], 4, new Set([0]));
+ * ```
+ */
+export function randomChanges(
+  rng: Random,
+  powers: readonly number[],
+  genesis: number,
+  byzantine: ReadonlySet<number>,
+): SimChange[] {
+  const set = new Map<number, number>(powers.slice(0, genesis).map((p, i) => [i, p]));
+  const changes: SimChange[] = [];
+  let atHeight = rng.range(2, 10);
+  for (let i = 1 + rng.int(3); i > 0; i--) {
+    const members = [...set.keys()];
+    const spares = powers.map((_, v) => v).filter((v) => !set.has(v));
+    const updates: { validator: number; power: number }[] = [];
+    const kind = rng.pick(["add", "remove", "power", "swap"] as const);
+    if ((kind === "add" || kind === "swap") && spares.length > 0) {
+      updates.push({ validator: rng.pick(spares), power: rng.range(1, 2) });
+    }
+    if ((kind === "remove" || kind === "swap") && members.length > 1) {
+      updates.push({ validator: rng.pick(members), power: 0 });
+    }
+    if (kind === "power") updates.push({ validator: rng.pick(members), power: rng.range(1, 3) });
+    const next = new Map(set);
+    for (const u of updates) {
+      u.power === 0 ? next.delete(u.validator) : next.set(u.validator, u.power);
+    }
+    const total = [...next.values()].reduce((a, b) => a + b, 0);
+    const byz = [...next].filter(([v]) => byzantine.has(v)).reduce((a, [, p]) => a + p, 0);
+    if (updates.length === 0 || next.size === 0 || byz * 3 >= total) continue;
+    changes.push({ atHeight, updates });
+    for (const [v, p] of [...set]) if (!next.has(v)) set.delete(v), void p;
+    for (const [v, p] of next) set.set(v, p);
+    atHeight += rng.range(1, 12);
+  }
+  return changes;
 }
 
 /**
@@ -50,12 +106,14 @@ export interface ScenarioOptions {
  */
 export function mixedScenario(seed: number, options: ScenarioOptions = {}): SimOptions {
   const rng = new Random(seed ^ 0x5eed5eed);
-  const powers = options.powers ?? [1, 1, 1, 1];
-  const total = powers.reduce((a, b) => a + b, 0);
+  const genesisPowers = options.powers ?? [1, 1, 1, 1];
+  const reconfigure = options.reconfigure ?? false;
+  const powers = reconfigure ? [...genesisPowers, ...Array(SPARES).fill(1)] : genesisPowers;
+  const total = genesisPowers.reduce((a, b) => a + b, 0);
   const behaviours: Behaviour[] = powers.map(() => "honest");
   if (options.byzantine ?? true) {
     let byzPower = 0;
-    for (const v of rng.shuffle(powers.map((_, i) => i))) {
+    for (const v of rng.shuffle(genesisPowers.map((_, i) => i))) {
       if ((byzPower + powers[v]!) * 3 >= total || rng.chance(0.3)) continue;
       byzPower += powers[v]!;
       behaviours[v] = rng.pick(BYZANTINE_BEHAVIOURS);
@@ -84,10 +142,18 @@ export function mixedScenario(seed: number, options: ScenarioOptions = {}): SimO
     const at = rng.int(healAt);
     crashes.push({ endpoint, at, restartAt: Math.min(healAt, at + rng.range(20, 2000)) });
   }
+  const byzantine = new Set(behaviours.flatMap((b, v) => b === "honest" ? [] : [v]));
+  const reconfiguration = reconfigure
+    ? {
+      genesisValidators: genesisPowers.length,
+      changes: randomChanges(rng, powers, genesisPowers.length, byzantine),
+    }
+    : {};
   return {
     seed,
     powers,
     behaviours,
+    ...reconfiguration,
     faults: {
       dropRate: rng.pick([0, 0.01, 0.05, 0.1, 0.3]),
       duplicateRate: rng.pick([0, 0.02, 0.2]),
@@ -212,7 +278,13 @@ export function describeScenario(o: SimOptions): string {
   const byz = (o.behaviours ?? []).map((b, i) => b === "honest" ? "" : `${i}:${b}`).filter(
     Boolean,
   );
-  return `powers=${o.powers.join(",")} byzantine=[${byz.join(" ")}] drop=${f.dropRate} ` +
+  const changes = o.changes === undefined
+    ? ""
+    : ` changes=[${
+      o.changes.map((c) => `h${c.atHeight}:${c.updates.map((u) => `${u.validator}=${u.power}`)}`)
+        .join(" ")
+    }]`;
+  return `powers=${o.powers.join(",")}${changes} byzantine=[${byz.join(" ")}] drop=${f.dropRate} ` +
     `dup=${f.duplicateRate} delay=${f.delayMinMs}-${f.delayMaxMs}ms partitions=${f.partitions.length} ` +
     `crashes=${f.crashes.length} crashOnWrite=${f.crashOnWriteRate} healAt=${f.healAt}ms`;
 }

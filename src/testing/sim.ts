@@ -11,12 +11,14 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import type { Application } from "../app.ts";
 import { nodeHash, signedBytes } from "../codec.ts";
 import type { PacemakerOptions } from "../consensus/pacemaker.ts";
+import type { ReputationOptions } from "../consensus/reputation.ts";
 import type { Signer, Verifier } from "../crypto.ts";
 import { deriveSecretKey, ed25519Signer, ed25519Verifier } from "../crypto.ts";
 import { Engine } from "../runtime/engine.ts";
 import type { Clock, Network, NodeSource } from "../runtime/engine.ts";
 import { AssertionError } from "../errors.ts";
-import type { ConsensusEvent } from "../events.ts";
+import type { ConsensusEvent, EquivocationEvidence } from "../events.ts";
+import { MemoryEvidenceStore } from "../evidence.ts";
 import { MemoryStorage } from "../storage/memory.ts";
 import { type Storage, wrapStorage, type WriteBatch } from "../storage/storage.ts";
 import type { ConsensusMessage, Node, QuorumCertificate, TimeoutCertificate } from "../types.ts";
@@ -25,6 +27,15 @@ import { ValidatorSet } from "../validators.ts";
 import { FastSignatures } from "./fast_signatures.ts";
 import { Random } from "./random.ts";
 import { counterApp } from "./counter_app.ts";
+import type { NodeConfig, ValidatorUpdate } from "../consensus/reconfig.ts";
+import {
+  applyUpdates,
+  certifyingRule,
+  nextConfig,
+  plantedReconfigBugs,
+  stableConfig,
+} from "../consensus/reconfig.ts";
+import { genesisNode } from "../codec.ts";
 
 /**
  * What a simulated validator does.
@@ -224,6 +235,8 @@ export interface SimOptions {
   readonly livenessCommits?: number;
   /** Pacemaker timing. Default: 200 ms min, 3200 ms max. */
   readonly pacemaker?: PacemakerOptions;
+  /** Leader reputation of every replica (Spec 3.5): default on; null for the plain schedule. */
+  readonly reputation?: ReputationOptions | null;
   /** `fast` (default; simulation-only MAC) or `ed25519` (real signatures). */
   readonly signatures?: "fast" | "ed25519";
   /** The Application of each endpoint (default: a counter). */
@@ -242,6 +255,32 @@ export interface SimOptions {
   readonly eventsMax?: number;
   /** Scripted Byzantine validators (behaviour `scripted`), by validator index. */
   readonly adversaries?: Readonly<Record<number, Adversary>>;
+  /**
+   * How many of `powers` (the first ones) form the genesis validator set; the others start as
+   * followers and may join through `changes`. Default: all.
+   */
+  readonly genesisValidators?: number;
+  /**
+   * Validator-set changes the default Application makes (SPECIFICATION.md 3.4): each by the first
+   * Node at or above `atHeight` outside a handover, in order.
+   */
+  readonly changes?: readonly SimChange[];
+}
+
+/**
+ * A planned validator-set change of a simulation, by validator index.
+ *
+ * @example
+ * ```ts
+ * import type { SimChange } from "./sim.ts";
+ * const addFifth: SimChange = { atHeight: 20, updates: [{ validator: 4, power: 1 }] };
+ * ```
+ */
+export interface SimChange {
+  /** The lowest height of the Node that makes it. */
+  readonly atHeight: number;
+  /** New powers by validator index (0 removes). */
+  readonly updates: readonly { readonly validator: number; readonly power: number }[];
 }
 
 /**
@@ -274,6 +313,10 @@ export interface SimReport {
   readonly endedAt: number;
   /** Equivocations reported by honest replicas. */
   readonly equivocationsDetected: number;
+  /** Validator-set changes started and handed over on the longest honest committed chain. */
+  readonly handovers: { readonly started: number; readonly completed: number };
+  /** The verified evidence each honest endpoint stored (Spec 16.2), in endpoint order. */
+  readonly evidence: readonly (readonly EquivocationEvidence[])[];
 }
 
 /** Thrown by the crash-injecting storage wrapper: the replica "loses power" here. */
@@ -285,6 +328,8 @@ interface Endpoint {
   readonly behaviour: Behaviour;
   readonly signer: Signer;
   readonly storage: MemoryStorage;
+  /** Verified evidence this endpoint stored (kept over restarts, like its storage). */
+  readonly evidence: MemoryEvidenceStore;
   engine: Engine | null;
   timerGen: number;
   /** Committed hashes (hex) by height - 1, across restarts. */
@@ -372,6 +417,12 @@ class Simulation {
   readonly #committedAt = new Map<number, string>();
   /** `${validator}:${view}` -> node hash hex, for honest voters. */
   readonly #votes = new Map<string, string>();
+  /** Validator updates the Application returned, by Node hash hex (for the certificate check). */
+  readonly #changes = new Map<string, readonly ValidatorUpdate[]>();
+  readonly #plan: { atHeight: number; updates: ValidatorUpdate[] }[];
+  /** The validator set once every planned change is made. */
+  readonly #finalSet: ValidatorSet;
+  handovers = { started: 0, completed: 0 };
   time = 0;
   delivered = 0;
   equivocations = 0;
@@ -388,16 +439,25 @@ class Simulation {
       const sk = deriveSecretKey(`sim-validator-${i}`);
       return useFast ? fast.signer(sk) : ed25519Signer(sk);
     });
-    const members = signers.map((s, i) => ({ publicKey: s.publicKey, power: options.powers[i]! }));
+    const members = signers.map((s, i) => ({ publicKey: s.publicKey, power: options.powers[i]! }))
+      .slice(0, options.genesisValidators ?? signers.length);
     const sorted = new ValidatorSet(members).validators;
     const leaders = options.leaders ?? [];
     const sortedIndex = leaders.map((v) =>
       sorted.findIndex((m) => bytesEqual(m.publicKey, signers[v]!.publicKey))
     );
+    this.#plan = (options.changes ?? []).map((c) => ({
+      atHeight: c.atHeight,
+      updates: c.updates.map((u) => ({
+        publicKey: signers[u.validator]!.publicKey,
+        power: u.power,
+      })),
+    }));
     this.validators = new ValidatorSet(members, {
       leaderSchedule: (view) =>
         view >= 1 && view <= leaders.length ? sortedIndex[view - 1] : undefined,
     });
+    this.#finalSet = this.#plan.reduce((set, c) => applyUpdates(set, c.updates), this.validators);
     for (let v = 0; v < signers.length; v++) {
       const b = behaviours[v] ?? "honest";
       const copies = b === "twin" ? 2 : 1;
@@ -408,6 +468,7 @@ class Simulation {
           behaviour: b,
           signer: signers[v]!,
           storage: new MemoryStorage(),
+          evidence: new MemoryEvidenceStore(),
           engine: null,
           timerGen: 0,
           chain: [],
@@ -465,8 +526,15 @@ class Simulation {
       }
       if (this.time > this.healAt && this.#liveEnough()) break;
     }
-    for (const e of this.endpoints) await e.engine?.stop();
+    for (const e of this.endpoints) {
+      await e.engine?.evidenceIdle();
+      await e.engine?.stop();
+    }
     this.#checkLiveness();
+    await this.#checkCertificates();
+    const evidence = await Promise.all(
+      this.endpoints.filter((e) => this.honest(e)).map((e) => e.evidence.list(0, 1024)),
+    );
     return {
       seed: this.o.seed,
       safetyViolations: this.safety,
@@ -477,6 +545,8 @@ class Simulation {
       delivered: this.delivered,
       endedAt: this.time,
       equivocationsDetected: this.equivocations,
+      handovers: this.handovers,
+      evidence: evidence.map((list) => list.map((x) => x.evidence)),
     };
   }
 
@@ -484,8 +554,15 @@ class Simulation {
     const need = this.o.livenessCommits ?? 3;
     return this.endpoints.every((e) =>
       !this.honest(e) ||
-      (e.heightAtHeal !== null && e.chain.length >= e.heightAtHeal + need)
+      (e.heightAtHeal !== null && e.chain.length >= e.heightAtHeal + need && this.#handedOver(e))
     );
+  }
+
+  /** The endpoint has committed every planned validator-set change, each handed over. */
+  #handedOver(e: Endpoint): boolean {
+    if (this.#plan.length === 0 || e.engine === null) return true;
+    const c = e.engine.core.committedConfig;
+    return c.next === null && sameSet(c.set, this.#finalSet);
   }
 
   #checkLiveness(): void {
@@ -494,6 +571,9 @@ class Simulation {
       if (!this.honest(e)) continue;
       if (e.engine === null && e.heightAtHeal === null) continue;
       const base = e.heightAtHeal ?? 0;
+      if (!this.#handedOver(e)) {
+        this.liveness.push(`endpoint ${e.id} did not commit every planned validator-set change`);
+      }
       if (e.chain.length < base + need) {
         this.liveness.push(
           `endpoint ${e.id} committed ${e.chain.length - base} of ${need} Nodes within ` +
@@ -534,17 +614,35 @@ class Simulation {
       signer: e.signer,
       verifier: this.verifier,
       storage: this.#storageFor(e),
-      app: this.o.app?.(e.id) ?? counterApp(),
+      app: this.#appFor(e),
       network: this.#networkFor(e),
       nodeSource: this.#nodeSourceFor(e),
       clock: this.#clockFor(e),
       pacemaker: this.o.pacemaker ?? DEFAULT_SIM_PACEMAKER,
+      reputation: this.o.reputation,
+      evidence: e.evidence,
       onEvent: (ev) => this.#onEvent(e, ev),
       onSend: (m) => this.#onSend(e, m),
     });
     e.engine = engine;
     engine.start();
     await this.#settle(e);
+  }
+
+  /** The endpoint's Application, with its validator updates recorded for the checker. */
+  #appFor(e: Endpoint): Application {
+    const app = this.o.app?.(e.id) ?? counterApp(this.#plan);
+    return {
+      produceCommand: (r) => app.produceCommand(r),
+      validateNode: async (r) => {
+        const result = await app.validateNode(r);
+        if (result.ok && result.validatorUpdates !== undefined && this.honest(e)) {
+          this.#changes.set(toHex(r.hash), result.validatorUpdates);
+        }
+        return result;
+      },
+      onCommit: (n) => app.onCommit?.(n),
+    };
   }
 
   async #crash(e: Endpoint, restartAt: number | null): Promise<void> {
@@ -610,6 +708,62 @@ class Simulation {
         return;
       default:
         return;
+    }
+  }
+
+  /**
+   * Every QC that a committed Node carries is a quorum of the rule that certifies the Node it
+   * names (SPECIFICATION.md 3.4 step 3), computed here along the committed chain of the longest
+   * honest replica, from the validator updates the Application returned, with the handover rules
+   * as specified (planted bugs off).
+   */
+  async #checkCertificates(): Promise<void> {
+    const e =
+      this.endpoints.filter((x) => this.honest(x)).sort((a, b) =>
+        b.chain.length - a.chain.length
+      )[0];
+    if (e === undefined) return;
+    const saved = { ...plantedReconfigBugs };
+    plantedReconfigBugs.activateBeforeCommit = false;
+    plantedReconfigBugs.countOldSetVotes = false;
+    try {
+      const genesis = stableConfig(this.validators);
+      const configs: NodeConfig[] = [{ parent: genesis, after: genesis }];
+      const heightOf = new Map<string, number>([[toHex(nodeHash(genesisNode(CHAIN_ID))), 0]]);
+      let parentView = 0;
+      for (let h = 1; h <= e.chain.length; h++) {
+        const hash = await e.storage.committedHash(h);
+        const stored = hash === null ? null : await e.storage.getNode(hash);
+        if (stored === null) return;
+        const n = stored.node;
+        const hex = toHex(stored.hash);
+        const next = nextConfig(configs[h - 1]!.after, n, parentView, this.#changes.get(hex) ?? []);
+        if (!next.ok) {
+          this.safety.push(`committed height ${h} makes a change it may not: ${next.reason}`);
+          return;
+        }
+        configs.push({ parent: configs[h - 1]!.after, after: next.config });
+        if (configs[h - 1]!.after.next === null && next.config.next !== null) {
+          this.handovers.started++;
+        }
+        if (configs[h - 1]!.after.next !== null && next.config.next === null) {
+          this.handovers.completed++;
+        }
+        const m = heightOf.get(toHex(n.justify.nodeHash));
+        if (n.justify.view > 0 && m !== undefined) {
+          const count = certifyingRule(configs[m]!.parent).countQuorum(n.justify.signatures);
+          if (!count.ok) {
+            this.safety.push(
+              `QC of committed height ${m} (view ${n.justify.view}) is not a quorum of its ` +
+                `validator set: ${count.reason} ${count.detail}`,
+            );
+          }
+        }
+        heightOf.set(hex, h);
+        parentView = n.view;
+      }
+    } finally {
+      Object.assign(plantedReconfigBugs, saved);
     }
   }
 
@@ -734,7 +888,7 @@ class Simulation {
     // A forker votes for every proposal it sees, whatever its locks say.
     if (dst.behaviour === "forker" && m.type === "propose") {
       const vote = await signVote(dst.signer, m.node.view, nodeHash(m.node));
-      const leader = this.validators.leader(m.node.view + 1).publicKey;
+      const leader = this.leaderAt(dst, m.node.view + 1);
       for (const d of this.endpoints) {
         if (d !== dst && bytesEqual(d.signer.publicKey, leader)) this.transmit(dst, d, vote);
       }
@@ -765,6 +919,11 @@ class Simulation {
       };
     }
     return byzantineNetwork(this, e, honestNet);
+  }
+
+  /** The leader of `view` as endpoint `e`'s own Engine sees it (Spec 3.5). */
+  leaderAt(e: Endpoint, view: number): Uint8Array {
+    return e.engine?.core.leader(view) ?? this.validators.leader(view).publicKey;
   }
 
   /** The {@link AdversaryApi} of a scripted endpoint. */
@@ -824,6 +983,13 @@ class Simulation {
       },
     };
   }
+}
+
+function sameSet(a: ValidatorSet, b: ValidatorSet): boolean {
+  return a.validators.length === b.validators.length &&
+    a.validators.every((v, i) =>
+      bytesEqual(v.publicKey, b.validators[i]!.publicKey) && v.power === b.validators[i]!.power
+    );
 }
 
 function noop(): Promise<void> {
@@ -979,7 +1145,7 @@ function byzantineNetwork(sim: Simulation, e: Endpoint, net: Network): Network {
             const fork = m.tc === null ? null : forkOf(sim, e, m.node);
             if (fork !== null) {
               net.broadcast(await signProposal(e.signer, fork, m.tc));
-              const leader = sim.validators.leader(fork.view + 1).publicKey;
+              const leader = sim.leaderAt(e, fork.view + 1);
               return net.send(leader, await signVote(e.signer, fork.view, nodeHash(fork)));
             }
             // Without one, show the real proposal to some replicas and withhold it from the rest.
@@ -1058,7 +1224,7 @@ async function forgeChain(
   const base = core.tree.get(core.safety.highQC.nodeHash);
   if (base === undefined) return null;
   let w = view + 4;
-  while (!bytesEqual(sim.validators.leader(w).publicKey, e.signer.publicKey)) {
+  while (!bytesEqual(core.leader(w), e.signer.publicKey)) {
     if (++w > view + 1000) return null;
   }
   const forged: Node[] = [];
@@ -1071,7 +1237,7 @@ async function forgeChain(
       parent: parent.hash,
       justify: qc,
       command: new Uint8Array([0xfa, victim.id, v & 0xff]),
-      proposer: sim.validators.leader(v).publicKey,
+      proposer: core.leader(v),
     };
     forged.push(n);
     parent = { node: n, hash: nodeHash(n), updates: [] };

@@ -1,10 +1,13 @@
 /**
- * `deno task sim --seeds N [--replicas N] [--powers 1,1,2] [--seed S] [--ed25519] [--trace]`
+ * `deno task sim --seeds N [--replicas N] [--powers 1,1,2] [--seed S] [--ed25519] [--trace]
+ * [--reconfigure] [--no-reputation]`
  *
  * Runs N seeded simulations with mixed faults (Byzantine validators below 1/3 of the power,
  * drops, duplicates, delays, partitions, crashes, power losses), prints one line per failing
  * seed (enough to replay it with `--seed S --seeds 1`), and ends with
  * `N runs, V safety violations, L liveness failures`. Exits 1 if V or L is not 0, 2 on bad flags.
+ * With `--reconfigure`, two spare validators follow the chain and the validator set changes one
+ * to three times during the faults (SPECIFICATION.md 3.4).
  *
  * @module
  */
@@ -22,6 +25,8 @@ async function main(): Promise<number> {
     ed25519: { type: "boolean" },
     trace: { type: "boolean" },
     "no-byzantine": { type: "boolean" },
+    reconfigure: { type: "boolean" },
+    "no-reputation": { type: "boolean" },
   });
   const seeds = intFlag(flags, "seeds", 1, 10_000_000, 100);
   const first = intFlag(flags, "seed", 1, Number.MAX_SAFE_INTEGER, 1);
@@ -41,14 +46,24 @@ async function main(): Promise<number> {
   const started = performance.now();
   let safety = 0;
   let liveness = 0;
+  let changed = 0;
+  let completed = 0;
   for (let seed = first; seed < first + seeds; seed++) {
-    const scenario = mixedScenario(seed, { powers, byzantine: flags["no-byzantine"] !== true });
+    const scenario = mixedScenario(seed, {
+      powers,
+      byzantine: flags["no-byzantine"] !== true,
+      reconfigure: flags.reconfigure === true,
+    });
     const report = await runSimulation({
       ...scenario,
       signatures: flags.ed25519 === true ? "ed25519" : "fast",
+      // Leader reputation (SPECIFICATION.md 3.5) is on unless --no-reputation.
+      ...(flags["no-reputation"] === true ? { reputation: null } : {}),
       trace: flags.trace === true ? (line) => console.log(line) : undefined,
     });
     const problems = [...report.safetyViolations, ...report.livenessFailures];
+    changed += report.handovers.started;
+    completed += report.handovers.completed;
     safety += report.safetyViolations.length > 0 ? 1 : 0;
     liveness += report.livenessFailures.length > 0 ? 1 : 0;
     if (problems.length > 0) {
@@ -59,13 +74,15 @@ async function main(): Promise<number> {
     } else if (seeds === 1) {
       console.log(
         `ok seed=${seed} ${describeScenario(scenario)} heights=${report.committedHeights} ` +
-          `maxView=${report.maxView} trace=${report.traceHash}`,
+          `maxView=${report.maxView} handovers=${report.handovers.completed}/` +
+          `${report.handovers.started} trace=${report.traceHash}`,
       );
     }
   }
   const seconds = (performance.now() - started) / 1000;
   console.error(
-    `(${seeds} runs in ${seconds.toFixed(1)} s, ${(seeds / seconds).toFixed(1)} runs/s)`,
+    `(${seeds} runs in ${seconds.toFixed(1)} s, ${(seeds / seconds).toFixed(1)} runs/s; ` +
+      `validator-set changes committed ${changed}, handed over ${completed})`,
   );
   console.log(`${seeds} runs, ${safety} safety violations, ${liveness} liveness failures`);
   return safety + liveness > 0 ? 1 : 0;

@@ -12,7 +12,7 @@
  */
 import { Random } from "./random.ts";
 import { quietFaults } from "./scenario.ts";
-import type { SimOptions } from "./sim.ts";
+import type { SimChange, SimOptions } from "./sim.ts";
 
 /**
  * Options of {@link twinsScenario}.
@@ -29,6 +29,12 @@ import type { SimOptions } from "./sim.ts";
 export interface TwinsOptions {
   /** Rounds (views) with chosen leaders and partitions. Default 8. */
   readonly rounds?: number;
+  /**
+   * Validator-set changes inside the rounds (SPECIFICATION.md 3.4): a fifth validator (endpoint
+   * 5, a follower until it joins, placed in a random group of each round's partition) is added,
+   * and an honest validator is then removed or re-weighed, at random heights. Default false.
+   */
+  readonly reconfigure?: boolean;
 }
 
 /** Endpoints of a Twins run: validator 0 twice, then validators 1, 2, 3. */
@@ -69,6 +75,26 @@ const PARTITIONS = partitions();
 /** How many (partition, leader) choices each round has. */
 export const TWINS_CHOICES_PER_ROUND: number = PARTITIONS.length * VALIDATORS;
 
+/** The partition with the spare (endpoint 5) added to one of its groups. */
+function withSpare(rng: Random, groups: readonly number[][]): number[][] {
+  const g = rng.int(groups.length);
+  return groups.map((group, i) => i === g ? [...group, ENDPOINTS] : [...group]);
+}
+
+/**
+ * Add validator 4 early (heights 1-4), then, most of the time, remove or re-weigh an honest
+ * validator: the twin (validator 0, power 1) stays below 1/3 of every set.
+ */
+function twinsChanges(rng: Random): SimChange[] {
+  const add: SimChange = { atHeight: rng.range(1, 4), updates: [{ validator: 4, power: 1 }] };
+  const victim = 1 + rng.int(3);
+  const second: SimChange = {
+    atHeight: add.atHeight + rng.range(1, 6),
+    updates: [{ validator: victim, power: rng.chance(0.5) ? 0 : 2 }],
+  };
+  return rng.chance(0.3) ? [add] : [add, second];
+}
+
 /**
  * One Twins scenario, chosen by `seed`.
  *
@@ -87,12 +113,16 @@ export function twinsScenario(seed: number, options: TwinsOptions = {}): SimOpti
     viewPartitions.push(PARTITIONS[rng.int(PARTITIONS.length)]!);
     leaders.push(rng.int(VALIDATORS));
   }
+  const reconfigure = options.reconfigure ?? false;
   return {
     seed,
-    powers: [1, 1, 1, 1],
-    behaviours: ["twin", "honest", "honest", "honest"],
-    viewPartitions,
+    powers: reconfigure ? [1, 1, 1, 1, 1] : [1, 1, 1, 1],
+    behaviours: reconfigure
+      ? ["twin", "honest", "honest", "honest", "honest"]
+      : ["twin", "honest", "honest", "honest"],
+    viewPartitions: reconfigure ? viewPartitions.map((p) => withSpare(rng, p)) : viewPartitions,
     leaders,
+    ...(reconfigure ? { genesisValidators: VALIDATORS, changes: twinsChanges(rng) } : {}),
     faults: { ...quietFaults(HEAL_AT_MS), healedDelayMaxMs: 10 },
     livenessWindowMs: 60_000,
     livenessCommits: 3,

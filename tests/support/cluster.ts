@@ -9,6 +9,7 @@
  *
  * @module
  */
+import type { ReputationOptions } from "../../src/consensus/reputation.ts";
 import { deriveSecretKey, ed25519Signer, type Signer } from "../../src/crypto.ts";
 import type { ConnectionLimits } from "../../src/net/connections.ts";
 import type { PacemakerOptions } from "../../src/consensus/pacemaker.ts";
@@ -277,6 +278,8 @@ export interface InProcessClusterOptions {
   readonly stateCheckpointInterval?: number;
   /** More options for every replica. */
   readonly replica?: Partial<ReplicaOptions>;
+  /** Leader reputation (SPECIFICATION.md 3.5): default on; null for the plain schedule. */
+  readonly reputation?: ReputationOptions | null;
 }
 
 /** A running in-process cluster. */
@@ -350,6 +353,7 @@ export async function startInProcessCluster(
         peers,
         pacemaker: options.pacemaker ?? { viewTimeoutMinMs: 250, viewTimeoutMaxMs: 2_000 },
         network: options.network,
+        reputation: options.reputation,
         stateCheckpointInterval: options.stateCheckpointInterval,
         ...options.replica,
         logLevel: options.logSinkless === true ? "info" : "debug",

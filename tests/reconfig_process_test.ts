@@ -1,0 +1,145 @@
+/**
+ * Validator-set changes with real processes (SPECIFICATION.md 3.4): replicas of the key-value
+ * store run as `deno run examples/kv_store/replica.ts` children; the operator's signed change
+ * commands go through `POST /commands` like any client command. Every child is stopped and every
+ * directory removed in `finally`.
+ */
+import assert from "node:assert/strict";
+import {
+  compareChains,
+  getKv,
+  ProcessCluster,
+  sleep,
+  tryStatus,
+} from "../examples/kv_store/cluster.ts";
+import { validatorsCommand } from "../examples/kv_store/validators.ts";
+import { Writer } from "./support/writer.ts";
+import { ed25519Signer, toHex } from "../mod.ts";
+import { parseSecretKey } from "../src/cli/config.ts";
+
+async function waitFor(
+  what: string,
+  condition: () => Promise<boolean>,
+  timeoutMs: number,
+  cluster: ProcessCluster,
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await condition())) {
+    if (performance.now() > deadline) {
+      const tails = await Promise.all(cluster.urls.map((_, i) => cluster.logTail(i, 6)));
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for: ${what}\n` +
+          tails.map((t, i) => `--- replica ${i}\n${t}`).join("\n"),
+      );
+    }
+    await sleep(100);
+  }
+}
+
+/** The committed validator keys (hex) of replica `i`, once no change is being handed over. */
+async function settledSet(cluster: ProcessCluster, i: number): Promise<string[] | null> {
+  const s = await tryStatus(cluster.urls[i]!);
+  if (s?.validators === undefined || s.validators.next !== null) return null;
+  return s.validators.set.map((v) => v.publicKey).sort();
+}
+
+Deno.test(
+  "4 replicas under client load add a 5th (started later: it catches up, joins and votes) and remove one: every acknowledged write is on every replica that remains",
+  async () => {
+    const cluster = await ProcessCluster.create({ replicas: 4, joining: 1, prefix: "it-reconf-" });
+    let load: Writer | null = null;
+    try {
+      for (let i = 0; i < 4; i++) cluster.start(i);
+      await cluster.waitReady(30_000, [0, 1, 2, 3]);
+      load = new Writer(cluster);
+      await waitFor("100 writes", () => Promise.resolve(load!.acked.size >= 100), 60_000, cluster);
+      // The fifth member starts late, catches up as a follower.
+      cluster.start(4);
+      await cluster.waitReady(30_000, [4]);
+      const keyPath = `${cluster.dir}/operator.key`;
+      const operator = ed25519Signer(parseSecretKey(await Deno.readTextFile(keyPath), keyPath));
+      const change = async (via: number, name: string, power: number): Promise<void> => {
+        const v = cluster.config.validators.find((x) => x.name === name)!;
+        const command = await validatorsCommand(operator, {
+          chainId: cluster.config.chainId,
+          updates: [{ publicKey: v.publicKey, power }],
+        });
+        const r = await fetch(`${cluster.urls[via]}/commands?wait=commit`, {
+          method: "POST",
+          headers: { "content-type": "application/octet-stream" },
+          body: command.slice(),
+        });
+        assert.equal(r.status, 200, `${name}=${power}: ${await r.text()}`);
+      };
+      const keys = cluster.config.validators.map((v) => toHex(v.publicKey));
+
+      await change(1, "replica-4", 1);
+      const five = [...keys].sort();
+      await waitFor(
+        "all five hand over to the five-validator set",
+        async () => {
+          const sets = await Promise.all([0, 1, 2, 3, 4].map((i) => settledSet(cluster, i)));
+          return sets.every((s) => JSON.stringify(s) === JSON.stringify(five));
+        },
+        60_000,
+        cluster,
+      );
+      const votedAt = (await tryStatus(cluster.urls[4]!))!.lastVotedView ?? 0;
+      await waitFor(
+        "replica-4 votes",
+        async () => {
+          return ((await tryStatus(cluster.urls[4]!))?.lastVotedView ?? 0) > votedAt;
+        },
+        30_000,
+        cluster,
+      );
+
+      await change(2, "replica-0", 0);
+      const rest = keys.slice(1).sort();
+      await waitFor(
+        "replicas 1-4 hand over to the set without replica-0",
+        async () => {
+          const sets = await Promise.all([1, 2, 3, 4].map((i) => settledSet(cluster, i)));
+          return sets.every((s) => JSON.stringify(s) === JSON.stringify(rest));
+        },
+        60_000,
+        cluster,
+      );
+      await cluster.kill(0, "SIGTERM");
+      const remaining = [1, 2, 3, 4];
+      const acked = load.acked.size;
+      await waitFor(
+        "writes are acknowledged by the four remaining validators",
+        () => Promise.resolve(load!.acked.size >= acked + 50),
+        60_000,
+        cluster,
+      );
+      await load.stop();
+
+      await waitFor(
+        "every remaining replica commits the last acknowledged write",
+        async () => {
+          const s = await Promise.all(remaining.map((i) => tryStatus(cluster.urls[i]!)));
+          return s.every((x) => (x?.committed.height ?? -1) >= load!.maxHeight);
+        },
+        30_000,
+        cluster,
+      );
+      for (const [key, value] of load.acked) {
+        for (const i of remaining) {
+          const got = await getKv(cluster.urls[i]!, key);
+          assert.equal(
+            got === null ? null : new TextDecoder().decode(got),
+            value,
+            `${key} at ${i}`,
+          );
+        }
+      }
+      const chains = await compareChains(remaining.map((i) => cluster.urls[i]!));
+      assert.ok(chains.agree, `the remaining replicas' chains agree: ${JSON.stringify(chains)}`);
+    } finally {
+      await load?.stop();
+      await cluster.close();
+    }
+  },
+);
