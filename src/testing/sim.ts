@@ -642,6 +642,7 @@ class Simulation {
         return result;
       },
       onCommit: (n) => app.onCommit?.(n),
+      onEvidence: (n) => app.onEvidence?.(n),
     };
   }
 
