@@ -131,6 +131,20 @@ export type CommitProofRejection =
   | "bad-qc";
 
 /**
+ * Nodes past `to` that a replica reads when it builds a proof of heights `from..to` (`GET /proof`):
+ * the direct chain `b', b''` and the Node carrying the QC of `b''` need 3; the rest allow for views
+ * that are not consecutive. A request reads, and is charged for, `to - from + 1 +` this many Nodes.
+ *
+ * @example
+ * ```ts
+ * import { PROOF_LOOKAHEAD_NODES } from "./commit_proof.ts";
+ * const nodesRead = (from: number, to: number) => to - from + 1 + PROOF_LOOKAHEAD_NODES;
+ * nodesRead(5, 5); // 17
+ * ```
+ */
+export const PROOF_LOOKAHEAD_NODES = 16;
+
+/**
  * Most Nodes a proof may hold (a replica sends at most its `rangeMax`, 256 by default).
  *
  * @example

@@ -35,6 +35,7 @@
  *
  * @module
  */
+import { PROOF_LOOKAHEAD_NODES } from "../light/commit_proof.ts";
 import { encodeValue } from "../codec.ts";
 import type { Signer, Verifier } from "../crypto.ts";
 import { assert, ConfigError } from "../errors.ts";
@@ -580,7 +581,7 @@ function readCost(url: URL): number {
     const from = Number(q.get("from"));
     const to = q.has("to") ? Number(q.get("to")) : from;
     if (Number.isSafeInteger(from) && Number.isSafeInteger(to) && to >= from) {
-      nodes = to - from + 3;
+      nodes = to - from + 1 + PROOF_LOOKAHEAD_NODES;
     }
   } else if (url.pathname.endsWith("/chain")) {
     const limit = Number(q.get("limit"));

@@ -80,7 +80,11 @@
  * @module
  */
 import { encodeNode, encodeQC, encodeValue, nodeHash } from "../codec.ts";
-import { buildCommitProof, encodeCommitProof } from "../light/commit_proof.ts";
+import {
+  buildCommitProof,
+  encodeCommitProof,
+  PROOF_LOOKAHEAD_NODES,
+} from "../light/commit_proof.ts";
 import { encodeEvidence, type EvidenceEntry, evidenceOffender, evidenceView } from "../evidence.ts";
 import { assert, ConfigError, HotStuffError } from "../errors.ts";
 import type { Node, QuorumCertificate } from "../types.ts";
@@ -567,7 +571,9 @@ export class NodeTreeHttpApi {
         `a proof of ${to - from + 1} Nodes needs more than ${this.#limits.rangeMax} Nodes`,
       );
     }
-    const chain = await this.#o.view.chainFrom(from, this.#limits.rangeMax);
+    // Read only what the request was charged for (admission: `to - from + 1 + lookahead`).
+    const read = Math.min(this.#limits.rangeMax, to - from + 1 + PROOF_LOOKAHEAD_NODES);
+    const chain = await this.#o.view.chainFrom(from, read);
     const proof = await buildCommitProof(
       chain,
       from,
