@@ -119,11 +119,15 @@ export {
 export { NodeTree } from "./src/consensus/node_tree.ts";
 export {
   applyUpdates,
+  decodeValidatorConfig,
+  encodeValidatorConfig,
   type NodeConfig,
   QuorumRule,
   readValidatorConfig,
+  stableConfig,
   VALIDATOR_CONFIG_KEY,
   type ValidatorConfig,
+  validatorConfigHash,
   type ValidatorUpdate,
 } from "./src/consensus/reconfig.ts";
 export {
@@ -199,6 +203,7 @@ export type {
   PeerStatus,
 } from "./src/net/connections.ts";
 export {
+  type ChainWithConfigs,
   DEFAULT_HTTP_API_LIMITS,
   type HttpApiLimits,
   type HttpApiOptions,

@@ -19,6 +19,7 @@ import type { StoredNode } from "../src/storage/storage.ts";
 import type { Node, ProposeMessage, QuorumCertificate } from "../src/types.ts";
 import { bytesEqual, SignatureDomain, toHex } from "../src/types.ts";
 import { ValidatorSet } from "../src/validators.ts";
+import { stableConfig, validatorConfigHash } from "../src/consensus/reconfig.ts";
 
 /** Chain id of every bench chain. */
 export const BENCH_CHAIN_ID = "bench";
@@ -115,6 +116,7 @@ export async function buildChain(
       parent,
       justify,
       command: commandFor(k, commandBytes),
+      configHash: validatorConfigHash(stableConfig(validators.set)),
       proposer: validators.set.leader(k).publicKey,
     };
     const hash = nodeHash(node);
@@ -148,6 +150,7 @@ export async function nextProposal(
     parent: last.hash,
     justify: chain.qcs[chain.qcs.length - 1]!,
     command: commandFor(view, last.node.command.length),
+    configHash: validatorConfigHash(stableConfig(chain.validators.set)),
     proposer: chain.validators.signers[leader]!.publicKey,
   };
   const signature = await chain.validators.signers[leader]!.sign(

@@ -31,6 +31,7 @@ import { encodeKvCommand, kvMachine } from "../examples/kv_store/app.ts";
 import { ProcessCluster, sleep, tryStatus } from "../examples/kv_store/cluster.ts";
 import type { BenchContext, SectionResult } from "./figures.ts";
 import { withTarget } from "./figures.ts";
+import { stableConfig, validatorConfigHash } from "../src/consensus/reconfig.ts";
 
 /** Committed Nodes in a full run (the figure). */
 export const JOIN_NODES_FULL = 100_000;
@@ -186,6 +187,7 @@ async function writeChain(
       parent,
       justify,
       command: encodeDigests(digests),
+      configHash: validatorConfigHash(stableConfig(validators)),
       proposer: validators.leader(k).publicKey,
     };
     const hash = nodeHash(node);

@@ -123,6 +123,7 @@ function wideChain(updates: number, count: number): StoredNode[] {
       parent,
       justify: genesisQC("bench"),
       command: new Uint8Array(32).fill(k % 256),
+      configHash: new Uint8Array(32),
       proposer: new Uint8Array(32),
     };
     const list = Array.from({ length: updates }, (_, i): StateUpdate => [

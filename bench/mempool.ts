@@ -85,6 +85,7 @@ async function validateMicros(cmds: readonly Uint8Array[], pooled: boolean): Pro
     parent: new Uint8Array(32),
     justify: genesisQC("bench"),
     command: encodeDigests(digests),
+    configHash: new Uint8Array(32),
     proposer: new Uint8Array(32),
   };
   const started = performance.now();

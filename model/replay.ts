@@ -14,6 +14,7 @@ import type { StoredNode } from "../src/storage/storage.ts";
 import type { Hash, Node, PublicKey, QuorumCertificate, TimeoutCertificate } from "../src/types.ts";
 import { toHex } from "../src/types.ts";
 import { ValidatorSet } from "../src/validators.ts";
+import { stableConfig, validatorConfigHash } from "../src/consensus/reconfig.ts";
 import { BYZANTINE, type ModelEvent, type ModelNode, type ModelStep } from "./spin.ts";
 
 const CHAIN = "model";
@@ -88,6 +89,7 @@ class Replay {
       parent: parent.hash,
       justify: this.qc(m.justify),
       command: new Uint8Array([m.n]),
+      configHash: validatorConfigHash(stableConfig(this.set)),
       proposer: KEYS[m.by]!,
     };
     const hash = nodeHash(node);

@@ -8,7 +8,7 @@
  * |---|---|
  * | QC | `[chainId, view, nodeHash, [[signer, signature], ...]]` |
  * | TC | `[chainId, view, [[signer, signature], ...]]` |
- * | Node | `[view, height, parent, justify QC, command, proposer]` |
+ * | Node | `[view, height, parent, justify QC, command, proposer, configHash]` |
  * | PROPOSE | `[1, node, tc or null, signature]` |
  * | VOTE | `[2, view, nodeHash, signer, signature]` |
  * | NEW-VIEW | `[3, view, highQC, highTC or null, [nodeHash, vote signature] or null, signer, signature]` |
@@ -99,7 +99,15 @@ function tcToCbor(tc: TimeoutCertificate | null): unknown[] | null {
 }
 
 function nodeToCbor(node: Node): unknown[] {
-  return [node.view, node.height, node.parent, qcToCbor(node.justify), node.command, node.proposer];
+  return [
+    node.view,
+    node.height,
+    node.parent,
+    qcToCbor(node.justify),
+    node.command,
+    node.proposer,
+    node.configHash,
+  ];
 }
 
 /**
@@ -243,6 +251,7 @@ export function genesisNode(chainId: string): Node {
       // The genesis Node's own justify points at nothing; it is never checked.
       justify: { chainId, view: 0, nodeHash: ZERO_HASH, signatures: [] },
       command: EMPTY,
+      configHash: ZERO_HASH,
       proposer: new Uint8Array(32),
     };
     genesisCache.set(chainId, g);
@@ -340,13 +349,14 @@ function asAttachedVote(v: unknown): { nodeHash: Uint8Array; signature: Uint8Arr
 }
 
 function asNode(v: unknown, limits: CodecLimits): Node {
-  const a = asArray(v, "node", 6);
+  const a = asArray(v, "node", 7);
   const node: Node = {
     view: asUint(a[0], "node view"),
     height: asUint(a[1], "node height"),
     parent: asBytes(a[2], "node parent", 32),
     justify: asQC(a[3], limits, "node justify"),
     command: asBytes(a[4], "node command", null, limits.commandBytesMax),
+    configHash: asBytes(a[6], "node config hash", 32),
     proposer: asBytes(a[5], "node proposer", 32),
   };
   if (node.height === 0) reject("bad-height", "node: only genesis has height 0");

@@ -123,6 +123,11 @@ export interface Node {
   readonly justify: QuorumCertificate;
   /** Opaque application command bytes. */
   readonly command: Uint8Array;
+  /**
+   * SHA-256 of the validator configuration after the parent, the one whose rule certifies this
+   * Node (`validatorConfigHash`, SPECIFICATION.md 3.4 step 8); 32 zero bytes in genesis.
+   */
+  readonly configHash: Hash;
   /** Public key of the leader that proposed it. */
   readonly proposer: PublicKey;
 }

@@ -49,6 +49,7 @@ const node: Node = {
   parent: bytes(32, 0xa1),
   justify: qc,
   command: new TextEncoder().encode("transfer 10"),
+  configHash: bytes(32, 0xc1),
   proposer: bytes(32, 2),
 };
 const proposeNoTC: ProposeMessage = {
@@ -97,7 +98,7 @@ const rawQC = (q: QuorumCertificate): Raw => [q.chainId, q.view, q.nodeHash, raw
 const rawTC = (t: TimeoutCertificate): Raw => [t.chainId, t.view, rawSigs(t.signatures)];
 const rawNode = (
   n: Node,
-): Raw => [n.view, n.height, n.parent, rawQC(n.justify), n.command, n.proposer];
+): Raw => [n.view, n.height, n.parent, rawQC(n.justify), n.command, n.proposer, n.configHash];
 const rawPropose = (): Raw => [1, rawNode(node), rawTC(tc), bytes(64, 0xb2)];
 const rawVote = (): Raw => [2, vote.view, vote.nodeHash, vote.signer, vote.signature];
 const rawNewView = (): Raw => [
@@ -219,6 +220,7 @@ Deno.test("codec: nodeHash changes when any field of the Node changes", () => {
     command: { ...node, command: new TextEncoder().encode("transfer 11") },
     "command (empty)": { ...node, command: new Uint8Array(0) },
     proposer: { ...node, proposer: bytes(32, 9) },
+    "config hash": { ...node, configHash: bytes(32, 0xc2) },
   };
   const base = hex(nodeHash(node));
   const seen = new Set([base]);
@@ -452,6 +454,7 @@ const SIZED: [string, () => Raw, number[], number][] = [
   ["propose node justify signer", rawPropose, [1, 3, 3, 0, 0], 32],
   ["propose node justify signature", rawPropose, [1, 3, 3, 0, 1], 64],
   ["propose node proposer", rawPropose, [1, 5], 32],
+  ["propose node config hash", rawPropose, [1, 6], 32],
   ["propose tc signer", rawPropose, [2, 2, 0, 0], 32],
   ["propose tc signature", rawPropose, [2, 2, 0, 1], 64],
   ["propose signature", rawPropose, [3], 64],
@@ -481,6 +484,10 @@ Deno.test("codec: 31/33-byte hashes and keys and 63/65-byte signatures are rejec
   assert.equal(reasonOf(decodeQC, encodeQC({ ...qc, nodeHash: bytes(33, 1) })), "bad-length");
   assert.equal(reasonOf(decodeNode, encodeNode({ ...node, parent: bytes(33, 1) })), "bad-length");
   assert.equal(reasonOf(decodeNode, encodeNode({ ...node, proposer: bytes(31, 1) })), "bad-length");
+  assert.equal(
+    reasonOf(decodeNode, encodeNode({ ...node, configHash: bytes(33, 1) })),
+    "bad-length",
+  );
 });
 
 /** Paths of every integer field. */

@@ -23,7 +23,7 @@ import type {
 import { bytesEqual } from "../src/types.ts";
 import { ValidatorSet } from "../src/validators.ts";
 import { NewViewCollector, VoteCollector } from "../src/consensus/votes.ts";
-import { QuorumRule } from "../src/consensus/reconfig.ts";
+import { QuorumRule, stableConfig, validatorConfigHash } from "../src/consensus/reconfig.ts";
 
 const CHAIN = "core-test";
 const KEYS: PublicKey[] = [0, 1, 2, 3].map((i) => publicKeyOf(deriveSecretKey(`core-${i}`)));
@@ -60,6 +60,7 @@ function child(parent: Node, view: number, justify: QuorumCertificate, tag = 0):
     parent: nodeHash(parent),
     justify,
     command: new Uint8Array([tag]),
+    configHash: validatorConfigHash(stableConfig(SET)),
     proposer: SET.leader(view).publicKey,
   };
 }
@@ -145,6 +146,18 @@ Deno.test("4.1: proposals from a non-leader, or for a view without QC or TC of t
   const withTC = propose(core, jump, 3, tcFor(4));
   assert.deepEqual(rejects(withTC), []);
   assert.equal(core.view, 5, "a TC of view 4 justifies view 5");
+});
+
+Deno.test("3.4 step 8: a Node naming another configuration than its parent's gets no vote", () => {
+  const core = freshCore(KEYS[1]!);
+  const a = child(G, 1, GQC);
+  const other = new ValidatorSet(KEYS.slice(0, 3).map((publicKey) => ({ publicKey, power: 1 })));
+  const wrong = { ...a, configHash: validatorConfigHash(stableConfig(other)) };
+  const outs = propose(core, wrong, 1);
+  assert.equal(votesIn(outs).length, 0);
+  assert.deepEqual(rejects(outs), ["config-hash-mismatch"]);
+  const right = propose(core, a, 2);
+  assert.equal(votesIn(right).length, 1, "the same Node naming its parent's configuration");
 });
 
 Deno.test("5.1 + 10.1: a vote is sent once per view, after a write that records it", () => {
@@ -243,6 +256,8 @@ Deno.test("the next leader forms a QC from a quorum of votes and proposes at onc
     assert.equal(p.message.node.view, 2);
     assert.equal(p.message.node.justify.view, 1);
     assert.ok(bytesEqual(p.message.node.parent, nodeHash(a)));
+    // Spec 3.4 step 8: it names the configuration of the Node it extends.
+    assert.ok(bytesEqual(p.message.node.configHash, validatorConfigHash(stableConfig(SET))));
   }
 });
 

@@ -110,6 +110,7 @@ Deno.test("forged or foreign evidence removes no one", async () => {
         parent: new Uint8Array(32),
         justify: { chainId: "sim", view: 8, nodeHash: new Uint8Array(32), signatures: [] },
         command: new Uint8Array([SLASH, ...encodeEvidence(evidence)]),
+        configHash: new Uint8Array(32),
         proposer: signers[0]!.publicKey,
       },
       hash: new Uint8Array(32),

@@ -41,6 +41,7 @@ async function proposal(s: Signer, view: number, command: number): Promise<Propo
     parent: new Uint8Array(32),
     justify: genesisQC(CHAIN),
     command: new Uint8Array([command]),
+    configHash: new Uint8Array(32),
     proposer: s.publicKey,
   };
   const sig = await s.sign(signedBytes(SignatureDomain.propose, CHAIN, view, nodeHash(node)));

@@ -64,6 +64,7 @@ import {
   startInProcessCluster,
   waitUntil,
 } from "./support/cluster.ts";
+import { stableConfig, validatorConfigHash } from "../src/consensus/reconfig.ts";
 
 const CHAIN = "hostile-peers";
 /** The replica every attack is sent to. */
@@ -636,6 +637,7 @@ function proposal(s: Scene, view: number, command: Uint8Array): Node {
     parent: nodeHash(genesisNode(CHAIN)),
     justify: genesisQC(CHAIN),
     command,
+    configHash: validatorConfigHash(stableConfig(s.c.validators)),
     proposer: s.byzantine.publicKey,
   };
 }
@@ -858,6 +860,7 @@ function byzantineNode(s: Scene, lead: Leadership, n: number): Node {
     parent: nodeHash(lead.parent),
     justify: lead.qc,
     command: encodeDigests([batchDigest(byzantineBatch(lead, n))]),
+    configHash: validatorConfigHash(stableConfig(s.c.validators)),
     proposer: s.byzantine.publicKey,
   };
 }

@@ -88,6 +88,7 @@ function nodeOf(command: Uint8Array, options: { height?: number; parent?: Uint8A
     parent: options.parent ?? new Uint8Array(32),
     justify: genesisQC("kv-test"),
     command,
+    configHash: new Uint8Array(32),
     proposer: PROPOSER,
   };
   return { node, hash: new Uint8Array(32).fill(nextHash++ & 0xff) };

@@ -16,6 +16,7 @@ import {
 import type { Node, QuorumCertificate } from "../src/types.ts";
 import { bytesCompare, SignatureDomain, toHex } from "../src/types.ts";
 import { ValidatorSet } from "../src/validators.ts";
+import { stableConfig, validatorConfigHash } from "../src/consensus/reconfig.ts";
 import { startInProcessCluster, waitUntil } from "./support/cluster.ts";
 
 const CHAIN = "proof-test";
@@ -53,6 +54,7 @@ async function chainOfViews(
       parent: nodeHash(parent),
       justify,
       command: new TextEncoder().encode(`command at view ${view}`),
+      configHash: validatorConfigHash(stableConfig(validators)),
       proposer: signers[view % 4]!.publicKey,
     };
     nodes.push(node);

@@ -33,6 +33,7 @@ import { bytesEqual, SignatureDomain, toHex } from "../src/types.ts";
 import { ValidatorSet } from "../src/validators.ts";
 import { assert, assertEquals } from "./support/assert.ts";
 import { sleep, waitUntil } from "./support/cluster.ts";
+import { stableConfig, validatorConfigHash } from "../src/consensus/reconfig.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -73,6 +74,7 @@ function buildChain(n: number, salt = ""): Node[] {
       parent,
       justify,
       command: new TextEncoder().encode(`cmd ${salt}${h}`),
+      configHash: new Uint8Array(32),
       proposer: new Uint8Array(32),
     };
     nodes.push(node);
@@ -510,6 +512,7 @@ async function certifiedChain(n: number): Promise<{ nodes: Node[]; next: Consens
       parent,
       justify,
       command: new Uint8Array([1 + (view % 7), view & 0xff]),
+      configHash: validatorConfigHash(stableConfig(FAR_VALIDATORS)),
       proposer: FAR_VALIDATORS.leader(view).publicKey,
     };
     if (view === n + 1) {

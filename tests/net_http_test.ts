@@ -67,6 +67,7 @@ function buildChain(n: number): Node[] {
       parent,
       justify,
       command: utf8.encode(`set k${h}=v${h}`),
+      configHash: new Uint8Array(32),
       proposer: new Uint8Array(32).fill(h),
     };
     nodes.push(node);

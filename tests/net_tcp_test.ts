@@ -30,6 +30,7 @@ import {
 import { ConsensusTcp, type ConsensusTcpOptions } from "../src/net/tcp.ts";
 import { assert, assertEquals } from "./support/assert.ts";
 import { freePorts, sleep, waitUntil } from "./support/cluster.ts";
+import { stableConfig, validatorConfigHash } from "../src/consensus/reconfig.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -80,6 +81,7 @@ async function propose(view: number, from: Signer): Promise<ProposeMessage> {
     parent: justify.nodeHash,
     justify,
     command: new TextEncoder().encode(`command ${view}`),
+    configHash: validatorConfigHash(stableConfig(validators)),
     proposer: from.publicKey,
   };
   return {

@@ -105,6 +105,32 @@ Deno.test(
         60_000,
         cluster,
       );
+      // A light client trusting only the genesis set (the cluster file) follows both changes
+      // from proofs (SPECIFICATION.md 15.1-15.2): the genesis set no longer certifies the chain
+      // at the replicas' height, so it starts from height 1 and verifies every change.
+      const headNow = (await tryStatus(cluster.urls[1]!))!.committed.height;
+      const light = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "task",
+          "-q",
+          "light-client",
+          "--config",
+          `${cluster.dir}/cluster.json`,
+          "--follow",
+          "20",
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const lightOut = new TextDecoder().decode(light.stdout);
+      assert.equal(light.code, 0, lightOut + new TextDecoder().decode(light.stderr));
+      assert.match(lightOut, /validators after height \d+: handing over from 4 validators to 5/);
+      assert.match(lightOut, /validators after height \d+: handing over from 5 validators to 4/);
+      const lastLine = lightOut.trim().split("\n").at(-1)!;
+      const verified = Number(/^verified (\d+) commits$/.exec(lastLine)?.[1] ?? 0);
+      assert.ok(verified >= headNow - 20, `${lastLine} (the replicas were at ${headNow})`);
+      assert.doesNotMatch(lightOut, /refused .*: (bad-|not-linked|config-mismatch .*carried)/);
+
       await cluster.kill(0, "SIGTERM");
       const remaining = [1, 2, 3, 4];
       const acked = load.acked.size;

@@ -36,6 +36,7 @@ function node(view: number, parent: Node | null, justified: Node | null = parent
       ? genesisQC("c")
       : { ...genesisQC("c"), view: justified.view, nodeHash: nodeHash(justified) },
     command: new Uint8Array([view]),
+    configHash: new Uint8Array(32),
     proposer: KEYS[0]!,
   };
 }

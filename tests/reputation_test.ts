@@ -206,6 +206,7 @@ Deno.test("3.5 + 6.2: a restarted Engine reads the committed history back and ag
       parent: parent.hash,
       justify,
       command: new Uint8Array([h]),
+      configHash: new Uint8Array(32),
       proposer: live[h % 3]!,
     };
     parent = { node, hash: nodeHash(node), updates: [] };

@@ -25,6 +25,7 @@ function child(parent: Node, view: number, justify: QuorumCertificate, tag: numb
     parent: nodeHash(parent),
     justify,
     command: new Uint8Array([tag]),
+    configHash: new Uint8Array(32),
     proposer,
   };
 }

@@ -1,7 +1,10 @@
 /**
  * `deno task light-client --config DIR/cluster.json [--follow SECONDS] [--key K]`: follows a
- * running cluster from commit proofs alone, trusting only the validator set of the cluster file.
- * It prints a line per verified step, and last `verified N commits`. With `--key K` it also
+ * running cluster from commit proofs alone, trusting only the genesis validator set of the
+ * cluster file (its members without `"joins": true`). It follows validator-set changes from the
+ * proofs (SPECIFICATION.md 15.1-15.2): when the genesis set no longer certifies the chain at the
+ * replicas' height, it starts from height 1 and prints `validators after height H: ...` at every
+ * change it verifies. It prints a line per verified step, and last `verified N commits`. With `--key K` it also
  * proves the key-value example's key `K` (`GET /kv/K?proof`, SPECIFICATION.md 15.3) and prints
  * `key "K" = "value", proven at height H (node ...)` (or `is absent`) whenever the proven height
  * moves. Exit code 0 when at least one
@@ -12,7 +15,8 @@
 import { LightClient, type ProvenValue } from "../light/client.ts";
 import { kvStateKey } from "../../examples/kv_store/app.ts";
 import { toHex } from "../types.ts";
-import { readClusterConfig, validatorSetOf } from "./config.ts";
+import { genesisSetOf, readClusterConfig } from "./config.ts";
+import { type ValidatorConfig, validatorConfigHash } from "../consensus/reconfig.ts";
 import { intFlag, parseFlags, requireFlag, runMain } from "./flags.ts";
 
 /** Options of {@link followCluster}. */
@@ -46,7 +50,8 @@ export async function followCluster(options: FollowOptions): Promise<number> {
   const config = await readClusterConfig(options.config);
   const client = new LightClient({
     chainId: config.chainId,
-    validators: validatorSetOf(config),
+    // The genesis validators (members that join later are not trusted until a change adds them).
+    validators: genesisSetOf(config),
     sources: config.validators.map((v) => `http://${hostForUrl(v.http.hostname)}:${v.http.port}`),
     onRefusal: (r) => print(`refused ${r.source}: ${r.reason}: ${r.detail}`),
   });
@@ -55,6 +60,7 @@ export async function followCluster(options: FollowOptions): Promise<number> {
   let deadline = Date.now() + 30_000;
   let started = false;
   let lastProven = 0;
+  let configId = toHex(validatorConfigHash(client.config));
   while (Date.now() < deadline && options.signal?.aborted !== true) {
     const verified = await client.step();
     if (verified.length > 0) {
@@ -64,6 +70,10 @@ export async function followCluster(options: FollowOptions): Promise<number> {
           toHex(head.hash).slice(0, 16)
         }), ${client.verifiedCount} commits so far`,
       );
+      if (toHex(validatorConfigHash(client.config)) !== configId) {
+        configId = toHex(validatorConfigHash(client.config));
+        print(describeConfig(client.config, head.height));
+      }
       if (!started) {
         started = true;
         deadline = Date.now() + options.followSeconds * 1000;
@@ -99,6 +109,16 @@ function describe(key: string, p: ProvenValue): string {
     shown = `0x${toHex(p.value)}`;
   }
   return `key ${JSON.stringify(key)} = ${shown}, ${where}`;
+}
+
+/** A line for a validator configuration learned from a verified proof. */
+function describeConfig(c: ValidatorConfig, height: number): string {
+  const size = (n: number) => `${n} validator${n === 1 ? "" : "s"}`;
+  return c.next === null
+    ? `validators after height ${height}: ${size(c.set.validators.length)}`
+    : `validators after height ${height}: handing over from ${size(c.set.validators.length)} to ${
+      size(c.next.validators.length)
+    }`;
 }
 
 function hostForUrl(hostname: string): string {

@@ -45,10 +45,12 @@ import {
   encodeConfigRecord,
   leaderSet,
   nextConfig,
+  plantedReconfigBugs,
   recordOf,
   sameConfig,
   stableConfig,
   VALIDATOR_CONFIG_KEY,
+  validatorConfigHash,
 } from "./reconfig.ts";
 
 /** Leaders remembered between commits. */
@@ -878,13 +880,20 @@ export class Core {
     this.#produceFor = null;
     if (command === null) return;
     const parent = this.#tree.get(req.qc.nodeHash);
-    if (parent === undefined) return;
+    const parentConfig = this.#configs.get(toHex(req.qc.nodeHash));
+    if (parent === undefined || parentConfig === undefined) return;
     const node: Node = {
       view,
       height: parent.node.height + 1,
       parent: parent.hash,
       justify: req.qc,
       command,
+      // Spec 3.4 step 8: the configuration that certifies the new Node.
+      configHash: validatorConfigHash(
+        plantedReconfigBugs.uncheckedConfigHash
+          ? stableConfig(parentConfig.after.set)
+          : parentConfig.after,
+      ),
       proposer: this.me,
     };
     // Spec 8.5 step 4: broadcast to everyone, this replica included (it votes like any other).
@@ -1050,6 +1059,17 @@ export class Core {
     if (parent === undefined || parentConfig === undefined || this.#tree.has(hash)) {
       return this.#continueFetched();
     }
+    // Spec 3.4 step 8: the Node names the configuration that certifies it.
+    if (
+      !plantedReconfigBugs.uncheckedConfigHash &&
+      !bytesEqual(ex.node.configHash, validatorConfigHash(parentConfig.after))
+    ) {
+      return this.#dropExecuted(
+        ex,
+        `height ${ex.node.height} names another validator configuration than its parent's`,
+        "config-hash-mismatch",
+      );
+    }
     // Spec 3.4 steps 1-4: the Node's configuration; a change it cannot make rejects it.
     const next = nextConfig(
       parentConfig.after,
@@ -1108,8 +1128,8 @@ export class Core {
   }
 
   /** Spec 4.3 step 1: drop a Node the Application (or the handover rules) refused. */
-  #dropExecuted(ex: Executing, reason: string): void {
-    this.#reject(null, "node", "app-rejected", reason);
+  #dropExecuted(ex: Executing, detail: string, reason = "app-rejected"): void {
+    this.#reject(null, "node", reason, detail);
     if (!ex.proposal) this.#fetchQueue = [];
     this.#continueFetched();
   }

@@ -12,6 +12,7 @@
  * @module
  */
 import { decodeValue, encodeValue } from "../codec.ts";
+import { sha256Bytes } from "../crypto.ts";
 import { ConfigError } from "../errors.ts";
 import type { Node, PublicKey, SignerSignature } from "../types.ts";
 import { bytesEqual, toHex } from "../types.ts";
@@ -156,7 +157,12 @@ export const plantedReconfigBugs: {
   activateBeforeCommit: boolean;
   /** After a handover, accept a quorum of the old set too for Nodes of the new set. */
   countOldSetVotes: boolean;
-} = { activateBeforeCommit: false, countOldSetVotes: false };
+  /**
+   * Leaders name their parent's configuration without its handover in `configHash`, and voters
+   * do not check it (Spec 3.4 step 8): a light client would trust the wrong set.
+   */
+  uncheckedConfigHash: boolean;
+} = { activateBeforeCommit: false, countOldSetVotes: false, uncheckedConfigHash: false };
 
 /**
  * The stable configuration of a set.
@@ -395,6 +401,9 @@ export function encodeConfigRecord(r: ConfigRecord): Uint8Array {
 
 function decodeSet(v: unknown): ValidatorSet {
   if (!Array.isArray(v)) throw new ConfigError("bad-config-record", "set is not an array");
+  if (v.length > VALIDATORS_MAX) {
+    throw new ConfigError("bad-config-record", `${v.length} validators, at most ${VALIDATORS_MAX}`);
+  }
   return new ValidatorSet(v.map((e) => {
     if (!Array.isArray(e) || e.length !== 2 || !(e[0] instanceof Uint8Array)) {
       throw new ConfigError("bad-config-record", "bad validator entry");
@@ -444,6 +453,90 @@ export function decodeConfigRecord(bytes: Uint8Array): ConfigRecord {
     parent: decodeConfig(v[3]),
     after: decodeConfig(v[4]),
   };
+}
+
+/**
+ * The canonical encoding of a configuration: CBOR `[set, next or null, changeHeight, run]`, a set
+ * being `[[publicKey, power], ...]` sorted by key. A Node's `configHash` is the SHA-256 of the
+ * encoding of its parent's configuration (SPECIFICATION.md 3.4 step 8), and a commit proof carries
+ * these bytes when a configuration changes in it (15.1).
+ *
+ * @example
+ * ```ts
+ * import { decodeValidatorConfig, encodeValidatorConfig, stableConfig } from "./reconfig.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const set = new ValidatorSet([{ publicKey: new Uint8Array(32).fill(1), power: 1 }]);
+ * const bytes = encodeValidatorConfig(stableConfig(set));
+ * console.log(decodeValidatorConfig(bytes).set.totalPower); // 1
+ * ```
+ */
+export function encodeValidatorConfig(config: ValidatorConfig): Uint8Array {
+  let bytes = ENCODED.get(config);
+  if (bytes === undefined) {
+    bytes = encodeValue(encodeConfig(config));
+    ENCODED.set(config, bytes);
+  }
+  return bytes;
+}
+
+/** The encoding of each configuration, made once (a replica hashes it for every Node). */
+const ENCODED = new WeakMap<ValidatorConfig, Uint8Array>();
+
+/** The SHA-256 of each configuration's encoding, made once. */
+const HASHES = new WeakMap<ValidatorConfig, Uint8Array>();
+
+/**
+ * SHA-256 of {@link encodeValidatorConfig}: what a Node's `configHash` holds for its parent's
+ * configuration (SPECIFICATION.md 3.4 step 8).
+ *
+ * @example
+ * ```ts
+ * import { stableConfig, validatorConfigHash } from "./reconfig.ts";
+ * import { ValidatorSet } from "../validators.ts";
+ * const set = new ValidatorSet([{ publicKey: new Uint8Array(32).fill(1), power: 1 }]);
+ * console.log(validatorConfigHash(stableConfig(set)).length); // 32
+ * ```
+ */
+export function validatorConfigHash(config: ValidatorConfig): Uint8Array {
+  let hash = HASHES.get(config);
+  if (hash === undefined) {
+    hash = sha256Bytes(encodeValidatorConfig(config));
+    HASHES.set(config, hash);
+  }
+  return hash;
+}
+
+/**
+ * Strictly decodes {@link encodeValidatorConfig}'s bytes: at most {@link VALIDATORS_MAX}
+ * validators per set, 32-byte keys, positive powers, and the canonical encoding only.
+ *
+ * @throws {ConfigError} with reason `bad-config` on anything else
+ * @example
+ * ```ts
+ * import { decodeValidatorConfig } from "./reconfig.ts";
+ * try {
+ *   decodeValidatorConfig(new Uint8Array([0x80]));
+ * } catch (e) {
+ *   console.log((e as Error).name); // ConfigError
+ * }
+ * ```
+ */
+export function decodeValidatorConfig(bytes: Uint8Array): ValidatorConfig {
+  let config: ValidatorConfig;
+  try {
+    config = decodeConfig(decodeValue(bytes));
+  } catch (e) {
+    throw new ConfigError("bad-config", `not a validator configuration: ${(e as Error).message}`);
+  }
+  // Stable: no handover fields; handing over: the change Node's height and a run of 0..2.
+  const valid = config.next === null
+    ? config.changeHeight === 0 && config.run === 0
+    : config.changeHeight >= 1 && config.run >= 0 && config.run <= 2;
+  if (!valid) throw new ConfigError("bad-config", "bad handover fields");
+  if (!bytesEqual(encodeValidatorConfig(config), bytes)) {
+    throw new ConfigError("bad-config", "not the canonical encoding");
+  }
+  return config;
 }
 
 /**

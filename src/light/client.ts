@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { stableConfig, type ValidatorConfig } from "../consensus/reconfig.ts";
 import type { Hash, Node } from "../types.ts";
 import { bytesEqual, toHex } from "../types.ts";
 import {
@@ -120,8 +121,15 @@ export interface VerifiedHead {
   readonly node: Node;
 }
 
+/** Refusals that mean the trusted set no longer certifies the chain at the height asked. */
+const SET_MOVED: ReadonlySet<CommitProofRejection> = new Set([
+  "config-mismatch",
+  "no-quorum",
+  "unknown-signer",
+]);
+
 /**
- * Follows a cluster's committed chain from proofs.
+ * Follows a cluster's committed chain from proofs, and the validator-set changes it makes.
  *
  * @example
  * ```ts
@@ -142,6 +150,10 @@ export class LightClient {
   #next = 0;
   #head: VerifiedHead | null = null;
   #verifiedCount = 0;
+  /** The validator configuration after the head (before it: the trusted one). */
+  #config: ValidatorConfig;
+  /** The trusted set did not certify the chain at a source's height: walk from height 1. */
+  #fromGenesis = false;
 
   /**
    * A client that trusts `options.chainId` and `options.validators` only.
@@ -151,6 +163,15 @@ export class LightClient {
   constructor(options: LightClientOptions) {
     if (options.sources.length === 0) throw new RangeError("a light client needs a source");
     this.#o = options;
+    this.#config = options.config ?? stableConfig(options.validators);
+  }
+
+  /**
+   * The validator configuration after the verified head, learned from verified proofs (before
+   * the first: the trusted one). Its set, or the set it hands over to, checks the next proof.
+   */
+  get config(): ValidatorConfig {
+    return this.#config;
   }
 
   /** The newest verified commit, or null before the first. */
@@ -173,7 +194,11 @@ export class LightClient {
     const source = this.#pickSource();
     try {
       const hint = await this.#committedHeight(source);
-      const from = this.#head === null ? Math.max(1, hint) : this.#head.height + 1;
+      const from = this.#head !== null
+        ? this.#head.height + 1
+        : this.#fromGenesis
+        ? 1
+        : Math.max(1, hint);
       if (hint < from) return [];
       const to = Math.min(hint, from + (this.#o.nodesPerProof ?? 200) - 1);
       const answer = await this.#get(source, `/proof?from=${from}&to=${to}`);
@@ -187,8 +212,19 @@ export class LightClient {
       } catch (e) {
         return this.#refuse(source, "bad-answer", (e as Error).message);
       }
-      const verdict = await verifyCommitProof(proof, this.#o);
-      if (!verdict.ok) return this.#refuse(source, verdict.reason, verdict.detail);
+      const verdict = await verifyCommitProof(proof, { ...this.#o, config: this.#config });
+      if (!verdict.ok) {
+        if (
+          this.#head === null && !this.#fromGenesis && from > 1 && SET_MOVED.has(verdict.reason)
+        ) {
+          // The set may have changed since the trusted one: follow the chain's changes from the
+          // start instead (Spec 15.2 step 5). Not the source's fault, so it is not skipped.
+          this.#fromGenesis = true;
+          this.#o.onRefusal?.({ source, reason: verdict.reason, detail: verdict.detail });
+          return [];
+        }
+        return this.#refuse(source, verdict.reason, verdict.detail);
+      }
       const first = verdict.committed[0]!.node;
       if (first.height !== from) {
         return this.#refuse(source, "bad-answer", `proof starts at ${first.height}, not ${from}`);
@@ -207,6 +243,7 @@ export class LightClient {
         node: c.node,
       }));
       this.#head = out.at(-1)!;
+      this.#config = verdict.config;
       this.#verifiedCount += out.length;
       return out;
     } catch (e) {
@@ -240,7 +277,7 @@ export class LightClient {
         this.#refuse(source, "bad-answer", `a proof of key ${toHex(proof.key)}`);
         return null;
       }
-      const verdict = await verifyKeyProof(proof, this.#o);
+      const verdict = await verifyKeyProof(proof, { ...this.#o, config: this.#config });
       if (!verdict.ok) {
         this.#refuse(source, verdict.reason, verdict.detail);
         return null;

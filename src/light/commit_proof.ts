@@ -24,7 +24,16 @@ import {
   nodeHash,
 } from "../codec.ts";
 import { MessageVerifier } from "../consensus/verify.ts";
-import { QuorumRule } from "../consensus/reconfig.ts";
+import {
+  decodeValidatorConfig,
+  encodeValidatorConfig,
+  type NodeConfig,
+  QuorumRule,
+  sameConfig,
+  stableConfig,
+  type ValidatorConfig,
+  validatorConfigHash,
+} from "../consensus/reconfig.ts";
 import { ed25519Verifier, type Verifier } from "../crypto.ts";
 import type { Hash, Node, QuorumCertificate } from "../types.ts";
 import { bytesEqual } from "../types.ts";
@@ -49,6 +58,13 @@ export interface CommitProof {
   readonly nodes: readonly Node[];
   /** A QC for the last Node. */
   readonly certificate: QuorumCertificate;
+  /**
+   * The validator configuration after the last Node the proof commits (`b`), when a Node of the
+   * proof changed it; null when it is the configuration before the first Node (the one the
+   * verifier trusts); absent means null. Its hash is `configHash` of the Node after `b`
+   * (SPECIFICATION.md 15.1).
+   */
+  readonly config?: ValidatorConfig | null;
 }
 
 /**
@@ -67,6 +83,12 @@ export interface CommitTrust {
   readonly chainId: string;
   /** The validators (keys and powers) whose quorums the client believes. */
   readonly validators: ValidatorSet;
+  /**
+   * The validator configuration after the Node before the proof's first Node, when the client
+   * has followed a change (a verdict's `config`); default: `validators`, stable. The proof's QCs
+   * are checked against the set it hands over to, or its set when stable.
+   */
+  readonly config?: ValidatorConfig;
   /** Signature checks (default: Ed25519 with Web Crypto). */
   readonly verifier?: Verifier;
 }
@@ -103,6 +125,11 @@ export type CommitVerdict =
     readonly ok: true;
     /** Every Node the proof shows committed, ascending by height (at least one). */
     readonly committed: readonly ProvenNode[];
+    /**
+     * The validator configuration after the last committed Node: the `config` to trust for the
+     * next proof, which starts above it.
+     */
+    readonly config: ValidatorConfig;
   }
   | { readonly ok: false; readonly reason: CommitProofRejection; readonly detail: string };
 
@@ -128,7 +155,8 @@ export type CommitProofRejection =
   | "duplicate-signer"
   | "no-quorum"
   | "bad-signature"
-  | "bad-qc";
+  | "bad-qc"
+  | "config-mismatch";
 
 /**
  * Nodes past `to` that a replica reads when it builds a proof of heights `from..to` (`GET /proof`):
@@ -216,15 +244,26 @@ export async function verifyCommitProof(
       );
     }
   }
-  // 4. Each of the three QCs: the trusted chain, a quorum of the trusted set, valid signatures.
-  const rule = new QuorumRule([trust.validators]);
+  // 4. Each of the three QCs: the trusted chain, a quorum of the trusted set (the one handed over
+  // to, during a change), valid signatures. Signers outside it are not counted: a joint QC of a
+  // handover also holds the other set's signatures (3.4 step 3).
+  const before = trust.config ?? stableConfig(trust.validators);
+  const trusted = before.next ?? before.set;
+  const rule = new QuorumRule([trusted]);
   const verifier = new MessageVerifier(
     trust.chainId,
     () => [rule],
     trust.verifier ?? ed25519Verifier(),
   );
   for (const [qc, i] of chain) {
-    const verdict = await verifier.verifyQC(qc, rule);
+    const members = qc.signatures.filter((s) => trusted.get(s.signer) !== undefined);
+    if (members.length === 0) {
+      return refuse(
+        "unknown-signer",
+        `QC of the Node at height ${nodes[i]!.height}: no signer is a trusted validator`,
+      );
+    }
+    const verdict = await verifier.verifyQC({ ...qc, signatures: members }, rule);
     if (!verdict.ok) {
       return refuse(
         asRejection(verdict.reason),
@@ -232,8 +271,20 @@ export async function verifyCommitProof(
       );
     }
   }
+  // 5. The configuration after b: the proof's, or the trusted one when no Node of the proof
+  // changed it; b'.configHash (checked by every voter for b', 3.4 step 8) must name it.
+  const carried = proof.config ?? null;
+  const config = carried ?? before;
+  if (!bytesEqual(validatorConfigHash(config), b1.configHash)) {
+    return refuse(
+      "config-mismatch",
+      carried === null
+        ? `the validator configuration changed before height ${b1.height}: the proof must carry it`
+        : `the configuration carried does not match the Node at height ${b1.height}`,
+    );
+  }
   const committed = nodes.slice(0, k + 1).map((node, i) => ({ node, hash: hashes[i]! }));
-  return { ok: true, committed };
+  return { ok: true, committed, config };
 }
 
 /**
@@ -241,7 +292,12 @@ export async function verifyCommitProof(
  * direct chain in consecutive views `b, b', b''` with `b` at height `to` or above whose `b''` has a
  * known QC. `chain` holds consecutive heights from `from` (a replica's committed Nodes, then the
  * branch of its highest QC); `certificateOf` looks up a QC for a Node when no Node of `chain`
- * carries one. Returns null when `chain` proves no commit at `to` or above.
+ * carries one. `configs[i]`, when given, is the configuration record of `chain[i]` (its parent's
+ * and its own configuration: a committed Node's record, or the NodeTree's), or null when it wrote
+ * none (its configuration is its parent's). Then the proof stops at the first Node that changes the
+ * configuration (`to` is lowered to it), so that the set the client trusts certifies it (15.1), and
+ * carries the configuration after `b` when one of its Nodes recorded it. Returns null when `chain`
+ * proves no commit at `to` or above.
  *
  * @example
  * ```ts
@@ -254,8 +310,13 @@ export async function buildCommitProof(
   from: number,
   to: number,
   certificateOf: (hash: Hash) => Promise<QuorumCertificate | null>,
+  configs: readonly (NodeConfig | null)[] = [],
 ): Promise<CommitProof | null> {
   if (chain.length < 3 || chain[0]!.height !== from || to < from) return null;
+  const change = configs.findIndex((c, i) =>
+    i <= to - from && c !== null && !sameConfig(c.parent, c.after)
+  );
+  if (change >= 0) to = from + change;
   const hashes = chain.map(nodeHash);
   for (let k = to - from; k + 2 < chain.length; k++) {
     const [b, b1, b2] = [chain[k]!, chain[k + 1]!, chain[k + 2]!];
@@ -268,13 +329,15 @@ export async function buildCommitProof(
       ? next.justify
       : await certificateOf(hashes[k + 2]!);
     if (certificate === null || !certifies(certificate, b2, hashes[k + 2]!)) continue;
-    return { nodes: chain.slice(0, k + 3), certificate };
+    const recorded = configs.slice(0, k + 1).findLast((c) => c !== null) ?? null;
+    return { nodes: chain.slice(0, k + 3), certificate, config: recorded?.after ?? null };
   }
   return null;
 }
 
 /**
- * The canonical CBOR encoding of a proof: `[[encodeNode(node): bytes, ...], encodeQC(qc): bytes]`.
+ * The canonical CBOR encoding of a proof: `[[encodeNode(node): bytes, ...], encodeQC(qc): bytes]`,
+ * followed by `encodeValidatorConfig(config): bytes` when the proof carries a configuration.
  *
  * @example
  * ```ts
@@ -284,7 +347,9 @@ export async function buildCommitProof(
  * ```
  */
 export function encodeCommitProof(proof: CommitProof): Uint8Array {
-  return encodeValue([proof.nodes.map(encodeNode), encodeQC(proof.certificate)]);
+  const body: unknown[] = [proof.nodes.map(encodeNode), encodeQC(proof.certificate)];
+  if (proof.config != null) body.push(encodeValidatorConfig(proof.config));
+  return encodeValue(body);
 }
 
 /**
@@ -324,7 +389,7 @@ export class CommitProofDecodeError extends Error {
  * try {
  *   decodeCommitProof(new Uint8Array([0x80]));
  * } catch (e) {
- *   console.log((e as Error).message); // a proof is a CBOR array of two items
+ *   console.log((e as Error).message); // a proof is a CBOR array of two or three items
  * }
  * ```
  */
@@ -338,10 +403,10 @@ export function decodeCommitProof(
   } catch (e) {
     throw new CommitProofDecodeError("bad-cbor", (e as Error).message);
   }
-  if (!Array.isArray(value) || value.length !== 2) {
-    throw new CommitProofDecodeError("bad-form", "a proof is a CBOR array of two items");
+  if (!Array.isArray(value) || value.length < 2 || value.length > 3) {
+    throw new CommitProofDecodeError("bad-form", "a proof is a CBOR array of two or three items");
   }
-  const [list, qcBytes] = value as [unknown, unknown];
+  const [list, qcBytes, configBytes] = value as [unknown, unknown, unknown];
   if (!Array.isArray(list)) throw new CommitProofDecodeError("bad-form", "Nodes must be an array");
   if (list.length > nodesMax) {
     throw new CommitProofDecodeError("too-long", `${list.length} Nodes, at most ${nodesMax}`);
@@ -359,7 +424,15 @@ export function decodeCommitProof(
   }
   const qc = decodeQC(qcBytes);
   if (!qc.ok) throw new CommitProofDecodeError("bad-qc", `certificate: ${qc.error.message}`);
-  return { nodes, certificate: qc.value };
+  if (configBytes === undefined) return { nodes, certificate: qc.value, config: null };
+  if (!(configBytes instanceof Uint8Array)) {
+    throw new CommitProofDecodeError("bad-form", "the configuration is not bytes");
+  }
+  try {
+    return { nodes, certificate: qc.value, config: decodeValidatorConfig(configBytes) };
+  } catch (e) {
+    throw new CommitProofDecodeError("bad-config", (e as Error).message);
+  }
 }
 
 function certifies(qc: QuorumCertificate, node: Node, hash: Hash): boolean {

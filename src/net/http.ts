@@ -87,6 +87,7 @@ import {
 } from "../light/commit_proof.ts";
 import { encodeEvidence, type EvidenceEntry, evidenceOffender, evidenceView } from "../evidence.ts";
 import { assert, ConfigError, HotStuffError } from "../errors.ts";
+import type { NodeConfig } from "../consensus/reconfig.ts";
 import type { Node, QuorumCertificate } from "../types.ts";
 import { toHex } from "../types.ts";
 import type { NetLog } from "./connections.ts";
@@ -115,6 +116,22 @@ export interface NodeWithCertificate {
 }
 
 /**
+ * A run of a replica's chain and the configuration record of each Node (null: none written).
+ *
+ * @example
+ * ```ts
+ * import type { ChainWithConfigs } from "./http.ts";
+ * const empty: ChainWithConfigs = { nodes: [], configs: [] };
+ * ```
+ */
+export interface ChainWithConfigs {
+  /** Consecutive heights. */
+  readonly nodes: readonly Node[];
+  /** `configs[i]`: the record of `nodes[i]`, or null. */
+  readonly configs: readonly (NodeConfig | null)[];
+}
+
+/**
  * What the HTTP API reads from the replica. Implemented by the replica runtime; tests use a fake.
  * Every method may be called concurrently with consensus and must not change anything.
  *
@@ -138,6 +155,12 @@ export interface NodeTreeView {
   committedRange(fromHeight: number, toHeight: number): Promise<NodeWithCertificate[]>;
   /** The replica's chain from `fromHeight`, at most `limit` Nodes: `Engine.serveNodes`. */
   chainFrom(fromHeight: number, limit: number): Promise<Node[]>;
+  /**
+   * {@link chainFrom} with each Node's configuration record (its parent's and its own validator
+   * configuration) or null when it wrote none (optional; without it, commit proofs carry no
+   * configuration and do not stop at changes: fine for a chain whose set never changes).
+   */
+  chainWithConfigs?(fromHeight: number, limit: number): Promise<ChainWithConfigs>;
   /** Stored evidence records with `seq > after`, at most `limit`, ascending (optional). */
   evidence?(after: number, limit: number): Promise<EvidenceEntry[]>;
 }
@@ -573,12 +596,16 @@ export class NodeTreeHttpApi {
     }
     // Read only what the request was charged for (admission: `to - from + 1 + lookahead`).
     const read = Math.min(this.#limits.rangeMax, to - from + 1 + PROOF_LOOKAHEAD_NODES);
-    const chain = await this.#o.view.chainFrom(from, read);
+    const view = this.#o.view;
+    const { nodes, configs } = view.chainWithConfigs === undefined
+      ? { nodes: await view.chainFrom(from, read), configs: [] }
+      : await view.chainWithConfigs(from, read);
     const proof = await buildCommitProof(
-      chain,
+      nodes,
       from,
       to,
-      async (hash) => (await this.#o.view.nodeByHash(hash))?.certificate ?? null,
+      async (hash) => (await view.nodeByHash(hash))?.certificate ?? null,
+      configs,
     );
     if (proof === null) {
       throw new RouteError(404, "no-proof", `no commit at height ${to} or above is known yet`);

@@ -384,11 +384,18 @@ export class Engine {
    * uncommitted path to the highest QC's Node. For the NodeTree HTTP API and the simulator.
    */
   async serveNodes(fromHeight: number, limit: number): Promise<Node[]> {
+    return (await this.serveChain(fromHeight, limit)).map((s) => s.node);
+  }
+
+  /**
+   * {@link serveNodes} with each Node's state updates (committed ones from storage, the others
+   * from the NodeTree), for readers that need a Node's configuration record (Spec 3.4 step 6).
+   */
+  async serveChain(fromHeight: number, limit: number): Promise<StoredNode[]> {
     const root = this.core.tree.root;
     const last = Math.min(root.node.height, Math.max(1, fromHeight) + limit - 1);
-    const read = await readCommitted(this.#o.storage, fromHeight, last);
-    const out = read.map((s) => s.node);
-    if (read.length < last - Math.max(1, fromHeight) + 1) return out;
+    const out: StoredNode[] = await readCommitted(this.#o.storage, fromHeight, last);
+    if (out.length < last - Math.max(1, fromHeight) + 1) return out;
     // A commit while storage was read moved the root: the tree's path now starts above the
     // Nodes read, so stop here rather than answer a chain with a gap (a short answer is fine).
     if (this.core.tree.root !== root) return out;
@@ -396,7 +403,7 @@ export class Engine {
     if (!this.core.tree.has(tip)) return out;
     for (const e of this.core.tree.pathFromRoot(tip)) {
       if (out.length >= limit) break;
-      if (e.node.height >= fromHeight) out.push(e.node);
+      if (e.node.height >= fromHeight) out.push(e);
     }
     return out;
   }

@@ -63,7 +63,12 @@ import { type AdmissionOptions, AUTH_HEADER, signRequest } from "../net/admissio
 import { type BatchPeer, fetchBatchFromPeers } from "../net/batch_fetch.ts";
 import { HttpNodeSource } from "../net/catchup.ts";
 import type { ConnectionLimits, ListenAddress } from "../net/connections.ts";
-import type { HttpApiLimits, NodeTreeView, NodeWithCertificate } from "../net/http.ts";
+import type {
+  ChainWithConfigs,
+  HttpApiLimits,
+  NodeTreeView,
+  NodeWithCertificate,
+} from "../net/http.ts";
 import {
   DEFAULT_HTTP_API_LIMITS,
   errorResponse,
@@ -76,7 +81,7 @@ import { readCommitted, type Storage } from "../storage/storage.ts";
 import type { Hash, Node, PublicKey, QuorumCertificate } from "../types.ts";
 import { bytesEqual, fromHex, toHex } from "../types.ts";
 import type { ValidatorSet } from "../validators.ts";
-import type { ValidatorConfig } from "../consensus/reconfig.ts";
+import { recordOf, type ValidatorConfig } from "../consensus/reconfig.ts";
 import { systemClock } from "./clock.ts";
 import {
   asRouteError,
@@ -793,6 +798,18 @@ export class Replica implements NodeTreeView {
   /** See {@link NodeTreeView.chainFrom}. */
   chainFrom(fromHeight: number, limit: number): Promise<Node[]> {
     return this.engine.serveNodes(fromHeight, limit);
+  }
+
+  /** See {@link NodeTreeView.chainWithConfigs}. */
+  async chainWithConfigs(fromHeight: number, limit: number): Promise<ChainWithConfigs> {
+    const chain = await this.engine.serveChain(fromHeight, limit);
+    return {
+      nodes: chain.map((s) => s.node),
+      configs: chain.map((s) => {
+        const r = recordOf(s.updates);
+        return r === null ? null : { parent: r.parent, after: r.after };
+      }),
+    };
   }
 
   /** A QC for `hash` known to the NodeTree: a child's justify, or the highest QC. */

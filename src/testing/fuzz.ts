@@ -445,6 +445,7 @@ async function nodeChain(
       parent: nodeHash(parent),
       justify,
       command: commands[(i + variant) % commands.length]!,
+      configHash: new Uint8Array(32).fill(0xc0 + i + variant),
       proposer: signers[i % signers.length]!.publicKey,
     };
     nodes.push(node);

@@ -20,7 +20,7 @@ import { AssertionError } from "../errors.ts";
 import type { ConsensusEvent, EquivocationEvidence } from "../events.ts";
 import { MemoryEvidenceStore } from "../evidence.ts";
 import { MemoryStorage } from "../storage/memory.ts";
-import { type Storage, wrapStorage, type WriteBatch } from "../storage/storage.ts";
+import { type Storage, type StoredNode, wrapStorage, type WriteBatch } from "../storage/storage.ts";
 import type { ConsensusMessage, Node, QuorumCertificate, TimeoutCertificate } from "../types.ts";
 import { bytesEqual, SignatureDomain, toHex } from "../types.ts";
 import { ValidatorSet } from "../validators.ts";
@@ -33,8 +33,18 @@ import {
   certifyingRule,
   nextConfig,
   plantedReconfigBugs,
+  recordOf,
+  sameConfig,
   stableConfig,
+  validatorConfigHash,
 } from "../consensus/reconfig.ts";
+import {
+  buildCommitProof,
+  decodeCommitProof,
+  encodeCommitProof,
+  PROOF_LOOKAHEAD_NODES,
+  verifyCommitProof,
+} from "../light/commit_proof.ts";
 import { genesisNode } from "../codec.ts";
 
 /**
@@ -317,6 +327,11 @@ export interface SimReport {
   readonly handovers: { readonly started: number; readonly completed: number };
   /** The verified evidence each honest endpoint stored (Spec 16.2), in endpoint order. */
   readonly evidence: readonly (readonly EquivocationEvidence[])[];
+  /**
+   * The height up to which a light client trusting only the genesis set verified the longest
+   * honest committed chain, following its validator-set changes (Spec 15.1).
+   */
+  readonly lightClientHeight: number;
 }
 
 /** Thrown by the crash-injecting storage wrapper: the replica "loses power" here. */
@@ -399,6 +414,8 @@ class Agenda {
 
 const DEFAULT_SIM_PACEMAKER: PacemakerOptions = { viewTimeoutMinMs: 200, viewTimeoutMaxMs: 3200 };
 const CHAIN_ID = "sim";
+/** Heights a light client asks per proof in the end-of-run check. */
+const LIGHT_PROOF_HEIGHTS = 64;
 
 /**
  * One simulation run. Use {@link runSimulation}.
@@ -423,6 +440,10 @@ class Simulation {
   /** The validator set once every planned change is made. */
   readonly #finalSet: ValidatorSet;
   handovers = { started: 0, completed: 0 };
+  /** The configuration after each height of the longest honest chain (`#checkCertificates`). */
+  #chainConfigs: NodeConfig[] = [];
+  /** The height a light client following that chain reached (`#checkLightClient`). */
+  #lightHeight = 0;
   time = 0;
   delivered = 0;
   equivocations = 0;
@@ -532,6 +553,7 @@ class Simulation {
     }
     this.#checkLiveness();
     await this.#checkCertificates();
+    await this.#checkLightClient();
     const evidence = await Promise.all(
       this.endpoints.filter((e) => this.honest(e)).map((e) => e.evidence.list(0, 1024)),
     );
@@ -547,6 +569,7 @@ class Simulation {
       equivocationsDetected: this.equivocations,
       handovers: this.handovers,
       evidence: evidence.map((list) => list.map((x) => x.evidence)),
+      lightClientHeight: this.#lightHeight,
     };
   }
 
@@ -730,6 +753,7 @@ class Simulation {
     try {
       const genesis = stableConfig(this.validators);
       const configs: NodeConfig[] = [{ parent: genesis, after: genesis }];
+      this.#chainConfigs = configs;
       const heightOf = new Map<string, number>([[toHex(nodeHash(genesisNode(CHAIN_ID))), 0]]);
       let parentView = 0;
       for (let h = 1; h <= e.chain.length; h++) {
@@ -766,6 +790,74 @@ class Simulation {
     } finally {
       Object.assign(plantedReconfigBugs, saved);
     }
+  }
+  /**
+   * Spec 15.1-15.2: a light client that trusts only the genesis set follows the longest honest
+   * committed chain from height 1, through every validator-set change, with the proofs a replica
+   * would serve (`buildCommitProof` over the stored Nodes and their configuration records, encoded
+   * and decoded); it must accept every one and end with the chain's configuration. A refusal, or
+   * a configuration that is not the chain's, is a violation: a light client would be stuck or
+   * misled.
+   */
+  async #checkLightClient(): Promise<void> {
+    const e = this.endpoints.filter((x) => this.honest(x))
+      .sort((a, b) => b.chain.length - a.chain.length)[0];
+    if (e === undefined) return;
+    const stored: StoredNode[] = [];
+    for (let h = 1; h <= e.chain.length; h++) {
+      const hash = await e.storage.committedHash(h);
+      const s = hash === null ? null : await e.storage.getNode(hash);
+      if (s === null) return;
+      stored.push(s);
+    }
+    const nodes = stored.map((s) => s.node);
+    const records = stored.map((s) => {
+      const r = recordOf(s.updates);
+      return r === null ? null : { parent: r.parent, after: r.after };
+    });
+    let config = stableConfig(this.validators);
+    let from = 1;
+    for (;;) {
+      const to = Math.min(from + LIGHT_PROOF_HEIGHTS - 1, nodes.length - 3);
+      if (to < from) break;
+      const window = from - 1 + LIGHT_PROOF_HEIGHTS + PROOF_LOOKAHEAD_NODES;
+      const build = (upTo: number) =>
+        buildCommitProof(
+          nodes.slice(from - 1, window),
+          from,
+          upTo,
+          () => Promise.resolve(null),
+          records.slice(from - 1, window),
+        );
+      // As a client does: a range whose end is not provable yet is asked again shorter.
+      const built = await build(to) ?? await build(from);
+      if (built === null) break;
+      const proof = decodeCommitProof(encodeCommitProof(built));
+      const verdict = await verifyCommitProof(proof, {
+        chainId: CHAIN_ID,
+        validators: this.validators,
+        verifier: this.verifier,
+        config,
+      });
+      if (!verdict.ok) {
+        this.safety.push(
+          `a light client refused the committed chain from height ${from}: ${verdict.reason} ` +
+            verdict.detail,
+        );
+        return;
+      }
+      const head = verdict.committed.at(-1)!.node.height;
+      const expected = this.#chainConfigs[head]?.after;
+      if (expected !== undefined && !sameConfig(verdict.config, expected)) {
+        this.safety.push(
+          `a light client holds the wrong validator configuration at height ${head}`,
+        );
+        return;
+      }
+      config = verdict.config;
+      from = head + 1;
+    }
+    this.#lightHeight = from - 1;
   }
 
   #recordCommit(e: Endpoint, height: number, hex: string): void {
@@ -1200,12 +1292,16 @@ function forkOf(sim: Simulation, e: Endpoint, node: Node): Node | null {
     }
   }
   if (target === null) return null;
+  // The configuration of the fork's parent, when this replica knows it (Spec 3.4 step 8): the
+  // fork should fail only the rules it breaks.
+  const parentConfig = e.engine?.core.configOf(target.parent)?.after;
   return {
     ...node,
     parent: target.parent,
     height: target.height,
     justify: target.justify,
     command: new Uint8Array([...node.command, 0xf0]),
+    configHash: parentConfig === undefined ? node.configHash : validatorConfigHash(parentConfig),
   };
 }
 
@@ -1231,6 +1327,10 @@ async function forgeChain(
   const forged: Node[] = [];
   let parent = base;
   let qc = core.safety.highQC;
+  // Each forged Node names its parent's configuration correctly (Spec 3.4 step 8), so that only
+  // the repeated signer gives it away.
+  let config = core.configOf(base.hash)?.after;
+  if (config === undefined) return null;
   for (let v = w - 3; v < w; v++) {
     const n: Node = {
       view: v,
@@ -1238,8 +1338,12 @@ async function forgeChain(
       parent: parent.hash,
       justify: qc,
       command: new Uint8Array([0xfa, victim.id, v & 0xff]),
+      configHash: validatorConfigHash(config),
       proposer: core.leader(v),
     };
+    const next = nextConfig(config, n, parent.node.view, []);
+    if (!next.ok) return null;
+    config = next.config;
     forged.push(n);
     parent = { node: n, hash: nodeHash(n), updates: [] };
     qc = await forgeQC(sim, e, v, parent.hash);
@@ -1251,6 +1355,7 @@ async function forgeChain(
     parent: parent.hash,
     justify: qc,
     command: new Uint8Array([0xfb]),
+    configHash: validatorConfigHash(config),
     proposer: e.signer.publicKey,
   };
   return signProposal(e.signer, p, null);

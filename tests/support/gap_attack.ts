@@ -15,6 +15,7 @@
  *    and QC(c) is of view 2, so they vote; F votes for everything from now on. Views 7-9 (B, A,
  *    B) extend `d` and commit `c`: at height 1, where the buggy C committed `b`.
  */
+import { stableConfig, validatorConfigHash } from "../../src/consensus/reconfig.ts";
 import { genesisNode, genesisQC, nodeHash } from "../../src/codec.ts";
 import type { Adversary, AdversaryApi } from "../../src/testing/sim.ts";
 import type {
@@ -64,6 +65,7 @@ export function gapAttacker(): Adversary {
         parent: nodeHash(g),
         justify: genesisQC(CHAIN),
         command: new Uint8Array([1, 0xcc]),
+        configHash: validatorConfigHash(stableConfig(api.validators)),
         proposer: api.validators.leader(2).publicKey,
       };
       api.broadcast(await api.propose(c, t));
@@ -80,6 +82,7 @@ export function gapAttacker(): Adversary {
         parent: nodeHash(b),
         justify: qcB,
         command: new Uint8Array([1, 0xb1]),
+        configHash: validatorConfigHash(stableConfig(api.validators)),
         proposer: api.validators.leader(3).publicKey,
       };
       api.broadcast(await api.propose(b1, t));
@@ -95,6 +98,7 @@ export function gapAttacker(): Adversary {
         parent: nodeHash(c),
         justify: qcC,
         command: new Uint8Array([1, 0xdd]),
+        configHash: validatorConfigHash(stableConfig(api.validators)),
         proposer: api.validators.leader(6).publicKey,
       };
       const m = await api.propose(d, t);
