@@ -193,6 +193,7 @@ export class LightClient {
   async step(): Promise<VerifiedHead[]> {
     const source = this.#pickSource();
     try {
+      // Spec 15.2 step 1: the source's committed height, a hint.
       const hint = await this.#committedHeight(source);
       const from = this.#head !== null
         ? this.#head.height + 1
@@ -200,6 +201,7 @@ export class LightClient {
         ? 1
         : Math.max(1, hint);
       if (hint < from) return [];
+      // Spec 15.2 step 2: a proof of the heights after the verified head.
       const to = Math.min(hint, from + (this.#o.nodesPerProof ?? 200) - 1);
       const answer = await this.#get(source, `/proof?from=${from}&to=${to}`);
       if (answer.status === 404) return []; // not provable there yet
@@ -212,6 +214,8 @@ export class LightClient {
       } catch (e) {
         return this.#refuse(source, "bad-answer", (e as Error).message);
       }
+      // Spec 15.2 step 3: verified against the configuration after the head, from `from`,
+      // linked to the head.
       const verdict = await verifyCommitProof(proof, { ...this.#o, config: this.#config });
       if (!verdict.ok) {
         if (
@@ -304,6 +308,7 @@ export class LightClient {
     return sources[this.#next]!;
   }
 
+  /** Spec 15.2 step 4: a failed answer is reported and its source skipped for a while. */
   #refuse(source: string, reason: SourceRefusal["reason"], detail: string): VerifiedHead[] {
     this.#skipUntil.set(source, Date.now() + (this.#o.backoffMs ?? 2_000));
     this.#o.onRefusal?.({ source, reason, detail });

@@ -207,7 +207,7 @@ export async function verifyCommitProof(
   if (nodes.length > COMMIT_PROOF_NODES_MAX) {
     return refuse("too-long", `${nodes.length} Nodes, at most ${COMMIT_PROOF_NODES_MAX}`);
   }
-  // 1. A run of consecutive heights above genesis, each Node the parent of the next.
+  // Spec 15.1 step 1: A run of consecutive heights above genesis, each Node the parent of the next.
   const hashes = nodes.map(nodeHash);
   for (let i = 0; i < nodes.length; i++) {
     const n = nodes[i]!;
@@ -220,7 +220,7 @@ export async function verifyCommitProof(
       return refuse("not-linked", `Node at height ${n.height} is not the child of the one before`);
     }
   }
-  // 2. The last three are a direct chain in consecutive views (5.3 items 2 and 3).
+  // Spec 15.1 step 2: The last three are a direct chain in consecutive views (5.3 items 2 and 3).
   const k = nodes.length - 3;
   const [b, b1, b2] = [nodes[k]!, nodes[k + 1]!, nodes[k + 2]!];
   if (b1.view !== b.view + 1 || b2.view !== b1.view + 1) {
@@ -229,7 +229,7 @@ export async function verifyCommitProof(
       `views ${b.view}, ${b1.view}, ${b2.view} are not consecutive`,
     );
   }
-  // 3. b'.justify certifies b, b''.justify certifies b', the certificate certifies b''.
+  // Spec 15.1 step 3: b'.justify certifies b, b''.justify certifies b', the certificate certifies b''.
   const chain: [QuorumCertificate, number, string][] = [
     [b1.justify, k, "justify-mismatch"],
     [b2.justify, k + 1, "justify-mismatch"],
@@ -244,7 +244,7 @@ export async function verifyCommitProof(
       );
     }
   }
-  // 4. Each of the three QCs: the trusted chain, a quorum of the trusted set (the one handed over
+  // Spec 15.1 step 4: Each of the three QCs: the trusted chain, a quorum of the trusted set (the one handed over
   // to, during a change), valid signatures. Signers outside it are not counted: a joint QC of a
   // handover also holds the other set's signatures (3.4 step 3).
   const before = trust.config ?? stableConfig(trust.validators);
@@ -271,7 +271,7 @@ export async function verifyCommitProof(
       );
     }
   }
-  // 5. The configuration after b: the proof's, or the trusted one when no Node of the proof
+  // Spec 15.1 step 5: The configuration after b: the proof's, or the trusted one when no Node of the proof
   // changed it; b'.configHash (checked by every voter for b', 3.4 step 8) must name it.
   const carried = proof.config ?? null;
   const config = carried ?? before;

@@ -329,7 +329,7 @@ export interface SimReport {
   readonly evidence: readonly (readonly EquivocationEvidence[])[];
   /**
    * The height up to which a light client trusting only the genesis set verified the longest
-   * honest committed chain, following its validator-set changes (Spec 15.1).
+   * honest committed chain, following its validator-set changes (SPECIFICATION.md 15.1).
    */
   readonly lightClientHeight: number;
 }
@@ -792,7 +792,7 @@ class Simulation {
     }
   }
   /**
-   * Spec 15.1-15.2: a light client that trusts only the genesis set follows the longest honest
+   * SPECIFICATION.md 15.1-15.2: a light client that trusts only the genesis set follows the longest honest
    * committed chain from height 1, through every validator-set change, with the proofs a replica
    * would serve (`buildCommitProof` over the stored Nodes and their configuration records, encoded
    * and decoded); it must accept every one and end with the chain's configuration. A refusal, or
