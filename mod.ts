@@ -39,8 +39,10 @@ export type {
   AppLimits,
   CommitNotice,
   EvidenceNotice,
+  PendingNode,
   ProduceRequest,
   ProduceResult,
+  StateRootRequest,
   StateView,
   ValidateRequest,
   ValidateResult,
@@ -348,6 +350,7 @@ export {
   checkChunk,
   EMPTY_STATE_ROOT,
   type StateEntry,
+  StateOverlay,
   type StateProof,
   type StateProofVerdict,
   StateTree,
@@ -355,3 +358,4 @@ export {
   verifyStateProof,
 } from "./src/state/tree.ts";
 export { type Checkpoint, StateService, type StateServiceOptions } from "./src/state/service.ts";
+export { STATE_ROOT_OVERLAYS_MAX, StateRoots, withStateRoots } from "./src/state/roots.ts";

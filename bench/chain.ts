@@ -116,6 +116,7 @@ export async function buildChain(
       justify,
       command: commandFor(k, commandBytes),
       proposer: validators.set.leader(k).publicKey,
+      stateRoot: new Uint8Array(0),
     };
     const hash = nodeHash(node);
     nodes.push({ node, hash, updates: await execute(app, state, node, hash) });
@@ -149,6 +150,7 @@ export async function nextProposal(
     justify: chain.qcs[chain.qcs.length - 1]!,
     command: commandFor(view, last.node.command.length),
     proposer: chain.validators.signers[leader]!.publicKey,
+    stateRoot: new Uint8Array(0),
   };
   const signature = await chain.validators.signers[leader]!.sign(
     signedBytes(SignatureDomain.propose, BENCH_CHAIN_ID, view, nodeHash(node)),

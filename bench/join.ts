@@ -187,6 +187,7 @@ async function writeChain(
       justify,
       command: encodeDigests(digests),
       proposer: validators.leader(k).publicKey,
+      stateRoot: new Uint8Array(0),
     };
     const hash = nodeHash(node);
     const r = await app.validateNode({ node, hash, state: view });

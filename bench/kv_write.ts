@@ -124,6 +124,7 @@ function wideChain(updates: number, count: number): StoredNode[] {
       justify: genesisQC("bench"),
       command: new Uint8Array(32).fill(k % 256),
       proposer: new Uint8Array(32),
+      stateRoot: new Uint8Array(0),
     };
     const list = Array.from({ length: updates }, (_, i): StateUpdate => [
       new TextEncoder().encode(`k${String(i).padStart(9, "0")}`),

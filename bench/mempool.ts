@@ -86,6 +86,7 @@ async function validateMicros(cmds: readonly Uint8Array[], pooled: boolean): Pro
     justify: genesisQC("bench"),
     command: encodeDigests(digests),
     proposer: new Uint8Array(32),
+    stateRoot: new Uint8Array(0),
   };
   const started = performance.now();
   const r = await pool.application.validateNode({

@@ -89,6 +89,7 @@ class Replay {
       justify: this.qc(m.justify),
       command: new Uint8Array([m.n]),
       proposer: KEYS[m.by]!,
+      stateRoot: new Uint8Array(0),
     };
     const hash = nodeHash(node);
     this.nodes.set(m.n, { node, hash, model: m });

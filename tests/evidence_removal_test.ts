@@ -111,6 +111,7 @@ Deno.test("forged or foreign evidence removes no one", async () => {
         justify: { chainId: "sim", view: 8, nodeHash: new Uint8Array(32), signatures: [] },
         command: new Uint8Array([SLASH, ...encodeEvidence(evidence)]),
         proposer: signers[0]!.publicKey,
+        stateRoot: new Uint8Array(0),
       },
       hash: new Uint8Array(32),
       state,

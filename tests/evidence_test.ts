@@ -42,6 +42,7 @@ async function proposal(s: Signer, view: number, command: number): Promise<Propo
     justify: genesisQC(CHAIN),
     command: new Uint8Array([command]),
     proposer: s.publicKey,
+    stateRoot: new Uint8Array(0),
   };
   const sig = await s.sign(signedBytes(SignatureDomain.propose, CHAIN, view, nodeHash(node)));
   return { type: "propose", node, tc: null, signature: sig };

@@ -637,6 +637,7 @@ function proposal(s: Scene, view: number, command: Uint8Array): Node {
     justify: genesisQC(CHAIN),
     command,
     proposer: s.byzantine.publicKey,
+    stateRoot: new Uint8Array(0),
   };
 }
 
@@ -859,6 +860,7 @@ function byzantineNode(s: Scene, lead: Leadership, n: number): Node {
     justify: lead.qc,
     command: encodeDigests([batchDigest(byzantineBatch(lead, n))]),
     proposer: s.byzantine.publicKey,
+    stateRoot: new Uint8Array(0),
   };
 }
 

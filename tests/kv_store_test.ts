@@ -89,6 +89,7 @@ function nodeOf(command: Uint8Array, options: { height?: number; parent?: Uint8A
     justify: genesisQC("kv-test"),
     command,
     proposer: PROPOSER,
+    stateRoot: new Uint8Array(0),
   };
   return { node, hash: new Uint8Array(32).fill(nextHash++ & 0xff) };
 }

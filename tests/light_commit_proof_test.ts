@@ -54,6 +54,7 @@ async function chainOfViews(
       justify,
       command: new TextEncoder().encode(`command at view ${view}`),
       proposer: signers[view % 4]!.publicKey,
+      stateRoot: new Uint8Array(0),
     };
     nodes.push(node);
     justify = await sign(node);

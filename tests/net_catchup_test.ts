@@ -74,6 +74,7 @@ function buildChain(n: number, salt = ""): Node[] {
       justify,
       command: new TextEncoder().encode(`cmd ${salt}${h}`),
       proposer: new Uint8Array(32),
+      stateRoot: new Uint8Array(0),
     };
     nodes.push(node);
     parent = nodeHash(node);
@@ -511,6 +512,7 @@ async function certifiedChain(n: number): Promise<{ nodes: Node[]; next: Consens
       justify,
       command: new Uint8Array([1 + (view % 7), view & 0xff]),
       proposer: FAR_VALIDATORS.leader(view).publicKey,
+      stateRoot: new Uint8Array(0),
     };
     if (view === n + 1) {
       const bytes = signedBytes(SignatureDomain.propose, FAR_CHAIN, view, nodeHash(node));

@@ -68,6 +68,7 @@ function buildChain(n: number): Node[] {
       justify,
       command: utf8.encode(`set k${h}=v${h}`),
       proposer: new Uint8Array(32).fill(h),
+      stateRoot: new Uint8Array(0),
     };
     nodes.push(node);
     parent = nodeHash(node);

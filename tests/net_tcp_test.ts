@@ -81,6 +81,7 @@ async function propose(view: number, from: Signer): Promise<ProposeMessage> {
     justify,
     command: new TextEncoder().encode(`command ${view}`),
     proposer: from.publicKey,
+    stateRoot: new Uint8Array(0),
   };
   return {
     type: "propose",

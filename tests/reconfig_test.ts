@@ -37,6 +37,7 @@ function node(view: number, parent: Node | null, justified: Node | null = parent
       : { ...genesisQC("c"), view: justified.view, nodeHash: nodeHash(justified) },
     command: new Uint8Array([view]),
     proposer: KEYS[0]!,
+    stateRoot: new Uint8Array(0),
   };
 }
 

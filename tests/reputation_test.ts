@@ -207,6 +207,7 @@ Deno.test("3.5 + 6.2: a restarted Engine reads the committed history back and ag
       justify,
       command: new Uint8Array([h]),
       proposer: live[h % 3]!,
+      stateRoot: new Uint8Array(0),
     };
     parent = { node, hash: nodeHash(node), updates: [] };
     commits.push(parent);

@@ -26,6 +26,7 @@ function child(parent: Node, view: number, justify: QuorumCertificate, tag: numb
     justify,
     command: new Uint8Array([tag]),
     proposer,
+    stateRoot: new Uint8Array(0),
   };
 }
 

@@ -446,6 +446,7 @@ async function nodeChain(
       justify,
       command: commands[(i + variant) % commands.length]!,
       proposer: signers[i % signers.length]!.publicKey,
+      stateRoot: i % 2 === 0 ? new Uint8Array(0) : new Uint8Array(32).fill(variant),
     };
     nodes.push(node);
     const voters = signers.slice(0, 2 + ((i + variant) % 3)); // 2, 3 or 4 signatures

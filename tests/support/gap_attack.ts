@@ -58,6 +58,8 @@ export function gapAttacker(): Adversary {
       const t = tc(api, 1);
       if (t === null) return false;
       const g = genesisNode(CHAIN);
+      const root = api.stateRoot(nodeHash(g));
+      if (root === null) return false;
       c = {
         view: 2,
         height: 1,
@@ -65,6 +67,7 @@ export function gapAttacker(): Adversary {
         justify: genesisQC(CHAIN),
         command: new Uint8Array([1, 0xcc]),
         proposer: api.validators.leader(2).publicKey,
+        stateRoot: root,
       };
       api.broadcast(await api.propose(c, t));
       return true;
@@ -74,6 +77,8 @@ export function gapAttacker(): Adversary {
       const qcB = qcs.get(1);
       const t = tc(api, 2);
       if (b === undefined || qcB === undefined || t === null) return false;
+      const root = api.stateRoot(nodeHash(b));
+      if (root === null) return false;
       const b1: Node = {
         view: 3,
         height: 2,
@@ -81,6 +86,7 @@ export function gapAttacker(): Adversary {
         justify: qcB,
         command: new Uint8Array([1, 0xb1]),
         proposer: api.validators.leader(3).publicKey,
+        stateRoot: root,
       };
       api.broadcast(await api.propose(b1, t));
       return true;
@@ -89,6 +95,8 @@ export function gapAttacker(): Adversary {
       const qcC = qcs.get(2);
       const t = tc(api, 5);
       if (c === null || qcC === undefined || t === null) return false;
+      const root = api.stateRoot(nodeHash(c));
+      if (root === null) return false;
       const d: Node = {
         view: 6,
         height: 2,
@@ -96,6 +104,7 @@ export function gapAttacker(): Adversary {
         justify: qcC,
         command: new Uint8Array([1, 0xdd]),
         proposer: api.validators.leader(6).publicKey,
+        stateRoot: root,
       };
       const m = await api.propose(d, t);
       api.broadcast(m);
