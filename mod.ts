@@ -39,8 +39,10 @@ export type {
   AppLimits,
   CommitNotice,
   EvidenceNotice,
+  PendingNode,
   ProduceRequest,
   ProduceResult,
+  StateRootRequest,
   StateView,
   ValidateRequest,
   ValidateResult,
@@ -353,6 +355,7 @@ export {
   checkChunk,
   EMPTY_STATE_ROOT,
   type StateEntry,
+  StateOverlay,
   type StateProof,
   type StateProofVerdict,
   StateTree,
@@ -360,3 +363,4 @@ export {
   verifyStateProof,
 } from "./src/state/tree.ts";
 export { type Checkpoint, StateService, type StateServiceOptions } from "./src/state/service.ts";
+export { STATE_ROOT_OVERLAYS_MAX, StateRoots, withStateRoots } from "./src/state/roots.ts";

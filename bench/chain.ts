@@ -118,6 +118,7 @@ export async function buildChain(
       command: commandFor(k, commandBytes),
       configHash: validatorConfigHash(stableConfig(validators.set)),
       proposer: validators.set.leader(k).publicKey,
+      stateRoot: new Uint8Array(0),
     };
     const hash = nodeHash(node);
     nodes.push({ node, hash, updates: await execute(app, state, node, hash) });
@@ -152,6 +153,7 @@ export async function nextProposal(
     command: commandFor(view, last.node.command.length),
     configHash: validatorConfigHash(stableConfig(chain.validators.set)),
     proposer: chain.validators.signers[leader]!.publicKey,
+    stateRoot: new Uint8Array(0),
   };
   const signature = await chain.validators.signers[leader]!.sign(
     signedBytes(SignatureDomain.propose, BENCH_CHAIN_ID, view, nodeHash(node)),

@@ -189,6 +189,7 @@ async function writeChain(
       command: encodeDigests(digests),
       configHash: validatorConfigHash(stableConfig(validators)),
       proposer: validators.leader(k).publicKey,
+      stateRoot: new Uint8Array(0),
     };
     const hash = nodeHash(node);
     const r = await app.validateNode({ node, hash, state: view });

@@ -125,6 +125,7 @@ function wideChain(updates: number, count: number): StoredNode[] {
       command: new Uint8Array(32).fill(k % 256),
       configHash: new Uint8Array(32),
       proposer: new Uint8Array(32),
+      stateRoot: new Uint8Array(0),
     };
     const list = Array.from({ length: updates }, (_, i): StateUpdate => [
       new TextEncoder().encode(`k${String(i).padStart(9, "0")}`),

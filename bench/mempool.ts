@@ -87,6 +87,7 @@ async function validateMicros(cmds: readonly Uint8Array[], pooled: boolean): Pro
     command: encodeDigests(digests),
     configHash: new Uint8Array(32),
     proposer: new Uint8Array(32),
+    stateRoot: new Uint8Array(0),
   };
   const started = performance.now();
   const r = await pool.application.validateNode({

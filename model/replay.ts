@@ -91,6 +91,7 @@ class Replay {
       command: new Uint8Array([m.n]),
       configHash: validatorConfigHash(stableConfig(this.set)),
       proposer: KEYS[m.by]!,
+      stateRoot: new Uint8Array(0),
     };
     const hash = nodeHash(node);
     this.nodes.set(m.n, { node, hash, model: m });

@@ -1,6 +1,7 @@
 /**
- * The Application: the user's state machine, behind three typed hooks (and an optional fourth,
- * `onEvidence`, for evidence of equivocation). See SPECIFICATION.md section 7.
+ * The Application: the user's state machine, behind three typed hooks (and optional ones:
+ * `stateRoot`, the state root each Node commits to, and `onEvidence`, for evidence of
+ * equivocation). See SPECIFICATION.md section 7.
  *
  * ## Determinism rules
  *
@@ -136,6 +137,49 @@ export interface CommitNotice {
 }
 
 /**
+ * One Node whose updates are not in the Application's committed state yet (or may not be): an
+ * entry of {@link StateRootRequest.pending}.
+ *
+ * @example
+ * ```ts
+ * import type { PendingNode } from "./app.ts";
+ * const layer: PendingNode = { hash: new Uint8Array(32), height: 7, updates: [] };
+ * ```
+ */
+export interface PendingNode {
+  /** The Node's hash. */
+  readonly hash: Hash;
+  /** Its height. */
+  readonly height: number;
+  /** Its state updates (each sets or deletes a whole value). */
+  readonly updates: readonly StateUpdate[];
+}
+
+/**
+ * Input of {@link Application.stateRoot}: the state whose root is asked for is the state after
+ * executing `parent`, that is the Application's committed state with `pending` applied in order.
+ *
+ * `pending` starts at or before the first Node whose `onCommit` has not returned, so it may repeat
+ * Nodes whose updates the committed state already holds; every update sets or deletes a whole
+ * value, so applying such a prefix again changes nothing. It ends with `parent`, unless the parent
+ * is itself committed and delivered (then it is empty or repeats delivered Nodes only).
+ *
+ * @example
+ * ```ts
+ * import type { StateRootRequest } from "./app.ts";
+ * const request: StateRootRequest = { parent: new Uint8Array(32), height: 0, pending: [] };
+ * ```
+ */
+export interface StateRootRequest {
+  /** The Node whose resulting state is asked for: the parent of a Node being proposed or checked. */
+  readonly parent: Hash;
+  /** The parent's height. */
+  readonly height: number;
+  /** The Nodes between the committed state and `parent` (inclusive), oldest first. */
+  readonly pending: readonly PendingNode[];
+}
+
+/**
  * Input of {@link Application.onEvidence}.
  *
  * @example
@@ -184,6 +228,16 @@ export interface Application {
   validateNode(request: ValidateRequest): Promise<ValidateResult> | ValidateResult;
   /** Called after a Node and its updates are durably committed, in height order. */
   onCommit?(notice: CommitNotice): Promise<void> | void;
+  /**
+   * Optional: the 32-byte root of the application state after executing `parent` (see
+   * {@link StateRootRequest}). With it, every Node carries the root as of its parent: the leader
+   * puts it in the Node it proposes, and every replica recomputes it before `validateNode` and
+   * does not vote for a Node whose root differs (`state-root-mismatch`). Without it, Nodes carry
+   * an empty root. Every replica of a chain must make the same choice, and the root must be a
+   * deterministic function of the state (SPECIFICATION.md 7). `withStateRoots` in
+   * `src/state/roots.ts` implements it with the state tree.
+   */
+  stateRoot?(request: StateRootRequest): Promise<Hash> | Hash;
   /**
    * Called once per verified evidence record this replica stores (SPECIFICATION.md 16.2), after
    * it is durable. Replicas learn of equivocation at different times, or not at all, so this hook

@@ -8,7 +8,7 @@
  * |---|---|
  * | QC | `[chainId, view, nodeHash, [[signer, signature], ...]]` |
  * | TC | `[chainId, view, [[signer, signature], ...]]` |
- * | Node | `[view, height, parent, justify QC, command, proposer, configHash]` |
+ * | Node | `[view, height, parent, justify QC, command, proposer, stateRoot, configHash]` |
  * | PROPOSE | `[1, node, tc or null, signature]` |
  * | VOTE | `[2, view, nodeHash, signer, signature]` |
  * | NEW-VIEW | `[3, view, highQC, highTC or null, [nodeHash, vote signature] or null, signer, signature]` |
@@ -106,6 +106,7 @@ function nodeToCbor(node: Node): unknown[] {
     qcToCbor(node.justify),
     node.command,
     node.proposer,
+    node.stateRoot,
     node.configHash,
   ];
 }
@@ -253,6 +254,7 @@ export function genesisNode(chainId: string): Node {
       command: EMPTY,
       configHash: ZERO_HASH,
       proposer: new Uint8Array(32),
+      stateRoot: EMPTY,
     };
     genesisCache.set(chainId, g);
   }
@@ -348,16 +350,26 @@ function asAttachedVote(v: unknown): { nodeHash: Uint8Array; signature: Uint8Arr
   };
 }
 
+/** A Node's state root: empty (a chain without state roots) or 32 bytes (SPECIFICATION.md 2). */
+function asStateRoot(v: unknown): Uint8Array {
+  const root = asBytes(v, "node state root", null, 32);
+  if (root.length !== 0 && root.length !== 32) {
+    reject("bad-length", `node state root: expected 0 or 32 bytes, got ${root.length}`);
+  }
+  return root;
+}
+
 function asNode(v: unknown, limits: CodecLimits): Node {
-  const a = asArray(v, "node", 7);
+  const a = asArray(v, "node", 8);
   const node: Node = {
     view: asUint(a[0], "node view"),
     height: asUint(a[1], "node height"),
     parent: asBytes(a[2], "node parent", 32),
     justify: asQC(a[3], limits, "node justify"),
     command: asBytes(a[4], "node command", null, limits.commandBytesMax),
-    configHash: asBytes(a[6], "node config hash", 32),
+    configHash: asBytes(a[7], "node config hash", 32),
     proposer: asBytes(a[5], "node proposer", 32),
+    stateRoot: asStateRoot(a[6]),
   };
   if (node.height === 0) reject("bad-height", "node: only genesis has height 0");
   return node;

@@ -130,6 +130,13 @@ export interface Node {
   readonly configHash: Hash;
   /** Public key of the leader that proposed it. */
   readonly proposer: PublicKey;
+  /**
+   * The application state root as of the parent (committed state overlaid with the updates of
+   * every uncommitted ancestor, the parent's included), from the Application's `stateRoot` hook:
+   * 32 bytes, or empty (length 0) on a chain without state roots and in genesis
+   * (SPECIFICATION.md 2, 7).
+   */
+  readonly stateRoot: Uint8Array;
 }
 
 /**

@@ -51,6 +51,7 @@ const node: Node = {
   command: new TextEncoder().encode("transfer 10"),
   configHash: bytes(32, 0xc1),
   proposer: bytes(32, 2),
+  stateRoot: bytes(32, 3),
 };
 const proposeNoTC: ProposeMessage = {
   type: "propose",
@@ -98,7 +99,16 @@ const rawQC = (q: QuorumCertificate): Raw => [q.chainId, q.view, q.nodeHash, raw
 const rawTC = (t: TimeoutCertificate): Raw => [t.chainId, t.view, rawSigs(t.signatures)];
 const rawNode = (
   n: Node,
-): Raw => [n.view, n.height, n.parent, rawQC(n.justify), n.command, n.proposer, n.configHash];
+): Raw => [
+  n.view,
+  n.height,
+  n.parent,
+  rawQC(n.justify),
+  n.command,
+  n.proposer,
+  n.stateRoot,
+  n.configHash,
+];
 const rawPropose = (): Raw => [1, rawNode(node), rawTC(tc), bytes(64, 0xb2)];
 const rawVote = (): Raw => [2, vote.view, vote.nodeHash, vote.signer, vote.signature];
 const rawNewView = (): Raw => [
@@ -325,7 +335,7 @@ Deno.test("codec: arrays one field short or one field long are rejected as bad-l
     }
   }
   const n = rawNode(node);
-  assert.equal(reasonOf(decodeNode, cborEncode(n.slice(0, 5))), "bad-length");
+  assert.equal(reasonOf(decodeNode, cborEncode(n.slice(0, 6))), "bad-length");
   assert.equal(reasonOf(decodeNode, cborEncode([...n, 0])), "bad-length");
   const q = rawQC(qc);
   assert.equal(reasonOf(decodeQC, cborEncode(q.slice(0, 3))), "bad-length");
@@ -379,6 +389,7 @@ function fieldsOfNode(p: number[]): [number[], Kind][] {
     ...fieldsOfQC([...p, 3]),
     [[...p, 4], "bytes"],
     [[...p, 5], "bytes"],
+    [[...p, 6], "bytes"],
   ];
 }
 const FIELDS: [string, () => Raw, [number[], Kind][]][] = [
@@ -454,7 +465,7 @@ const SIZED: [string, () => Raw, number[], number][] = [
   ["propose node justify signer", rawPropose, [1, 3, 3, 0, 0], 32],
   ["propose node justify signature", rawPropose, [1, 3, 3, 0, 1], 64],
   ["propose node proposer", rawPropose, [1, 5], 32],
-  ["propose node config hash", rawPropose, [1, 6], 32],
+  ["propose node config hash", rawPropose, [1, 7], 32],
   ["propose tc signer", rawPropose, [2, 2, 0, 0], 32],
   ["propose tc signature", rawPropose, [2, 2, 0, 1], 64],
   ["propose signature", rawPropose, [3], 64],
@@ -721,4 +732,21 @@ Deno.test("cborArrayLength reads an array's announced count from its head alone"
   }
   assert.equal(cborArrayLength(new Uint8Array([0x9f])), null, "indefinite length");
   assert.equal(cborArrayLength(new Uint8Array([0x9a, 0x00])), null, "truncated head");
+});
+
+Deno.test("codec: a Node's state root is empty or 32 bytes, and its hash covers the root", () => {
+  for (const length of [0, 32]) {
+    const n = { ...node, stateRoot: bytes(length, 7) };
+    const r = decodeNode(encodeNode(n));
+    assert.ok(r.ok, `length ${length}`);
+    assert.deepEqual(r.value.stateRoot, n.stateRoot);
+  }
+  for (const length of [1, 31]) {
+    const frame = encodeNode({ ...node, stateRoot: bytes(length, 7) });
+    assert.equal(reasonOf(decodeNode, frame), "bad-length", `length ${length}`);
+  }
+  assert.equal(reasonOf(decodeNode, encodeNode({ ...node, stateRoot: bytes(33, 7) })), "too-large");
+  const other = { ...node, stateRoot: bytes(32, 4) };
+  assert.notDeepEqual(nodeHash(other), nodeHash(node));
+  assert.deepEqual(genesisNode("c").stateRoot, new Uint8Array(0));
 });

@@ -62,6 +62,7 @@ function child(parent: Node, view: number, justify: QuorumCertificate, tag = 0):
     command: new Uint8Array([tag]),
     configHash: validatorConfigHash(stableConfig(SET)),
     proposer: SET.leader(view).publicKey,
+    stateRoot: new Uint8Array(0),
   };
 }
 
@@ -248,7 +249,13 @@ Deno.test("the next leader forms a QC from a quorum of votes and proposes at onc
   }
   assert.equal(core.view, 2);
   assert.ok(produced !== null, "asked the Application for a command");
-  const out = core.step({ type: "produced", view: 2, command: new Uint8Array([7]), now: 3 });
+  const out = core.step({
+    type: "produced",
+    view: 2,
+    command: new Uint8Array([7]),
+    stateRoot: new Uint8Array(0),
+    now: 3,
+  });
   const p = out.sends[0]!;
   assert.equal(p.to, "all");
   assert.equal(p.message.type, "propose");

@@ -112,6 +112,7 @@ Deno.test("forged or foreign evidence removes no one", async () => {
         command: new Uint8Array([SLASH, ...encodeEvidence(evidence)]),
         configHash: new Uint8Array(32),
         proposer: signers[0]!.publicKey,
+        stateRoot: new Uint8Array(0),
       },
       hash: new Uint8Array(32),
       state,

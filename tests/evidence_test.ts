@@ -43,6 +43,7 @@ async function proposal(s: Signer, view: number, command: number): Promise<Propo
     command: new Uint8Array([command]),
     configHash: new Uint8Array(32),
     proposer: s.publicKey,
+    stateRoot: new Uint8Array(0),
   };
   const sig = await s.sign(signedBytes(SignatureDomain.propose, CHAIN, view, nodeHash(node)));
   return { type: "propose", node, tc: null, signature: sig };

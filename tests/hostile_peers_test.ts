@@ -639,6 +639,7 @@ function proposal(s: Scene, view: number, command: Uint8Array): Node {
     command,
     configHash: validatorConfigHash(stableConfig(s.c.validators)),
     proposer: s.byzantine.publicKey,
+    stateRoot: new Uint8Array(0),
   };
 }
 
@@ -862,6 +863,7 @@ function byzantineNode(s: Scene, lead: Leadership, n: number): Node {
     command: encodeDigests([batchDigest(byzantineBatch(lead, n))]),
     configHash: validatorConfigHash(stableConfig(s.c.validators)),
     proposer: s.byzantine.publicKey,
+    stateRoot: new Uint8Array(0),
   };
 }
 

@@ -90,6 +90,7 @@ function nodeOf(command: Uint8Array, options: { height?: number; parent?: Uint8A
     command,
     configHash: new Uint8Array(32),
     proposer: PROPOSER,
+    stateRoot: new Uint8Array(0),
   };
   return { node, hash: new Uint8Array(32).fill(nextHash++ & 0xff) };
 }

@@ -56,6 +56,7 @@ async function chainOfViews(
       command: new TextEncoder().encode(`command at view ${view}`),
       configHash: validatorConfigHash(stableConfig(validators)),
       proposer: signers[view % 4]!.publicKey,
+      stateRoot: new Uint8Array(0),
     };
     nodes.push(node);
     justify = await sign(node);

@@ -86,6 +86,7 @@ async function handoverChain(): Promise<
       command: new TextEncoder().encode(`height ${h}`),
       configHash: validatorConfigHash(config),
       proposer: (config.next ?? config.set).leader(h).publicKey,
+      stateRoot: new Uint8Array(0),
     };
     const updates = h === CHANGE_HEIGHT
       ? [{ publicKey: keys[0]!.publicKey, power: 0 }, {

@@ -76,6 +76,7 @@ function buildChain(n: number, salt = ""): Node[] {
       command: new TextEncoder().encode(`cmd ${salt}${h}`),
       configHash: new Uint8Array(32),
       proposer: new Uint8Array(32),
+      stateRoot: new Uint8Array(0),
     };
     nodes.push(node);
     parent = nodeHash(node);
@@ -514,6 +515,7 @@ async function certifiedChain(n: number): Promise<{ nodes: Node[]; next: Consens
       command: new Uint8Array([1 + (view % 7), view & 0xff]),
       configHash: validatorConfigHash(stableConfig(FAR_VALIDATORS)),
       proposer: FAR_VALIDATORS.leader(view).publicKey,
+      stateRoot: new Uint8Array(0),
     };
     if (view === n + 1) {
       const bytes = signedBytes(SignatureDomain.propose, FAR_CHAIN, view, nodeHash(node));

@@ -69,6 +69,7 @@ function buildChain(n: number): Node[] {
       command: utf8.encode(`set k${h}=v${h}`),
       configHash: new Uint8Array(32),
       proposer: new Uint8Array(32).fill(h),
+      stateRoot: new Uint8Array(0),
     };
     nodes.push(node);
     parent = nodeHash(node);

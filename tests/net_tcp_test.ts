@@ -83,6 +83,7 @@ async function propose(view: number, from: Signer): Promise<ProposeMessage> {
     command: new TextEncoder().encode(`command ${view}`),
     configHash: validatorConfigHash(stableConfig(validators)),
     proposer: from.publicKey,
+    stateRoot: new Uint8Array(0),
   };
   return {
     type: "propose",

@@ -45,6 +45,8 @@ async function withBug(plant: () => void, body: () => Promise<void>): Promise<vo
     plantedSafetyBugs.skipLockCheck = false;
     plantedSafetyBugs.commitWithoutDirectParents = false;
     plantedSafetyBugs.forgetLastVotedView = false;
+    plantedSafetyBugs.skipStateRootCheck = false;
+    plantedSafetyBugs.proposeWrongStateRoot = false;
     plantedBugs.countSignerTwice = false;
     plantedReconfigBugs.activateBeforeCommit = false;
     plantedReconfigBugs.countOldSetVotes = false;
@@ -140,5 +142,29 @@ Deno.test("planted bug: counting old-set votes for a new-set Node lets a removed
     const found = await violations(runs());
     assert.ok(found.seeds.length >= 5, `caught in ${found.seeds.length} of 10 runs`);
     assert.match(found.first!, /is not a quorum of its validator set/);
+  });
+});
+
+Deno.test("planted bug: leaders proposing wrong state roots are refused by every replica; without the check they commit and the checker sees it", async () => {
+  const runs = () => seeds(5, (seed) => ({ seed, powers: [1, 1, 1, 1], faults: quietFaults(0) }));
+  assert.deepEqual((await violations(runs())).seeds, [], "clean without the bug");
+  await withBug(() => (plantedSafetyBugs.proposeWrongStateRoot = true), async () => {
+    // Every Node carries a wrong root: every replica refuses it, nothing commits, nothing unsafe.
+    let refused = 0;
+    const r = await runSimulation({
+      seed: 1,
+      powers: [1, 1, 1, 1],
+      faults: quietFaults(0),
+      trace: (line) => {
+        if (line.includes(" node state-root-mismatch ")) refused++;
+      },
+    });
+    assert.deepEqual(r.safetyViolations, []);
+    assert.ok(refused > 0, "wrong roots are refused");
+    assert.deepEqual(r.committedHeights, [0, 0, 0, 0]);
+    plantedSafetyBugs.skipStateRootCheck = true;
+    const found = await violations(runs());
+    assert.deepEqual(found.seeds, [1, 2, 3, 4, 5]);
+    assert.match(found.first!, /committed height 1 carries state root [0-9a-f]{64}, the committed/);
   });
 });

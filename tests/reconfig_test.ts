@@ -38,6 +38,7 @@ function node(view: number, parent: Node | null, justified: Node | null = parent
     command: new Uint8Array([view]),
     configHash: new Uint8Array(32),
     proposer: KEYS[0]!,
+    stateRoot: new Uint8Array(0),
   };
 }
 

@@ -208,6 +208,7 @@ Deno.test("3.5 + 6.2: a restarted Engine reads the committed history back and ag
       command: new Uint8Array([h]),
       configHash: new Uint8Array(32),
       proposer: live[h % 3]!,
+      stateRoot: new Uint8Array(0),
     };
     parent = { node, hash: nodeHash(node), updates: [] };
     commits.push(parent);

@@ -36,6 +36,7 @@ function child(parent: Node, options: { command?: Uint8Array; tag?: number } = {
     command: options.command ?? new Uint8Array([parent.height + 1, options.tag ?? 0]),
     configHash: new Uint8Array(32),
     proposer: new Uint8Array(32),
+    stateRoot: new Uint8Array(0),
   };
 }
 

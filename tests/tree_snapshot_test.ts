@@ -27,6 +27,7 @@ function child(parent: Node, view: number, justify: QuorumCertificate, tag: numb
     command: new Uint8Array([tag]),
     configHash: new Uint8Array(32),
     proposer,
+    stateRoot: new Uint8Array(0),
   };
 }
 

@@ -379,6 +379,8 @@ export type CoreInput =
     readonly type: "produced";
     readonly view: number;
     readonly command: Uint8Array | null;
+    /** The state root as of the parent (empty on a chain without state roots, Spec 7). */
+    readonly stateRoot: Uint8Array;
     readonly now: number;
   }
   | {
@@ -685,7 +687,7 @@ export class Core {
         this.#onExecuted(input.hash, input.result);
         break;
       case "produced":
-        this.#onProduced(input.view, input.command);
+        this.#onProduced(input.view, input.command, input.stateRoot);
         break;
       case "fetched":
         this.#onFetched(input.from, input.nodes);
@@ -873,7 +875,7 @@ export class Core {
     this.#out.produce = { view, parent: parent.hash, height: parent.node.height + 1 };
   }
 
-  #onProduced(view: number, command: Uint8Array | null): void {
+  #onProduced(view: number, command: Uint8Array | null, stateRoot: Uint8Array): void {
     const req = this.#produceFor;
     // Spec 8.5 step 3: only for the request of the current view.
     if (req === null || req.view !== view || view !== this.#view) return;
@@ -895,6 +897,7 @@ export class Core {
           : parentConfig.after,
       ),
       proposer: this.me,
+      stateRoot,
     };
     // Spec 8.5 step 4: broadcast to everyone, this replica included (it votes like any other).
     this.#out.sends.push({ to: "all", message: { type: "propose", node, tc: req.tc } });

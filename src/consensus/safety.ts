@@ -21,7 +21,17 @@ export const plantedSafetyBugs: {
   commitWithoutDirectParents: boolean;
   /** Forget the last voted view when restarting from storage (Spec 6.2 step 1). */
   forgetLastVotedView: boolean;
-} = { skipLockCheck: false, commitWithoutDirectParents: false, forgetLastVotedView: false };
+  /** Vote without checking a Node's state root (Spec 7; in the Engine). */
+  skipStateRootCheck: boolean;
+  /** Propose Nodes whose state root has one bit flipped (Spec 7; in the Engine). */
+  proposeWrongStateRoot: boolean;
+} = {
+  skipLockCheck: false,
+  commitWithoutDirectParents: false,
+  forgetLastVotedView: false,
+  skipStateRootCheck: false,
+  proposeWrongStateRoot: false,
+};
 
 /**
  * Spec 5.1 — the voting rule (paper, Algorithm 4 lines 17-18, by view instead of height).

@@ -833,6 +833,7 @@ function nodeJson(node: Node, hash: Uint8Array): Record<string, unknown> {
     height: node.height,
     parent: toHex(node.parent),
     proposer: toHex(node.proposer),
+    stateRoot: toHex(node.stateRoot),
     command: toBase64(node.command),
     commandBytes: node.command.length,
     justify: qcJson(node.justify),

@@ -14,7 +14,7 @@
  */
 import { setImmediate } from "node:timers";
 import { genesisNode, nodeHash, signedBytes } from "../codec.ts";
-import type { Application, StateView } from "../app.ts";
+import type { Application, PendingNode, StateView } from "../app.ts";
 import { checkValidateResult, DEFAULT_APP_LIMITS } from "../app.ts";
 import type { AppLimits } from "../app.ts";
 import type {
@@ -30,6 +30,7 @@ import type { PacemakerOptions } from "../consensus/pacemaker.ts";
 import type { ReputationOptions } from "../consensus/reputation.ts";
 import { DEFAULT_REPUTATION_OPTIONS, historyNodesMax } from "../consensus/reputation.ts";
 import { MessageVerifier, type Verdict } from "../consensus/verify.ts";
+import { plantedSafetyBugs } from "../consensus/safety.ts";
 import type { QuorumRule } from "../consensus/reconfig.ts";
 import {
   certifyingRule,
@@ -269,6 +270,12 @@ export class Engine {
   #pending: GroupCommit | null = null;
   /** The one group-commit write in flight: its commits are announced once it is durable. */
   #inFlight: InFlightWrite | null = null;
+  /**
+   * The durable group whose commits the Application is being told of (`onCommit`): it stays in
+   * the overlay until every `onCommit` of it has returned, so the state and roots seen meanwhile
+   * never miss a commit the Application has not absorbed yet (Spec 7).
+   */
+  #announcing: GroupCommit | null = null;
   /** Evidence being verified and stored, one record after another (Spec 16.2). */
   #evidenceWork: Promise<void> = Promise.resolve();
 
@@ -600,9 +607,20 @@ export class Engine {
     const f = this.#inFlight;
     if (f === null) return;
     await f.done;
+    // Moved, not dropped: the group leaves the overlay only once it is announced (Spec 7).
+    this.#announcing = f.group;
     this.#inFlight = null;
-    // Spec 10.1 step 3: commit notifications, in order, once durable.
-    for (const c of f.group.commits) {
+    try {
+      await this.#announce(f.group);
+    } finally {
+      this.#announcing = null;
+    }
+    for (const e of f.group.events) this.#emit(e);
+  }
+
+  /** Spec 10.1 step 3: commit notifications, in order, once durable. */
+  async #announce(group: GroupCommit): Promise<void> {
+    for (const c of group.commits) {
       try {
         await this.#o.app.onCommit?.({ node: c.node, hash: c.hash, updates: c.updates });
       } catch (e) {
@@ -615,7 +633,6 @@ export class Engine {
         });
       }
     }
-    for (const e of f.group.events) this.#emit(e);
   }
 
   /** Makes every merged write durable and announces its commits, in order. */
@@ -663,13 +680,20 @@ export class Engine {
     }
   }
 
-  #stateView(parent: Hash): StateView {
-    // Newest first: uncommitted ancestors, then committed Nodes whose writes are not durable yet
-    // (the pending write, then the one in flight), then storage.
-    const layers = this.core.tree.pendingUpdates(parent);
+  /** Groups of committed Nodes not yet absorbed by storage and the Application, newest first. */
+  #unabsorbed(): GroupCommit[] {
     const groups: GroupCommit[] = [];
     if (this.#pending !== null) groups.push(this.#pending);
     if (this.#inFlight !== null) groups.push(this.#inFlight.group);
+    if (this.#announcing !== null) groups.push(this.#announcing);
+    return groups;
+  }
+
+  #stateView(parent: Hash): StateView {
+    // Newest first: uncommitted ancestors, then committed Nodes whose writes are not durable yet
+    // (the pending write, then the one in flight, then the one being announced), then storage.
+    const layers = this.core.tree.pendingUpdates(parent);
+    const groups = this.#unabsorbed();
     const storage = this.#o.storage;
     return {
       get(key: Uint8Array): Promise<Uint8Array | null> {
@@ -705,8 +729,65 @@ export class Engine {
     });
   }
 
+  /**
+   * Spec 7: the Nodes between the Application's committed state and `parent` (inclusive), oldest
+   * first: the groups not yet announced, then the uncommitted ancestors.
+   */
+  #pendingNodes(parent: Hash): PendingNode[] {
+    const out: PendingNode[] = [];
+    for (const g of this.#unabsorbed().reverse()) {
+      for (const c of g.commits) {
+        out.push({ hash: c.hash, height: c.node.height, updates: c.updates });
+      }
+    }
+    for (const e of this.core.tree.pathFromRoot(parent)) {
+      out.push({ hash: e.hash, height: e.node.height, updates: e.updates });
+    }
+    return out;
+  }
+
+  /**
+   * Spec 7: the state root as of `parent` from the Application's `stateRoot` hook, or the empty
+   * root on a chain without state roots. Throws what the hook throws, or on a malformed root.
+   */
+  async #stateRoot(parent: Hash): Promise<Uint8Array> {
+    const app = this.#o.app;
+    if (app.stateRoot === undefined) return EMPTY_ROOT;
+    const entry = this.core.tree.get(parent);
+    assert(entry !== undefined, "a state root is asked for a Node in the tree");
+    const pending = this.#pendingNodes(parent);
+    const root = await app.stateRoot({ parent, height: entry.node.height, pending });
+    if (!(root instanceof Uint8Array) || root.length !== 32) {
+      throw new Error("stateRoot must return 32 bytes");
+    }
+    return root;
+  }
+
+  /** Spec 7: a Node must carry the state root as of its parent; null when it does. */
+  async #checkStateRoot(node: Node): Promise<string | null> {
+    let expected: Uint8Array;
+    try {
+      expected = await this.#stateRoot(node.parent);
+    } catch (e) {
+      return `stateRoot threw: ${String(e)}`;
+    }
+    if (plantedSafetyBugs.skipStateRootCheck || bytesEqual(node.stateRoot, expected)) return null;
+    const detail = `height ${node.height}: carries ${toHex(node.stateRoot) || "no root"}, ` +
+      `the state as of its parent has ${toHex(expected) || "no root"}`;
+    this.#emit({
+      type: "message:reject",
+      from: null,
+      message: "node",
+      reason: "state-root-mismatch",
+      detail,
+    });
+    return `state-root-mismatch: ${detail}`;
+  }
+
   /** Asks the Application to validate and execute a Node; checks its result (SPECIFICATION.md 7). */
   async #validate(node: Node, hash: Hash): Promise<ExecutedResult> {
+    const mismatch = await this.#checkStateRoot(node);
+    if (mismatch !== null) return { ok: false, reason: mismatch };
     try {
       const r = await this.#o.app.validateNode({ node, hash, state: this.#stateView(node.parent) });
       const problem = checkValidateResult(r, this.#appLimits);
@@ -728,7 +809,12 @@ export class Engine {
 
   async #produce(req: { view: number; parent: Hash; height: number }): Promise<void> {
     let command: Uint8Array | null = null;
+    let stateRoot: Uint8Array = EMPTY_ROOT;
     try {
+      stateRoot = await this.#stateRoot(req.parent);
+      if (plantedSafetyBugs.proposeWrongStateRoot && stateRoot.length === 32) {
+        stateRoot = stateRoot.map((b, i) => i === 0 ? b ^ 1 : b);
+      }
       const r = await this.#o.app.produceCommand({ ...req, state: this.#stateView(req.parent) });
       if (!(r?.command instanceof Uint8Array)) throw new Error("command must be a Uint8Array");
       if (r.command.length > this.#appLimits.commandBytesMax) {
@@ -746,7 +832,7 @@ export class Engine {
     }
     this.#push({
       kind: "input",
-      input: { type: "produced", view: req.view, command, now: this.#o.clock.now() },
+      input: { type: "produced", view: req.view, command, stateRoot, now: this.#o.clock.now() },
     });
   }
 
@@ -814,6 +900,9 @@ export class Engine {
     });
   }
 }
+
+/** The state root of a Node on a chain without state roots (and of genesis). */
+const EMPTY_ROOT: Uint8Array = new Uint8Array(0);
 
 /** Resolves after one turn of the event loop (a microtask chain never lets I/O complete). */
 function turnEventLoop(): Promise<void> {

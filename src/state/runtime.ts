@@ -12,6 +12,7 @@ import type { DenoKvStorage } from "../storage/deno_kv.ts";
 import type { Storage } from "../storage/storage.ts";
 import type { PublicKey } from "../types.ts";
 import type { ValidatorSet } from "../validators.ts";
+import { withStateRoots } from "./roots.ts";
 import { StateService } from "./service.ts";
 import {
   isSnapshotStore,
@@ -120,20 +121,11 @@ export async function prepareState(
   if (!state.loaded) await state.load(storage.stateEntries!());
 }
 
-/** `app`, whose commits also go to the state tree. */
+/**
+ * `app` with state roots (SPECIFICATION.md 7): its Nodes commit to the root of the state tree,
+ * and its commits also go to the tree. Without a state service, `app` as is (no roots).
+ */
 export function withStateTree(app: Application, state: StateService | null): Application {
   if (state === null) return app;
-  return {
-    produceCommand: (request) => app.produceCommand(request),
-    validateNode: (request) => app.validateNode(request),
-    onCommit: async (notice) => {
-      // The tree sees every commit, even one whose Application hook throws.
-      try {
-        await app.onCommit?.(notice);
-      } finally {
-        state.onCommit(notice);
-      }
-    },
-    onEvidence: (notice) => app.onEvidence?.(notice),
-  };
+  return withStateRoots(app, state.roots, (notice) => state.onCommit(notice));
 }

@@ -34,6 +34,7 @@ import {
   type StateRootClaim,
   stateRootSignedBytes,
 } from "./certificate.ts";
+import { StateRoots } from "./roots.ts";
 import { SNAPSHOT_CHUNKS, StateTree, type StateVersion } from "./tree.ts";
 
 /**
@@ -139,6 +140,8 @@ export class StateService {
   readonly #checkpoints: Checkpoint[] = [];
   readonly #abort = new AbortController();
   #loaded = false;
+  /** The state roots of uncommitted Nodes over the tree (the Application's `stateRoot` hook). */
+  readonly roots: StateRoots = new StateRoots(() => this.#tree);
   #checkpointing: Promise<void> = Promise.resolve();
 
   /** A service with an empty tree; {@link StateService.load} fills it. */
@@ -184,6 +187,7 @@ export class StateService {
   /** Takes the tree of a verified snapshot install (`sync.ts`) as the committed state. */
   adopt(tree: StateTree): void {
     this.#tree = tree;
+    this.roots.clear();
     this.#loaded = true;
   }
 
@@ -196,10 +200,11 @@ export class StateService {
     if (!this.#loaded) return;
     this.#tree.apply(notice.updates);
     const height = notice.node.height;
+    this.roots.committed(notice.hash, height);
     if (height % this.#interval !== 0) return;
-    // The state is taken now and hashed in slices in the background: the Engine awaits this
-    // hook, and a checkpoint may hash thousands of buckets. Checkpoints resolve in order.
-    const version = this.#tree.freezeAsync();
+    // The tree is hashed as Nodes are checked (their state roots, SPECIFICATION.md 7): freezing
+    // rehashes only the last few commits. Checkpoints resolve in order.
+    const version = this.#tree.freeze();
     this.#checkpointing = this.#checkpointing.then(() =>
       this.#checkpoint(height, notice.hash, version)
     )
@@ -211,8 +216,7 @@ export class StateService {
     await this.#checkpointing;
   }
 
-  async #checkpoint(height: number, nodeHash: Hash, pending: Promise<StateVersion>): Promise<void> {
-    const version = await pending;
+  async #checkpoint(height: number, nodeHash: Hash, version: StateVersion): Promise<void> {
     const claim: StateRootClaim = { height, nodeHash, root: version.root };
     const own = await signStateRoot(this.#o.chainId, claim, this.#o.signer);
     const signatures = new Map([[toHex(own.signer), own]]);

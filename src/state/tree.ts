@@ -10,7 +10,9 @@
  *   empty bucket is `H(0x01)`);
  * - inner: `H(0x02 ‖ left ‖ right)`; the root is the top inner hash.
  *
- * Hashing is lazy: updates mark buckets dirty, {@link StateTree.root} rehashes what changed.
+ * Hashing is lazy: updates mark buckets dirty, {@link StateTree.root} rehashes what changed. A
+ * {@link StateOverlay} gives the root of the tree with further (uncommitted) updates by hashing
+ * only the buckets they change and their paths.
  * The tree keeps keys and values in memory (it is the state a snapshot is served from).
  *
  * @module
@@ -122,6 +124,23 @@ export function bucketHash(entries: readonly (readonly [Uint8Array, Hash])[]): H
     at += 2 + k.length + 32;
   }
   return sha256Bytes(b);
+}
+
+/** `H(value)` by value object: the same bytes reach an overlay and then the committed tree. */
+const VALUE_HASHES = new WeakMap<Uint8Array, Hash>();
+
+function valueHash(value: Uint8Array): Hash {
+  let h = VALUE_HASHES.get(value);
+  if (h === undefined) {
+    h = sha256Bytes(value);
+    VALUE_HASHES.set(value, h);
+  }
+  return h;
+}
+
+/** The hash of a bucket's entries, each value hashed once. */
+function hashBucket(bucket: Bucket): Hash {
+  return bucketHash(bucket.map((e) => [e.key, e.valueHash ??= valueHash(e.value)] as const));
 }
 
 /** The hash of an inner node. */
@@ -252,9 +271,6 @@ export class StateTree {
   /** Heap of hashes: node `i` at bytes `32 i`; node 1 is the root, buckets at 4096 + b. */
   #hashes = new Uint8Array(32 * 2 * STATE_BUCKETS);
   #dirty = new Set<number>();
-  /** The last {@link StateTree.freezeAsync}, and how many are pending. */
-  #last: Promise<unknown> = Promise.resolve();
-  #pending = 0;
   #keys = 0;
 
   constructor() {
@@ -283,102 +299,185 @@ export class StateTree {
 
   #set(key: Uint8Array, value: Uint8Array | null): void {
     const b = bucketOf(key);
-    const old = this.#buckets[b] ?? EMPTY_BUCKET;
-    const i = findEntry(old, key);
-    if (value === null) {
-      if (i < 0) return;
-      const next = old.slice();
-      next.splice(i, 1);
-      this.#buckets[b] = next.length === 0 ? undefined : next;
-      this.#keys--;
-    } else {
-      const e: Entry = { key, value, valueHash: null };
-      const next = old.slice();
-      if (i >= 0) next[i] = e;
-      else {
-        next.splice(-i - 1, 0, e);
-        this.#keys++;
-      }
-      this.#buckets[b] = next;
-    }
+    const next = withEntry(this.#buckets[b] ?? EMPTY_BUCKET, key, value);
+    if (next === null) return;
+    this.#keys += next.keys;
+    this.#buckets[b] = next.bucket.length === 0 ? undefined : next.bucket;
     this.#dirty.add(b);
+  }
+
+  /**
+   * The state after `base` (null: this tree) and then further updates, as a copy-on-write
+   * overlay: see {@link StateOverlay}. This tree's hashes are brought up to date first.
+   */
+  overlay(base: StateOverlay | null): StateOverlay {
+    this.root();
+    return new StateOverlay(
+      (b) => this.#buckets[b] ?? EMPTY_BUCKET,
+      (i) => this.#hashes.subarray(32 * i, 32 * i + 32),
+      base,
+    );
+  }
+
+  /**
+   * Takes the hashes of `overlay` instead of rehashing: call it only when this tree's state now
+   * equals the overlay's (the overlay of a Node whose updates, and its ancestors', the tree has
+   * just applied). What else changed is rehashed as usual.
+   */
+  absorb(overlay: StateOverlay): void {
+    const { buckets, hashes } = overlay.changes();
+    for (const [b, bucket] of buckets) {
+      if (!this.#dirty.delete(b)) continue;
+      this.#buckets[b] = bucket.length === 0 ? undefined : bucket as Bucket;
+    }
+    for (const [i, h] of hashes) this.#hashes.set(h, 32 * i);
   }
 
   /** The root hash (rehashes what changed since the last call). */
   root(): Hash {
-    this.#assertIdle();
-    rehashSlice(this.#buckets, this.#hashes, { buckets: this.#dirty, inner: new Set() }, Infinity);
+    rehash(this.#buckets, this.#hashes, this.#dirty);
     return this.#hashes.slice(32, 64);
   }
 
   /** A frozen version of the current state (copies the hash heap, shares the entries). */
   freeze(): StateVersion {
-    this.#assertIdle();
-    rehashSlice(this.#buckets, this.#hashes, { buckets: this.#dirty, inner: new Set() }, Infinity);
+    rehash(this.#buckets, this.#hashes, this.#dirty);
     return new StateVersion(this.#buckets.slice(), this.#hashes.slice(), this.#keys);
   }
-
-  /**
-   * {@link StateTree.freeze} without blocking: the state is taken now (later updates do not enter
-   * the version), and hashed in slices of about `sliceMs`, yielding to the event loop between
-   * them. Versions resolve in the order they were asked for. While one is pending, only
-   * `apply` and `freezeAsync` may be called.
-   */
-  freezeAsync(sliceMs = 5): Promise<StateVersion> {
-    const buckets = this.#buckets.slice();
-    const dirty = this.#dirty;
-    const keys = this.#keys;
-    this.#dirty = new Set();
-    this.#pending++;
-    const done = this.#last.then(async () => {
-      // The heap now holds the previous version's hashes; `dirty` is what changed since.
-      const hashes = this.#hashes.slice();
-      const work = { buckets: dirty, inner: new Set<number>() };
-      while (!rehashSlice(buckets, hashes, work, sliceMs)) {
-        await new Promise((r) => setTimeout(r, 0));
-      }
-      this.#hashes = hashes.slice();
-      this.#pending--;
-      return new StateVersion(buckets, hashes, keys);
-    });
-    this.#last = done;
-    return done;
-  }
-
-  #assertIdle(): void {
-    if (this.#pending > 0) throw new Error("StateTree: a freezeAsync is pending");
-  }
-}
-
-/** Rehashing still to do: dirty buckets, and the inner nodes right above those already done. */
-interface RehashWork {
-  readonly buckets: Set<number>;
-  inner: Set<number>;
 }
 
 /**
- * Rehashes the dirty buckets of `buckets` into `hashes`, and every inner node above them, for
- * about `sliceMs` (bucket hashing is sliced; the inner levels run at once, at the end). True when
- * nothing is left.
+ * The tree's state with further updates applied, without touching the tree: the changed buckets
+ * (copied on write) and the hashes on their paths to the root; everything else is read from the
+ * tree. Built by {@link StateTree.overlay}, for the state roots of uncommitted Nodes
+ * (SPECIFICATION.md 7). It stays correct while the tree applies only updates the overlay holds
+ * (the commits of the Nodes it was built from): those change only buckets the overlay has copied.
+ *
+ * @example
+ * ```ts
+ * import { StateTree } from "./tree.ts";
+ * const tree = new StateTree();
+ * const k = new TextEncoder().encode("k/a");
+ * const overlay = tree.overlay(null);
+ * overlay.apply([[k, new Uint8Array([1])]]);
+ * const root = overlay.seal(); // the root with k set; the tree itself is unchanged
+ * tree.apply([[k, new Uint8Array([1])]]);
+ * console.log(root.join() === tree.root().join()); // true
+ * ```
  */
-function rehashSlice(
+export class StateOverlay {
+  readonly #bucketOf: (b: number) => Bucket;
+  readonly #hashOf: (i: number) => Hash;
+  readonly #buckets: Map<number, Bucket>;
+  readonly #hashes: Map<number, Hash>;
+  readonly #dirty = new Set<number>();
+  #root: Hash | null = null;
+
+  /** Use {@link StateTree.overlay}. */
+  constructor(
+    bucketOf: (b: number) => Bucket,
+    hashOf: (i: number) => Hash,
+    base: StateOverlay | null,
+  ) {
+    this.#bucketOf = bucketOf;
+    this.#hashOf = hashOf;
+    this.#buckets = new Map(base === null ? [] : base.#buckets);
+    this.#hashes = new Map(base === null ? [] : base.#hashes);
+  }
+
+  /** Applies updates (a null value deletes). Not after {@link StateOverlay.seal}. */
+  apply(updates: readonly (readonly [Uint8Array, Uint8Array | null])[]): void {
+    if (this.#root !== null) throw new Error("StateOverlay: sealed");
+    for (const [key, value] of updates) {
+      const b = bucketOf(key);
+      const next = withEntry(this.#bucket(b), key, value);
+      if (next === null) continue;
+      this.#buckets.set(b, next.bucket);
+      this.#dirty.add(b);
+    }
+  }
+
+  /** Hashes the changed buckets and their paths; returns the root. Further calls return it. */
+  seal(): Hash {
+    if (this.#root !== null) return this.#root;
+    let level = new Set<number>();
+    for (const b of this.#dirty) {
+      this.#hashes.set(STATE_BUCKETS + b, hashBucket(this.#bucket(b)));
+      level.add((STATE_BUCKETS + b) >> 1);
+    }
+    while (level.size > 0) {
+      const up = new Set<number>();
+      for (const i of level) {
+        this.#hashes.set(i, innerHash(this.#hash(2 * i), this.#hash(2 * i + 1)));
+        if (i > 1) up.add(i >> 1);
+      }
+      level = up;
+    }
+    this.#root = this.#hash(1).slice();
+    return this.#root;
+  }
+
+  /** The changed buckets and the hashes on their paths, by heap index (after sealing). */
+  changes(): {
+    buckets: ReadonlyMap<number, readonly StateEntry[]>;
+    hashes: ReadonlyMap<number, Hash>;
+  } {
+    if (this.#root === null) throw new Error("StateOverlay: not sealed");
+    return { buckets: this.#buckets, hashes: this.#hashes };
+  }
+
+  /** The root; null before {@link StateOverlay.seal}. */
+  get root(): Hash | null {
+    return this.#root;
+  }
+
+  #bucket(b: number): Bucket {
+    return this.#buckets.get(b) ?? this.#bucketOf(b);
+  }
+
+  #hash(i: number): Hash {
+    return this.#hashes.get(i) ?? this.#hashOf(i);
+  }
+}
+
+/**
+ * `bucket` with `key` set to `value` (null deletes), as a new array, and the change in its number
+ * of keys; null when nothing changes (deleting an absent key).
+ */
+function withEntry(
+  bucket: Bucket,
+  key: Uint8Array,
+  value: Uint8Array | null,
+): { bucket: Entry[]; keys: number } | null {
+  const i = findEntry(bucket, key);
+  if (value === null) {
+    if (i < 0) return null;
+    const next = bucket.slice();
+    next.splice(i, 1);
+    return { bucket: next, keys: -1 };
+  }
+  const e: Entry = { key, value, valueHash: null };
+  const next = bucket.slice();
+  if (i >= 0) {
+    next[i] = e;
+    return { bucket: next, keys: 0 };
+  }
+  next.splice(-i - 1, 0, e);
+  return { bucket: next, keys: 1 };
+}
+
+/** Rehashes the `dirty` buckets (emptying the set) and every inner node above them. */
+function rehash(
   buckets: readonly (Bucket | undefined)[],
   hashes: Uint8Array,
-  work: RehashWork,
-  sliceMs: number,
-): boolean {
-  const started = performance.now();
-  const dirty = work.buckets;
+  dirty: Set<number>,
+): void {
+  let level = new Set<number>();
   for (const b of dirty) {
-    const bucket = buckets[b] ?? EMPTY_BUCKET;
-    const pairs = bucket.map((e) => [e.key, e.valueHash ??= sha256Bytes(e.value)] as const);
-    hashes.set(bucketHash(pairs), 32 * (STATE_BUCKETS + b));
-    work.inner.add((STATE_BUCKETS + b) >> 1);
-    dirty.delete(b);
-    if (performance.now() - started > sliceMs) return false;
+    hashes.set(hashBucket(buckets[b] ?? EMPTY_BUCKET), 32 * (STATE_BUCKETS + b));
+    level.add((STATE_BUCKETS + b) >> 1);
   }
-  let level = work.inner;
-  work.inner = new Set();
+  dirty.clear();
   while (level.size > 0) {
     const up = new Set<number>();
     for (const i of level) {
@@ -389,7 +488,6 @@ function rehashSlice(
     }
     level = up;
   }
-  return true;
 }
 
 /** Binary search: the index of `key`, or `-(insertion point) - 1`. */

@@ -288,7 +288,8 @@ export class DenoKvStorage implements Storage {
    * import { genesisQC, nodeHash } from "../codec.ts";
    * const node = {
    *   view: 1, height: 1, parent: new Uint8Array(32), justify: genesisQC("c"),
-   *   command: new Uint8Array(100), configHash: new Uint8Array(32), proposer: new Uint8Array(32),
+   *   command: new Uint8Array(100), proposer: new Uint8Array(32), stateRoot: new Uint8Array(32),
+   *   configHash: new Uint8Array(32),
    * };
    * DenoKvStorage.recordBytes({ node, hash: nodeHash(node), updates: [] }); // about 200
    * ```

@@ -447,6 +447,7 @@ async function nodeChain(
       command: commands[(i + variant) % commands.length]!,
       configHash: new Uint8Array(32).fill(0xc0 + i + variant),
       proposer: signers[i % signers.length]!.publicKey,
+      stateRoot: i % 2 === 0 ? new Uint8Array(0) : new Uint8Array(32).fill(variant),
     };
     nodes.push(node);
     const voters = signers.slice(0, 2 + ((i + variant) % 3)); // 2, 3 or 4 signatures

@@ -20,13 +20,21 @@ import { AssertionError } from "../errors.ts";
 import type { ConsensusEvent, EquivocationEvidence } from "../events.ts";
 import { MemoryEvidenceStore } from "../evidence.ts";
 import { MemoryStorage } from "../storage/memory.ts";
-import { type Storage, type StoredNode, wrapStorage, type WriteBatch } from "../storage/storage.ts";
+import {
+  type StateUpdate,
+  type Storage,
+  type StoredNode,
+  wrapStorage,
+  type WriteBatch,
+} from "../storage/storage.ts";
 import type { ConsensusMessage, Node, QuorumCertificate, TimeoutCertificate } from "../types.ts";
 import { bytesEqual, SignatureDomain, toHex } from "../types.ts";
 import { ValidatorSet } from "../validators.ts";
 import { FastSignatures } from "./fast_signatures.ts";
 import { Random } from "./random.ts";
 import { counterApp } from "./counter_app.ts";
+import { StateRoots, withStateRoots } from "../state/roots.ts";
+import { StateTree } from "../state/tree.ts";
 import type { NodeConfig, ValidatorUpdate } from "../consensus/reconfig.ts";
 import {
   applyUpdates,
@@ -116,6 +124,11 @@ export interface AdversaryApi {
   vote(view: number, nodeHash: Uint8Array): Promise<ConsensusMessage>;
   /** Endpoint ids of a validator's key. */
   endpointsOf(publicKey: Uint8Array): number[];
+  /**
+   * The state root as of `parent` (what a child of it must carry, SPECIFICATION.md 7), if an
+   * honest replica executed `parent` (or it is genesis); empty when the run has no state roots.
+   */
+  stateRoot(parent: Uint8Array): Uint8Array | null;
 }
 
 /**
@@ -251,6 +264,13 @@ export interface SimOptions {
   readonly signatures?: "fast" | "ed25519";
   /** The Application of each endpoint (default: a counter). */
   readonly app?: (endpoint: number) => Application;
+  /**
+   * Give every endpoint's Application state roots (SPECIFICATION.md 7) over a state tree built
+   * from its storage at each boot, so every Node carries and every replica checks a root; the
+   * checker then proves each committed Node's root is the state of the committed chain below it.
+   * Default true.
+   */
+  readonly stateRoots?: boolean;
   /** Receives every trace line (for debugging a seed). */
   readonly trace?: (line: string) => void;
   /**
@@ -416,6 +436,8 @@ const DEFAULT_SIM_PACEMAKER: PacemakerOptions = { viewTimeoutMinMs: 200, viewTim
 const CHAIN_ID = "sim";
 /** Heights a light client asks per proof in the end-of-run check. */
 const LIGHT_PROOF_HEIGHTS = 64;
+/** States after Nodes the adversaries' oracle keeps (see `#states`); then it starts over. */
+const STATES_KEPT_MAX = 8192;
 
 /**
  * One simulation run. Use {@link runSimulation}.
@@ -436,6 +458,13 @@ class Simulation {
   readonly #votes = new Map<string, string>();
   /** Validator updates the Application returned, by Node hash hex (for the certificate check). */
   readonly #changes = new Map<string, readonly ValidatorUpdate[]>();
+  /**
+   * What Byzantine endpoints know of the state: the state after each Node an honest replica
+   * executed (or the forger executed), by Node hash (hex). The state is public, so an adversary
+   * can put the right root into a Node it makes. Validator-set records are not in it: exact in
+   * runs without changes, which are the runs with Byzantine proposers.
+   */
+  readonly #states = new Map<string, ReadonlyMap<string, readonly [Uint8Array, Uint8Array]>>();
   readonly #plan: { atHeight: number; updates: ValidatorUpdate[] }[];
   /** The validator set once every planned change is made. */
   readonly #finalSet: ValidatorSet;
@@ -553,6 +582,7 @@ class Simulation {
     }
     this.#checkLiveness();
     await this.#checkCertificates();
+    await this.#checkStateRoots();
     await this.#checkLightClient();
     const evidence = await Promise.all(
       this.endpoints.filter((e) => this.honest(e)).map((e) => e.evidence.list(0, 1024)),
@@ -637,7 +667,7 @@ class Simulation {
       signer: e.signer,
       verifier: this.verifier,
       storage: this.#storageFor(e),
-      app: this.#appFor(e),
+      app: await this.#appFor(e),
       network: this.#networkFor(e),
       nodeSource: this.#nodeSourceFor(e),
       clock: this.#clockFor(e),
@@ -653,8 +683,8 @@ class Simulation {
   }
 
   /** The endpoint's Application, with its validator updates recorded for the checker. */
-  #appFor(e: Endpoint): Application {
-    const app = this.o.app?.(e.id) ?? counterApp(this.#plan);
+  async #appFor(e: Endpoint): Promise<Application> {
+    const app = await this.#withRoots(e, this.o.app?.(e.id) ?? counterApp(this.#plan));
     return {
       produceCommand: (r) => app.produceCommand(r),
       validateNode: async (r) => {
@@ -662,11 +692,93 @@ class Simulation {
         if (result.ok && result.validatorUpdates !== undefined && this.honest(e)) {
           this.#changes.set(toHex(r.hash), result.validatorUpdates);
         }
+        if (result.ok && this.honest(e)) this.#recordState(r.node, r.hash, result.updates);
         return result;
       },
       onCommit: (n) => app.onCommit?.(n),
       onEvidence: (n) => app.onEvidence?.(n),
+      ...(app.stateRoot === undefined ? {} : { stateRoot: (r) => app.stateRoot!(r) }),
     };
+  }
+
+  #recordState(node: Node, hash: Uint8Array, updates: readonly StateUpdate[]): void {
+    const before = this.#stateAfter(node.parent);
+    if (before === undefined) return;
+    const after = new Map(before);
+    for (const [k, v] of updates) {
+      if (v === null) after.delete(toHex(k));
+      else after.set(toHex(k), [k, v]);
+    }
+    if (this.#states.size >= STATES_KEPT_MAX) this.#states.clear();
+    this.#states.set(toHex(hash), after);
+  }
+
+  #stateAfter(
+    hash: Uint8Array,
+  ): ReadonlyMap<string, readonly [Uint8Array, Uint8Array]> | undefined {
+    if (bytesEqual(hash, nodeHash(genesisNode(CHAIN_ID)))) return new Map();
+    return this.#states.get(toHex(hash));
+  }
+
+  /** See {@link AdversaryApi.stateRoot}. */
+  stateRootAfter(parent: Uint8Array): Uint8Array | null {
+    if (this.o.stateRoots === false) return new Uint8Array(0);
+    const state = this.#stateAfter(parent);
+    if (state === undefined) return null;
+    const tree = new StateTree();
+    tree.apply([...state.values()]);
+    return tree.root();
+  }
+
+  /**
+   * Executes a Node an adversary made with `e`'s Application, on the state after its parent, so
+   * that the adversary knows the state after it (and the roots of its children). False when the
+   * parent's state is unknown or the Application rejects the Node.
+   */
+  async adversaryExecute(e: Endpoint, node: Node): Promise<boolean> {
+    if (this.o.stateRoots === false) return true;
+    const before = this.#stateAfter(node.parent);
+    if (before === undefined) return false;
+    const app = this.o.app?.(e.id) ?? counterApp(this.#plan);
+    const state = { get: (k: Uint8Array) => Promise.resolve(before.get(toHex(k))?.[1] ?? null) };
+    const result = await app.validateNode({ node, hash: nodeHash(node), state });
+    if (!result.ok) return false;
+    this.#recordState(node, nodeHash(node), result.updates);
+    return true;
+  }
+
+  /** `app` with state roots over a tree of the endpoint's stored state (see `stateRoots`). */
+  async #withRoots(e: Endpoint, app: Application): Promise<Application> {
+    if (this.o.stateRoots === false) return app;
+    const tree = new StateTree();
+    for await (const [k, v] of e.storage.stateEntries()) tree.apply([[k, v]]);
+    return withStateRoots(app, new StateRoots(() => tree), (n) => tree.apply(n.updates));
+  }
+
+  /**
+   * Every committed Node's state root is the root of the state its committed ancestors made
+   * (SPECIFICATION.md 7), along the committed chain of the longest honest replica.
+   */
+  async #checkStateRoots(): Promise<void> {
+    if (this.o.stateRoots === false) return;
+    const e = this.endpoints.filter((x) => this.honest(x))
+      .sort((a, b) => b.chain.length - a.chain.length)[0];
+    if (e === undefined) return;
+    const tree = new StateTree();
+    for (let h = 1; h <= e.chain.length; h++) {
+      const hash = await e.storage.committedHash(h);
+      const stored = hash === null ? null : await e.storage.getNode(hash);
+      if (stored === null) return;
+      const root = tree.root();
+      if (!bytesEqual(stored.node.stateRoot, root)) {
+        this.safety.push(
+          `committed height ${h} carries state root ${toHex(stored.node.stateRoot)}, ` +
+            `the committed state below it has ${toHex(root)}`,
+        );
+        return;
+      }
+      tree.apply(stored.updates);
+    }
   }
 
   async #crash(e: Endpoint, restartAt: number | null): Promise<void> {
@@ -1037,6 +1149,7 @@ class Simulation {
       vote: (view, hash) => signVote(e.signer, view, hash),
       endpointsOf: (key) =>
         this.endpoints.filter((d) => bytesEqual(d.signer.publicKey, key)).map((d) => d.id),
+      stateRoot: (parent) => this.stateRootAfter(parent),
     };
   }
 
@@ -1292,9 +1405,12 @@ function forkOf(sim: Simulation, e: Endpoint, node: Node): Node | null {
     }
   }
   if (target === null) return null;
-  // The configuration of the fork's parent, when this replica knows it (Spec 3.4 step 8): the
-  // fork should fail only the rules it breaks.
+  // The configuration of the fork's parent, when this replica knows it (Spec 3.4 step 8), and
+  // the right root when the state is known (it is public): the fork should fail only the rules
+  // it breaks.
   const parentConfig = e.engine?.core.configOf(target.parent)?.after;
+  const stateRoot = sim.stateRootAfter(target.parent);
+  if (stateRoot === null) return null;
   return {
     ...node,
     parent: target.parent,
@@ -1302,6 +1418,7 @@ function forkOf(sim: Simulation, e: Endpoint, node: Node): Node | null {
     justify: target.justify,
     command: new Uint8Array([...node.command, 0xf0]),
     configHash: parentConfig === undefined ? node.configHash : validatorConfigHash(parentConfig),
+    stateRoot,
   };
 }
 
@@ -1324,6 +1441,8 @@ async function forgeChain(
   while (!bytesEqual(core.leader(w), e.signer.publicKey)) {
     if (++w > view + 1000) return null;
   }
+  let stateRoot = sim.stateRootAfter(base.hash);
+  if (stateRoot === null) return null;
   const forged: Node[] = [];
   let parent = base;
   let qc = core.safety.highQC;
@@ -1340,11 +1459,15 @@ async function forgeChain(
       command: new Uint8Array([0xfa, victim.id, v & 0xff]),
       configHash: validatorConfigHash(config),
       proposer: core.leader(v),
+      stateRoot,
     };
     const next = nextConfig(config, n, parent.node.view, []);
     if (!next.ok) return null;
     config = next.config;
     forged.push(n);
+    if (!await sim.adversaryExecute(e, n)) return null;
+    stateRoot = sim.stateRootAfter(nodeHash(n));
+    if (stateRoot === null) return null;
     parent = { node: n, hash: nodeHash(n), updates: [] };
     qc = await forgeQC(sim, e, v, parent.hash);
   }
@@ -1357,6 +1480,7 @@ async function forgeChain(
     command: new Uint8Array([0xfb]),
     configHash: validatorConfigHash(config),
     proposer: e.signer.publicKey,
+    stateRoot,
   };
   return signProposal(e.signer, p, null);
 }

@@ -59,6 +59,8 @@ export function gapAttacker(): Adversary {
       const t = tc(api, 1);
       if (t === null) return false;
       const g = genesisNode(CHAIN);
+      const root = api.stateRoot(nodeHash(g));
+      if (root === null) return false;
       c = {
         view: 2,
         height: 1,
@@ -67,6 +69,7 @@ export function gapAttacker(): Adversary {
         command: new Uint8Array([1, 0xcc]),
         configHash: validatorConfigHash(stableConfig(api.validators)),
         proposer: api.validators.leader(2).publicKey,
+        stateRoot: root,
       };
       api.broadcast(await api.propose(c, t));
       return true;
@@ -76,6 +79,8 @@ export function gapAttacker(): Adversary {
       const qcB = qcs.get(1);
       const t = tc(api, 2);
       if (b === undefined || qcB === undefined || t === null) return false;
+      const root = api.stateRoot(nodeHash(b));
+      if (root === null) return false;
       const b1: Node = {
         view: 3,
         height: 2,
@@ -84,6 +89,7 @@ export function gapAttacker(): Adversary {
         command: new Uint8Array([1, 0xb1]),
         configHash: validatorConfigHash(stableConfig(api.validators)),
         proposer: api.validators.leader(3).publicKey,
+        stateRoot: root,
       };
       api.broadcast(await api.propose(b1, t));
       return true;
@@ -92,6 +98,8 @@ export function gapAttacker(): Adversary {
       const qcC = qcs.get(2);
       const t = tc(api, 5);
       if (c === null || qcC === undefined || t === null) return false;
+      const root = api.stateRoot(nodeHash(c));
+      if (root === null) return false;
       const d: Node = {
         view: 6,
         height: 2,
@@ -100,6 +108,7 @@ export function gapAttacker(): Adversary {
         command: new Uint8Array([1, 0xdd]),
         configHash: validatorConfigHash(stableConfig(api.validators)),
         proposer: api.validators.leader(6).publicKey,
+        stateRoot: root,
       };
       const m = await api.propose(d, t);
       api.broadcast(m);
