@@ -13,8 +13,13 @@ import type { Hash } from "../types.ts";
 import { toHex } from "../types.ts";
 import type { StateOverlay, StateTree } from "./tree.ts";
 
-/** Most Node overlays kept; beyond it the oldest is dropped (it is only recomputed). */
-export const STATE_ROOT_OVERLAYS_MAX = 1024;
+/**
+ * Most Node overlays kept; beyond it the oldest is dropped (a root is then computed from an older
+ * base, a commit rehashes instead of taking the overlay's hashes: slower, never wrong). An overlay
+ * holds up to 4,096 buckets and 8,191 hashes (shared, not copied), about 0.5 MB at most: a
+ * catch-up answer of 256 large Nodes would otherwise keep one per Node.
+ */
+export const STATE_ROOT_OVERLAYS_MAX = 64;
 
 /** The state after one Node, as an overlay of the committed tree. */
 interface Kept {
