@@ -53,6 +53,8 @@ interface Kept {
 export class StateRoots {
   readonly #tree: () => StateTree;
   readonly #kept = new Map<string, Kept>();
+  /** Height of the last committed Node whose updates the tree holds (see `committed`). */
+  #applied = 0;
 
   /** Roots over the tree `tree()` returns (a snapshot install may replace it). */
   constructor(tree: () => StateTree) {
@@ -74,10 +76,10 @@ export class StateRoots {
     let from = pending.length - 1;
     while (from >= 0 && !this.#kept.has(toHex(pending[from]!.hash))) from--;
     const base = from < 0 ? undefined : this.#kept.get(toHex(pending[from]!.hash));
-    const overlay = this.#tree().overlay(base?.overlay ?? null);
+    const overlay = this.#tree().overlay(base?.overlay ?? null, this.#applied);
     const chain = new Map(base?.chain);
     for (const n of pending.slice(from + 1)) {
-      overlay.apply(n.updates);
+      overlay.apply(n.updates, n.height);
       chain.set(n.height, toHex(n.hash));
     }
     const root = overlay.seal();
@@ -94,6 +96,7 @@ export class StateRoots {
     // The Node's own overlay is the tree's state now: its hashes need not be computed again.
     const own = this.#kept.get(hex);
     if (own !== undefined) this.#tree().absorb(own.overlay);
+    this.#applied = Math.max(this.#applied, height);
     for (const [key, kept] of this.#kept) {
       if (kept.height <= height || kept.chain.get(height) !== hex) this.#kept.delete(key);
       else kept.chain.delete(height);
@@ -103,6 +106,7 @@ export class StateRoots {
   /** Forgets every overlay (the tree was replaced). */
   clear(): void {
     this.#kept.clear();
+    this.#applied = 0;
   }
 
   #keep(key: string, kept: Kept): void {
