@@ -80,6 +80,18 @@ export interface StateAnchor {
 /**
  * The state anchor of a verified commit proof (see {@link StateAnchor}), or why there is none:
  * fewer than two committed Nodes, or a Node at `H + 1` without a state root.
+ *
+ * @example
+ * ```ts
+ * import { decodeCommitProof, verifyCommitProof } from "./commit_proof.ts";
+ * import { stateAnchor } from "./state_proof.ts";
+ * import type { ValidatorSet } from "../validators.ts";
+ * declare const body: Uint8Array; // a commit proof from H to H + 1 (GET /proof?from=H&to=H+1)
+ * declare const validators: ValidatorSet;
+ * const verdict = await verifyCommitProof(decodeCommitProof(body), { chainId: "kv-1", validators });
+ * const anchor = verdict.ok ? stateAnchor(verdict) : verdict.reason;
+ * if (typeof anchor !== "string") console.log(`the state after ${anchor.height}`, anchor.root);
+ * ```
  */
 export function stateAnchor(verdict: CommitVerdict & { ok: true }): StateAnchor | string {
   const [first, second] = verdict.committed;

@@ -18,6 +18,12 @@ import type { StateOverlay, StateTree } from "./tree.ts";
  * base, a commit rehashes instead of taking the overlay's hashes: slower, never wrong). An overlay
  * holds up to 4,096 buckets and 8,191 hashes (shared, not copied), about 0.5 MB at most: a
  * catch-up answer of 256 large Nodes would otherwise keep one per Node.
+ *
+ * @example
+ * ```ts
+ * import { STATE_ROOT_OVERLAYS_MAX } from "./roots.ts";
+ * console.log(STATE_ROOT_OVERLAYS_MAX); // 64
+ * ```
  */
 export const STATE_ROOT_OVERLAYS_MAX = 64;
 
