@@ -344,13 +344,10 @@ export {
   type KeyProof,
   KeyProofDecodeError,
   type KeyProofVerdict,
+  type StateAnchor,
+  stateAnchor,
   verifyKeyProof,
 } from "./src/light/state_proof.ts";
-export {
-  type StateCertificate,
-  type StateRootClaim,
-  verifyStateCertificate,
-} from "./src/state/certificate.ts";
 export {
   checkChunk,
   EMPTY_STATE_ROOT,
@@ -362,5 +359,11 @@ export {
   StateVersion,
   verifyStateProof,
 } from "./src/state/tree.ts";
-export { type Checkpoint, StateService, type StateServiceOptions } from "./src/state/service.ts";
+export {
+  type AnchoredCheckpoint,
+  type ChainAccess,
+  type Checkpoint,
+  StateService,
+  type StateServiceOptions,
+} from "./src/state/service.ts";
 export { STATE_ROOT_OVERLAYS_MAX, StateRoots, withStateRoots } from "./src/state/roots.ts";

@@ -73,7 +73,7 @@ export async function runJoin(
     const setupMs = performance.now() - t0;
     for (const i of [0, 1, 2]) cluster.start(i, CHECKPOINT_ARGS);
     await cluster.waitReady(120_000, [0, 1, 2]);
-    await waitFor("a certified snapshot", 120_000, async () => {
+    await waitFor("an anchored snapshot", 120_000, async () => {
       const r = await fetch(`${cluster.urls[0]}/state/snapshot`).catch(() => null);
       await r?.body?.cancel();
       return r?.status === 200;

@@ -5,11 +5,16 @@
  * values, 400 updates per Node), then a checkpoint (root, freeze) every 64 Nodes, over a state
  * that grows to `--keys` keys (default 100,000), and prints the cost per update: apply, the
  * checkpoint's rehash and copy amortized over the updates since the last one, and the building
- * of a tree from N stored entries (what a replica does at start).
+ * of a tree from N stored entries (what a replica does at start). Beside it, the same Nodes with
+ * state roots (SPECIFICATION.md 7) as one replica computes them: the root of each Node's parent
+ * asked once (the check before voting), each Node committed two heights later (the tree takes its
+ * overlay's hashes), a checkpoint freeze every 64 Nodes.
  *
  * @module
  */
 import { parseArgs } from "node:util";
+import type { PendingNode } from "../src/app.ts";
+import { StateRoots } from "../src/state/roots.ts";
 import { StateTree } from "../src/state/tree.ts";
 
 const { values } = parseArgs({ args: Deno.args, options: { keys: { type: "string" } } });
@@ -26,9 +31,13 @@ function randomKey(): Uint8Array {
 }
 
 const tree = new StateTree();
+const rooted = new StateTree();
+const roots = new StateRoots(() => rooted);
+const pending: PendingNode[] = [];
 const pool: Uint8Array[] = [];
 let applyMs = 0;
 let checkpointMs = 0;
+let rootsMs = 0;
 let updates = 0;
 let nodes = 0;
 const t0 = performance.now();
@@ -49,6 +58,18 @@ while (updates < 2 * keys) {
     tree.freeze();
     checkpointMs += performance.now() - c;
   }
+  const hash = new Uint8Array(32);
+  new DataView(hash.buffer).setUint32(0, nodes);
+  pending.push({ hash, height: nodes, updates: batch });
+  const r = performance.now();
+  roots.root({ parent: hash, height: nodes, pending });
+  while (pending.length > 2) {
+    const c = pending.shift()!;
+    rooted.apply(c.updates);
+    roots.committed(c.hash, c.height);
+    if (c.height % nodesPerCheckpoint === 0) rooted.freeze();
+  }
+  rootsMs += performance.now() - r;
 }
 const totalMs = performance.now() - t0;
 const entries = pool.map((k) => [k, new Uint8Array(32)] as [Uint8Array, Uint8Array]);
@@ -63,5 +84,7 @@ console.log(
     `${nodesPerCheckpoint}): apply ${us(applyMs)} µs/update, checkpoint ${us(checkpointMs)} ` +
     `µs/update (${(checkpointMs / Math.floor(nodes / nodesPerCheckpoint)).toFixed(0)} ms each), ` +
     `total with key generation ${(totalMs / 1000).toFixed(1)} s; ` +
+    `with state roots in Nodes (apply and checkpoints included) ${us(rootsMs)} µs/update ` +
+    `(${(rootsMs / nodes).toFixed(1)} ms per Node); ` +
     `building a tree of ${entries.length} entries: ${buildMs.toFixed(0)} ms`,
 );

@@ -1,8 +1,8 @@
 /**
- * State proofs (src/state/tree.ts, src/state/certificate.ts, src/light/state_proof.ts): the tree's
- * proofs of presence and absence, chunks checked against a manifest, and key proofs served by a
- * running cluster (`GET /kv/{key}?proof`) that verify from signatures alone, while tampered ones
- * are refused with a reason.
+ * State proofs (src/state/tree.ts, src/light/state_proof.ts): the tree's proofs of presence and
+ * absence, chunks checked against a manifest, and key proofs served by a running cluster
+ * (`GET /kv/{key}?proof`) that verify from signatures alone against the state root a committed
+ * Node carries, while tampered ones are refused with a reason.
  */
 import assert from "node:assert/strict";
 import {
@@ -22,7 +22,6 @@ import {
 } from "../src/state/tree.ts";
 import { ed25519Signer } from "../src/crypto.ts";
 import { deriveSecretKey } from "../src/crypto.ts";
-import { signStateRoot, verifyStateCertificate } from "../src/state/certificate.ts";
 import { bytesEqual } from "../src/types.ts";
 import { kvStateKey } from "../examples/kv_store/app.ts";
 import { startInProcessCluster, waitUntil } from "./support/cluster.ts";
@@ -92,31 +91,6 @@ Deno.test("state tree: chunks rebuild the state and each is checked against the 
   assert.equal(checkChunk(5, [...c, c[0]!], hashes[5]!) !== null, true);
 });
 
-Deno.test("state certificate: a quorum of valid signatures over the same claim, nothing less", async () => {
-  const { ValidatorSet } = await import("../src/validators.ts");
-  const signers = [0, 1, 2, 3].map((i) => ed25519Signer(deriveSecretKey(`sc-${i}`)));
-  const validators = new ValidatorSet(signers.map((s) => ({ publicKey: s.publicKey, power: 1 })));
-  const claim = { height: 64, nodeHash: new Uint8Array(32).fill(1), root: EMPTY_STATE_ROOT };
-  const sigs = await Promise.all(signers.map((s) => signStateRoot("sc", claim, s)));
-  const trust = { chainId: "sc", validators };
-  assert.equal(
-    await verifyStateCertificate({ ...claim, signatures: sigs.slice(0, 3) }, trust),
-    null,
-  );
-  assert.match(
-    (await verifyStateCertificate({ ...claim, signatures: sigs.slice(0, 2) }, trust))!,
-    /no-quorum/,
-  );
-  assert.equal(
-    await verifyStateCertificate({ ...claim, root: new Uint8Array(32), signatures: sigs }, trust),
-    "bad-signature",
-  );
-  assert.equal(
-    await verifyStateCertificate({ ...claim, signatures: sigs }, { ...trust, chainId: "other" }),
-    "bad-signature",
-  );
-});
-
 Deno.test("GET /kv/{key}?proof: a running cluster proves a value and an absence; tampered proofs are refused", async () => {
   const cluster = await startInProcessCluster({
     chainId: "state-proof",
@@ -130,14 +104,14 @@ Deno.test("GET /kv/{key}?proof: a running cluster proves a value and an absence;
     const { height } = await put.json() as { height: number };
     const trust = { chainId: cluster.chainId, validators: cluster.validators };
     let proof: KeyProof | null = null;
-    await waitUntil("a certified checkpoint above the write", async () => {
+    await waitUntil("a provable checkpoint above the write", async () => {
       const r = await fetch(`${url}/kv/color?proof`);
       if (r.status !== 200) {
         await r.body?.cancel();
         return false;
       }
       proof = decodeKeyProof(new Uint8Array(await r.arrayBuffer()));
-      return proof.certificate.height >= height;
+      return proof.commitProof.nodes[0]!.height >= height;
     }, 30_000);
     const p = proof! as KeyProof;
     const verdict = await verifyKeyProof(p, trust);
@@ -146,7 +120,7 @@ Deno.test("GET /kv/{key}?proof: a running cluster proves a value and an absence;
     assert.deepEqual(p.key, kvStateKey(k("color")));
 
     let body: Uint8Array | null = null;
-    await waitUntil("replica 2 has a certified checkpoint", async () => {
+    await waitUntil("replica 2 has a provable checkpoint", async () => {
       const r = await fetch(`${cluster.peers[2]!.httpUrl}/kv/nothing-here?proof`);
       if (r.status === 200) body = new Uint8Array(await r.arrayBuffer());
       else await r.body?.cancel();
@@ -155,8 +129,8 @@ Deno.test("GET /kv/{key}?proof: a running cluster proves a value and an absence;
     const none = await verifyKeyProof(decodeKeyProof(body!), trust);
     assert.ok(none.ok && none.value === null);
 
-    // Tampering: another value, a root with the same signatures, a certificate for another
-    // Node, a commit proof cut short, signatures under another validator set.
+    // Tampering: another value, another root in the anchoring Node, an anchor cut to one
+    // committed Node, signatures under another validator set.
     const refused = async (q: KeyProof, reason: string): Promise<void> => {
       const v = await verifyKeyProof(q, trust);
       assert.equal(v.ok, false);
@@ -164,16 +138,18 @@ Deno.test("GET /kv/{key}?proof: a running cluster proves a value and an absence;
     };
     await refused({ ...p, value: k("red") }, "bad-state-proof");
     await refused({ ...p, value: null }, "bad-state-proof");
+    const [first, second, ...rest] = p.commitProof.nodes;
+    const otherRoot = { ...second!, stateRoot: new Uint8Array(32) };
     await refused(
-      { ...p, certificate: { ...p.certificate, root: new Uint8Array(32) } },
-      "bad-certificate",
-    );
-    await refused(
-      { ...p, certificate: { ...p.certificate, signatures: p.certificate.signatures.slice(0, 2) } },
-      "bad-certificate",
+      { ...p, commitProof: { ...p.commitProof, nodes: [first!, otherRoot, ...rest] } },
+      "not-committed",
     );
     await refused(
       { ...p, commitProof: { ...p.commitProof, nodes: p.commitProof.nodes.slice(1) } },
+      "no-state-root",
+    );
+    await refused(
+      { ...p, commitProof: { ...p.commitProof, nodes: p.commitProof.nodes.slice(0, 2) } },
       "not-committed",
     );
     // The light client: a source that rewrites the value is refused, the honest one is used.

@@ -11,7 +11,7 @@ import { deriveSecretKey, ed25519Signer, ed25519Verifier } from "../src/crypto.t
 import type { ConsensusEvent } from "../src/events.ts";
 import { Engine } from "../src/runtime/engine.ts";
 import { systemClock } from "../src/runtime/clock.ts";
-import { StateRoots, withStateRoots } from "../src/state/roots.ts";
+import { STATE_ROOT_OVERLAYS_MAX, StateRoots, withStateRoots } from "../src/state/roots.ts";
 import { EMPTY_STATE_ROOT, StateTree } from "../src/state/tree.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
 import type { StateUpdate } from "../src/storage/storage.ts";
@@ -96,6 +96,26 @@ Deno.test("state roots: a fork's overlays are dropped when the other branch comm
     roots.root({ parent: b3.hash, height: 3, pending: [b2, b3] }),
     fullRoot([], [b1, b2, b3]),
   );
+});
+
+Deno.test("state roots: beyond STATE_ROOT_OVERLAYS_MAX uncommitted Nodes (a long catch-up) roots stay right, and so does the tree as they commit", () => {
+  const rng = new Random(11);
+  const tree = new StateTree();
+  const roots = new StateRoots(() => tree);
+  const chain: PendingNode[] = [];
+  const n = STATE_ROOT_OVERLAYS_MAX + 16;
+  for (let h = 1; h <= n; h++) {
+    chain.push(layer(rng, h, 0));
+    const root = roots.root({ parent: chain[h - 1]!.hash, height: h, pending: chain.slice() });
+    if (h % 20 === 0 || h === n) assert.deepEqual(root, fullRoot([], chain), `height ${h}`);
+  }
+  assert.equal(roots.size, STATE_ROOT_OVERLAYS_MAX);
+  for (const c of chain) {
+    tree.apply(c.updates);
+    roots.committed(c.hash, c.height);
+  }
+  assert.deepEqual(tree.root(), fullRoot([], chain));
+  assert.equal(roots.size, 0);
 });
 
 /** A one-validator Engine whose counter app is wrapped with state roots over a tree. */

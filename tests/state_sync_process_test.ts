@@ -1,6 +1,6 @@
 /**
  * Snapshot state sync with real processes: a replica whose data directory is wiped restarts with
- * `--state-sync` while a client keeps writing, installs a certified snapshot, and then its votes
+ * `--state-sync` while a client keeps writing, installs an anchored snapshot, and then its votes
  * are needed: another replica is stopped, and the cluster (3 of 4, quorum 3) keeps committing.
  * Every child is stopped (and every directory removed) in `finally`.
  */

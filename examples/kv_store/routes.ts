@@ -108,18 +108,14 @@ export async function kvRoutes(
 
 /**
  * `GET /kv/{key}?proof`: a key proof (`src/light/state_proof.ts`) of the key's value or absence
- * in the newest certified checkpoint.
+ * in the newest provable checkpoint.
  */
 async function proveKey(replica: Replica, key: Uint8Array): Promise<Response> {
   if (replica.state === null) {
     throw new RouteError(404, "no-proof", "this replica keeps no state tree");
   }
-  const proof = await replica.state.keyProof(
-    kvStateKey(key),
-    (from, limit) => replica.chainFrom(from, limit),
-    async (hash) => (await replica.nodeByHash(hash))?.certificate ?? null,
-  );
-  if (proof === null) throw new RouteError(404, "no-proof", "no certified state root yet");
+  const proof = await replica.state.keyProof(kvStateKey(key), replica);
+  if (proof === null) throw new RouteError(404, "no-proof", "no provable checkpoint yet");
   return new Response(encodeKeyProof(proof) as Uint8Array<ArrayBuffer>, {
     headers: { "content-type": "application/cbor" },
   });

@@ -257,7 +257,7 @@ export class LightClient {
 
   /**
    * Asks a source for a key proof at `path` (e.g. `/kv/{key}?proof` of the key-value example) and
-   * verifies it (`state_proof.ts`): a certified root of a committed Node, and the value of
+   * verifies it (`state_proof.ts`): the state root a committed Node carries, and the value of
    * `stateKey` in it. Resolves to the proven value (null: absent) and its height, or to null when
    * the source had none yet or failed (a failure is reported and the source skipped).
    */
@@ -265,7 +265,7 @@ export class LightClient {
     const source = this.#pickSource();
     try {
       const answer = await this.#get(source, path);
-      if (answer.status === 404) return null; // no certified root there yet
+      if (answer.status === 404) return null; // no provable checkpoint there yet
       if (answer.status !== 200) {
         this.#refuse(source, "bad-answer", `${path} answered ${answer.status}`);
         return null;

@@ -1,47 +1,43 @@
 /**
- * Key proofs: a state key's value (or its absence) proven from signatures alone. See
- * SPECIFICATION.md 15.3.
+ * Key proofs: a state key's value (or its absence) proven from signatures alone, against the
+ * state root a committed Node carries. See SPECIFICATION.md 15.3.
  *
  * A key proof is the canonical CBOR array
- * `[key, value or null, certificate, [bucket, [[key, valueHash], ...], [sibling, ...12]], commitProof]`:
- * a {@link StateCertificate} (a quorum's signatures over a committed Node's height, hash and
- * state root), the tree proof of the key against that root (`src/state/tree.ts`), and a commit
- * proof (`commit_proof.ts`) that the certificate's Node is committed.
+ * `[key, value or null, [bucket, [[key, valueHash], ...], [sibling, ...12]], commitProof]`: the tree
+ * proof of the key (`src/state/tree.ts`) against the root of the committed state after height `H`,
+ * and a commit proof (`commit_proof.ts`) whose first two Nodes, at `H` and `H + 1`, are proven
+ * committed: the state after `H` is the root Node `H + 1` carries (SPECIFICATION.md 2, 7). The
+ * same anchor proves snapshot manifests (`src/state/sync.ts`).
  *
  * @module
  */
 import { decodeValue, encodeValue } from "../codec.ts";
-import {
-  certificateFromValue,
-  certificateToValue,
-  type StateCertificate,
-  verifyStateCertificate,
-} from "../state/certificate.ts";
 import {
   STATE_PROOF_ENTRIES_MAX,
   STATE_TREE_DEPTH,
   type StateProof,
   verifyStateProof,
 } from "../state/tree.ts";
-import type { Hash } from "../types.ts";
-import { bytesEqual, toHex } from "../types.ts";
+import type { Hash, Node, QuorumCertificate } from "../types.ts";
+import { bytesEqual } from "../types.ts";
 import {
   type CommitProof,
   type CommitTrust,
+  type CommitVerdict,
   decodeCommitProof,
   encodeCommitProof,
   verifyCommitProof,
 } from "./commit_proof.ts";
 
 /**
- * A key's value proven against a certified root of a committed Node.
+ * A key's value proven against the state root of a committed Node.
  *
  * @example
  * ```ts
  * import { decodeKeyProof, type KeyProof } from "./state_proof.ts";
  * declare const body: Uint8Array; // the answer to GET /kv/{key}?proof
  * const proof: KeyProof = decodeKeyProof(body);
- * console.log(proof.certificate.height, proof.value === null ? "absent" : "present");
+ * console.log(proof.commitProof.nodes[0]!.height, proof.value === null ? "absent" : "present");
  * ```
  */
 export interface KeyProof {
@@ -49,12 +45,71 @@ export interface KeyProof {
   readonly key: Uint8Array;
   /** Its value, or null when absent. */
   readonly value: Uint8Array | null;
-  /** The certified root. */
-  readonly certificate: StateCertificate;
-  /** The tree proof against `certificate.root`. */
+  /** The tree proof against the anchored root. */
   readonly proof: StateProof;
-  /** A commit proof of the certificate's Node. */
+  /** A commit proof whose first two Nodes (heights `H`, `H + 1`) are committed: the anchor. */
   readonly commitProof: CommitProof;
+}
+
+/**
+ * The committed state a verified commit proof anchors: the state after its first Node (height
+ * `height`), whose root the second Node carries.
+ *
+ * @example
+ * ```ts
+ * import { stateAnchor, type StateAnchor } from "./state_proof.ts";
+ * import type { CommitVerdict } from "./commit_proof.ts";
+ * declare const verdict: CommitVerdict; // of a commit proof from H to H + 1
+ * const anchor: StateAnchor | string = verdict.ok ? stateAnchor(verdict) : verdict.reason;
+ * if (typeof anchor !== "string") console.log(anchor.height, anchor.root);
+ * ```
+ */
+export interface StateAnchor {
+  /** Height of the committed Node after which the state is (`H`). */
+  readonly height: number;
+  /** That Node. */
+  readonly node: Node;
+  /** Its hash. */
+  readonly nodeHash: Hash;
+  /** The root of the committed state after it (carried by the committed Node at `H + 1`). */
+  readonly root: Hash;
+  /** The QC of the Node at `H` (the justify of the Node at `H + 1`), when it is one. */
+  readonly qc: QuorumCertificate | null;
+}
+
+/**
+ * The state anchor of a verified commit proof (see {@link StateAnchor}), or why there is none:
+ * fewer than two committed Nodes, or a Node at `H + 1` without a state root.
+ *
+ * @example
+ * ```ts
+ * import { decodeCommitProof, verifyCommitProof } from "./commit_proof.ts";
+ * import { stateAnchor } from "./state_proof.ts";
+ * import type { ValidatorSet } from "../validators.ts";
+ * declare const body: Uint8Array; // a commit proof from H to H + 1 (GET /proof?from=H&to=H+1)
+ * declare const validators: ValidatorSet;
+ * const verdict = await verifyCommitProof(decodeCommitProof(body), { chainId: "kv-1", validators });
+ * const anchor = verdict.ok ? stateAnchor(verdict) : verdict.reason;
+ * if (typeof anchor !== "string") console.log(`the state after ${anchor.height}`, anchor.root);
+ * ```
+ */
+export function stateAnchor(verdict: CommitVerdict & { ok: true }): StateAnchor | string {
+  const [first, second] = verdict.committed;
+  if (first === undefined || second === undefined) {
+    return "the proof shows fewer than two Nodes committed";
+  }
+  // Linked by the proof's own check (each Node's parent is the one before).
+  if (!bytesEqual(second.node.parent, first.hash)) return "the first two Nodes are not linked";
+  if (second.node.stateRoot.length !== 32) return "the chain carries no state roots";
+  const justify = second.node.justify;
+  const qc = bytesEqual(justify.nodeHash, first.hash) ? justify : null;
+  return {
+    height: first.node.height,
+    node: first.node,
+    nodeHash: first.hash,
+    root: second.node.stateRoot,
+    qc,
+  };
 }
 
 /**
@@ -79,7 +134,7 @@ export type KeyProofVerdict =
   }
   | {
     readonly ok: false;
-    readonly reason: "bad-certificate" | "not-committed" | "bad-state-proof";
+    readonly reason: "not-committed" | "no-state-root" | "bad-state-proof";
     readonly detail: string;
   };
 
@@ -101,27 +156,18 @@ export async function verifyKeyProof(
   proof: KeyProof,
   trust: CommitTrust,
 ): Promise<KeyProofVerdict> {
-  const cert = proof.certificate;
   // Spec 15.3 step 1.
-  const problem = await verifyStateCertificate(cert, trust);
-  if (problem !== null) return { ok: false, reason: "bad-certificate", detail: problem };
-  // Spec 15.3 step 2.
   const commit = await verifyCommitProof(proof.commitProof, trust);
   if (!commit.ok) {
     return { ok: false, reason: "not-committed", detail: `${commit.reason}: ${commit.detail}` };
   }
-  const proven = commit.committed.find((c) => c.node.height === cert.height);
-  if (proven === undefined || !bytesEqual(proven.hash, cert.nodeHash)) {
-    return {
-      ok: false,
-      reason: "not-committed",
-      detail: `the proof does not show Node ${toHex(cert.nodeHash)} committed at ${cert.height}`,
-    };
-  }
+  // Spec 15.3 step 2.
+  const anchor = stateAnchor(commit);
+  if (typeof anchor === "string") return { ok: false, reason: "no-state-root", detail: anchor };
   // Spec 15.3 step 3.
-  const state = verifyStateProof(cert.root, proof.key, proof.value, proof.proof);
+  const state = verifyStateProof(anchor.root, proof.key, proof.value, proof.proof);
   if (!state.ok) return { ok: false, reason: "bad-state-proof", detail: state.reason };
-  return { ok: true, value: state.value, height: cert.height, nodeHash: cert.nodeHash };
+  return { ok: true, value: state.value, height: anchor.height, nodeHash: anchor.nodeHash };
 }
 
 /**
@@ -139,7 +185,6 @@ export function encodeKeyProof(p: KeyProof): Uint8Array {
   return encodeValue([
     p.key,
     p.value,
-    certificateToValue(p.certificate),
     [p.proof.bucket, p.proof.entries.map(([k, h]) => [k, h]), p.proof.siblings],
     encodeCommitProof(p.commitProof),
   ]);
@@ -173,10 +218,10 @@ export class KeyProofDecodeError extends Error {
  * import { decodeKeyProof } from "./state_proof.ts";
  * const response = await fetch("http://127.0.0.1:9001/kv/greeting?proof");
  * const proof = decodeKeyProof(new Uint8Array(await response.arrayBuffer()));
- * console.log(proof.certificate.height);
+ * console.log(proof.commitProof.nodes[0]!.height);
  * ```
  */
-export function decodeKeyProof(bytes: Uint8Array, signaturesMax = 1024): KeyProof {
+export function decodeKeyProof(bytes: Uint8Array): KeyProof {
   let v: unknown;
   try {
     v = decodeValue(bytes);
@@ -186,11 +231,10 @@ export function decodeKeyProof(bytes: Uint8Array, signaturesMax = 1024): KeyProo
   const bad = (what: string): never => {
     throw new KeyProofDecodeError(`bad ${what}`);
   };
-  if (!Array.isArray(v) || v.length !== 5) bad("shape");
-  const [key, value, certValue, treeValue, commitBytes] = v as unknown[];
+  if (!Array.isArray(v) || v.length !== 4) bad("shape");
+  const [key, value, treeValue, commitBytes] = v as unknown[];
   if (!(key instanceof Uint8Array)) bad("key");
   if (value !== null && !(value instanceof Uint8Array)) bad("value");
-  const certificate = certificateFromValue(certValue, signaturesMax) ?? bad("certificate");
   if (!Array.isArray(treeValue) || treeValue.length !== 3) bad("state proof");
   const [bucket, entries, siblings] = treeValue as unknown[];
   if (typeof bucket !== "number" || !Number.isInteger(bucket)) bad("bucket");
@@ -217,7 +261,6 @@ export function decodeKeyProof(bytes: Uint8Array, signaturesMax = 1024): KeyProo
   return {
     key: key as Uint8Array,
     value: value as Uint8Array | null,
-    certificate,
     proof: { bucket: bucket as number, entries: pairs, siblings: siblings as Hash[] },
     commitProof,
   };

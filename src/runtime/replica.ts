@@ -256,13 +256,15 @@ export interface ReplicaOptions {
   /** Longest `?wait=commit` wait, ms. Default 30,000. */
   readonly commitWaitTimeoutMs?: number;
   /**
-   * State roots every this many committed heights, signed and certified for state proofs and
-   * snapshots (`src/state/`; needs a storage with `stateEntries`). Default 64; 0 turns it off.
+   * The state tree (`src/state/`; needs a storage with `stateEntries`): every Node commits to its
+   * parent's state root (SPECIFICATION.md 7), and every this many committed heights the tree is
+   * frozen as a checkpoint for key proofs and snapshots. Default 64; 0 turns the tree, and state
+   * roots, off. Every replica of a chain must have roots or not alike.
    */
   readonly stateCheckpointInterval?: number;
   /**
    * Join by snapshot state sync (`src/state/sync.ts`) when the store has no committed Node: the
-   * newest certified snapshot a peer offers is installed before the Engine starts; without one
+   * newest provable snapshot a peer offers is installed before the Engine starts; without one
    * the replica replays from genesis. Default false.
    */
   readonly stateSync?: boolean;
@@ -628,7 +630,6 @@ export class Replica implements NodeTreeView {
     return {
       chainId: o.chainId,
       validators: o.validators,
-      signer: o.signer,
       verifier: o.verifier,
       storage: o.storage,
       peers: this.#peers,
@@ -682,7 +683,6 @@ export class Replica implements NodeTreeView {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#watchdog);
-    this.state?.close();
     await this.#engine?.stop();
     await this.#tcp.close();
     this.mempool?.close();
@@ -795,6 +795,11 @@ export class Replica implements NodeTreeView {
     return out;
   }
 
+  /** The QC this replica holds for a Node, or null (for commit proofs, `ChainAccess`). */
+  async certificateOf(hash: Hash): Promise<QuorumCertificate | null> {
+    return (await this.nodeByHash(hash))?.certificate ?? null;
+  }
+
   /** See {@link NodeTreeView.chainFrom}. */
   chainFrom(fromHeight: number, limit: number): Promise<Node[]> {
     return this.engine.serveNodes(fromHeight, limit);
@@ -832,7 +837,7 @@ export class Replica implements NodeTreeView {
       if (url.pathname === "/metrics") return await this.#getMetrics(request, url);
       const page = pageRoutes(request, url, (window) => this.#treeSnapshot(window));
       if (page !== null) return page;
-      const state = this.state?.route(request, url) ?? null;
+      const state = await this.state?.route(request, url, this) ?? null;
       if (state !== null) return state;
       const pool = this.mempool;
       if (pool === null) return null;

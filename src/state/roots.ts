@@ -13,8 +13,19 @@ import type { Hash } from "../types.ts";
 import { toHex } from "../types.ts";
 import type { StateOverlay, StateTree } from "./tree.ts";
 
-/** Most Node overlays kept; beyond it the oldest is dropped (it is only recomputed). */
-export const STATE_ROOT_OVERLAYS_MAX = 1024;
+/**
+ * Most Node overlays kept; beyond it the oldest is dropped (a root is then computed from an older
+ * base, a commit rehashes instead of taking the overlay's hashes: slower, never wrong). An overlay
+ * holds up to 4,096 buckets and 8,191 hashes (shared, not copied), about 0.5 MB at most: a
+ * catch-up answer of 256 large Nodes would otherwise keep one per Node.
+ *
+ * @example
+ * ```ts
+ * import { STATE_ROOT_OVERLAYS_MAX } from "./roots.ts";
+ * console.log(STATE_ROOT_OVERLAYS_MAX); // 64
+ * ```
+ */
+export const STATE_ROOT_OVERLAYS_MAX = 64;
 
 /** The state after one Node, as an overlay of the committed tree. */
 interface Kept {
@@ -48,6 +59,8 @@ interface Kept {
 export class StateRoots {
   readonly #tree: () => StateTree;
   readonly #kept = new Map<string, Kept>();
+  /** Height of the last committed Node whose updates the tree holds (see `committed`). */
+  #applied = 0;
 
   /** Roots over the tree `tree()` returns (a snapshot install may replace it). */
   constructor(tree: () => StateTree) {
@@ -69,10 +82,10 @@ export class StateRoots {
     let from = pending.length - 1;
     while (from >= 0 && !this.#kept.has(toHex(pending[from]!.hash))) from--;
     const base = from < 0 ? undefined : this.#kept.get(toHex(pending[from]!.hash));
-    const overlay = this.#tree().overlay(base?.overlay ?? null);
+    const overlay = this.#tree().overlay(base?.overlay ?? null, this.#applied);
     const chain = new Map(base?.chain);
     for (const n of pending.slice(from + 1)) {
-      overlay.apply(n.updates);
+      overlay.apply(n.updates, n.height);
       chain.set(n.height, toHex(n.hash));
     }
     const root = overlay.seal();
@@ -89,6 +102,7 @@ export class StateRoots {
     // The Node's own overlay is the tree's state now: its hashes need not be computed again.
     const own = this.#kept.get(hex);
     if (own !== undefined) this.#tree().absorb(own.overlay);
+    this.#applied = Math.max(this.#applied, height);
     for (const [key, kept] of this.#kept) {
       if (kept.height <= height || kept.chain.get(height) !== hex) this.#kept.delete(key);
       else kept.chain.delete(height);
@@ -98,6 +112,7 @@ export class StateRoots {
   /** Forgets every overlay (the tree was replaced). */
   clear(): void {
     this.#kept.clear();
+    this.#applied = 0;
   }
 
   #keep(key: string, kept: Kept): void {

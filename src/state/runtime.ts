@@ -7,7 +7,7 @@
  * @module
  */
 import type { Application } from "../app.ts";
-import type { Signer, Verifier } from "../crypto.ts";
+import type { Verifier } from "../crypto.ts";
 import type { DenoKvStorage } from "../storage/deno_kv.ts";
 import type { Storage } from "../storage/storage.ts";
 import type { PublicKey } from "../types.ts";
@@ -27,9 +27,7 @@ export interface StateRuntimeOptions {
   readonly chainId: string;
   /** The validator set. */
   readonly validators: ValidatorSet;
-  /** This validator's key. */
-  readonly signer: Signer;
-  /** Signature checks. */
+  /** Signature checks (of the commit proofs of snapshots). */
   readonly verifier?: Verifier;
   /** The store (the state tree is built from it; snapshots install into it). */
   readonly storage: Storage;
@@ -67,13 +65,7 @@ export function createStateService(o: StateRuntimeOptions): StateService | null 
     ).finally(() => pruning = false);
   };
   return new StateService({
-    chainId: o.chainId,
-    validators: o.validators,
-    signer: o.signer,
-    verifier: o.verifier,
-    peers: o.peers,
     checkpointInterval: interval,
-    authorize: o.authorize,
     log: (event, fields) => o.log("info", event, fields),
     onCheckpoint: prune,
     historyHeights: o.historyHeights,

@@ -1,39 +1,27 @@
 /**
- * The replica's state service: keeps the {@link StateTree} of committed state, signs the state
- * root at every checkpoint height, gathers the other validators' signatures into a
- * {@link StateCertificate}, and serves attestations, snapshot manifests and snapshot chunks. See
- * SPECIFICATION.md 15.3 and 15.4.
+ * The replica's state service: keeps the {@link StateTree} of committed state (and, through it,
+ * the state roots of Nodes, SPECIFICATION.md 7), freezes it at every checkpoint height, and serves
+ * key proofs, snapshot manifests and snapshot chunks of the kept checkpoints, each anchored on the
+ * state root a committed Node carries. See SPECIFICATION.md 15.3 and 15.4.
  *
  * ## HTTP routes (added to the NodeTree HTTP API)
  *
  * | path | answer (`application/cbor`) |
  * |---|---|
- * | `GET /state/attestation?height=H` | this validator's signed root at checkpoint `H`: `[height, nodeHash, root, signer, signature]` |
- * | `GET /state/snapshot` | the newest certified snapshot's manifest: `[certificate, [chunkHash, ...256]]` |
+ * | `GET /state/snapshot` | the newest provable snapshot's manifest: `[commitProof, [chunkHash, ...256]]` |
  * | `GET /state/chunk?height=H&index=I` | chunk `I` of the snapshot at `H`: `[[key, value], ...]` |
  *
- * `404 no-snapshot` when the height is not (or no longer) kept.
+ * `404 no-snapshot` when no kept checkpoint can be proven yet, or the height is not (or no longer)
+ * kept.
  *
  * @module
  */
-import { decodeValue, encodeValue } from "../codec.ts";
-import type { Signer, Verifier } from "../crypto.ts";
-import { ed25519Verifier } from "../crypto.ts";
-import { readBodyLimited, RouteError } from "../net/http.ts";
-import { buildCommitProof } from "../light/commit_proof.ts";
+import { decodeValue, encodeValue, nodeHash } from "../codec.ts";
+import { RouteError } from "../net/http.ts";
+import { buildCommitProof, type CommitProof, encodeCommitProof } from "../light/commit_proof.ts";
 import type { KeyProof } from "../light/state_proof.ts";
-import type { Hash, Node, PublicKey, QuorumCertificate, SignerSignature } from "../types.ts";
-import { bytesCompare, bytesEqual, toHex } from "../types.ts";
-import type { ValidatorSet } from "../validators.ts";
-import {
-  certificateToValue,
-  decodeAttestation,
-  encodeAttestation,
-  signStateRoot,
-  type StateCertificate,
-  type StateRootClaim,
-  stateRootSignedBytes,
-} from "./certificate.ts";
+import type { Hash, Node, QuorumCertificate } from "../types.ts";
+import { bytesEqual, toHex } from "../types.ts";
 import { StateRoots } from "./roots.ts";
 import { SNAPSHOT_CHUNKS, StateTree, type StateVersion } from "./tree.ts";
 
@@ -43,32 +31,10 @@ import { SNAPSHOT_CHUNKS, StateTree, type StateVersion } from "./tree.ts";
  * @example
  * ```ts
  * import type { StateServiceOptions } from "./service.ts";
- * import type { Signer } from "../crypto.ts";
- * import type { ValidatorSet } from "../validators.ts";
- * declare const validators: ValidatorSet;
- * declare const signer: Signer;
- * const options: StateServiceOptions = {
- *   chainId: "kv-1",
- *   validators,
- *   signer,
- *   peers: [], // { publicKey, url } of each other validator
- *   checkpointInterval: 64,
- * };
+ * const options: StateServiceOptions = { checkpointInterval: 64 };
  * ```
  */
 export interface StateServiceOptions {
-  /** Chain id. */
-  readonly chainId: string;
-  /** The validator set. */
-  readonly validators: ValidatorSet;
-  /** This validator's key. */
-  readonly signer: Signer;
-  /** Signature checks of peers' attestations. Default Ed25519. */
-  readonly verifier?: Verifier;
-  /** The other validators' HTTP APIs. */
-  readonly peers: readonly { readonly publicKey: PublicKey; readonly url: string }[];
-  /** Signs a request to a peer (the admission header); null sends it unsigned. */
-  readonly authorize?: (method: string, url: URL) => Promise<Record<string, string>>;
   /** Checkpoint every this many heights. Default {@link STATE_CHECKPOINT_INTERVAL}. */
   readonly checkpointInterval?: number;
   /**
@@ -82,37 +48,70 @@ export interface StateServiceOptions {
   readonly log?: (event: string, fields: Record<string, unknown>) => void;
 }
 
+/**
+ * Read access to the replica's chain, to build commit proofs that anchor checkpoints.
+ *
+ * @example
+ * ```ts
+ * import type { ChainAccess } from "./service.ts";
+ * const none: ChainAccess = {
+ *   chainFrom: () => Promise.resolve([]),
+ *   certificateOf: () => Promise.resolve(null),
+ * };
+ * ```
+ */
+export interface ChainAccess {
+  /** This replica's chain from a height (see `NodeTreeView.chainFrom`). */
+  chainFrom(fromHeight: number, limit: number): Promise<Node[]>;
+  /** The QC this replica holds for a Node, or null. */
+  certificateOf(hash: Hash): Promise<QuorumCertificate | null>;
+}
+
 /** Default checkpoint interval, heights. */
 export const STATE_CHECKPOINT_INTERVAL = 64;
 /** Checkpoints kept (their frozen versions serve proofs and snapshots). */
 export const STATE_CHECKPOINTS_KEPT = 4;
-/** How long peers are asked for their attestation of a checkpoint, ms. */
-const COLLECT_FOR_MS = 20_000;
-/** Pause between rounds of asking, ms. */
-const COLLECT_PAUSE_MS = 150;
-/** Deadline of one attestation request, ms. */
-const ATTESTATION_TIMEOUT_MS = 2_000;
+/** Chain Nodes read to build an anchoring commit proof (see `PROOF_LOOKAHEAD_NODES`, 15.1). */
+const ANCHOR_NODES_READ = 64;
 
 /**
- * A checkpoint: the claim, the frozen state, and the signatures gathered so far.
+ * A checkpoint: a committed height and the frozen state after it.
  *
  * @example
  * ```ts
  * import type { Checkpoint, StateService } from "./service.ts";
  * declare const state: StateService;
  * const cp: Checkpoint | null = state.checkpoint(64);
- * if (cp !== null) console.log(cp.claim.root, cp.signatures.size, cp.version.size);
+ * if (cp !== null) console.log(cp.height, cp.version.root, cp.version.size);
  * ```
  */
 export interface Checkpoint {
-  /** The signed claim. */
-  readonly claim: StateRootClaim;
-  /** The state at its height. */
+  /** Height of the committed Node. */
+  readonly height: number;
+  /** Its hash. */
+  readonly nodeHash: Hash;
+  /** The state after it. */
   readonly version: StateVersion;
-  /** Signatures by signer (hex), this validator's first. */
-  readonly signatures: Map<string, SignerSignature>;
-  /** This validator's own signature. */
-  readonly own: SignerSignature;
+}
+
+/**
+ * A kept checkpoint with the commit proof that anchors its root (SPECIFICATION.md 15.3).
+ *
+ * @example
+ * ```ts
+ * import type { AnchoredCheckpoint, StateService } from "./service.ts";
+ * import type { ChainAccess } from "./service.ts";
+ * declare const state: StateService;
+ * declare const chain: ChainAccess;
+ * const a: AnchoredCheckpoint | null = await state.anchored(chain);
+ * if (a !== null) console.log(a.checkpoint.height, a.commitProof.nodes.length);
+ * ```
+ */
+export interface AnchoredCheckpoint {
+  /** The checkpoint. */
+  readonly checkpoint: Checkpoint;
+  /** Proves its Node and the next committed; the next carries the checkpoint's root. */
+  readonly commitProof: CommitProof;
 }
 
 /**
@@ -122,13 +121,9 @@ export interface Checkpoint {
  * ```ts
  * import { StateService } from "./service.ts";
  * import type { CommitNotice } from "../app.ts";
- * import type { Signer } from "../crypto.ts";
  * import type { Storage } from "../storage/storage.ts";
- * import type { ValidatorSet } from "../validators.ts";
- * declare const validators: ValidatorSet;
- * declare const signer: Signer; // this validator's key
  * declare const storage: Storage;
- * const state = new StateService({ chainId: "kv-1", validators, signer, peers: [] });
+ * const state = new StateService({ checkpointInterval: 64 });
  * await state.load(storage.stateEntries!());
  * const onCommit = (n: CommitNotice): void => state.onCommit(n); // from the Application's onCommit
  * ```
@@ -138,11 +133,9 @@ export class StateService {
   #tree = new StateTree();
   readonly #interval: number;
   readonly #checkpoints: Checkpoint[] = [];
-  readonly #abort = new AbortController();
   #loaded = false;
   /** The state roots of uncommitted Nodes over the tree (the Application's `stateRoot` hook). */
   readonly roots: StateRoots = new StateRoots(() => this.#tree);
-  #checkpointing: Promise<void> = Promise.resolve();
 
   /** A service with an empty tree; {@link StateService.load} fills it. */
   constructor(options: StateServiceOptions) {
@@ -169,7 +162,7 @@ export class StateService {
   }
 
   /**
-   * Builds the tree from the stored committed state. No checkpoint is signed for the stored head
+   * Builds the tree from the stored committed state. No checkpoint is taken at the stored head
    * itself: the store may hold part of the next Node's updates (SPECIFICATION.md 6.3), which the
    * tree absorbs once that Node is committed again.
    */
@@ -203,110 +196,75 @@ export class StateService {
     this.roots.committed(notice.hash, height);
     if (height % this.#interval !== 0) return;
     // The tree is hashed as Nodes are checked (their state roots, SPECIFICATION.md 7): freezing
-    // rehashes only the last few commits. Checkpoints resolve in order.
-    const version = this.#tree.freeze();
-    this.#checkpointing = this.#checkpointing.then(() =>
-      this.#checkpoint(height, notice.hash, version)
-    )
-      .catch((e) => this.#o.log?.("state:checkpoint-failed", { height, reason: String(e) }));
+    // rehashes only the last few commits.
+    this.#checkpoint({ height, nodeHash: notice.hash, version: this.#tree.freeze() });
   }
 
-  /** Waits until every checkpoint asked for so far is signed and kept (for tests). */
-  async settled(): Promise<void> {
-    await this.#checkpointing;
-  }
-
-  async #checkpoint(height: number, nodeHash: Hash, version: StateVersion): Promise<void> {
-    const claim: StateRootClaim = { height, nodeHash, root: version.root };
-    const own = await signStateRoot(this.#o.chainId, claim, this.#o.signer);
-    const signatures = new Map([[toHex(own.signer), own]]);
-    const cp: Checkpoint = { claim, version, signatures, own };
+  #checkpoint(cp: Checkpoint): void {
     this.#checkpoints.push(cp);
     if (this.#checkpoints.length > STATE_CHECKPOINTS_KEPT) this.#checkpoints.shift();
-    this.#o.log?.("state:checkpoint", { height, root: toHex(claim.root), keys: version.size });
-    const oldest = this.#checkpoints[0]!.claim.height;
+    const { height, version } = cp;
+    this.#o.log?.("state:checkpoint", { height, root: toHex(version.root), keys: version.size });
+    const oldest = this.#checkpoints[0]!.height;
     this.#o.onCheckpoint?.(Math.max(1, oldest - (this.#o.historyHeights ?? 1024)));
-    void this.#collect(cp);
   }
 
   /** The checkpoint at `height`, if kept. */
   checkpoint(height: number): Checkpoint | null {
-    return this.#checkpoints.find((c) => c.claim.height === height) ?? null;
-  }
-
-  /** The newest kept checkpoint whose signatures are a quorum, with its certificate. */
-  certified(): { checkpoint: Checkpoint; certificate: StateCertificate } | null {
-    return this.#certifiedAll()[0] ?? null;
-  }
-
-  /** Every kept checkpoint whose signatures are a quorum, newest first. */
-  #certifiedAll(): { checkpoint: Checkpoint; certificate: StateCertificate }[] {
-    const out = [];
-    for (let i = this.#checkpoints.length - 1; i >= 0; i--) {
-      const cp = this.#checkpoints[i]!;
-      const signatures = [...cp.signatures.values()].sort((a, b) =>
-        bytesCompare(a.signer, b.signer)
-      );
-      if (this.#o.validators.countQuorum(signatures).ok) {
-        out.push({ checkpoint: cp, certificate: { ...cp.claim, signatures } });
-      }
-    }
-    return out;
+    return this.#checkpoints.find((c) => c.height === height) ?? null;
   }
 
   /**
-   * A proof of `key` in the newest certified checkpoint that can be proven committed now (an
-   * older kept one otherwise), with the commit proof of its Node built
-   * from `chain` (this replica's chain from a height, see `NodeTreeView.chainFrom`); null when no
-   * checkpoint is certified or provable yet.
+   * The newest kept checkpoint that can be proven now, with its anchor: a commit proof from its
+   * height `H` to `H + 1` built from `chain`, whose Node at `H + 1` carries the checkpoint's root
+   * (an older kept one when a newer is not provable yet); null when none is.
    */
-  async keyProof(
-    key: Uint8Array,
-    chain: (fromHeight: number, limit: number) => Promise<Node[]>,
-    certificateOf: (hash: Hash) => Promise<QuorumCertificate | null>,
-  ): Promise<KeyProof | null> {
-    // The newest certified checkpoint whose commit proof can be built now (the chain read may
-    // come back short while a commit moves the head: an older one is proven instead).
-    for (const c of this.#certifiedAll()) {
-      const h = c.certificate.height;
+  async anchored(chain: ChainAccess): Promise<AnchoredCheckpoint | null> {
+    for (let i = this.#checkpoints.length - 1; i >= 0; i--) {
+      const cp = this.#checkpoints[i]!;
+      const h = cp.height;
+      // The chain read may come back short while a commit moves the head: asked again.
       let commitProof = null;
       for (let attempt = 0; attempt < 3 && commitProof === null; attempt++) {
-        commitProof = await buildCommitProof(await chain(h, 64), h, h, certificateOf);
+        const nodes = await chain.chainFrom(h, ANCHOR_NODES_READ);
+        commitProof = await buildCommitProof(nodes, h, h + 1, (x) => chain.certificateOf(x));
       }
       if (commitProof === null) continue;
-      const version = c.checkpoint.version;
-      return {
-        key,
-        value: version.get(key),
-        certificate: c.certificate,
-        proof: version.prove(key),
-        commitProof,
-      };
+      const [node, next] = commitProof.nodes;
+      if (!bytesEqual(nodeHash(node!), cp.nodeHash)) continue;
+      // Our tree and the chain must agree (a certified Node's root is the chain's state).
+      if (!bytesEqual(next!.stateRoot, cp.version.root)) {
+        this.#o.log?.("state:root-mismatch", {
+          height: h,
+          ours: toHex(cp.version.root),
+          chain: toHex(next!.stateRoot),
+        });
+        continue;
+      }
+      return { checkpoint: cp, commitProof };
     }
     return null;
   }
 
-  /** Stops asking peers. */
-  close(): void {
-    this.#abort.abort();
+  /** A proof of `key` in the newest provable checkpoint (see {@link StateService.anchored}). */
+  async keyProof(key: Uint8Array, chain: ChainAccess): Promise<KeyProof | null> {
+    const a = await this.anchored(chain);
+    if (a === null) return null;
+    const version = a.checkpoint.version;
+    return { key, value: version.get(key), proof: version.prove(key), commitProof: a.commitProof };
   }
 
   /** The state routes, or null for another path. */
-  route(request: Request, url: URL): Response | null {
+  async route(request: Request, url: URL, chain: ChainAccess): Promise<Response | null> {
     if (!url.pathname.startsWith("/state/")) return null;
     if (request.method !== "GET") {
       throw new RouteError(405, "method-not-allowed", `${request.method} is not allowed`, "GET");
     }
     switch (url.pathname) {
-      case "/state/attestation": {
-        const cp = this.checkpoint(intParam(url, "height"));
-        if (cp === null) throw new RouteError(404, "no-snapshot", "no checkpoint at that height");
-        return cbor(encodeAttestation(cp.claim, cp.own));
-      }
       case "/state/snapshot": {
-        const c = this.certified();
-        if (c === null) throw new RouteError(404, "no-snapshot", "no certified checkpoint yet");
-        const manifest = [certificateToValue(c.certificate), c.checkpoint.version.chunkHashes()];
+        const a = await this.anchored(chain);
+        if (a === null) throw new RouteError(404, "no-snapshot", "no provable checkpoint yet");
+        const manifest = [encodeCommitProof(a.commitProof), a.checkpoint.version.chunkHashes()];
         return cbor(encodeValue(manifest));
       }
       case "/state/chunk": {
@@ -320,65 +278,12 @@ export class StateService {
     }
     throw new RouteError(404, "not-found", `no route ${url.pathname}`);
   }
-
-  /** Asks every peer for its signature of `cp` until a quorum or every peer answered. */
-  async #collect(cp: Checkpoint): Promise<void> {
-    const deadline = Date.now() + COLLECT_FOR_MS;
-    const verifier = this.#o.verifier ?? ed25519Verifier();
-    const bytes = stateRootSignedBytes(this.#o.chainId, cp.claim);
-    const signal = this.#abort.signal;
-    while (Date.now() < deadline && !signal.aborted) {
-      const missing = this.#o.peers.filter((p) => !cp.signatures.has(toHex(p.publicKey)));
-      if (missing.length === 0) return;
-      await Promise.all(missing.map(async (p) => {
-        const got = await this.#ask(p.url, cp.claim.height, signal);
-        if (got === null || !bytesEqual(got.signature.signer, p.publicKey)) return;
-        const c = got.claim;
-        if (c.height !== cp.claim.height || !bytesEqual(c.nodeHash, cp.claim.nodeHash)) return;
-        if (!bytesEqual(c.root, cp.claim.root)) {
-          this.#o.log?.("state:root-mismatch", {
-            height: c.height,
-            peer: toHex(p.publicKey),
-            ours: toHex(cp.claim.root),
-            theirs: toHex(c.root),
-          });
-          return;
-        }
-        if (!await verifier.verify(p.publicKey, bytes, got.signature.signature)) return;
-        cp.signatures.set(toHex(p.publicKey), got.signature);
-      }));
-      if (this.#checkpoints.indexOf(cp) < 0) return;
-      await new Promise((r) => setTimeout(r, COLLECT_PAUSE_MS));
-    }
-  }
-
-  async #ask(
-    base: string,
-    height: number,
-    signal: AbortSignal,
-  ): Promise<ReturnType<typeof decodeAttestation>> {
-    const url = new URL(`/state/attestation?height=${height}`, base);
-    try {
-      const headers = await this.#o.authorize?.("GET", url) ?? {};
-      const r = await fetch(url, {
-        headers,
-        signal: AbortSignal.any([signal, AbortSignal.timeout(ATTESTATION_TIMEOUT_MS)]),
-      });
-      if (!r.ok) {
-        await r.body?.cancel();
-        return null;
-      }
-      return decodeAttestation(await readBodyLimited(r, 1024));
-    } catch {
-      return null;
-    }
-  }
 }
 
 /** Decodes a manifest answer; null when malformed. */
 export function decodeManifest(
   bytes: Uint8Array,
-): { certificate: unknown; chunkHashes: Hash[] } | null {
+): { commitProof: Uint8Array; chunkHashes: Hash[] } | null {
   let v: unknown;
   try {
     v = decodeValue(bytes);
@@ -386,10 +291,11 @@ export function decodeManifest(
     return null;
   }
   if (!Array.isArray(v) || v.length !== 2) return null;
-  const [certificate, hashes] = v as unknown[];
+  const [commitProof, hashes] = v as unknown[];
+  if (!(commitProof instanceof Uint8Array)) return null;
   if (!Array.isArray(hashes) || hashes.length !== SNAPSHOT_CHUNKS) return null;
   if (!hashes.every((h) => h instanceof Uint8Array && h.length === 32)) return null;
-  return { certificate, chunkHashes: hashes as Hash[] };
+  return { commitProof, chunkHashes: hashes as Hash[] };
 }
 
 function intParam(url: URL, name: string): number {

@@ -2,11 +2,11 @@
  * Snapshot state sync: a replica with an empty store joins from a peer's snapshot of committed
  * state instead of replaying every Node. See SPECIFICATION.md 15.4.
  *
- * 1. Ask every peer for its newest manifest (`GET /state/snapshot`); keep those whose state
- *    certificate is a quorum of the trusted set (`certificate.ts`) and whose 256 chunk hashes
- *    fold to the certified root; take the highest.
- * 2. Ask for a commit proof of the certificate's Node (`GET /proof?from=H&to=H`) and verify it:
- *    the Node at `H` with the certified hash is committed.
+ * 1. Ask every peer for its newest manifest (`GET /state/snapshot`): a commit proof and 256 chunk
+ *    hashes.
+ * 2. Keep the manifests whose commit proof verifies against the trusted set and proves the Nodes
+ *    at `H` and `H + 1` committed, and whose chunk hashes fold to the state root the Node at
+ *    `H + 1` carries (the state after `H`, `stateAnchor`); take the highest `H`.
  * 3. Fetch the 256 chunks one at a time (`GET /state/chunk`), each checked against its hash in the
  *    manifest before it is written; a peer whose chunk fails is dropped and another is asked.
  * 4. Write the snapshot's Node as the committed head (with a QC for it as the highest QC when
@@ -25,14 +25,10 @@ import { decodeCommitProof, verifyCommitProof } from "../light/commit_proof.ts";
 import { readBodyLimited } from "../net/http.ts";
 import type { SafetyState, Storage } from "../storage/storage.ts";
 import type { DenoKvStorage } from "../storage/deno_kv.ts";
-import type { Hash, Node, QuorumCertificate } from "../types.ts";
+import { type StateAnchor, stateAnchor } from "../light/state_proof.ts";
+import type { Hash, Node } from "../types.ts";
 import { bytesEqual, toHex } from "../types.ts";
 import type { ValidatorSet } from "../validators.ts";
-import {
-  certificateFromValue,
-  type StateCertificate,
-  verifyStateCertificate,
-} from "./certificate.ts";
 import { decodeManifest } from "./service.ts";
 import {
   checkChunk,
@@ -132,7 +128,7 @@ export async function recoverSnapshotInstall(storage: Storage): Promise<void> {
 }
 
 /**
- * Installs the newest certified snapshot a peer offers (see the module docs).
+ * Installs the newest provable snapshot a peer offers (see the module docs).
  *
  * @throws {SnapshotSyncError} when no peer offers a verifiable snapshot or every peer failed
  * @example
@@ -154,40 +150,38 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
     dropped.push({ peer, reason });
     options.log?.("sync:peer-dropped", { peer, reason });
   };
-  // Spec 15.4 step 1.
+  // Spec 15.4 steps 1-2.
   const manifest = await bestManifest(options, drop);
-  const cert = manifest.certificate;
-  options.log?.("sync:manifest", { height: cert.height, root: toHex(cert.root) });
-  // Spec 15.4 step 2.
-  const proven = await provenNode(options, cert, [...manifest.peers, ...options.peers], drop);
+  const anchor = manifest.anchor;
+  options.log?.("sync:manifest", { height: anchor.height, root: toHex(anchor.root) });
   // Chunks are checked one by one, so any peer that keeps this checkpoint may serve them: those
   // that offered it first, then the others.
   const others = options.peers.filter((p) => !manifest.peers.includes(p));
   const good = [...manifest.peers, ...others].filter((p) => !dropped.some((d) => d.peer === p));
-  options.log?.("sync:proven", { height: cert.height });
+  options.log?.("sync:proven", { height: anchor.height });
   // Spec 15.4 step 3.
   const tree = new StateTree();
   let timing: Record<string, number> = {};
-  await options.storage.beginSnapshot(cert.height);
+  await options.storage.beginSnapshot(anchor.height);
   try {
-    timing = await fetchChunks(options, tree, manifest.chunkHashes, cert.height, good, drop);
+    timing = await fetchChunks(options, tree, manifest.chunkHashes, anchor.height, good, drop);
   } catch (e) {
     await options.storage.clearSnapshot();
     throw e;
   }
   // Each chunk matched its hash and the hashes fold to the root: so does the whole.
-  if (!bytesEqual(tree.root(), cert.root)) {
+  if (!bytesEqual(tree.root(), anchor.root)) {
     await options.storage.clearSnapshot();
-    throw new SnapshotSyncError("the installed state does not hash to the certified root");
+    throw new SnapshotSyncError("the installed state does not hash to the anchored root");
   }
   // Spec 15.4 step 4: the Nodes of the last `historyHeights` heights, hash-linked to the proven
   // one, become the committed chain (the pool's ids of recent commands come from them).
   // Where the chunk phase's time went (ms): waiting for answers, checking, writing, the tree.
   const spent = Object.fromEntries(Object.entries(timing).map(([k, v]) => [k, Math.round(v)]));
   options.log?.("sync:chunks", { keys: tree.size, ms: spent });
-  const history = await fetchHistory(options, proven.node, good, drop);
+  const history = await fetchHistory(options, anchor.node, good, drop);
   options.log?.("sync:history", { nodes: history.length });
-  const chain = [...history, proven.node].map((node) => ({
+  const chain = [...history, anchor.node].map((node) => ({
     node,
     hash: nodeHash(node),
     updates: [],
@@ -202,8 +196,8 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
   // The highest QC is raised last: a crash before it leaves a complete store without it.
   const safety = await options.storage.loadSafety();
   const genesis = genesisQC(options.chainId);
-  const highQC = proven.qc !== null && (safety === null || safety.highQC.view < proven.qc.view)
-    ? proven.qc
+  const highQC = anchor.qc !== null && (safety === null || safety.highQC.view < anchor.qc.view)
+    ? anchor.qc
     : safety?.highQC ?? genesis;
   const next: SafetyState = {
     currentView: safety?.currentView ?? 0,
@@ -213,11 +207,11 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
     highTC: safety?.highTC ?? null,
   };
   await options.storage.write({ safety: next });
-  options.log?.("sync:done", { height: cert.height, keys: tree.size });
+  options.log?.("sync:done", { height: anchor.height, keys: tree.size });
   return {
-    height: cert.height,
-    hash: cert.nodeHash,
-    root: cert.root,
+    height: anchor.height,
+    hash: anchor.nodeHash,
+    root: anchor.root,
     keys: tree.size,
     tree,
     dropped,
@@ -225,9 +219,10 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
 }
 
 interface Manifest {
-  readonly certificate: StateCertificate;
+  /** The proven committed Node and the root of the state after it. */
+  readonly anchor: StateAnchor;
   readonly chunkHashes: Hash[];
-  /** Peers that offered this certificate's height. */
+  /** Peers that offered this anchor. */
   readonly peers: string[];
 }
 
@@ -235,68 +230,47 @@ async function bestManifest(
   o: SnapshotSyncOptions,
   drop: (peer: string, reason: string) => void,
 ): Promise<Manifest> {
-  const found: { peer: string; cert: StateCertificate; chunkHashes: Hash[] }[] = [];
+  const found: { peer: string; anchor: StateAnchor; chunkHashes: Hash[] }[] = [];
   await Promise.all(o.peers.map(async (peer) => {
-    const r = await get(o, peer, "/state/snapshot", 1024 * 1024);
+    // Spec 15.4 step 1.
+    const r = await get(o, peer, "/state/snapshot", MANIFEST_BYTES_MAX);
     if (r === null || r.status !== 200) return;
     const m = decodeManifest(r.body);
-    const cert = m === null
-      ? null
-      : certificateFromValue(m.certificate, o.validators.validators.length);
-    if (m === null || cert === null) return drop(peer, "malformed manifest");
-    const problem = await verifyStateCertificate(cert, o);
-    if (problem !== null) return drop(peer, `bad certificate: ${problem}`);
+    if (m === null) return drop(peer, "malformed manifest");
+    // Spec 15.4 step 2.
+    const anchor = await anchorOf(o, m.commitProof);
+    if (typeof anchor === "string") return drop(peer, `bad anchor: ${anchor}`);
     const root = rootOfChunkHashes(m.chunkHashes);
-    if (root === null || !bytesEqual(root, cert.root)) {
-      return drop(peer, "chunk hashes do not fold to the certified root");
+    if (root === null || !bytesEqual(root, anchor.root)) {
+      return drop(peer, "chunk hashes do not fold to the anchored root");
     }
-    found.push({ peer, cert, chunkHashes: m.chunkHashes });
+    found.push({ peer, anchor, chunkHashes: m.chunkHashes });
   }));
   if (found.length === 0) throw new SnapshotSyncError("no peer offers a verifiable snapshot");
-  found.sort((a, b) => b.cert.height - a.cert.height);
+  found.sort((a, b) => b.anchor.height - a.anchor.height);
   const best = found[0]!;
-  // Two certified roots for one height cannot both be right: only the same claim is joined.
+  // Two committed Nodes at one height cannot both be: only the same anchor is joined.
   const peers = found.filter((f) =>
-    f.cert.height === best.cert.height && bytesEqual(f.cert.root, best.cert.root) &&
-    bytesEqual(f.cert.nodeHash, best.cert.nodeHash)
+    f.anchor.height === best.anchor.height && bytesEqual(f.anchor.root, best.anchor.root) &&
+    bytesEqual(f.anchor.nodeHash, best.anchor.nodeHash)
   ).map((f) => f.peer);
-  return { certificate: best.cert, chunkHashes: best.chunkHashes, peers };
+  return { anchor: best.anchor, chunkHashes: best.chunkHashes, peers };
 }
 
-async function provenNode(
-  o: SnapshotSyncOptions,
-  cert: StateCertificate,
-  peers: readonly string[],
-  drop: (peer: string, reason: string) => void,
-): Promise<{ node: Node; qc: QuorumCertificate | null }> {
-  for (const peer of peers) {
-    const r = await get(o, peer, `/proof?from=${cert.height}&to=${cert.height}`, 40 << 20);
-    if (r === null || r.status !== 200) continue;
-    let proof;
-    try {
-      proof = decodeCommitProof(r.body);
-    } catch {
-      drop(peer, "malformed commit proof");
-      continue;
-    }
-    const verdict = await verifyCommitProof(proof, o);
-    if (!verdict.ok) {
-      drop(peer, `commit proof refused: ${verdict.reason}`);
-      continue;
-    }
-    const i = verdict.committed.findIndex((c) => c.node.height === cert.height);
-    const c = verdict.committed[i];
-    if (c === undefined || !bytesEqual(c.hash, cert.nodeHash)) {
-      drop(peer, "the commit proof is not of the certified Node");
-      continue;
-    }
-    const child = proof.nodes[i + 1];
-    const qc = child !== undefined && bytesEqual(child.justify.nodeHash, nodeHash(c.node))
-      ? child.justify
-      : null;
-    return { node: c.node, qc };
+/** Largest manifest answer read, bytes (a commit proof of a few Nodes and 256 hashes). */
+const MANIFEST_BYTES_MAX = 40 << 20;
+
+/** The state anchor of a manifest's commit proof, or why it has none. */
+async function anchorOf(o: SnapshotSyncOptions, bytes: Uint8Array): Promise<StateAnchor | string> {
+  let proof;
+  try {
+    proof = decodeCommitProof(bytes);
+  } catch {
+    return "malformed commit proof";
   }
-  throw new SnapshotSyncError(`no peer proved Node ${toHex(cert.nodeHash)} committed`);
+  const verdict = await verifyCommitProof(proof, o);
+  if (!verdict.ok) return `commit proof refused: ${verdict.reason}`;
+  return stateAnchor(verdict);
 }
 
 /** Chunk requests in flight at once (memory while fetching: this many chunks). */

@@ -308,14 +308,17 @@ export class StateTree {
 
   /**
    * The state after `base` (null: this tree) and then further updates, as a copy-on-write
-   * overlay: see {@link StateOverlay}. This tree's hashes are brought up to date first.
+   * overlay: see {@link StateOverlay}. `applied` is the height of the last Node whose updates this
+   * tree holds: what `base` changed at or below it is read from the tree again. This tree's hashes
+   * are brought up to date first.
    */
-  overlay(base: StateOverlay | null): StateOverlay {
+  overlay(base: StateOverlay | null, applied = 0): StateOverlay {
     this.root();
     return new StateOverlay(
       (b) => this.#buckets[b] ?? EMPTY_BUCKET,
       (i) => this.#hashes.subarray(32 * i, 32 * i + 32),
       base,
+      applied,
     );
   }
 
@@ -368,8 +371,10 @@ export class StateTree {
 export class StateOverlay {
   readonly #bucketOf: (b: number) => Bucket;
   readonly #hashOf: (i: number) => Hash;
-  readonly #buckets: Map<number, Bucket>;
-  readonly #hashes: Map<number, Hash>;
+  readonly #buckets = new Map<number, Bucket>();
+  /** The height of the newest Node whose updates changed each bucket here. */
+  readonly #changedAt = new Map<number, number>();
+  readonly #hashes = new Map<number, Hash>();
   readonly #dirty = new Set<number>();
   #root: Hash | null = null;
 
@@ -378,21 +383,43 @@ export class StateOverlay {
     bucketOf: (b: number) => Bucket,
     hashOf: (i: number) => Hash,
     base: StateOverlay | null,
+    applied: number,
   ) {
     this.#bucketOf = bucketOf;
     this.#hashOf = hashOf;
-    this.#buckets = new Map(base === null ? [] : base.#buckets);
-    this.#hashes = new Map(base === null ? [] : base.#hashes);
+    if (base !== null) this.#inherit(base, applied);
   }
 
-  /** Applies updates (a null value deletes). Not after {@link StateOverlay.seal}. */
-  apply(updates: readonly (readonly [Uint8Array, Uint8Array | null])[]): void {
+  /**
+   * Takes from `base` the buckets that Nodes above `applied` changed, and the hashes on their
+   * paths: a bucket changed only at or below it now equals the tree's, and so does every hash
+   * above only such buckets; a hash on a kept path covers kept buckets and ones equal to the tree's,
+   * so it stays right. The copy stays as small as the Nodes not yet in the tree.
+   */
+  #inherit(base: StateOverlay, applied: number): void {
+    for (const [b, height] of base.#changedAt) {
+      if (height <= applied) continue;
+      this.#buckets.set(b, base.#buckets.get(b)!);
+      this.#changedAt.set(b, height);
+      for (let i = STATE_BUCKETS + b; i >= 1 && !this.#hashes.has(i); i >>= 1) {
+        const h = base.#hashes.get(i);
+        if (h !== undefined) this.#hashes.set(i, h);
+      }
+    }
+  }
+
+  /**
+   * Applies the updates of the Node at `height` (a null value deletes). Not after
+   * {@link StateOverlay.seal}.
+   */
+  apply(updates: readonly (readonly [Uint8Array, Uint8Array | null])[], height = 0): void {
     if (this.#root !== null) throw new Error("StateOverlay: sealed");
     for (const [key, value] of updates) {
       const b = bucketOf(key);
       const next = withEntry(this.#bucket(b), key, value);
       if (next === null) continue;
       this.#buckets.set(b, next.bucket);
+      this.#changedAt.set(b, Math.max(height, this.#changedAt.get(b) ?? 0));
       this.#dirty.add(b);
     }
   }
