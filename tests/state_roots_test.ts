@@ -66,6 +66,10 @@ Deno.test("state roots: the overlay root of committed state and pending Nodes eq
         const c = chain[committed++]!;
         tree.apply(c.updates);
         roots.committed(c.hash, c.height);
+        // Told twice (the runtime's state service and withStateRoots both may): nothing more.
+        const kept = roots.size;
+        roots.committed(c.hash, c.height);
+        assert.equal(roots.size, kept);
         assert.deepEqual(tree.root(), fullRoot(base, chain.slice(0, committed)));
       }
     }

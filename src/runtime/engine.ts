@@ -569,7 +569,10 @@ export class Engine {
     else if ((this.#pending?.size ?? 0) >= GROUP_COMMIT_NODES_MAX) await this.#startWrite();
     // Spec 10.1 step 2: sign and send.
     for (const s of out.sends) await this.#send(s);
-    // Spec 10.1 step 4: Application calls; results come back as inputs.
+    // Spec 10.1 step 4: Application calls; results come back as inputs. First the state roots of
+    // the Nodes inserted now (Spec 7), while the votes for them travel: the proposal of a child
+    // and every replica's check of it then find the root ready, off the path of a view.
+    for (const n of out.write?.nodes ?? []) await this.#warmStateRoot(n.hash);
     for (const x of out.execute) await this.#execute(x.node, x.hash, x.justifyRule);
     if (out.produce !== null) await this.#produce(out.produce);
     // Spec 10.1 step 5: catch-up.
@@ -761,6 +764,16 @@ export class Engine {
       throw new Error("stateRoot must return 32 bytes");
     }
     return root;
+  }
+
+  /** Spec 7: computes (and so keeps, in the hook) the state root as of a Node in the tree. */
+  async #warmStateRoot(hash: Hash): Promise<void> {
+    if (this.#o.app.stateRoot === undefined || !this.core.tree.has(hash)) return;
+    try {
+      await this.#stateRoot(hash);
+    } catch {
+      // Asked again, and reported, when a child of the Node is checked.
+    }
   }
 
   /** Spec 7: a Node must carry the state root as of its parent; null when it does. */

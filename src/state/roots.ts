@@ -95,14 +95,16 @@ export class StateRoots {
 
   /**
    * The committed Node `hash` at `height` has entered the tree: drops the overlays it makes
-   * stale (of Nodes at or below it, and of Nodes that do not descend from it).
+   * stale (of Nodes at or below it, and of Nodes that do not descend from it). Called again for
+   * the same Node (or a lower height), it does nothing.
    */
   committed(hash: Hash, height: number): void {
+    if (height <= this.#applied) return;
     const hex = toHex(hash);
     // The Node's own overlay is the tree's state now: its hashes need not be computed again.
     const own = this.#kept.get(hex);
     if (own !== undefined) this.#tree().absorb(own.overlay);
-    this.#applied = Math.max(this.#applied, height);
+    this.#applied = height;
     for (const [key, kept] of this.#kept) {
       if (kept.height <= height || kept.chain.get(height) !== hex) this.#kept.delete(key);
       else kept.chain.delete(height);
