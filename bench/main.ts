@@ -16,8 +16,8 @@
  * - j: join time of a wiped replica into a cluster with 100,000 committed Nodes, by snapshot
  *   state sync and by replay (bench/join.ts).
  * - k: Merkle libraries from npm against the state tree, 100,000 keys (bench/merkle_libraries.ts);
- *   only with `--only k` (25 minutes here, most of it the sparse Merkle tree: it checks a design
- *   choice, not a release).
+ *   only with `--only k` (15-25 minutes here, most of it the sparse Merkle tree; 66 s with
+ *   `--quick`, 10,000 keys): it checks a design choice, not a release.
  *
  * It prints a table (section, figure, value, unit, target) and, with `--json FILE`, writes every
  * figure with its details. `--quick` runs a short subset (under 60 s). The bench reports; it

@@ -463,10 +463,10 @@ export async function runMerkleLibraries(options: MerkleRunOptions): Promise<Mer
   return out;
 }
 
-/** The 1-minute load average, or "?" where /proc is not readable. */
+/** The 1-minute load average, or "?" without `--allow-sys`. */
 function loadAverage(): string {
   try {
-    return Deno.readTextFileSync("/proc/loadavg").split(" ")[0] ?? "?";
+    return Deno.loadavg()[0]!.toFixed(2);
   } catch {
     return "?";
   }
