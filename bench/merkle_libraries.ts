@@ -17,9 +17,10 @@
  * Measured for each: building from `--keys` entries (default 100,000; keys `"k/"` + 16 bytes,
  * values 32-100 bytes) to the root; the heap and external memory it then holds beyond the input
  * (after a GC; rough); `--nodes` Nodes (default 5) of 512 updates (256 overwrites, 256 new keys)
- * each applied and the new root taken, median and max; proof size (CBOR, or the library's own
- * bytes) and prove and verify time for 100 present and 100 absent keys; and whether two instances
- * given the first 1,000 entries in opposite orders have the same root.
+ * each applied and the new root taken, median and max (wall time, and CPU time of the process,
+ * which other loads move less); proof size (CBOR, or the library's own bytes) and prove and verify
+ * time for 100 present and 100 absent keys; and whether two instances given the first 1,000
+ * entries in opposite orders have the same root.
  *
  * @module
  */
