@@ -15,6 +15,9 @@
  *   and without reputation (bench/reputation.ts).
  * - j: join time of a wiped replica into a cluster with 100,000 committed Nodes, by snapshot
  *   state sync and by replay (bench/join.ts).
+ * - k: Merkle libraries from npm against the state tree, 100,000 keys (bench/merkle_libraries.ts);
+ *   only with `--only k` (15-25 minutes here, most of it the sparse Merkle tree; 66 s with
+ *   `--quick`, 10,000 keys): it checks a design choice, not a release.
  *
  * It prints a table (section, figure, value, unit, target) and, with `--json FILE`, writes every
  * figure with its details. `--quick` runs a short subset (under 60 s). The bench reports; it
@@ -36,6 +39,7 @@ import type { LiveContext } from "./live.ts";
 import { runFlood, runLightLoad, runMemory, runPuts, runReputation, runSaturated } from "./live.ts";
 import { DEFAULT_PLOT_PATH, plotFromSection } from "./plot.ts";
 import { runJoinSection } from "./join.ts";
+import { runMerkleLibrariesSection } from "./merkle_libraries.ts";
 import { runRestart } from "./restart.ts";
 import { runScaling } from "./scaling.ts";
 
@@ -51,13 +55,14 @@ export const SECTIONS: readonly Section[] = [
   { id: "h", title: "Single-key writes", run: runPuts },
   { id: "i", title: "Leader reputation", run: runReputation },
   { id: "j", title: "Join time of a wiped replica", run: runJoinSection },
+  { id: "k", title: "Merkle libraries against the state tree", run: runMerkleLibrariesSection },
 ];
 
 const USAGE = `Usage: deno task bench [options]
 
   --quick        a short subset (whole run under 60 s; sections g, i and j only with --only)
   --long         the long memory run (section f: 10 minutes)
-  --only a,b,..  only these sections (letters a-j)
+  --only a,b,..  only these sections (letters a-k; section k runs only when named here)
   --json FILE    also write every figure and its details to FILE
   --plot         draw section a's throughput-latency curve as SVG into
                  docs/throughput-latency.svg (--json in a full run implies it)
@@ -113,9 +118,9 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
   });
   const known = SECTIONS.map((s) => s.id);
   // Sections g (~2 minutes, wrk), i (three clusters) and j (~1 minute quick) join a quick run
-  // only when asked for by --only.
+  // only when asked for by --only; section k (a library comparison) any run.
   const only = values.only === undefined
-    ? known.filter((s) => !(values.quick && (s === "g" || s === "i" || s === "j")))
+    ? known.filter((s) => s !== "k" && !(values.quick && (s === "g" || s === "i" || s === "j")))
     : values.only.split(",").map((s) => s.trim().toLowerCase()).filter((s) => s !== "");
   const unknown = only.filter((s) => !known.includes(s));
   if (unknown.length > 0) {

@@ -11,9 +11,9 @@ import {
   getKv,
   ProcessCluster,
   putKv,
-  sleep,
   tryStatus,
 } from "../examples/kv_store/cluster.ts";
+import { committedHeights, pollUntil } from "./support/process_cluster.ts";
 
 /** Nodes the cluster commits before a replica with a wiped data directory joins. */
 const CATCHUP_NODES = 2000;
@@ -27,33 +27,6 @@ const DENO_JSON = new URL("../deno.json", import.meta.url).pathname;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-async function waitUntil(
-  what: string,
-  condition: () => Promise<boolean>,
-  timeoutMs: number,
-  cluster?: ProcessCluster,
-): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await condition())) {
-    if (performance.now() > deadline) {
-      let logs = "";
-      if (cluster !== undefined) {
-        for (let i = 0; i < cluster.urls.length; i++) {
-          logs += `\n--- replica ${i}\n${await cluster.logTail(i, 8)}`;
-        }
-      }
-      throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}${logs}`);
-    }
-    await sleep(100);
-  }
-}
-
-/** Committed height of each replica in `which` (-1 for one that does not answer). */
-async function heights(cluster: ProcessCluster, which: readonly number[]): Promise<number[]> {
-  const s = await Promise.all(which.map((i) => tryStatus(cluster.urls[i]!)));
-  return s.map((x) => x?.committed.height ?? -1);
-}
 
 /** Index of the current leader, as replica `asked` sees it. */
 async function leaderIndex(cluster: ProcessCluster, asked: number): Promise<number> {
@@ -74,11 +47,10 @@ const others = (n: number, i: number): number[] =>
 /** Every acknowledged write reads back, with its value, from every replica. */
 async function assertWritesEverywhere(cluster: ProcessCluster, writer: Writer): Promise<void> {
   const all = cluster.urls.map((_, i) => i);
-  await waitUntil(
+  await pollUntil(
     "every replica commits the last acknowledged write",
-    async () => (await heights(cluster, all)).every((h) => h >= writer.maxHeight),
-    20_000,
-    cluster,
+    async () => (await committedHeights(cluster, all)).every((h) => h >= writer.maxHeight),
+    { timeoutMs: 20_000, cluster },
   );
   for (const [key, value] of writer.acked) {
     for (const url of cluster.urls) {
@@ -121,11 +93,10 @@ Deno.test(
     try {
       for (let i = 0; i < 4; i++) cluster.start(i);
       await cluster.waitReady();
-      await waitUntil(
+      await pollUntil(
         "the cluster commits",
-        async () => (await heights(cluster, [0, 1, 2, 3])).every((h) => h >= 5),
-        20_000,
-        cluster,
+        async () => (await committedHeights(cluster, [0, 1, 2, 3])).every((h) => h >= 5),
+        { timeoutMs: 20_000, cluster },
       );
       writer = new Writer(cluster);
 
@@ -134,29 +105,27 @@ Deno.test(
         const victim = role === "leader" ? leader : (leader + 1) % 4;
         await cluster.kill(victim, "SIGKILL");
         const live = others(4, victim);
-        const atKill = Math.max(...(await heights(cluster, live)));
-        await waitUntil(
+        const atKill = Math.max(...(await committedHeights(cluster, live)));
+        await pollUntil(
           `the three live replicas commit ${PROGRESS_NODES} Nodes after the ${role} (${victim}) died`,
-          async () => (await heights(cluster, live)).every((h) => h >= atKill + PROGRESS_NODES),
-          30_000,
-          cluster,
+          async () =>
+            (await committedHeights(cluster, live)).every((h) => h >= atKill + PROGRESS_NODES),
+          { timeoutMs: 30_000, cluster },
         );
         const acksBefore = writer.acked.size;
-        await waitUntil(
+        await pollUntil(
           "writes are acknowledged without it",
           () => Promise.resolve(writer!.acked.size > acksBefore),
-          20_000,
-          cluster,
+          { timeoutMs: 20_000, cluster },
         );
 
         cluster.start(victim);
         await cluster.waitReady(30_000, [victim]);
-        const target = Math.max(...(await heights(cluster, live)));
-        await waitUntil(
+        const target = Math.max(...(await committedHeights(cluster, live)));
+        await pollUntil(
           `the restarted ${role} catches up to height ${target}`,
-          async () => (await heights(cluster, [victim]))[0]! >= target,
-          30_000,
-          cluster,
+          async () => (await committedHeights(cluster, [victim]))[0]! >= target,
+          { timeoutMs: 30_000, cluster },
         );
       }
 
@@ -180,23 +149,21 @@ Deno.test(
       for (let i = 0; i < 4; i++) cluster.start(i);
       await cluster.waitReady();
       const early = await putKv(cluster.urls[0]!, "early", new TextEncoder().encode("bird"));
-      await waitUntil(
+      await pollUntil(
         `the cluster commits ${CATCHUP_NODES} Nodes`,
-        async () => Math.min(...(await heights(cluster, [0, 1, 2]))) >= CATCHUP_NODES,
-        240_000,
-        cluster,
+        async () => Math.min(...(await committedHeights(cluster, [0, 1, 2]))) >= CATCHUP_NODES,
+        { timeoutMs: 240_000, cluster },
       );
       await cluster.kill(3, "SIGKILL");
       await cluster.wipe(3);
       cluster.start(3);
       await cluster.waitReady(30_000, [3]);
-      const target = Math.max(...(await heights(cluster, [0, 1, 2])));
+      const target = Math.max(...(await committedHeights(cluster, [0, 1, 2])));
       assert.ok(target >= CATCHUP_NODES);
-      await waitUntil(
+      await pollUntil(
         `the fresh replica catches up to height ${target}`,
-        async () => (await heights(cluster, [3]))[0]! >= target,
-        120_000,
-        cluster,
+        async () => (await committedHeights(cluster, [3]))[0]! >= target,
+        { timeoutMs: 120_000, cluster },
       );
       assert.equal(new TextDecoder().decode((await getKv(cluster.urls[3]!, "early"))!), "bird");
       assert.ok(early.height >= 1);
@@ -333,15 +300,15 @@ Deno.test("replica CLI: SIGTERM stops a replica cleanly (exit 0); the listen fla
     }).spawn();
     const stderr = new Response(child.stderr).text();
     try {
-      await waitUntil(
+      await pollUntil(
         "it answers on the overriding port",
         async () => (await tryStatus(`http://127.0.0.1:${port}`)) !== null,
-        30_000,
+        { timeoutMs: 30_000 },
       );
-      await waitUntil(
+      await pollUntil(
         "it commits alone (1 of 1)",
         async () => ((await tryStatus(`http://127.0.0.1:${port}`))?.committed.height ?? 0) >= 3,
-        20_000,
+        { timeoutMs: 20_000 },
       );
     } finally {
       child.kill("SIGTERM");

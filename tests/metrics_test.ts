@@ -24,8 +24,9 @@ const PROMETHEUS = has("prometheus");
 
 Deno.test("metrics: events feed counters and histograms; gauges are read at scrape time", async () => {
   let height = 5;
+  let droppedFrames = 7;
   const m = new ReplicaMetrics({
-    peers: () => ({ connected: 2, connectedPower: 3, totalPower: 5, droppedFrames: 7 }),
+    peers: () => ({ connected: 2, connectedPower: 3, totalPower: 5, droppedFrames }),
     pool: () => ({ commands: 11, bytes: 352 }),
     chain: () => ({ view: 9, height }),
   });
@@ -49,7 +50,7 @@ Deno.test("metrics: events feed counters and histograms; gauges are read at scra
       "hotstuff_p2p_peers 2",
       "hotstuff_p2p_peers_power 3",
       "hotstuff_consensus_validators_power 5",
-      "hotstuff_p2p_send_queue_dropped_frames 7",
+      "hotstuff_p2p_send_queue_dropped_frames_total 7",
       "hotstuff_mempool_size 11",
       "hotstuff_mempool_size_bytes 352",
       "hotstuff_consensus_catching_up 1",
@@ -65,6 +66,11 @@ Deno.test("metrics: events feed counters and histograms; gauges are read at scra
   ) {
     assert(text.split("\n").includes(line), `missing line: ${line}`);
   }
+  // The dropped-frames count is a counter: the next scrape carries on from the last.
+  droppedFrames = 9;
+  const next = (await m.text()).split("\n");
+  assert(next.includes("# TYPE hotstuff_p2p_send_queue_dropped_frames_total counter"), "counter");
+  assert(next.includes("hotstuff_p2p_send_queue_dropped_frames_total 9"), "follows the count");
 });
 
 Deno.test({

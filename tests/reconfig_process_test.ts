@@ -5,36 +5,12 @@
  * directory removed in `finally`.
  */
 import assert from "node:assert/strict";
-import {
-  compareChains,
-  getKv,
-  ProcessCluster,
-  sleep,
-  tryStatus,
-} from "../examples/kv_store/cluster.ts";
+import { compareChains, getKv, ProcessCluster, tryStatus } from "../examples/kv_store/cluster.ts";
+import { committedHeights, pollUntil } from "./support/process_cluster.ts";
 import { validatorsCommand } from "../examples/kv_store/validators.ts";
 import { Writer } from "./support/writer.ts";
 import { ed25519Signer, toHex } from "../mod.ts";
 import { parseSecretKey } from "../src/cli/config.ts";
-
-async function waitFor(
-  what: string,
-  condition: () => Promise<boolean>,
-  timeoutMs: number,
-  cluster: ProcessCluster,
-): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await condition())) {
-    if (performance.now() > deadline) {
-      const tails = await Promise.all(cluster.urls.map((_, i) => cluster.logTail(i, 6)));
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for: ${what}\n` +
-          tails.map((t, i) => `--- replica ${i}\n${t}`).join("\n"),
-      );
-    }
-    await sleep(100);
-  }
-}
 
 /** The committed validator keys (hex) of replica `i`, once no change is being handed over. */
 async function settledSet(cluster: ProcessCluster, i: number): Promise<string[] | null> {
@@ -52,7 +28,10 @@ Deno.test(
       for (let i = 0; i < 4; i++) cluster.start(i);
       await cluster.waitReady(30_000, [0, 1, 2, 3]);
       load = new Writer(cluster);
-      await waitFor("100 writes", () => Promise.resolve(load!.acked.size >= 100), 60_000, cluster);
+      await pollUntil("100 writes", () => Promise.resolve(load!.acked.size >= 100), {
+        timeoutMs: 60_000,
+        cluster,
+      });
       // The fifth member starts late, catches up as a follower.
       cluster.start(4);
       await cluster.waitReady(30_000, [4]);
@@ -75,35 +54,32 @@ Deno.test(
 
       await change(1, "replica-4", 1);
       const five = [...keys].sort();
-      await waitFor(
+      await pollUntil(
         "all five hand over to the five-validator set",
         async () => {
           const sets = await Promise.all([0, 1, 2, 3, 4].map((i) => settledSet(cluster, i)));
           return sets.every((s) => JSON.stringify(s) === JSON.stringify(five));
         },
-        60_000,
-        cluster,
+        { timeoutMs: 60_000, cluster },
       );
       const votedAt = (await tryStatus(cluster.urls[4]!))!.lastVotedView ?? 0;
-      await waitFor(
+      await pollUntil(
         "replica-4 votes",
         async () => {
           return ((await tryStatus(cluster.urls[4]!))?.lastVotedView ?? 0) > votedAt;
         },
-        30_000,
-        cluster,
+        { timeoutMs: 30_000, cluster },
       );
 
       await change(2, "replica-0", 0);
       const rest = keys.slice(1).sort();
-      await waitFor(
+      await pollUntil(
         "replicas 1-4 hand over to the set without replica-0",
         async () => {
           const sets = await Promise.all([1, 2, 3, 4].map((i) => settledSet(cluster, i)));
           return sets.every((s) => JSON.stringify(s) === JSON.stringify(rest));
         },
-        60_000,
-        cluster,
+        { timeoutMs: 60_000, cluster },
       );
       // A light client trusting only the genesis set (the cluster file) follows both changes
       // from proofs (SPECIFICATION.md 15.1-15.2): the genesis set no longer certifies the chain
@@ -134,22 +110,17 @@ Deno.test(
       await cluster.kill(0, "SIGTERM");
       const remaining = [1, 2, 3, 4];
       const acked = load.acked.size;
-      await waitFor(
+      await pollUntil(
         "writes are acknowledged by the four remaining validators",
         () => Promise.resolve(load!.acked.size >= acked + 50),
-        60_000,
-        cluster,
+        { timeoutMs: 60_000, cluster },
       );
       await load.stop();
 
-      await waitFor(
+      await pollUntil(
         "every remaining replica commits the last acknowledged write",
-        async () => {
-          const s = await Promise.all(remaining.map((i) => tryStatus(cluster.urls[i]!)));
-          return s.every((x) => (x?.committed.height ?? -1) >= load!.maxHeight);
-        },
-        30_000,
-        cluster,
+        async () => (await committedHeights(cluster, remaining)).every((h) => h >= load!.maxHeight),
+        { timeoutMs: 30_000, cluster },
       );
       for (const [key, value] of load.acked) {
         for (const i of remaining) {

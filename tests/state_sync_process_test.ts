@@ -11,36 +11,12 @@ import {
   ProcessCluster,
   putKv,
   sleep,
-  tryStatus,
 } from "../examples/kv_store/cluster.ts";
+import { committedHeights, pollUntil } from "./support/process_cluster.ts";
 
 /** Nodes committed before the wiped replica joins. */
 const NODES_BEFORE = 300;
 const SYNC_ARGS = ["--state-checkpoint-interval", "32"];
-
-async function heights(cluster: ProcessCluster, which: readonly number[]): Promise<number[]> {
-  const s = await Promise.all(which.map((i) => tryStatus(cluster.urls[i]!)));
-  return s.map((x) => x?.committed.height ?? -1);
-}
-
-async function waitUntil(
-  what: string,
-  condition: () => Promise<boolean>,
-  timeoutMs: number,
-  cluster: ProcessCluster,
-): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await condition())) {
-    if (performance.now() > deadline) {
-      let logs = "";
-      for (let i = 0; i < cluster.urls.length; i++) {
-        logs += `\n--- replica ${i}\n${await cluster.logTail(i, 8)}`;
-      }
-      throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}${logs}`);
-    }
-    await sleep(100);
-  }
-}
 
 Deno.test("4 replica processes: a wiped replica joins by snapshot under client load, then its votes carry the cluster", async () => {
   const cluster = await ProcessCluster.create({ replicas: 4, prefix: "it-sync-" });
@@ -51,11 +27,10 @@ Deno.test("4 replica processes: a wiped replica joins by snapshot under client l
     for (let i = 0; i < 4; i++) cluster.start(i, SYNC_ARGS);
     await cluster.waitReady();
     await putKv(cluster.urls[0]!, "early", new TextEncoder().encode("bird"));
-    await waitUntil(
+    await pollUntil(
       `the cluster commits ${NODES_BEFORE} Nodes`,
-      async () => Math.min(...(await heights(cluster, [0, 1, 2]))) >= NODES_BEFORE,
-      240_000,
-      cluster,
+      async () => Math.min(...(await committedHeights(cluster, [0, 1, 2]))) >= NODES_BEFORE,
+      { timeoutMs: 240_000, cluster },
     );
     writer = (async () => {
       for (let n = 0; !stop.signal.aborted; n++) {
@@ -80,27 +55,25 @@ Deno.test("4 replica processes: a wiped replica joins by snapshot under client l
     assert.equal(installed.length, 1, `no sync:installed line:\n${await cluster.logTail(3, 20)}`);
     const at = JSON.parse(installed[0]!) as { height: number; keys: number };
     assert.ok(at.height >= NODES_BEFORE - 64, installed[0]);
-    const target = Math.max(...(await heights(cluster, [0, 1, 2])));
-    await waitUntil(
+    const target = Math.max(...(await committedHeights(cluster, [0, 1, 2])));
+    await pollUntil(
       `the joined replica reaches height ${target}`,
-      async () => (await heights(cluster, [3]))[0]! >= target,
-      60_000,
-      cluster,
+      async () => (await committedHeights(cluster, [3]))[0]! >= target,
+      { timeoutMs: 60_000, cluster },
     );
     // Now replica 2 stops: 0, 1 and 3 are exactly a quorum, so commits need 3's votes.
     await cluster.kill(2, "SIGTERM");
-    const before = Math.max(...(await heights(cluster, [0, 1, 3])));
-    await waitUntil(
+    const before = Math.max(...(await committedHeights(cluster, [0, 1, 3])));
+    await pollUntil(
       "commits continue with the joined replica's votes",
-      async () => Math.min(...(await heights(cluster, [0, 1, 3]))) >= before + 5,
-      60_000,
-      cluster,
+      async () => Math.min(...(await committedHeights(cluster, [0, 1, 3]))) >= before + 5,
+      { timeoutMs: 60_000, cluster },
     );
     stop.abort();
     await writer;
     assert.ok(acked.size > 0, "some writes were acknowledged during the join");
     assert.equal(new TextDecoder().decode((await getKv(cluster.urls[3]!, "early"))!), "bird");
-    await waitUntil(
+    await pollUntil(
       "replica 3 holds every acknowledged write",
       async () => {
         for (const [key, value] of acked) {
@@ -109,8 +82,7 @@ Deno.test("4 replica processes: a wiped replica joins by snapshot under client l
         }
         return true;
       },
-      30_000,
-      cluster,
+      { timeoutMs: 30_000, cluster },
     );
     const chains = await compareChains([0, 1, 3].map((i) => cluster.urls[i]!));
     assert.ok(chains.agree, JSON.stringify(chains));

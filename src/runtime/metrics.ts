@@ -111,11 +111,19 @@ export class ReplicaMetrics {
       "Total voting power of the validator set.",
       () => source.peers().totalPower,
     );
-    gauge(
-      "hotstuff_p2p_send_queue_dropped_frames",
-      "Frames dropped from full per-peer send queues since start.",
-      () => source.peers().droppedFrames,
-    );
+    // A count since start that the connections keep: a counter, fed the increase at each scrape.
+    let droppedSeen = 0;
+    new Counter({
+      name: "hotstuff_p2p_send_queue_dropped_frames_total",
+      help: "Frames dropped from full per-peer send queues.",
+      registers,
+      collect(this: Counter) {
+        const dropped = source.peers().droppedFrames;
+        if (dropped <= droppedSeen) return;
+        this.inc(dropped - droppedSeen);
+        droppedSeen = dropped;
+      },
+    });
     gauge("hotstuff_mempool_size", "Commands in the pool.", () => source.pool().commands);
     gauge(
       "hotstuff_mempool_size_bytes",
