@@ -346,12 +346,15 @@ export {
 } from "./src/state/certificate.ts";
 export {
   checkChunk,
+  type CheckedChunk,
+  type CheckedEntry,
   EMPTY_STATE_ROOT,
   type StateEntry,
   type StateProof,
   type StateProofVerdict,
   StateTree,
   StateVersion,
+  verifyChunk,
   verifyStateProof,
 } from "./src/state/tree.ts";
 export { type Checkpoint, StateService, type StateServiceOptions } from "./src/state/service.ts";

@@ -234,3 +234,53 @@ Deno.test("retention: committed Nodes older than the kept snapshots need are del
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("snapshot serving: a checkpoint whose chunks are being fetched outlives newer checkpoints, two at most", async () => {
+  const { StateService, STATE_CHECKPOINTS_KEPT, STATE_CHECKPOINTS_SERVING_MAX } = await import(
+    "../src/state/service.ts"
+  );
+  const { ValidatorSet } = await import("../src/validators.ts");
+  const { deriveSecretKey, ed25519Signer } = await import("../src/crypto.ts");
+  assert.equal(STATE_CHECKPOINTS_KEPT, 4);
+  assert.equal(STATE_CHECKPOINTS_SERVING_MAX, 2);
+  const signer = ed25519Signer(deriveSecretKey("serving-0"));
+  const state = new StateService({
+    chainId: "serving",
+    validators: new ValidatorSet([{ publicKey: signer.publicKey, power: 1 }]),
+    signer,
+    peers: [],
+    checkpointInterval: 1,
+  });
+  await state.load((async function* () {})());
+  const commit = async (height: number): Promise<void> => {
+    state.onCommit({
+      node: { height },
+      hash: new Uint8Array(32).fill(height),
+      updates: [[enc.encode(`k/${height}`), enc.encode(`v${height}`)]],
+    });
+    await state.settled();
+  };
+  const serves = (height: number): boolean => {
+    const url = new URL(`http://x/state/chunk?height=${height}&index=0`);
+    try {
+      return state.route(new Request(url), url)?.status === 200;
+    } catch {
+      return false; // 404 no-snapshot
+    }
+  };
+  const kept = (): number[] => [...Array(20).keys()].filter((h) => state.checkpoint(h) !== null);
+  for (let h = 1; h <= 4; h++) await commit(h);
+  assert.deepEqual(kept(), [1, 2, 3, 4]);
+  assert.ok(serves(1));
+  for (let h = 5; h <= 7; h++) await commit(h);
+  // 1 is being served: kept beside the last 4; 2 and 3 were not.
+  assert.deepEqual(kept(), [1, 4, 5, 6, 7]);
+  assert.ok(serves(4) && serves(5));
+  await commit(8);
+  assert.deepEqual(kept(), [1, 4, 5, 6, 7, 8]);
+  // A third served one beyond the last 4 is one too many: the oldest goes.
+  await commit(9);
+  assert.deepEqual(kept(), [4, 5, 6, 7, 8, 9]);
+  assert.equal(serves(1), false);
+  state.close();
+});

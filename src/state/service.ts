@@ -34,6 +34,7 @@ import {
   type StateRootClaim,
   stateRootSignedBytes,
 } from "./certificate.ts";
+import { encodeChunk } from "./chunk.ts";
 import { SNAPSHOT_CHUNKS, StateTree, type StateVersion } from "./tree.ts";
 
 /**
@@ -85,6 +86,14 @@ export interface StateServiceOptions {
 export const STATE_CHECKPOINT_INTERVAL = 64;
 /** Checkpoints kept (their frozen versions serve proofs and snapshots). */
 export const STATE_CHECKPOINTS_KEPT = 4;
+/**
+ * Older checkpoints also kept while a joiner fetches their chunks (one was asked for in the last
+ * {@link STATE_SERVING_KEEP_MS}): at most this many, so a slow join is not cut off by new
+ * checkpoints, and memory stays bounded (a kept version shares unchanged buckets with the tree).
+ */
+export const STATE_CHECKPOINTS_SERVING_MAX = 2;
+/** How long after its last chunk request a checkpoint counts as being served, ms. */
+export const STATE_SERVING_KEEP_MS = 30_000;
 /** How long peers are asked for their attestation of a checkpoint, ms. */
 const COLLECT_FOR_MS = 20_000;
 /** Pause between rounds of asking, ms. */
@@ -137,6 +146,8 @@ export class StateService {
   #tree = new StateTree();
   readonly #interval: number;
   readonly #checkpoints: Checkpoint[] = [];
+  /** When each kept checkpoint last served a chunk (`Date.now()`). */
+  readonly #servedAt = new WeakMap<Checkpoint, number>();
   readonly #abort = new AbortController();
   #loaded = false;
   #checkpointing: Promise<void> = Promise.resolve();
@@ -218,11 +229,32 @@ export class StateService {
     const signatures = new Map([[toHex(own.signer), own]]);
     const cp: Checkpoint = { claim, version, signatures, own };
     this.#checkpoints.push(cp);
-    if (this.#checkpoints.length > STATE_CHECKPOINTS_KEPT) this.#checkpoints.shift();
+    this.#trim();
     this.#o.log?.("state:checkpoint", { height, root: toHex(claim.root), keys: version.size });
     const oldest = this.#checkpoints[0]!.claim.height;
     this.#o.onCheckpoint?.(Math.max(1, oldest - (this.#o.historyHeights ?? 1024)));
     void this.#collect(cp);
+  }
+
+  /**
+   * Keeps the last {@link STATE_CHECKPOINTS_KEPT} checkpoints, and older ones still being served
+   * (up to {@link STATE_CHECKPOINTS_SERVING_MAX} of them).
+   */
+  #trim(): void {
+    const now = Date.now();
+    const serving = (c: Checkpoint): boolean =>
+      now - (this.#servedAt.get(c) ?? -Infinity) < STATE_SERVING_KEEP_MS;
+    for (;;) {
+      const older = this.#checkpoints.length - STATE_CHECKPOINTS_KEPT;
+      if (older <= 0) return;
+      const candidates = this.#checkpoints.slice(0, older);
+      const idle = candidates.findIndex((c) => !serving(c));
+      if (idle < 0 && older <= STATE_CHECKPOINTS_SERVING_MAX) return;
+      const dropped = this.#checkpoints.splice(Math.max(0, idle), 1)[0]!;
+      if (serving(dropped)) {
+        this.#o.log?.("state:serving-dropped", { height: dropped.claim.height });
+      }
+    }
   }
 
   /** The checkpoint at `height`, if kept. */
@@ -310,8 +342,8 @@ export class StateService {
         const index = intParam(url, "index");
         if (cp === null) throw new RouteError(404, "no-snapshot", "no checkpoint at that height");
         if (index >= SNAPSHOT_CHUNKS) throw new RouteError(400, "bad-parameter", "bad index");
-        const entries = cp.version.chunk(index).map((e) => [e.key, e.value]);
-        return cbor(encodeValue(entries));
+        this.#servedAt.set(cp, Date.now());
+        return cbor(encodeChunk(cp.version.chunk(index)));
       }
     }
     throw new RouteError(404, "not-found", `no route ${url.pathname}`);

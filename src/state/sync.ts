@@ -34,12 +34,14 @@ import {
   verifyStateCertificate,
 } from "./certificate.ts";
 import { decodeManifest } from "./service.ts";
+import { decodeChunk } from "./chunk.ts";
 import {
-  checkChunk,
+  type CheckedChunk,
   rootOfChunkHashes,
   SNAPSHOT_CHUNKS,
   type StateEntry,
   StateTree,
+  verifyChunk,
 } from "./tree.ts";
 import { decodeValue } from "../codec.ts";
 
@@ -165,6 +167,10 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
   const others = options.peers.filter((p) => !manifest.peers.includes(p));
   const good = [...manifest.peers, ...others].filter((p) => !dropped.some((d) => d.peer === p));
   options.log?.("sync:proven", { height: cert.height });
+  // Spec 15.4 step 4's history is only read and checked against the proven Node: it is fetched
+  // while the chunks are.
+  const historyFetch = fetchHistory(options, proven.node, good, drop);
+  historyFetch.catch(() => {});
   // Spec 15.4 step 3.
   const tree = new StateTree();
   let timing: Record<string, number> = {};
@@ -185,7 +191,7 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
   // Where the chunk phase's time went (ms): waiting for answers, checking, writing, the tree.
   const spent = Object.fromEntries(Object.entries(timing).map(([k, v]) => [k, Math.round(v)]));
   options.log?.("sync:chunks", { keys: tree.size, ms: spent });
-  const history = await fetchHistory(options, proven.node, good, drop);
+  const history = await historyFetch;
   options.log?.("sync:history", { nodes: history.length });
   const chain = [...history, proven.node].map((node) => ({
     node,
@@ -318,11 +324,9 @@ async function fetchChunks(
 ): Promise<Record<string, number>> {
   const max = o.chunkBytesMax ?? 16 << 20;
   let next = 0;
-  const ms = { wait: 0, check: 0, write: 0, insert: 0 };
-  const unwritten: [Uint8Array, Uint8Array][] = [];
-  const writes: Promise<void>[] = [];
-  let unwrittenBytes = 0;
-  const fetchOne = async (c: number): Promise<StateEntry[]> => {
+  const ms = { wait: 0, check: 0, write: 0, adopt: 0 };
+  const writer = new EntryWriter(o.storage, ms);
+  const fetchOne = async (c: number): Promise<CheckedChunk> => {
     for (let attempts = 1;; attempts++) {
       if (o.signal?.aborted) throw new SnapshotSyncError("aborted");
       if (peers.length === 0) throw new SnapshotSyncError("every peer failed to serve chunks");
@@ -334,54 +338,97 @@ async function fetchChunks(
       if (r === null || r.status !== 200) continue; // unreachable, or no longer kept there
       const t = performance.now();
       const got = decodeChunk(r.body);
-      const problem = got === null ? "malformed chunk" : checkChunk(c, got, hashes[c]!);
+      const verdict = got === null
+        ? { ok: false, reason: "malformed chunk" } as const
+        : verifyChunk(c, got, hashes[c]!);
       ms.check += performance.now() - t;
-      if (problem === null) return got!;
-      drop(peer, `chunk ${c}: ${problem}`);
+      if (verdict.ok) return verdict.chunk;
+      drop(peer, `chunk ${c}: ${verdict.reason}`);
       if (peers.includes(peer)) peers.splice(peers.indexOf(peer), 1);
     }
   };
-  // A window of requests; chunks are written in order, each only after it matched its hash.
-  const inFlight: Promise<StateEntry[]>[] = [];
+  // A window of requests, each answer checked as it arrives; chunks enter the tree and the
+  // store in order, each only after it matched its hash.
+  const inFlight: Promise<CheckedChunk>[] = [];
   for (let c = 0; c < Math.min(CHUNKS_IN_FLIGHT, SNAPSHOT_CHUNKS); c++) inFlight.push(fetchOne(c));
   // Failures surface in order; the ones behind the first are not left unhandled.
   for (const p of inFlight) p.catch(() => {});
-  for (let c = 0; c < SNAPSHOT_CHUNKS; c++) {
-    let t = performance.now();
-    const entries = await inFlight.shift()!;
-    ms.wait += performance.now() - t;
-    const ahead = c + CHUNKS_IN_FLIGHT;
-    if (ahead < SNAPSHOT_CHUNKS) {
-      const p = fetchOne(ahead);
-      p.catch(() => {});
-      inFlight.push(p);
-    }
-    // Written in full atomic operations (one fsync each), a chunk's worth or more at a time.
-    for (const e of entries) {
-      unwritten.push([e.key, e.value]);
-      unwrittenBytes += e.key.length + e.value.length;
-    }
-    if (unwritten.length >= WRITE_ENTRIES_MIN || unwrittenBytes >= WRITE_BYTES_MIN) {
-      unwrittenBytes = 0;
-      // A few writes in flight (distinct keys: their order does not matter before the head).
-      if (writes.length >= WRITES_IN_FLIGHT) {
-        t = performance.now();
-        await writes.shift();
-        ms.write += performance.now() - t;
+  try {
+    for (let c = 0; c < SNAPSHOT_CHUNKS; c++) {
+      let t = performance.now();
+      const chunk = await inFlight.shift()!;
+      ms.wait += performance.now() - t;
+      const ahead = c + CHUNKS_IN_FLIGHT;
+      if (ahead < SNAPSHOT_CHUNKS) {
+        const p = fetchOne(ahead);
+        p.catch(() => {});
+        inFlight.push(p);
       }
-      const w = o.storage.putStateEntries(unwritten.splice(0));
-      w.catch(() => {});
-      writes.push(w);
+      t = performance.now();
+      tree.adoptChunk(chunk);
+      ms.adopt += performance.now() - t;
+      await writer.add(chunk.entries);
     }
-    t = performance.now();
-    tree.insertChunk(entries);
-    ms.insert += performance.now() - t;
+    await writer.flush();
+  } finally {
+    await writer.settle();
   }
-  const t = performance.now();
-  writes.push(o.storage.putStateEntries(unwritten.splice(0)));
-  await Promise.all(writes);
-  ms.write += performance.now() - t;
   return ms;
+}
+
+/**
+ * Writes checked state entries in full Deno KV operations (one fsync each), at least
+ * {@link WRITE_ENTRIES_MIN} entries (or {@link WRITE_BYTES_MIN} bytes) a call, with up to
+ * {@link WRITES_IN_FLIGHT} calls in flight (distinct keys: their order does not matter before
+ * the head moves). Memory: the entries held and in flight.
+ */
+class EntryWriter {
+  readonly #storage: SnapshotStore;
+  readonly #ms: { write: number };
+  #held: StateEntry[] = [];
+  #heldBytes = 0;
+  readonly #writes: Promise<void>[] = [];
+
+  constructor(storage: SnapshotStore, ms: { write: number }) {
+    this.#storage = storage;
+    this.#ms = ms;
+  }
+
+  /** Holds `entries`; writes what is held once it is enough (waiting for a slot if needed). */
+  async add(entries: readonly StateEntry[]): Promise<void> {
+    for (const e of entries) {
+      this.#held.push(e);
+      this.#heldBytes += e.key.length + e.value.length;
+    }
+    if (this.#held.length < WRITE_ENTRIES_MIN && this.#heldBytes < WRITE_BYTES_MIN) return;
+    if (this.#writes.length >= WRITES_IN_FLIGHT) {
+      const t = performance.now();
+      await this.#writes.shift();
+      this.#ms.write += performance.now() - t;
+    }
+    this.#start();
+  }
+
+  /** Writes what is held and waits for every write. */
+  async flush(): Promise<void> {
+    if (this.#held.length > 0) this.#start();
+    const t = performance.now();
+    while (this.#writes.length > 0) await this.#writes.shift();
+    this.#ms.write += performance.now() - t;
+  }
+
+  /** Waits for the writes in flight, failed or not (before the store is cleared). */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.#writes.splice(0));
+  }
+
+  #start(): void {
+    const w = this.#storage.putStateEntries(this.#held.map((e) => [e.key, e.value] as const));
+    w.catch(() => {});
+    this.#writes.push(w);
+    this.#held = [];
+    this.#heldBytes = 0;
+  }
 }
 
 /**
@@ -428,15 +475,6 @@ function decodeNodes(body: Uint8Array): Node[] | null {
     if (!(b instanceof Uint8Array)) return null;
     const r = decodeNode(b);
     return r.ok ? r.value : null;
-  });
-}
-
-function decodeChunk(body: Uint8Array): StateEntry[] | null {
-  return decodeList(body, (e) => {
-    if (!Array.isArray(e) || e.length !== 2) return null;
-    const [key, value] = e as unknown[];
-    if (!(key instanceof Uint8Array) || !(value instanceof Uint8Array)) return null;
-    return { key, value };
   });
 }
 

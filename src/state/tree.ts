@@ -16,6 +16,7 @@
  * @module
  */
 import { sha256Bytes } from "../crypto.ts";
+import { assert } from "../errors.ts";
 import { bytesCompare, bytesEqual, type Hash } from "../types.ts";
 
 /** Depth of the tree: 12 levels above the buckets. */
@@ -252,6 +253,8 @@ export class StateTree {
   /** Heap of hashes: node `i` at bytes `32 i`; node 1 is the root, buckets at 4096 + b. */
   #hashes = new Uint8Array(32 * 2 * STATE_BUCKETS);
   #dirty = new Set<number>();
+  /** Inner nodes to rehash whose children are up to date (above adopted chunks). */
+  #innerDirty = new Set<number>();
   /** The last {@link StateTree.freezeAsync}, and how many are pending. */
   #last: Promise<unknown> = Promise.resolve();
   #pending = 0;
@@ -281,6 +284,24 @@ export class StateTree {
     for (const e of entries) this.#set(e.key, e.value);
   }
 
+  /**
+   * Takes a chunk {@link verifyChunk} accepted into a tree whose buckets of that chunk are empty
+   * (a snapshot install): its buckets and their hashes as they are, so nothing of it is hashed
+   * again; only the inner nodes above it are, at the next {@link StateTree.root}.
+   */
+  adoptChunk(chunk: CheckedChunk): void {
+    const first = chunk.index * BUCKETS_PER_CHUNK;
+    for (let i = 0; i < BUCKETS_PER_CHUNK; i++) {
+      const b = first + i;
+      assert(this.#buckets[b] === undefined && !this.#dirty.has(b), "adoptChunk: bucket in use");
+      const entries = chunk.entries.slice(chunk.bucketStarts[i]!, chunk.bucketStarts[i + 1]!);
+      if (entries.length > 0) this.#buckets[b] = entries;
+      this.#hashes.set(chunk.bucketHashes[i]!, 32 * (STATE_BUCKETS + b));
+      this.#innerDirty.add((STATE_BUCKETS + b) >> 1);
+    }
+    this.#keys += chunk.entries.length;
+  }
+
   #set(key: Uint8Array, value: Uint8Array | null): void {
     const b = bucketOf(key);
     const old = this.#buckets[b] ?? EMPTY_BUCKET;
@@ -306,16 +327,21 @@ export class StateTree {
 
   /** The root hash (rehashes what changed since the last call). */
   root(): Hash {
-    this.#assertIdle();
-    rehashSlice(this.#buckets, this.#hashes, { buckets: this.#dirty, inner: new Set() }, Infinity);
+    this.#rehash();
     return this.#hashes.slice(32, 64);
   }
 
   /** A frozen version of the current state (copies the hash heap, shares the entries). */
   freeze(): StateVersion {
-    this.#assertIdle();
-    rehashSlice(this.#buckets, this.#hashes, { buckets: this.#dirty, inner: new Set() }, Infinity);
+    this.#rehash();
     return new StateVersion(this.#buckets.slice(), this.#hashes.slice(), this.#keys);
+  }
+
+  #rehash(): void {
+    this.#assertIdle();
+    const work = { buckets: this.#dirty, inner: this.#innerDirty };
+    rehashSlice(this.#buckets, this.#hashes, work, Infinity);
+    this.#innerDirty = work.inner;
   }
 
   /**
@@ -327,13 +353,15 @@ export class StateTree {
   freezeAsync(sliceMs = 5): Promise<StateVersion> {
     const buckets = this.#buckets.slice();
     const dirty = this.#dirty;
+    const inner = this.#innerDirty;
     const keys = this.#keys;
     this.#dirty = new Set();
+    this.#innerDirty = new Set();
     this.#pending++;
     const done = this.#last.then(async () => {
       // The heap now holds the previous version's hashes; `dirty` is what changed since.
       const hashes = this.#hashes.slice();
-      const work = { buckets: dirty, inner: new Set<number>() };
+      const work = { buckets: dirty, inner };
       while (!rehashSlice(buckets, hashes, work, sliceMs)) {
         await new Promise((r) => setTimeout(r, 0));
       }
@@ -470,9 +498,111 @@ export function rootOfChunkHashes(chunkHashes: readonly Hash[]): Hash | null {
 }
 
 /**
+ * A snapshot chunk that {@link verifyChunk} accepted: its entries with their value hashes, and
+ * its buckets' hashes, ready for {@link StateTree.adoptChunk} (nothing is hashed twice).
+ *
+ * @example
+ * ```ts
+ * import { StateTree, verifyChunk } from "./tree.ts";
+ * const tree = new StateTree();
+ * tree.apply([[new TextEncoder().encode("k/a"), new Uint8Array([1])]]);
+ * const v = tree.freeze();
+ * const r = verifyChunk(0, v.chunk(0), v.chunkHashes()[0]!);
+ * if (r.ok) console.log(r.chunk.entries.length, r.chunk.bucketHashes.length); // n, 16
+ * ```
+ */
+export interface CheckedChunk {
+  /** The chunk's index. */
+  readonly index: number;
+  /** Its entries, by bucket then key. */
+  readonly entries: readonly CheckedEntry[];
+  /** Where bucket `i` of the chunk starts in `entries` (17 offsets, the last is the count). */
+  readonly bucketStarts: readonly number[];
+  /** The hashes of its {@link BUCKETS_PER_CHUNK} buckets. */
+  readonly bucketHashes: readonly Hash[];
+}
+
+/**
+ * A state entry with the hash of its value.
+ *
+ * @example
+ * ```ts
+ * import type { CheckedEntry } from "./tree.ts";
+ * declare const e: CheckedEntry;
+ * console.log(e.key, e.value, e.valueHash.length); // 32
+ * ```
+ */
+export interface CheckedEntry extends StateEntry {
+  /** `H(value)`. */
+  readonly valueHash: Hash;
+}
+
+/**
  * Checks that `entries` are exactly chunk `index` of a state whose chunk hash is `expected`:
  * every key in the chunk's buckets, ascending by bucket then strictly by key, and the subtree
- * they make hashes to `expected`. Returns null when they do, or the reason they do not.
+ * they make hashes to `expected`. Each value is hashed once; the result keeps the hashes.
+ *
+ * @example
+ * ```ts
+ * import { StateTree, verifyChunk } from "./tree.ts";
+ * const tree = new StateTree();
+ * tree.apply([[new TextEncoder().encode("k/a"), new Uint8Array([1])]]);
+ * const v = tree.freeze();
+ * verifyChunk(0, v.chunk(0), v.chunkHashes()[0]!).ok; // true: chunk 0 is intact
+ * ```
+ */
+export function verifyChunk(
+  index: number,
+  entries: readonly StateEntry[],
+  expected: Hash,
+): { readonly ok: true; readonly chunk: CheckedChunk } | {
+  readonly ok: false;
+  readonly reason: string;
+} {
+  const fail = (reason: string) => ({ ok: false, reason }) as const;
+  if (!Number.isInteger(index) || index < 0 || index >= SNAPSHOT_CHUNKS) {
+    return fail("bad chunk index");
+  }
+  const first = index * BUCKETS_PER_CHUNK;
+  const checked: CheckedEntry[] = [];
+  const bucketStarts: number[] = [0];
+  let prevBucket = first;
+  let prevKey: Uint8Array | null = null;
+  for (const e of entries) {
+    if (e.key.length === 0 || e.key.length > STATE_KEY_BYTES_MAX) return fail("bad key length");
+    const b = bucketOf(e.key);
+    if (b < first || b >= first + BUCKETS_PER_CHUNK) return fail("a key outside the chunk");
+    if (b < prevBucket) return fail("entries not in bucket order");
+    if (b === prevBucket && prevKey !== null && bytesCompare(prevKey, e.key) >= 0) {
+      return fail("entries not strictly sorted");
+    }
+    // Buckets between the previous entry's and this one's are empty.
+    for (; prevBucket < b; prevBucket++) bucketStarts.push(checked.length);
+    prevKey = e.key;
+    checked.push({ key: e.key, value: e.value, valueHash: sha256Bytes(e.value) });
+  }
+  while (bucketStarts.length <= BUCKETS_PER_CHUNK) bucketStarts.push(checked.length);
+  const bucketHashes: Hash[] = [];
+  for (let i = 0; i < BUCKETS_PER_CHUNK; i++) {
+    const start = bucketStarts[i]!;
+    const end = bucketStarts[i + 1]!;
+    if (start === end) bucketHashes.push(EMPTY_BUCKET_HASH);
+    else bucketHashes.push(bucketHash(checked.slice(start, end).map((e) => [e.key, e.valueHash])));
+  }
+  let level = bucketHashes;
+  while (level.length > 1) {
+    const up: Hash[] = [];
+    for (let i = 0; i < level.length; i += 2) up.push(innerHash(level[i]!, level[i + 1]!));
+    level = up;
+  }
+  if (!bytesEqual(level[0]!, expected)) return fail("chunk hash mismatch");
+  return { ok: true, chunk: { index, entries: checked, bucketStarts, bucketHashes } };
+}
+
+/**
+ * Checks that `entries` are exactly chunk `index` of a state whose chunk hash is `expected`
+ * ({@link verifyChunk}, keeping only the verdict). Returns null when they do, or the reason they
+ * do not.
  *
  * @example
  * ```ts
@@ -488,28 +618,6 @@ export function checkChunk(
   entries: readonly StateEntry[],
   expected: Hash,
 ): string | null {
-  if (!Number.isInteger(index) || index < 0 || index >= SNAPSHOT_CHUNKS) return "bad chunk index";
-  const first = index * BUCKETS_PER_CHUNK;
-  const buckets: [Uint8Array, Hash][][] = Array.from({ length: BUCKETS_PER_CHUNK }, () => []);
-  let prevBucket = -1;
-  let prevKey: Uint8Array | null = null;
-  for (const e of entries) {
-    if (e.key.length === 0 || e.key.length > STATE_KEY_BYTES_MAX) return "bad key length";
-    const b = bucketOf(e.key);
-    if (b < first || b >= first + BUCKETS_PER_CHUNK) return "a key outside the chunk";
-    if (b < prevBucket) return "entries not in bucket order";
-    if (b === prevBucket && prevKey !== null && bytesCompare(prevKey, e.key) >= 0) {
-      return "entries not strictly sorted";
-    }
-    prevBucket = b;
-    prevKey = e.key;
-    buckets[b - first]!.push([e.key, sha256Bytes(e.value)]);
-  }
-  let level = buckets.map((l) => l.length === 0 ? EMPTY_BUCKET_HASH : bucketHash(l));
-  while (level.length > 1) {
-    const up: Hash[] = [];
-    for (let i = 0; i < level.length; i += 2) up.push(innerHash(level[i]!, level[i + 1]!));
-    level = up;
-  }
-  return bytesEqual(level[0]!, expected) ? null : "chunk hash mismatch";
+  const r = verifyChunk(index, entries, expected);
+  return r.ok ? null : r.reason;
 }
