@@ -166,6 +166,7 @@ export {
   type DenoKvOptions,
   DenoKvStorage,
   type FinalCommitStep,
+  type SnapshotBucket,
 } from "./src/storage/deno_kv.ts";
 export {
   type Adversary,

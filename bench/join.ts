@@ -56,6 +56,8 @@ export interface JoinOutcome {
   /** Join by state sync: start to caught up, ms, and the install as logged. */
   readonly syncMs: number | null;
   readonly syncInstall: Record<string, unknown> | null;
+  /** The last join by state sync: when each step of the joiner's log came, ms after its start. */
+  readonly syncSteps: Record<string, number>;
   /** Every join by state sync of the run, ms (`syncMs` is the last). */
   readonly syncRunsMs: readonly (number | null)[];
   /** Join by replay: start to caught up, ms; null when not caught up within the cap. */
@@ -101,8 +103,12 @@ export async function runJoin(options: JoinOptions): Promise<JoinOutcome> {
       return r?.status === 200;
     });
     options.log(`j: chain of ${options.nodes} Nodes ready in ${Math.round(setupMs)} ms; joining`);
-    const syncs: { ms: number | null; target: number; install: Record<string, unknown> | null }[] =
-      [];
+    const syncs: {
+      ms: number | null;
+      target: number;
+      steps: Record<string, number>;
+      install: Record<string, unknown> | null;
+    }[] = [];
     for (let run = 0; run < (options.syncRuns ?? 1); run++) {
       if (run > 0) {
         await cluster.kill(3, "SIGTERM");
@@ -117,8 +123,10 @@ export async function runJoin(options: JoinOptions): Promise<JoinOutcome> {
           options.log(`j: replica 3: ${l.slice(0, 400)}`);
         }
       }
+      const steps = phases(log, sync.startedAt);
+      options.log(`j: steps (ms after start): ${JSON.stringify(steps)}`);
       options.log(`j: joined by state sync in ${sync.ms} ms (load ${await loadAverage()})`);
-      syncs.push({ ...sync, install: line === undefined ? null : JSON.parse(line) });
+      syncs.push({ ...sync, steps, install: line === undefined ? null : JSON.parse(line) });
     }
     await cluster.kill(3, "SIGTERM");
     await cluster.wipe(3);
@@ -134,6 +142,7 @@ export async function runJoin(options: JoinOptions): Promise<JoinOutcome> {
       syncMs: last.ms,
       syncRunsMs: syncs.map((s) => s.ms),
       syncInstall: last.install,
+      syncSteps: last.steps,
       replayMs: replay.ms,
       replayHeight: replay.height,
       targets: [last.target, replay.target],
@@ -195,17 +204,30 @@ async function join(
   cluster: ProcessCluster,
   args: readonly string[],
   capMs: number,
-): Promise<{ ms: number | null; target: number; height: number }> {
+): Promise<{ ms: number | null; target: number; height: number; startedAt: number }> {
   const target = Math.max(...await heights(cluster, [0, 1, 2]));
   const t0 = performance.now();
+  const startedAt = Date.now();
   cluster.start(3, args);
   let height = -1;
   while (performance.now() - t0 < capMs) {
     height = (await heights(cluster, [3]))[0]!;
-    if (height >= target) return { ms: Math.round(performance.now() - t0), target, height };
+    if (height >= target) {
+      return { ms: Math.round(performance.now() - t0), target, height, startedAt };
+    }
     await sleep(50);
   }
-  return { ms: null, target, height };
+  return { ms: null, target, height, startedAt };
+}
+
+/** When each step of the joiner's log came, ms after its process was started. */
+function phases(log: string, startedAt: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of log.split("\n")) {
+    const m = /"time":"([^"]+)","level":"\w+","event":"((?:sync|replica):[\w-]+)"/.exec(line);
+    if (m !== null) out[m[2]!] = Date.parse(m[1]!) - startedAt;
+  }
+  return out;
 }
 
 async function heights(cluster: ProcessCluster, which: readonly number[]): Promise<number[]> {

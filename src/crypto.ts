@@ -353,16 +353,17 @@ function sha256Short(data: Uint8Array): Uint8Array {
   // Padding: 0x80, zeros, the length in bits (big-endian, 64 bits; inputs here are short).
   const rest = n - whole;
   const tail = rest < 56 ? 64 : 128;
-  sha256Tail.fill(0);
-  sha256Tail.set(data.subarray(whole), 0);
-  sha256Tail[rest] = 0x80;
+  const t = sha256Tail;
+  for (let i = 0; i < rest; i++) t[i] = data[whole + i]!;
+  t[rest] = 0x80;
+  for (let i = rest + 1; i < tail - 4; i++) t[i] = 0;
   const bits = n * 8;
-  sha256Tail[tail - 4] = bits >>> 24;
-  sha256Tail[tail - 3] = bits >>> 16;
-  sha256Tail[tail - 2] = bits >>> 8;
-  sha256Tail[tail - 1] = bits;
-  sha256Block(sha256Tail, 0);
-  if (tail === 128) sha256Block(sha256Tail, 64);
+  t[tail - 4] = bits >>> 24;
+  t[tail - 3] = bits >>> 16;
+  t[tail - 2] = bits >>> 8;
+  t[tail - 1] = bits;
+  sha256Block(t, 0);
+  if (tail === 128) sha256Block(t, 64);
   const out = new Uint8Array(32);
   for (let i = 0; i < 8; i++) {
     const x = sha256H[i]!;

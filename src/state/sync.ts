@@ -24,7 +24,7 @@ import type { Verifier } from "../crypto.ts";
 import { decodeCommitProof, verifyCommitProof } from "../light/commit_proof.ts";
 import { readBodyLimited } from "../net/http.ts";
 import type { SafetyState, Storage } from "../storage/storage.ts";
-import type { DenoKvStorage } from "../storage/deno_kv.ts";
+import type { DenoKvStorage, SnapshotBucket } from "../storage/deno_kv.ts";
 import type { Hash, Node, QuorumCertificate } from "../types.ts";
 import { bytesEqual, toHex } from "../types.ts";
 import type { ValidatorSet } from "../validators.ts";
@@ -36,10 +36,10 @@ import {
 import { decodeManifest } from "./service.ts";
 import { decodeChunk } from "./chunk.ts";
 import {
+  BUCKETS_PER_CHUNK,
   type CheckedChunk,
   rootOfChunkHashes,
   SNAPSHOT_CHUNKS,
-  type StateEntry,
   StateTree,
   verifyChunk,
 } from "./tree.ts";
@@ -52,7 +52,7 @@ export type SnapshotStore =
     DenoKvStorage,
     | "snapshotMarker"
     | "beginSnapshot"
-    | "putStateEntries"
+    | "putSnapshotState"
     | "clearSnapshot"
     | "installSnapshotChain"
     | "endSnapshot"
@@ -61,7 +61,7 @@ export type SnapshotStore =
 /** True when `storage` can install snapshots. */
 export function isSnapshotStore(storage: Storage): storage is SnapshotStore {
   const s = storage as Partial<SnapshotStore>;
-  return typeof s.beginSnapshot === "function" && typeof s.putStateEntries === "function" &&
+  return typeof s.beginSnapshot === "function" && typeof s.putSnapshotState === "function" &&
     typeof s.snapshotMarker === "function" && typeof s.clearSnapshot === "function" &&
     typeof s.endSnapshot === "function" && typeof s.installSnapshotChain === "function";
 }
@@ -307,11 +307,14 @@ async function provenNode(
 
 /** Chunk requests in flight at once (memory while fetching: this many chunks). */
 const CHUNKS_IN_FLIGHT = 8;
-/** Checked entries held before they are written (a Deno KV operation holds up to 990). */
-const WRITE_ENTRIES_MIN = 2_970;
+/**
+ * Checked chunks held before they are written: 32 chunks are 512 buckets, about one Deno KV
+ * operation of packed state (`DenoKvStorage.putSnapshotState`) while buckets are small.
+ */
+const WRITE_CHUNKS_MIN = 32;
 /** ... or this many bytes of keys and values. */
-const WRITE_BYTES_MIN = 4 << 20;
-/** State writes in flight at once (memory: this many times `WRITE_ENTRIES_MIN` entries). */
+const WRITE_BYTES_MIN = 512 << 10;
+/** State writes in flight at once. */
 const WRITES_IN_FLIGHT = 3;
 
 async function fetchChunks(
@@ -367,7 +370,7 @@ async function fetchChunks(
       t = performance.now();
       tree.adoptChunk(chunk);
       ms.adopt += performance.now() - t;
-      await writer.add(chunk.entries);
+      await writer.add(chunk);
     }
     await writer.flush();
   } finally {
@@ -377,15 +380,16 @@ async function fetchChunks(
 }
 
 /**
- * Writes checked state entries in full Deno KV operations (one fsync each), at least
- * {@link WRITE_ENTRIES_MIN} entries (or {@link WRITE_BYTES_MIN} bytes) a call, with up to
- * {@link WRITES_IN_FLIGHT} calls in flight (distinct keys: their order does not matter before
- * the head moves). Memory: the entries held and in flight.
+ * Writes checked chunks, whole chunks at a time, at least {@link WRITE_CHUNKS_MIN} chunks (or
+ * {@link WRITE_BYTES_MIN} bytes) a call, with up to {@link WRITES_IN_FLIGHT} calls in flight
+ * (distinct buckets: their order does not matter before the head moves). Memory: the entries
+ * held and in flight (views into answers the tree keeps anyway).
  */
 class EntryWriter {
   readonly #storage: SnapshotStore;
   readonly #ms: { write: number };
-  #held: StateEntry[] = [];
+  #held: SnapshotBucket[] = [];
+  #heldChunks = 0;
   #heldBytes = 0;
   readonly #writes: Promise<void>[] = [];
 
@@ -394,13 +398,16 @@ class EntryWriter {
     this.#ms = ms;
   }
 
-  /** Holds `entries`; writes what is held once it is enough (waiting for a slot if needed). */
-  async add(entries: readonly StateEntry[]): Promise<void> {
-    for (const e of entries) {
-      this.#held.push(e);
-      this.#heldBytes += e.key.length + e.value.length;
+  /** Holds a chunk's entries; writes what is held once it is enough (waiting for a slot). */
+  async add(chunk: CheckedChunk): Promise<void> {
+    const first = chunk.index * BUCKETS_PER_CHUNK;
+    for (let i = 0; i < BUCKETS_PER_CHUNK; i++) {
+      const entries = chunk.entries.slice(chunk.bucketStarts[i], chunk.bucketStarts[i + 1]);
+      if (entries.length > 0) this.#held.push({ bucket: first + i, entries });
     }
-    if (this.#held.length < WRITE_ENTRIES_MIN && this.#heldBytes < WRITE_BYTES_MIN) return;
+    for (const e of chunk.entries) this.#heldBytes += e.key.length + e.value.length;
+    this.#heldChunks++;
+    if (this.#heldChunks < WRITE_CHUNKS_MIN && this.#heldBytes < WRITE_BYTES_MIN) return;
     if (this.#writes.length >= WRITES_IN_FLIGHT) {
       const t = performance.now();
       await this.#writes.shift();
@@ -423,10 +430,11 @@ class EntryWriter {
   }
 
   #start(): void {
-    const w = this.#storage.putStateEntries(this.#held.map((e) => [e.key, e.value] as const));
+    const w = this.#storage.putSnapshotState(this.#held);
     w.catch(() => {});
     this.#writes.push(w);
     this.#held = [];
+    this.#heldChunks = 0;
     this.#heldBytes = 0;
   }
 }

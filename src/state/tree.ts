@@ -110,16 +110,29 @@ export function bucketOf(key: Uint8Array): number {
  * byte order of keys.
  */
 export function bucketHash(entries: readonly (readonly [Uint8Array, Hash])[]): Hash {
+  const list = entries.map(([key, valueHash]) => ({ key, value: EMPTY_VALUE, valueHash }));
+  return entriesHash(list, 0, list.length);
+}
+
+const EMPTY_VALUE = new Uint8Array(0);
+
+/**
+ * {@link bucketHash} of `entries[start..end)`, each value hashed only when its hash is not
+ * known yet (and then kept in the entry).
+ */
+function entriesHash(entries: readonly Entry[], start: number, end: number): Hash {
   let size = 1;
-  for (const [k] of entries) size += 2 + k.length + 32;
+  for (let i = start; i < end; i++) size += 2 + entries[i]!.key.length + 32;
   const b = new Uint8Array(size);
   b[0] = 0x01;
   let at = 1;
-  for (const [k, vh] of entries) {
+  for (let i = start; i < end; i++) {
+    const e = entries[i]!;
+    const k = e.key;
     b[at] = k.length >> 8;
     b[at + 1] = k.length & 0xff;
     b.set(k, at + 2);
-    b.set(vh, at + 2 + k.length);
+    b.set(e.valueHash ??= sha256Bytes(e.value), at + 2 + k.length);
     at += 2 + k.length + 32;
   }
   return sha256Bytes(b);
@@ -399,8 +412,7 @@ function rehashSlice(
   const dirty = work.buckets;
   for (const b of dirty) {
     const bucket = buckets[b] ?? EMPTY_BUCKET;
-    const pairs = bucket.map((e) => [e.key, e.valueHash ??= sha256Bytes(e.value)] as const);
-    hashes.set(bucketHash(pairs), 32 * (STATE_BUCKETS + b));
+    hashes.set(entriesHash(bucket, 0, bucket.length), 32 * (STATE_BUCKETS + b));
     work.inner.add((STATE_BUCKETS + b) >> 1);
     dirty.delete(b);
     if (performance.now() - started > sliceMs) return false;
@@ -564,7 +576,7 @@ export function verifyChunk(
     return fail("bad chunk index");
   }
   const first = index * BUCKETS_PER_CHUNK;
-  const checked: CheckedEntry[] = [];
+  const checked: Entry[] = [];
   const bucketStarts: number[] = [0];
   let prevBucket = first;
   let prevKey: Uint8Array | null = null;
@@ -579,15 +591,15 @@ export function verifyChunk(
     // Buckets between the previous entry's and this one's are empty.
     for (; prevBucket < b; prevBucket++) bucketStarts.push(checked.length);
     prevKey = e.key;
-    checked.push({ key: e.key, value: e.value, valueHash: sha256Bytes(e.value) });
+    checked.push({ key: e.key, value: e.value, valueHash: null });
   }
   while (bucketStarts.length <= BUCKETS_PER_CHUNK) bucketStarts.push(checked.length);
+  // Each value is hashed here, once, and its hash kept for the tree.
   const bucketHashes: Hash[] = [];
   for (let i = 0; i < BUCKETS_PER_CHUNK; i++) {
     const start = bucketStarts[i]!;
     const end = bucketStarts[i + 1]!;
-    if (start === end) bucketHashes.push(EMPTY_BUCKET_HASH);
-    else bucketHashes.push(bucketHash(checked.slice(start, end).map((e) => [e.key, e.valueHash])));
+    bucketHashes.push(start === end ? EMPTY_BUCKET_HASH : entriesHash(checked, start, end));
   }
   let level = bucketHashes;
   while (level.length > 1) {
@@ -596,7 +608,9 @@ export function verifyChunk(
     level = up;
   }
   if (!bytesEqual(level[0]!, expected)) return fail("chunk hash mismatch");
-  return { ok: true, chunk: { index, entries: checked, bucketStarts, bucketHashes } };
+  // Every entry's valueHash is set now.
+  const entriesOut = checked as CheckedEntry[];
+  return { ok: true, chunk: { index, entries: entriesOut, bucketStarts, bucketHashes } };
 }
 
 /**
