@@ -8,7 +8,13 @@ import assert from "node:assert/strict";
 import { decodeValue, encodeValue } from "../src/codec.ts";
 import { type Replica, type ReplicaOptions, startReplica } from "../src/runtime/replica.ts";
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
-import { recoverSnapshotInstall, SnapshotSyncError, syncSnapshot } from "../src/state/sync.ts";
+import {
+  recoverSnapshotInstall,
+  type SnapshotStore,
+  SnapshotSyncError,
+  syncSnapshot,
+} from "../src/state/sync.ts";
+import { AUTH_HEADER, signRequest } from "../src/net/admission.ts";
 import { kvMachine, kvStateKey } from "../examples/kv_store/app.ts";
 import { kvRoutes } from "../examples/kv_store/routes.ts";
 import { type InProcessCluster, startInProcessCluster, waitUntil } from "./support/cluster.ts";
@@ -40,6 +46,19 @@ function proxy(
 
 function height(cluster: InProcessCluster, i: number): number {
   return (cluster.replicas[i]!.status().committed as { height: number }).height;
+}
+
+/** Waits until replica `i` offers a certified snapshot and has committed `minHeight`. */
+async function certifiedSnapshot(
+  cluster: InProcessCluster,
+  i: number,
+  minHeight: number,
+): Promise<void> {
+  await waitUntil("a certified checkpoint", async () => {
+    const r = await fetch(`${cluster.peers[i]!.httpUrl}/state/snapshot`);
+    await r.body?.cancel();
+    return r.status === 200 && height(cluster, i) >= minHeight;
+  }, 30_000);
 }
 
 async function writeKeys(cluster: InProcessCluster, n: number, prefix: string): Promise<void> {
@@ -103,11 +122,7 @@ Deno.test("a wiped replica joins by snapshot past a peer serving bad chunks and 
   let joined: Replica | null = null;
   try {
     await writeKeys(cluster, 300, "a");
-    await waitUntil("a certified checkpoint", async () => {
-      const r = await fetch(`${cluster.peers[2]!.httpUrl}/state/snapshot`);
-      await r.body?.cancel();
-      return r.status === 200 && height(cluster, 2) >= 16;
-    }, 30_000);
+    await certifiedSnapshot(cluster, 2, 16);
     const peers = cluster.peers.map((p, i) =>
       i === 0 ? { ...p, httpUrl: badChunks.url } : i === 1 ? { ...p, httpUrl: badManifest.url } : p
     );
@@ -283,4 +298,86 @@ Deno.test("snapshot serving: a checkpoint whose chunks are being fetched outlive
   assert.deepEqual(kept(), [4, 5, 6, 7, 8, 9]);
   assert.equal(serves(1), false);
   state.close();
+});
+
+Deno.test("snapshot install: a crash while the state, the history or the head is written is undone at the next start (or finished, once the head is in)", async () => {
+  const cluster = await startInProcessCluster({
+    chainId: "state-sync-cut",
+    validators: 4,
+    run: [0, 1, 2],
+    stateCheckpointInterval: 8,
+  });
+  const dir = await Deno.makeTempDir({ prefix: "state-sync-cut-" });
+  const signer = cluster.signers[3]!;
+  const authorize = async (method: string, url: URL) => ({
+    [AUTH_HEADER]: await signRequest(signer, { chainId: cluster.chainId, method, url }),
+  });
+  class Crash extends Error {}
+  try {
+    await writeKeys(cluster, 300, "c");
+    await certifiedSnapshot(cluster, 0, 24);
+    const sync = (storage: SnapshotStore) =>
+      syncSnapshot({
+        chainId: cluster.chainId,
+        validators: cluster.validators,
+        peers: cluster.peers.slice(0, 3).map((p) => p.httpUrl),
+        storage,
+        authorize,
+      });
+    for (const cut of ["state", "history", "head", "end"] as const) {
+      const path = `${dir}/${cut}.kv`;
+      const store = await DenoKvStorage.open(path);
+      let dead = false;
+      const crash = (): never => {
+        dead = true;
+        throw new Crash(`power cut (${cut})`);
+      };
+      let states = 0;
+      // The store dies at the cut: that call and every later one fail, so nothing is cleaned up.
+      const dying = new Proxy(store, {
+        get(target, name) {
+          const value = Reflect.get(target, name, target);
+          if (typeof value !== "function") return value;
+          return (...args: unknown[]) => {
+            if (dead) crash();
+            if (name === "putSnapshotState" && cut === "state" && ++states === 2) crash();
+            if (name === "installSnapshotChain" && cut === "history") crash();
+            const commitsHead = name === "write" &&
+              ((args[0] as { commits?: unknown[] }).commits?.length ?? 0) > 0;
+            if (commitsHead && cut === "head") crash();
+            if (name === "endSnapshot" && cut === "end") crash();
+            return value.apply(target, args);
+          };
+        },
+      }) as DenoKvStorage;
+      await assert.rejects(sync(dying), Crash);
+      await store.close();
+      const again = await DenoKvStorage.open(path);
+      const marker = await again.snapshotMarker();
+      assert.ok(marker !== null, `${cut}: the marker is left`);
+      // The history lands while the chunks are fetched, with the head below the marker's height.
+      const cutHead = (await again.committedHead())?.height ?? null;
+      const expected = { state: null, history: null, head: marker - 1, end: marker }[cut];
+      if (cut !== "state") assert.equal(cutHead, expected, `${cut}: head at the cut`);
+      await recoverSnapshotInstall(again);
+      assert.equal(await again.snapshotMarker(), null, cut);
+      const key = kvStateKey(enc.encode("c-0"));
+      if (cut === "end") {
+        // The head reached the snapshot's Node: the install was whole; only the marker was left.
+        assert.equal((await again.committedHead())?.height, marker, cut);
+        assert.deepEqual(await again.getState(key), enc.encode("value-0"), cut);
+      } else {
+        assert.equal(await again.committedHead(), null, `${cut}: no head`);
+        assert.equal(await again.getState(key), null, `${cut}: no state`);
+        // A second, complete install into the recovered store.
+        const r = await sync(again);
+        assert.deepEqual(await again.getState(key), enc.encode("value-0"), `${cut}: installed`);
+        assert.equal((await again.committedHead())?.height, r.height, cut);
+      }
+      await again.close();
+    }
+  } finally {
+    await cluster.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
 });

@@ -552,7 +552,11 @@ export class Replica implements NodeTreeView {
     const pool = this.mempool;
     // Spec 15.4 step 5: the Engine opens on the installed head and catches up from there.
     const stateSync = o.stateSync === true;
-    await prepareState(this.state, { ...this.#stateOptions(), stateSync, signal: o.signal });
+    const installed = await prepareState(this.state, {
+      ...this.#stateOptions(),
+      stateSync,
+      signal: o.signal,
+    });
     const base = o.app ?? pool!.application;
     const app = withStateTree(
       this.#withCommitCallback(
@@ -569,6 +573,7 @@ export class Replica implements NodeTreeView {
         this.#o.storage,
         pool.limits.commandHorizon,
         (read, total) => ticker.tick({ read, total }),
+        installed ?? undefined,
       );
       await pool.restore(restore);
     }

@@ -9,7 +9,7 @@
 import type { Application } from "../app.ts";
 import type { Signer, Verifier } from "../crypto.ts";
 import type { DenoKvStorage } from "../storage/deno_kv.ts";
-import type { Storage } from "../storage/storage.ts";
+import type { Storage, StoredNode } from "../storage/storage.ts";
 import type { PublicKey } from "../types.ts";
 import type { ValidatorSet } from "../validators.ts";
 import { StateService } from "./service.ts";
@@ -82,14 +82,16 @@ export function createStateService(o: StateRuntimeOptions): StateService | null 
 /**
  * Before the Engine opens: finishes or undoes an install cut by a crash, joins by snapshot when
  * asked and the store has no committed Node (falling back to replay when no peer offers a
- * verifiable snapshot), and builds the state tree from the store otherwise.
+ * verifiable snapshot), and builds the state tree from the store otherwise. Resolves to the
+ * committed Nodes a snapshot install wrote (ascending, the head last), or null without one.
  */
 export async function prepareState(
   state: StateService | null,
   o: StateRuntimeOptions & { readonly stateSync: boolean; readonly signal?: AbortSignal },
-): Promise<void> {
+): Promise<readonly StoredNode[] | null> {
   await recoverSnapshotInstall(o.storage);
-  if (state === null) return;
+  if (state === null) return null;
+  let installed: readonly StoredNode[] | null = null;
   const storage = o.storage;
   if (o.stateSync && isSnapshotStore(storage) && await storage.committedHead() === null) {
     const t0 = performance.now();
@@ -106,6 +108,7 @@ export async function prepareState(
         historyHeights: o.historyHeights,
       });
       state.adopt(r.tree);
+      installed = r.chain;
       o.log("info", "sync:installed", {
         height: r.height,
         keys: r.keys,
@@ -118,6 +121,7 @@ export async function prepareState(
     }
   }
   if (!state.loaded) await state.load(storage.stateEntries!());
+  return installed;
 }
 
 /** `app`, whose commits also go to the state tree. */

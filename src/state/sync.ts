@@ -23,7 +23,7 @@ import { decodeNode, genesisQC, nodeHash } from "../codec.ts";
 import type { Verifier } from "../crypto.ts";
 import { decodeCommitProof, verifyCommitProof } from "../light/commit_proof.ts";
 import { readBodyLimited } from "../net/http.ts";
-import type { SafetyState, Storage } from "../storage/storage.ts";
+import type { SafetyState, Storage, StoredNode } from "../storage/storage.ts";
 import type { DenoKvStorage, SnapshotBucket } from "../storage/deno_kv.ts";
 import type { Hash, Node, QuorumCertificate } from "../types.ts";
 import { bytesEqual, toHex } from "../types.ts";
@@ -110,6 +110,8 @@ export interface SnapshotSyncResult {
   readonly keys: number;
   /** The installed state's tree (for {@link StateService.adopt}). */
   readonly tree: StateTree;
+  /** The committed Nodes installed, ascending: the history and the snapshot's Node last. */
+  readonly chain: readonly StoredNode[];
   /** Peers dropped for bad answers, with the reason. */
   readonly dropped: readonly { readonly peer: string; readonly reason: string }[];
 }
@@ -167,43 +169,10 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
   const others = options.peers.filter((p) => !manifest.peers.includes(p));
   const good = [...manifest.peers, ...others].filter((p) => !dropped.some((d) => d.peer === p));
   options.log?.("sync:proven", { height: cert.height });
-  // Spec 15.4 step 4's history is only read and checked against the proven Node: it is fetched
-  // while the chunks are.
-  const historyFetch = fetchHistory(options, proven.node, good, drop);
-  historyFetch.catch(() => {});
-  // Spec 15.4 step 3.
+  // Spec 15.4 steps 3 and 4.
   const tree = new StateTree();
-  let timing: Record<string, number> = {};
   await options.storage.beginSnapshot(cert.height);
-  try {
-    timing = await fetchChunks(options, tree, manifest.chunkHashes, cert.height, good, drop);
-  } catch (e) {
-    await options.storage.clearSnapshot();
-    throw e;
-  }
-  // Each chunk matched its hash and the hashes fold to the root: so does the whole.
-  if (!bytesEqual(tree.root(), cert.root)) {
-    await options.storage.clearSnapshot();
-    throw new SnapshotSyncError("the installed state does not hash to the certified root");
-  }
-  // Spec 15.4 step 4: the Nodes of the last `historyHeights` heights, hash-linked to the proven
-  // one, become the committed chain (the pool's ids of recent commands come from them).
-  // Where the chunk phase's time went (ms): waiting for answers, checking, writing, the tree.
-  const spent = Object.fromEntries(Object.entries(timing).map(([k, v]) => [k, Math.round(v)]));
-  options.log?.("sync:chunks", { keys: tree.size, ms: spent });
-  const history = await historyFetch;
-  options.log?.("sync:history", { nodes: history.length });
-  const chain = [...history, proven.node].map((node) => ({
-    node,
-    hash: nodeHash(node),
-    updates: [],
-  }));
-  try {
-    await options.storage.installSnapshotChain(chain);
-  } catch (e) {
-    await options.storage.clearSnapshot();
-    throw e;
-  }
+  const chain = await installUnderMarker(options, tree, manifest, proven.node, good, drop);
   await options.storage.endSnapshot();
   // The highest QC is raised last: a crash before it leaves a complete store without it.
   const safety = await options.storage.loadSafety();
@@ -226,8 +195,55 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
     root: cert.root,
     keys: tree.size,
     tree,
+    chain,
     dropped,
   };
+}
+
+/**
+ * Spec 15.4 steps 3 and 4 under the install marker: the chunks into `tree` and the store, and the
+ * history Nodes, fetched and written while the chunks are (the head then stands at `H - 1`, below
+ * the marker's height, so a crash still undoes the install), then the proven Node, which moves the
+ * head to `H` once the whole state is written. Any failure clears what was written.
+ */
+async function installUnderMarker(
+  o: SnapshotSyncOptions,
+  tree: StateTree,
+  manifest: Manifest,
+  top: Node,
+  peers: string[],
+  drop: (peer: string, reason: string) => void,
+): Promise<StoredNode[]> {
+  const stored = (node: Node): StoredNode => ({ node, hash: nodeHash(node), updates: [] });
+  // The history only needs the proven Node to be checked: it is fetched and written at once.
+  const history = fetchHistory(o, top, [...peers], drop).then(async (nodes) => {
+    const chain = nodes.map(stored);
+    if (chain.length > 0) await o.storage.installSnapshotChain(chain);
+    return chain;
+  });
+  history.catch(() => {});
+  try {
+    const cert = manifest.certificate;
+    const timing = await fetchChunks(o, tree, manifest.chunkHashes, cert.height, peers, drop);
+    // Where the chunk phase's time went (ms): waiting for answers, checking, writing, the tree.
+    const ms = Object.fromEntries(Object.entries(timing).map(([k, v]) => [k, Math.round(v)]));
+    o.log?.("sync:chunks", { keys: tree.size, ms });
+    // Each chunk matched its hash and the hashes fold to the root: so does the whole.
+    if (!bytesEqual(tree.root(), cert.root)) {
+      throw new SnapshotSyncError("the installed state does not hash to the certified root");
+    }
+    const chain = await history;
+    o.log?.("sync:history", { nodes: chain.length });
+    // The Nodes below are committed Nodes of the store now: the proven one extends them.
+    const last = stored(top);
+    if (chain.length === 0) await o.storage.installSnapshotChain([last]);
+    else await o.storage.write({ commits: [last] });
+    return [...chain, last];
+  } catch (e) {
+    await history.catch(() => {});
+    await o.storage.clearSnapshot();
+    throw e;
+  }
 }
 
 interface Manifest {
