@@ -76,13 +76,13 @@ async function writeKeys(cluster: InProcessCluster, n: number, prefix: string): 
   await r.body?.cancel();
 }
 
-/** Starts validator 3 of `cluster` on an empty store in `dir`, joining by snapshot. */
+/** Starts validator 3 of `cluster` on the store in `kvFile`, with state sync. */
 function startJoiner(
   cluster: InProcessCluster,
-  dir: string,
+  kvFile: string,
   options: Partial<ReplicaOptions> & { peers: ReplicaOptions["peers"] },
 ): Promise<Replica> {
-  return DenoKvStorage.open(`${dir}/joined.kv`).then((storage) =>
+  return DenoKvStorage.open(kvFile).then((storage) =>
     startReplica({
       chainId: cluster.chainId,
       validators: cluster.validators,
@@ -128,7 +128,7 @@ Deno.test("a wiped replica joins by snapshot past a peer serving bad chunks and 
     );
     // Client load while it joins.
     const load = writeKeys(cluster, 200, "b").then(() => null, (e) => e);
-    joined = await startJoiner(cluster, dir, {
+    joined = await startJoiner(cluster, `${dir}/joined.kv`, {
       peers,
       stateCheckpointInterval: 8,
       logLevel: "debug",
@@ -229,7 +229,7 @@ Deno.test("retention: committed Nodes older than the kept snapshots need are del
     const oldestKept = Math.floor(head / 4) * 4 - 3 * 4;
     const needed = await cluster.replicas[0]!.committedRange(oldestKept - history, head);
     assert.equal(needed.length, head - (oldestKept - history) + 1);
-    joined = await startJoiner(cluster, dir, {
+    joined = await startJoiner(cluster, `${dir}/joined.kv`, {
       peers: cluster.peers,
       stateCheckpointInterval: 4,
       stateHistoryHeights: history,
@@ -378,6 +378,115 @@ Deno.test("snapshot install: a crash while the state, the history or the head is
     }
   } finally {
     await cluster.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("a replica far behind its peers (restarted after a long outage) replaces its store by a snapshot, keeps its votes and lock, and votes again", async () => {
+  const cluster = await startInProcessCluster({
+    chainId: "state-sync-behind",
+    validators: 4,
+    stateCheckpointInterval: 8,
+  });
+  const lines: string[] = [];
+  let back: Replica | null = null;
+  try {
+    await writeKeys(cluster, 100, "x");
+    await waitUntil("replica 3 commits", () => height(cluster, 3) >= 16, 30_000);
+    await cluster.replicas[3]!.close();
+    const path = cluster.kvPath(3);
+    const before = await DenoKvStorage.open(path);
+    const oldHead = (await before.committedHead())!.height;
+    const oldSafety = (await before.loadSafety())!;
+    await before.close();
+    assert.ok(oldSafety.lastVotedView > 0);
+    // The others go on without it: more than the lag beyond its head, with new keys.
+    await writeKeys(cluster, 300, "y");
+    await waitUntil("the others far ahead", () => height(cluster, 0) >= oldHead + 80, 60_000);
+    await certifiedSnapshot(cluster, 0, oldHead + 80);
+    back = await startJoiner(cluster, path, {
+      peers: cluster.peers,
+      stateCheckpointInterval: 8,
+      stateSyncLagHeights: 32,
+      stateHistoryHeights: 8,
+      logLevel: "debug",
+      logSink: (line) => lines.push(line),
+    });
+    const events = lines.map((l) => JSON.parse(l));
+    const installed = events.find((l) => l.event === "sync:installed");
+    assert.ok(installed !== undefined, lines.filter((l) => l.includes("sync")).join("\n"));
+    assert.equal(installed.replaced, oldHead);
+    assert.ok(installed.height > oldHead + 32, JSON.stringify(installed));
+    assert.ok(events.some((l) => l.event === "sync:replacing"));
+    // Its votes and lock survive the replacement: it never votes again in a view it voted in.
+    const safety = back.engine.core.safety;
+    assert.ok(safety.lastVotedView >= oldSafety.lastVotedView);
+    assert.ok(safety.lockedQC.view >= oldSafety.lockedQC.view);
+    // The old Nodes are gone (only the snapshot's history is stored); its state is the snapshot's.
+    assert.deepEqual(await back.committedRange(1, 1), []);
+    for (const key of ["x-0", "x-99", "y-0"]) {
+      assert.ok(await back.committedState(kvStateKey(enc.encode(key))) !== null, `${key} missing`);
+    }
+    const target = height(cluster, 0);
+    await waitUntil("it votes", () => lines.some((l) => l.includes('"vote:send"')), 30_000);
+    await waitUntil("it commits past the others' height", () => {
+      return (back!.status().committed as { height: number }).height >= target;
+    }, 30_000);
+    assert.ok(await back.committedState(kvStateKey(enc.encode("y-299"))) !== null);
+    // Restarted again, it is not behind: it starts from its store.
+    await back.close();
+    lines.length = 0;
+    back = await startJoiner(cluster, path, {
+      peers: cluster.peers,
+      stateCheckpointInterval: 8,
+      stateSyncLagHeights: 32,
+      logLevel: "info",
+      logSink: (line) => lines.push(line),
+    });
+    const skipped = lines.map((l) => JSON.parse(l)).find((l) => l.event === "sync:skipped");
+    assert.ok(skipped !== undefined && skipped.level === "info", lines.join("\n"));
+    assert.match(skipped.reason, /is not above/);
+    assert.ok(!lines.some((l) => l.includes('"sync:installed"')));
+  } finally {
+    await back?.close();
+    await cluster.close();
+  }
+});
+
+Deno.test("far behind: a crash after the install marker, with the old store still there, recovers to an empty store that keeps its safety state", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "state-sync-behind-cut-" });
+  try {
+    const store = await DenoKvStorage.open(`${dir}/s.kv`);
+    const { genesisNode, genesisQC, nodeHash } = await import("../src/codec.ts");
+    const chainId = "behind-cut";
+    const node = {
+      view: 1,
+      height: 1,
+      parent: nodeHash(genesisNode(chainId)),
+      justify: genesisQC(chainId),
+      command: new Uint8Array([1]),
+      proposer: new Uint8Array(32),
+    };
+    const safety = {
+      currentView: 7,
+      lastVotedView: 6,
+      lockedQC: genesisQC(chainId),
+      highQC: genesisQC(chainId),
+      highTC: null,
+    };
+    const stored = { node, hash: nodeHash(node), updates: [[enc.encode("k/a"), enc.encode("1")]] };
+    await store.write({ commits: [stored as never], safety });
+    // The install marker of a snapshot far above, then the crash (before or while dropping).
+    await store.beginSnapshot(5_000);
+    await store.close();
+    const again = await DenoKvStorage.open(`${dir}/s.kv`);
+    await recoverSnapshotInstall(again);
+    assert.equal(await again.snapshotMarker(), null);
+    assert.equal(await again.committedHead(), null);
+    assert.equal(await again.getState(enc.encode("k/a")), null);
+    assert.deepEqual(await again.loadSafety(), safety);
+    await again.close();
+  } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });

@@ -1,21 +1,25 @@
 /**
- * Snapshot state sync: a replica with an empty store joins from a peer's snapshot of committed
- * state instead of replaying every Node. See SPECIFICATION.md 15.4.
+ * Snapshot state sync: a replica with an empty store, or one far behind its peers, joins from a
+ * peer's snapshot of committed state instead of replaying every Node. See SPECIFICATION.md 15.4.
  *
  * 1. Ask every peer for its newest manifest (`GET /state/snapshot`); keep those whose state
  *    certificate is a quorum of the trusted set (`certificate.ts`) and whose 256 chunk hashes
  *    fold to the certified root; take the highest.
  * 2. Ask for a commit proof of the certificate's Node (`GET /proof?from=H&to=H`) and verify it:
  *    the Node at `H` with the certified hash is committed.
- * 3. Fetch the 256 chunks one at a time (`GET /state/chunk`), each checked against its hash in the
- *    manifest before it is written; a peer whose chunk fails is dropped and another is asked.
- * 4. Write the snapshot's Node as the committed head (with a QC for it as the highest QC when
- *    the proof carries one; the safety state's votes and lock are left as stored).
+ * 3. Fetch the 256 chunks (`GET /state/chunk`, 8 in flight), each checked against its hash in the
+ *    manifest before it is used (`verifyChunk`: each value hashed once); a peer whose chunk fails
+ *    is dropped and another is asked. Checked chunks enter the tree whole and are written packed
+ *    by bucket (`DenoKvStorage.putSnapshotState`).
+ * 4. Meanwhile fetch the history Nodes below `H` and write them (head at `H - 1`); once the whole
+ *    state is written, write the snapshot's Node as the committed head (with a QC for it as the
+ *    highest QC when the proof carries one; the safety state's votes and lock are left as stored).
  *
  * The install runs under a marker (`DenoKvStorage.beginSnapshot`): a replica that crashes
- * mid-install finds it at the next start, deletes the state it wrote and starts over
- * ({@link recoverSnapshotInstall}). The Engine starts only after the install is complete, so the
- * replica never votes on partial state.
+ * mid-install finds it at the next start, deletes what it wrote and starts over
+ * ({@link recoverSnapshotInstall}). A store far behind (`aboveHeight`) is emptied but for its
+ * safety state after the marker is set. The Engine starts only after the install is complete, so
+ * the replica never votes on partial state.
  *
  * @module
  */
@@ -56,6 +60,7 @@ export type SnapshotStore =
     | "clearSnapshot"
     | "installSnapshotChain"
     | "endSnapshot"
+    | "dropForSnapshot"
   >;
 
 /** True when `storage` can install snapshots. */
@@ -63,7 +68,8 @@ export function isSnapshotStore(storage: Storage): storage is SnapshotStore {
   const s = storage as Partial<SnapshotStore>;
   return typeof s.beginSnapshot === "function" && typeof s.putSnapshotState === "function" &&
     typeof s.snapshotMarker === "function" && typeof s.clearSnapshot === "function" &&
-    typeof s.endSnapshot === "function" && typeof s.installSnapshotChain === "function";
+    typeof s.endSnapshot === "function" && typeof s.installSnapshotChain === "function" &&
+    typeof s.dropForSnapshot === "function";
 }
 
 /** Options of {@link syncSnapshot}. */
@@ -76,8 +82,14 @@ export interface SnapshotSyncOptions {
   readonly verifier?: Verifier;
   /** Peers' HTTP API base URLs. */
   readonly peers: readonly string[];
-  /** The (empty) store to install into. */
+  /** The store to install into: empty, unless `aboveHeight` is given. */
   readonly storage: SnapshotStore;
+  /**
+   * Install only a snapshot above this height (a replica far behind, SPECIFICATION.md 15.4): the
+   * store may then hold committed Nodes, and all of it but the safety state is replaced. Without
+   * it the store must be empty.
+   */
+  readonly aboveHeight?: number;
   /** Request headers for a peer request (admission). */
   readonly authorize?: (method: string, url: URL) => Promise<Record<string, string>>;
   /**
@@ -116,10 +128,21 @@ export interface SnapshotSyncResult {
   readonly dropped: readonly { readonly peer: string; readonly reason: string }[];
 }
 
-/** A sync that found no usable snapshot or could not finish; the replica then replays. */
+/**
+ * A sync that found no usable snapshot or could not finish (the replica then replays), or, with
+ * `aboveHeight`, found none far enough ahead (reason `"not-behind"`).
+ */
 export class SnapshotSyncError extends Error {
   /** The error's name. */
   override readonly name = "SnapshotSyncError";
+  /** `"not-behind"`: no snapshot above `aboveHeight`; `"failed"`: anything else. */
+  readonly reason: "failed" | "not-behind";
+
+  /** An error with `message`, and `reason` (default `"failed"`). */
+  constructor(message: string, reason: "failed" | "not-behind" = "failed") {
+    super(message);
+    this.reason = reason;
+  }
 }
 
 /**
@@ -158,9 +181,22 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
     dropped.push({ peer, reason });
     options.log?.("sync:peer-dropped", { peer, reason });
   };
+  const head = await options.storage.committedHead();
+  const above = options.aboveHeight;
+  if (head !== null && above === undefined) {
+    throw new SnapshotSyncError(
+      "the store is not empty: a snapshot installs only into an empty one",
+    );
+  }
   // Spec 15.4 step 1.
   const manifest = await bestManifest(options, drop);
   const cert = manifest.certificate;
+  if (above !== undefined && cert.height <= above) {
+    throw new SnapshotSyncError(
+      `the newest snapshot (${cert.height}) is not above ${above}`,
+      "not-behind",
+    );
+  }
   options.log?.("sync:manifest", { height: cert.height, root: toHex(cert.root) });
   // Spec 15.4 step 2.
   const proven = await provenNode(options, cert, [...manifest.peers, ...options.peers], drop);
@@ -169,9 +205,13 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
   const others = options.peers.filter((p) => !manifest.peers.includes(p));
   const good = [...manifest.peers, ...others].filter((p) => !dropped.some((d) => d.peer === p));
   options.log?.("sync:proven", { height: cert.height });
-  // Spec 15.4 steps 3 and 4.
+  // Spec 15.4 steps 3 and 4 ("Far behind": the old state and Nodes go first, under the marker).
   const tree = new StateTree();
   await options.storage.beginSnapshot(cert.height);
+  if (head !== null) {
+    await options.storage.dropForSnapshot();
+    options.log?.("sync:replacing", { head: head.height, height: cert.height });
+  }
   const chain = await installUnderMarker(options, tree, manifest, proven.node, good, drop);
   await options.storage.endSnapshot();
   // The highest QC is raised last: a crash before it leaves a complete store without it.
@@ -215,7 +255,8 @@ async function installUnderMarker(
   drop: (peer: string, reason: string) => void,
 ): Promise<StoredNode[]> {
   const stored = (node: Node): StoredNode => ({ node, hash: nodeHash(node), updates: [] });
-  // The history only needs the proven Node to be checked: it is fetched and written at once.
+  // Spec 15.4 step 4: the history only needs the proven Node to be checked, so it is fetched and
+  // written at once, while the chunks are (step 3).
   const history = fetchHistory(o, top, [...peers], drop).then(async (nodes) => {
     const chain = nodes.map(stored);
     if (chain.length > 0) await o.storage.installSnapshotChain(chain);
@@ -258,8 +299,10 @@ async function bestManifest(
   drop: (peer: string, reason: string) => void,
 ): Promise<Manifest> {
   const found: { peer: string; cert: StateCertificate; chunkHashes: Hash[] }[] = [];
+  // A replica with a store asks at every start: a peer that does not answer soon is skipped.
+  const timeoutMs = o.aboveHeight === undefined ? undefined : MANIFEST_TIMEOUT_BEHIND_MS;
   await Promise.all(o.peers.map(async (peer) => {
-    const r = await get(o, peer, "/state/snapshot", 1024 * 1024);
+    const r = await get(o, peer, "/state/snapshot", 1024 * 1024, timeoutMs);
     if (r === null || r.status !== 200) return;
     const m = decodeManifest(r.body);
     const cert = m === null
@@ -321,6 +364,8 @@ async function provenNode(
   throw new SnapshotSyncError(`no peer proved Node ${toHex(cert.nodeHash)} committed`);
 }
 
+/** Deadline of a manifest request when the store is not empty (`aboveHeight`), ms. */
+const MANIFEST_TIMEOUT_BEHIND_MS = 2_000;
 /** Chunk requests in flight at once (memory while fetching: this many chunks). */
 const CHUNKS_IN_FLIGHT = 8;
 /**
@@ -525,11 +570,12 @@ async function get(
   base: string,
   path: string,
   max: number,
+  timeoutMs: number = o.requestTimeoutMs ?? 10_000,
 ): Promise<{ status: number; body: Uint8Array } | null> {
   const url = new URL(path, base);
   try {
     const headers = await o.authorize?.("GET", url) ?? {};
-    const signal = AbortSignal.timeout(o.requestTimeoutMs ?? 10_000);
+    const signal = AbortSignal.timeout(timeoutMs);
     const r = await fetch(url, {
       headers,
       signal: o.signal === undefined ? signal : AbortSignal.any([signal, o.signal]),

@@ -91,9 +91,10 @@
  * A snapshot install (SPECIFICATION.md 15.4) writes the state packed: the entries of each bucket
  * of the state tree (`bucketOf`, src/state/tree.ts) as canonical CBOR `[[key, value], ...]` in
  * parts of at most {@link BASE_PART_BYTES_MAX} bytes under `["base", bucket, i]` (an entry too
- * large for a part is an `["app", key]` entry instead). A Deno KV mutation costs about as much
- * for 30 bytes as for 30 KiB, so this is ~100x fewer mutations than an entry per key, and ~20x
- * fewer atomic operations (each an fsync). The base is never rewritten: committed updates go to
+ * large for a part is an `["app", key]` entry instead). Deno KV's cost is per mutation and per
+ * atomic operation (each an fsync) far more than per byte: 100,000 small keys are 4,096
+ * mutations in 8 operations this way, 100,000 in 102 as an entry per key (docs/PERFORMANCE.md
+ * has the times). The base is never rewritten: committed updates go to
  * `["app", key]` as always, which hides the key's base entry; a delete of a key on a store with
  * a base writes `["app", key] = false` instead of deleting. So `getState` reads `["app", key]`,
  * then, only when it is absent and the store has a base, the key's bucket parts (one list of
@@ -523,6 +524,24 @@ export class DenoKvStorage implements Storage {
    * store with no committed Node) starts over from an empty store.
    */
   async clearSnapshot(): Promise<void> {
+    await this.#deleteAllButSafety((op) => op.delete(["sync"]));
+  }
+
+  /**
+   * A store with committed Nodes that is about to take a snapshot instead (far behind its peers,
+   * SPECIFICATION.md 15.4): deletes everything but the safety state and the install marker, which
+   * must be set first, so that a crash part way is undone at the next start like any cut install.
+   */
+  async dropForSnapshot(): Promise<void> {
+    assert(
+      await this.snapshotMarker() !== null,
+      "dropForSnapshot: the install marker is set first",
+    );
+    await this.#deleteAllButSafety(() => {});
+  }
+
+  /** Deletes every entry but the safety state and the marker, then does `last` in the last op. */
+  async #deleteAllButSafety(last: (op: Deno.AtomicOperation) => void): Promise<void> {
     this.#writer = null;
     let op = this.#kv.atomic();
     let count = 0;
@@ -535,7 +554,7 @@ export class DenoKvStorage implements Storage {
         count = 0;
       }
     }
-    op.delete(["sync"]);
+    last(op);
     await commitOrThrow(op);
     this.#base = null;
     this.#baseBuckets.clear();
