@@ -172,6 +172,7 @@ export {
   type DenoKvOptions,
   DenoKvStorage,
   type FinalCommitStep,
+  type SnapshotBucket,
 } from "./src/storage/deno_kv.ts";
 export {
   type Adversary,
@@ -350,6 +351,8 @@ export {
 } from "./src/light/state_proof.ts";
 export {
   checkChunk,
+  type CheckedChunk,
+  type CheckedEntry,
   EMPTY_STATE_ROOT,
   type StateEntry,
   StateOverlay,
@@ -357,6 +360,7 @@ export {
   type StateProofVerdict,
   StateTree,
   StateVersion,
+  verifyChunk,
   verifyStateProof,
 } from "./src/state/tree.ts";
 export {

@@ -1,5 +1,5 @@
 /**
- * Section (i), join time: a replica whose data directory is wiped joins a cluster of replica
+ * Section (j), join time: a replica whose data directory is wiped joins a cluster of replica
  * processes with `nodes` committed Nodes, once by snapshot state sync (`--state-sync`) and once
  * by replay from genesis; each figure is the time from its process start to its committed height
  * reaching the others' height at that start.
@@ -12,7 +12,10 @@
  * of replicas 0-2 gets it in its Deno KV store (Nodes, updates, safety state after voting for the
  * last one) and its batches in its batch store; then they run as processes and extend the chain.
  *
- * Alone: `deno run -A bench/join.ts [--nodes N] [--keys K] [--replay-cap-s S]`.
+ * Alone: `deno run -A bench/join.ts [--nodes N] [--keys K] [--replay-cap-s S] [--sync-runs R]
+ * [--template DIR] [--cpu-prof DIR]`: `--replay-cap-s 0` skips the replay, `--sync-runs` repeats the
+ * join by state sync, `--template` keeps the built chain in DIR for the next run (and uses it when
+ * there), `--cpu-prof` runs replicas 0 (a server) and 3 (the joiner) under the V8 profiler.
  *
  * @module
  */
@@ -54,6 +57,10 @@ export interface JoinOutcome {
   /** Join by state sync: start to caught up, ms, and the install as logged. */
   readonly syncMs: number | null;
   readonly syncInstall: Record<string, unknown> | null;
+  /** The last join by state sync: when each step of the joiner's log came, ms after its start. */
+  readonly syncSteps: Record<string, number>;
+  /** Every join by state sync of the run, ms (`syncMs` is the last). */
+  readonly syncRunsMs: readonly (number | null)[];
   /** Join by replay: start to caught up, ms; null when not caught up within the cap. */
   readonly replayMs: number | null;
   /** Replay: the height reached when the cap ended it (or the target when it finished). */
@@ -62,14 +69,32 @@ export interface JoinOutcome {
   readonly targets: readonly number[];
 }
 
-/** Runs both joins once. */
-export async function runJoin(
-  options: { nodes: number; keys: number; replayCapMs: number; log: (line: string) => void },
-): Promise<JoinOutcome> {
-  const cluster = await ProcessCluster.create({ replicas: 4, prefix: "bench-join-" });
+/** Options of {@link runJoin}. */
+export interface JoinOptions {
+  /** Committed Nodes before the joins. */
+  readonly nodes: number;
+  /** Keys in the state. */
+  readonly keys: number;
+  /** Cap of the join by replay, ms (0: not run). */
+  readonly replayCapMs: number;
+  /** Joins by state sync, one after the other (the replica wiped between them). Default 1. */
+  readonly syncRuns?: number;
+  /**
+   * A directory holding the built chain: used when it has one (copied, so it stays as it is),
+   * written otherwise. Building 100,000 Nodes takes minutes; a template makes repeated runs cheap.
+   */
+  readonly templateDir?: string;
+  /** Run replicas 0 and 3 under the V8 profiler (`--cpu-prof`), profiles into this directory. */
+  readonly cpuProfDir?: string;
+  /** Progress lines. */
+  readonly log: (line: string) => void;
+}
+
+/** Runs both joins once (the join by state sync `syncRuns` times). */
+export async function runJoin(options: JoinOptions): Promise<JoinOutcome> {
+  const t0 = performance.now();
+  const cluster = await buildCluster(options);
   try {
-    const t0 = performance.now();
-    await writeChain(cluster, options.nodes, options.keys, options.log);
     const setupMs = performance.now() - t0;
     for (const i of [0, 1, 2]) cluster.start(i, CHECKPOINT_ARGS);
     await cluster.waitReady(120_000, [0, 1, 2]);
@@ -78,31 +103,101 @@ export async function runJoin(
       await r?.body?.cancel();
       return r?.status === 200;
     });
-    options.log(`i: chain of ${options.nodes} Nodes written in ${Math.round(setupMs)} ms; joining`);
-    const sync = await join(cluster, [...CHECKPOINT_ARGS, "--state-sync"], 120_000);
-    const log = await Deno.readTextFile(cluster.logPath(3));
-    const line = log.split("\n").find((l) => l.includes('"sync:installed"'));
-    for (const l of log.split("\n")) {
-      if (/"event":"(sync:|replica:start)/.test(l)) options.log(`i: replica 3: ${l.slice(0, 300)}`);
+    options.log(`j: chain of ${options.nodes} Nodes ready in ${Math.round(setupMs)} ms; joining`);
+    const syncs: {
+      ms: number | null;
+      target: number;
+      steps: Record<string, number>;
+      install: Record<string, unknown> | null;
+    }[] = [];
+    for (let run = 0; run < (options.syncRuns ?? 1); run++) {
+      if (run > 0) {
+        await cluster.kill(3, "SIGTERM");
+        await cluster.wipe(3);
+        await Deno.remove(cluster.logPath(3)).catch(() => {});
+      }
+      const sync = await join(cluster, [...CHECKPOINT_ARGS, "--state-sync"], 120_000);
+      const log = await Deno.readTextFile(cluster.logPath(3));
+      const line = log.split("\n").find((l) => l.includes('"sync:installed"'));
+      for (const l of log.split("\n")) {
+        if (/"event":"(sync:|replica:start)/.test(l)) {
+          options.log(`j: replica 3: ${l.slice(0, 400)}`);
+        }
+      }
+      const steps = phases(log, sync.startedAt);
+      options.log(`j: steps (ms after start): ${JSON.stringify(steps)}`);
+      options.log(`j: joined by state sync in ${sync.ms} ms (load ${await loadAverage()})`);
+      syncs.push({ ...sync, steps, install: line === undefined ? null : JSON.parse(line) });
     }
-    options.log(`i: joined by state sync in ${sync.ms} ms`);
     await cluster.kill(3, "SIGTERM");
     await cluster.wipe(3);
-    const replay = await join(cluster, CHECKPOINT_ARGS, options.replayCapMs);
-    options.log(`i: by replay ${replay.ms ?? `> ${options.replayCapMs}`} ms`);
+    const replay = options.replayCapMs > 0
+      ? await join(cluster, CHECKPOINT_ARGS, options.replayCapMs)
+      : { ms: null, target: 0, height: 0 };
+    options.log(`j: by replay ${replay.ms ?? `> ${options.replayCapMs}`} ms`);
+    const last = syncs.at(-1)!;
     return {
       nodes: options.nodes,
       keys: options.keys,
       setupMs,
-      syncMs: sync.ms,
-      syncInstall: line === undefined ? null : JSON.parse(line),
+      syncMs: last.ms,
+      syncRunsMs: syncs.map((s) => s.ms),
+      syncInstall: last.install,
+      syncSteps: last.steps,
       replayMs: replay.ms,
       replayHeight: replay.height,
-      targets: [sync.target, replay.target],
+      targets: [last.target, replay.target],
     };
   } finally {
     await cluster.close();
   }
+}
+
+/** The 1-minute load average (Linux), for the log. */
+async function loadAverage(): Promise<string> {
+  const text = await Deno.readTextFile("/proc/loadavg").catch(() => "? ");
+  return text.split(" ")[0]!;
+}
+
+/** A cluster with the chain in replicas 0-2's stores: from the template, or built. */
+async function buildCluster(options: JoinOptions): Promise<ProcessCluster> {
+  const template = options.templateDir;
+  const profiled = options.cpuProfDir;
+  const command = profiled === undefined
+    ? undefined
+    : (i: number): readonly string[] =>
+      i === 0 || i === 3
+        ? [
+          "sh",
+          "-c",
+          `d="$1"; shift 2; exec "$d" run --cpu-prof --cpu-prof-dir=${profiled} "$@"`,
+          "sh",
+        ]
+        : [];
+  const o = { replicas: 4, prefix: "bench-join-", command };
+  if (template !== undefined && await exists(`${template}/cluster.json`)) {
+    const dir = await Deno.makeTempDir({ prefix: "bench-join-" });
+    await copyDir(template, dir);
+    return await ProcessCluster.fromDir(o, dir);
+  }
+  const cluster = await ProcessCluster.create(o);
+  try {
+    await writeChain(cluster, options.nodes, options.keys, options.log);
+    if (template !== undefined) await copyDir(cluster.dir, template);
+    return cluster;
+  } catch (e) {
+    await cluster.close();
+    throw e;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+async function copyDir(from: string, to: string): Promise<void> {
+  const r = await new Deno.Command("cp", { args: ["-a", `${from}/.`, to] }).output();
+  if (!r.success) throw new Error(`cp ${from} ${to}: ${new TextDecoder().decode(r.stderr)}`);
 }
 
 /** Starts replica 3 and waits until its committed height reaches the others' at its start. */
@@ -110,17 +205,30 @@ async function join(
   cluster: ProcessCluster,
   args: readonly string[],
   capMs: number,
-): Promise<{ ms: number | null; target: number; height: number }> {
+): Promise<{ ms: number | null; target: number; height: number; startedAt: number }> {
   const target = Math.max(...await heights(cluster, [0, 1, 2]));
   const t0 = performance.now();
+  const startedAt = Date.now();
   cluster.start(3, args);
   let height = -1;
   while (performance.now() - t0 < capMs) {
     height = (await heights(cluster, [3]))[0]!;
-    if (height >= target) return { ms: Math.round(performance.now() - t0), target, height };
+    if (height >= target) {
+      return { ms: Math.round(performance.now() - t0), target, height, startedAt };
+    }
     await sleep(50);
   }
-  return { ms: null, target, height };
+  return { ms: null, target, height, startedAt };
+}
+
+/** When each step of the joiner's log came, ms after its process was started. */
+function phases(log: string, startedAt: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of log.split("\n")) {
+    const m = /"time":"([^"]+)","level":"\w+","event":"((?:sync|replica):[\w-]+)"/.exec(line);
+    if (m !== null) out[m[2]!] = Date.parse(m[1]!) - startedAt;
+  }
+  return out;
 }
 
 async function heights(cluster: ProcessCluster, which: readonly number[]): Promise<number[]> {
@@ -203,7 +311,7 @@ async function writeChain(
       await Promise.all(stores.map((s) => s.nodes.write({ commits: pending })));
       pending = [];
     }
-    if (k % 20_000 === 0) log(`i: ${k} Nodes built and written`);
+    if (k % 20_000 === 0) log(`j: ${k} Nodes built and written`);
   }
   // Every replica voted for the last Node; its QC is the highest (and the lock).
   const safety = {
@@ -263,7 +371,7 @@ export async function runJoinSection(ctx: BenchContext): Promise<SectionResult> 
     new Response(child.stderr).text(),
     child.status,
   ]);
-  for (const line of err.split("\n")) if (line.startsWith("i: ")) ctx.log(line.slice(0, 200));
+  for (const line of err.split("\n")) if (line.startsWith("j: ")) ctx.log(line.slice(0, 200));
   const o = JSON.parse(out.trim().split("\n").at(-1)!) as JoinOutcome;
   const name = `${nodes} Nodes, ${keys} keys`;
   return {
@@ -298,12 +406,18 @@ if (import.meta.main) {
       nodes: { type: "string" },
       keys: { type: "string" },
       "replay-cap-s": { type: "string" },
+      "sync-runs": { type: "string" },
+      template: { type: "string" },
+      "cpu-prof": { type: "string" },
     },
   });
   const o = await runJoin({
     nodes: Number(values.nodes ?? JOIN_NODES_QUICK),
     keys: Number(values.keys ?? 20_000),
     replayCapMs: 1000 * Number(values["replay-cap-s"] ?? 300),
+    syncRuns: Number(values["sync-runs"] ?? 1),
+    templateDir: values.template,
+    cpuProfDir: values["cpu-prof"],
     log: (line) => console.error(line),
   });
   console.log(JSON.stringify(o));

@@ -8,7 +8,7 @@
 import * as ed from "@noble/ed25519";
 import { createHash } from "node:crypto";
 import { sha256, sha512 } from "@noble/hashes/sha2.js";
-import { ConfigError } from "./errors.ts";
+import { assert, ConfigError } from "./errors.ts";
 import type { PublicKey, Signature } from "./types.ts";
 import { toHex } from "./types.ts";
 
@@ -235,9 +235,11 @@ export function ed25519Verifier(options: VerifierOptions = {}): Verifier {
 }
 
 /**
- * SHA-256 (synchronous, the runtime's native implementation through `node:crypto`: ~7x faster
- * than @noble/hashes on Nodes and batches, and faster on 40-byte command ids too; see
- * docs/PERFORMANCE.md).
+ * SHA-256 (synchronous). Inputs of at least {@link SHA256_NATIVE_BYTES_MIN} bytes go to the
+ * runtime's native implementation through `node:crypto` (~7x faster than @noble/hashes on Nodes
+ * and batches); shorter ones to a small JavaScript implementation here, which skips the ~6 µs a
+ * native call costs in objects and copies (state values and keys are mostly short: a snapshot
+ * install hashes one per key; see docs/PERFORMANCE.md).
  *
  * @example
  * ```ts
@@ -246,6 +248,168 @@ export function ed25519Verifier(options: VerifierOptions = {}): Verifier {
  * ```
  */
 export function sha256Bytes(data: Uint8Array): Uint8Array {
+  if (data.length < SHA256_NATIVE_BYTES_MIN) return sha256Short(data);
   const d = createHash("sha256").update(data).digest();
   return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+}
+
+/**
+ * Inputs this long or longer are hashed natively by {@link sha256Bytes}: below it the JavaScript
+ * rounds (~0.7 µs a 64-byte block) cost less than a native call (measured in
+ * docs/PERFORMANCE.md, "State sync").
+ */
+export const SHA256_NATIVE_BYTES_MIN = 192;
+
+/** SHA-256 round constants (FIPS 180-4, 4.2.2). */
+const SHA256_K = new Int32Array([
+  0x428a2f98,
+  0x71374491,
+  0xb5c0fbcf,
+  0xe9b5dba5,
+  0x3956c25b,
+  0x59f111f1,
+  0x923f82a4,
+  0xab1c5ed5,
+  0xd807aa98,
+  0x12835b01,
+  0x243185be,
+  0x550c7dc3,
+  0x72be5d74,
+  0x80deb1fe,
+  0x9bdc06a7,
+  0xc19bf174,
+  0xe49b69c1,
+  0xefbe4786,
+  0x0fc19dc6,
+  0x240ca1cc,
+  0x2de92c6f,
+  0x4a7484aa,
+  0x5cb0a9dc,
+  0x76f988da,
+  0x983e5152,
+  0xa831c66d,
+  0xb00327c8,
+  0xbf597fc7,
+  0xc6e00bf3,
+  0xd5a79147,
+  0x06ca6351,
+  0x14292967,
+  0x27b70a85,
+  0x2e1b2138,
+  0x4d2c6dfc,
+  0x53380d13,
+  0x650a7354,
+  0x766a0abb,
+  0x81c2c92e,
+  0x92722c85,
+  0xa2bfe8a1,
+  0xa81a664b,
+  0xc24b8b70,
+  0xc76c51a3,
+  0xd192e819,
+  0xd6990624,
+  0xf40e3585,
+  0x106aa070,
+  0x19a4c116,
+  0x1e376c08,
+  0x2748774c,
+  0x34b0bcb5,
+  0x391c0cb3,
+  0x4ed8aa4a,
+  0x5b9cca4f,
+  0x682e6ff3,
+  0x748f82ee,
+  0x78a5636f,
+  0x84c87814,
+  0x8cc70208,
+  0x90befffa,
+  0xa4506ceb,
+  0xbef9a3f7,
+  0xc67178f2,
+]);
+/** The initial hash value (FIPS 180-4, 5.3.3). */
+const SHA256_IV = new Int32Array([
+  0x6a09e667,
+  0xbb67ae85,
+  0x3c6ef372,
+  0xa54ff53a,
+  0x510e527f,
+  0x9b05688c,
+  0x1f83d9ab,
+  0x5be0cd19,
+]);
+/** Scratch of {@link sha256Short}: message schedule, state, the padded last blocks. */
+const sha256W = new Int32Array(64);
+const sha256H = new Int32Array(8);
+const sha256Tail = new Uint8Array(128);
+
+/** SHA-256 of a short input in JavaScript (FIPS 180-4, 6.2); not reentrant, never awaits. */
+function sha256Short(data: Uint8Array): Uint8Array {
+  const n = data.length;
+  assert(n < SHA256_NATIVE_BYTES_MIN, "sha256Short: input too long");
+  sha256H.set(SHA256_IV);
+  const whole = n - (n % 64);
+  for (let at = 0; at < whole; at += 64) sha256Block(data, at);
+  // Padding: 0x80, zeros, the length in bits (big-endian, 64 bits; inputs here are short).
+  const rest = n - whole;
+  const tail = rest < 56 ? 64 : 128;
+  const t = sha256Tail;
+  for (let i = 0; i < rest; i++) t[i] = data[whole + i]!;
+  t[rest] = 0x80;
+  for (let i = rest + 1; i < tail - 4; i++) t[i] = 0;
+  const bits = n * 8;
+  t[tail - 4] = bits >>> 24;
+  t[tail - 3] = bits >>> 16;
+  t[tail - 2] = bits >>> 8;
+  t[tail - 1] = bits;
+  sha256Block(t, 0);
+  if (tail === 128) sha256Block(t, 64);
+  const out = new Uint8Array(32);
+  for (let i = 0; i < 8; i++) {
+    const x = sha256H[i]!;
+    out[4 * i] = x >>> 24;
+    out[4 * i + 1] = x >>> 16;
+    out[4 * i + 2] = x >>> 8;
+    out[4 * i + 3] = x;
+  }
+  return out;
+}
+
+/** One compression of the 64 bytes of `b` at `at` into `sha256H`. */
+function sha256Block(b: Uint8Array, at: number): void {
+  const w = sha256W;
+  for (let i = 0; i < 16; i++, at += 4) {
+    w[i] = (b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!;
+  }
+  for (let i = 16; i < 64; i++) {
+    const x = w[i - 15]!;
+    const y = w[i - 2]!;
+    const s0 = ((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3);
+    const s1 = ((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10);
+    w[i] = (w[i - 16]! + s0 + w[i - 7]! + s1) | 0;
+  }
+  const h = sha256H;
+  let a = h[0]!, b1 = h[1]!, c = h[2]!, d = h[3]!, e = h[4]!, f = h[5]!, g = h[6]!, k = h[7]!;
+  for (let i = 0; i < 64; i++) {
+    const s1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
+    const t1 = (k + s1 + ((e & f) ^ (~e & g)) + SHA256_K[i]! + w[i]!) | 0;
+    const s0 = ((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10));
+    const t2 = (s0 + ((a & b1) ^ (a & c) ^ (b1 & c))) | 0;
+    k = g;
+    g = f;
+    f = e;
+    e = (d + t1) | 0;
+    d = c;
+    c = b1;
+    b1 = a;
+    a = (t1 + t2) | 0;
+  }
+  h[0] = (h[0]! + a) | 0;
+  h[1] = (h[1]! + b1) | 0;
+  h[2] = (h[2]! + c) | 0;
+  h[3] = (h[3]! + d) | 0;
+  h[4] = (h[4]! + e) | 0;
+  h[5] = (h[5]! + f) | 0;
+  h[6] = (h[6]! + g) | 0;
+  h[7] = (h[7]! + k) | 0;
 }

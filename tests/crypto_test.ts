@@ -6,8 +6,10 @@ import {
   ed25519Verifier,
   generateSecretKey,
   publicKeyOf,
+  SHA256_NATIVE_BYTES_MIN,
   sha256Bytes,
 } from "../src/crypto.ts";
+import { createHash } from "node:crypto";
 import { ConfigError } from "../src/errors.ts";
 import { toHex } from "../src/types.ts";
 
@@ -220,5 +222,26 @@ Deno.test("crypto: sha256Bytes matches the FIPS 180-2 test vectors", () => {
   assert.equal(
     toHex(sha256Bytes(enc("abc"))),
     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+  );
+});
+
+Deno.test("crypto: sha256Bytes agrees with the native SHA-256 on every length around its switch", () => {
+  // Short inputs are hashed in JavaScript, long ones natively: each length 0..400 (the padding
+  // cases 55, 56, 63, 64, 119, 120 and the switch at SHA256_NATIVE_BYTES_MIN), random bytes.
+  assert.ok(SHA256_NATIVE_BYTES_MIN < 400);
+  for (let n = 0; n <= 400; n++) {
+    for (let round = 0; round < 3; round++) {
+      const data = crypto.getRandomValues(new Uint8Array(n));
+      const native = createHash("sha256").update(data).digest();
+      assert.equal(toHex(sha256Bytes(data)), toHex(new Uint8Array(native)), `length ${n}`);
+    }
+  }
+  // A view into a larger buffer hashes only its own bytes.
+  const buffer = crypto.getRandomValues(new Uint8Array(100));
+  const view = buffer.subarray(10, 50);
+  assert.equal(toHex(sha256Bytes(view)), toHex(sha256Bytes(view.slice())));
+  assert.equal(
+    toHex(sha256Bytes(enc("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"))),
+    "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
   );
 });

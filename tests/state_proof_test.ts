@@ -18,8 +18,11 @@ import {
   rootOfChunkHashes,
   SNAPSHOT_CHUNKS,
   StateTree,
+  verifyChunk,
   verifyStateProof,
 } from "../src/state/tree.ts";
+import { decodeChunk, encodeChunk } from "../src/state/chunk.ts";
+import { encodeValue } from "../src/codec.ts";
 import { ed25519Signer } from "../src/crypto.ts";
 import { deriveSecretKey } from "../src/crypto.ts";
 import { bytesEqual } from "../src/types.ts";
@@ -89,6 +92,62 @@ Deno.test("state tree: chunks rebuild the state and each is checked against the 
   assert.equal(checkChunk(6, c, hashes[6]!), "a key outside the chunk");
   assert.equal(checkChunk(5, [...c].reverse(), hashes[5]!) !== null || c.length === 1, true);
   assert.equal(checkChunk(5, [...c, c[0]!], hashes[5]!) !== null, true);
+});
+
+Deno.test("state tree: checked chunks are adopted whole, nothing hashed twice, and the tree then moves on", () => {
+  const t = new StateTree();
+  // Empty buckets, one-entry buckets, and values longer than the short-hash limit.
+  for (let i = 0; i < 2000; i++) t.apply([[k(`key-${i}`), k(`value-${i}`.repeat(1 + (i % 40)))]]);
+  const v = t.freeze();
+  const hashes = v.chunkHashes();
+  const adopted = new StateTree();
+  for (let c = 0; c < SNAPSHOT_CHUNKS; c++) {
+    const r = verifyChunk(c, v.chunk(c), hashes[c]!);
+    assert.ok(r.ok, `chunk ${c}`);
+    assert.equal(r.chunk.bucketStarts.length, 17);
+    assert.equal(r.chunk.bucketStarts[16], r.chunk.entries.length);
+    adopted.adoptChunk(r.chunk);
+  }
+  assert.equal(adopted.size, 2000);
+  assert.deepEqual(adopted.root(), v.root);
+  assert.deepEqual(adopted.freeze().get(k("key-7")), k("value-7".repeat(8)));
+  // Later updates rehash from the adopted buckets as from any others.
+  adopted.apply([[k("key-7"), null], [k("new"), k("1")]]);
+  t.apply([[k("key-7"), null], [k("new"), k("1")]]);
+  assert.deepEqual(adopted.root(), t.root());
+  // A chunk whose bucket is already filled is a bug of the caller.
+  const again = verifyChunk(0, v.chunk(0), hashes[0]!);
+  assert.ok(again.ok);
+  assert.throws(() => adopted.adoptChunk(again.chunk), /adoptChunk/);
+  // Refusals carry the reason; a key of a later bucket before an earlier one is out of order.
+  const c = v.chunk(9);
+  const refusal = verifyChunk(9, [...c].reverse(), hashes[9]!);
+  assert.ok(!refusal.ok && /order|sorted/.test(refusal.reason), JSON.stringify(refusal));
+});
+
+Deno.test("snapshot chunk codec: the same bytes as the general encoder, strict to read", () => {
+  const entries = [
+    { key: k(""), value: k("") },
+    { key: k("a".repeat(23)), value: k("b".repeat(24)) },
+    { key: k("c".repeat(255)), value: k("d".repeat(256)) },
+    { key: k("e"), value: new Uint8Array(70_000).fill(7) },
+  ];
+  for (const list of [[], entries, Array.from({ length: 300 }, (_, i) => entries[i % 4]!)]) {
+    const bytes = encodeChunk(list);
+    assert.deepEqual(bytes, encodeValue(list.map((e) => [e.key, e.value])));
+    assert.deepEqual(decodeChunk(bytes), list);
+  }
+  const one = encodeChunk([entries[1]!]);
+  assert.equal(decodeChunk(one.subarray(0, one.length - 1)), null); // cut short
+  assert.equal(decodeChunk(new Uint8Array([...one, 0])), null); // trailing byte
+  assert.equal(decodeChunk(new Uint8Array([0x98, 1, ...one.subarray(1)])), null); // not shortest
+  assert.equal(decodeChunk(new Uint8Array([0x9f, 0xff])), null); // indefinite length
+  assert.equal(decodeChunk(new Uint8Array([0x9a, 0xff, 0xff, 0xff, 0xff])), null); // a lying count
+  assert.equal(decodeChunk(encodeValue([[k("a"), "text"]])), null); // a value not bytes
+  assert.equal(decodeChunk(encodeValue([[k("a"), k("b"), k("c")]])), null); // not a pair
+  // Keys and values are views into the answer, not copies.
+  const decoded = decodeChunk(one)!;
+  assert.equal(decoded[0]!.value.buffer, one.buffer);
 });
 
 Deno.test("GET /kv/{key}?proof: a running cluster proves a value and an absence; tampered proofs are refused", async () => {

@@ -6,7 +6,7 @@
 import { encodeNode, encodeValue, genesisNode, genesisQC, nodeHash } from "../src/codec.ts";
 import { AssertionError, HotStuffError } from "../src/errors.ts";
 import { DENO_KV_LIMITS, DenoKvStorage } from "../src/storage/deno_kv.ts";
-import type { DenoKvOptions, FinalCommitStep } from "../src/storage/deno_kv.ts";
+import type { DenoKvOptions, FinalCommitStep, SnapshotBucket } from "../src/storage/deno_kv.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
 import {
   readCommitted,
@@ -16,7 +16,8 @@ import {
   type StoredNode,
   type WriteBatch,
 } from "../src/storage/storage.ts";
-import { toHex } from "../src/types.ts";
+import { bytesCompare, toHex } from "../src/types.ts";
+import { bucketOf } from "../src/state/tree.ts";
 import type { Node, QuorumCertificate } from "../src/types.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -786,7 +787,11 @@ kvTest("one round trip per write once the head and the Nodes are known", async (
   const nodes = chain(6);
   const store = DenoKvStorage.wrap(counting);
   await store.write({ nodes: nodes.slice(0, 3), safety: safety(3) });
-  assertEquals(calls, ["get", "list", "atomic"], "the first write reads the head and the index");
+  assertEquals(
+    calls,
+    ["get", "list", "list", "atomic"],
+    "the first write reads the head, the index, and whether a snapshot base is stored",
+  );
   for (let k = 3; k < 6; k++) {
     calls.length = 0;
     await store.write({ nodes: [nodes[k]!], commits: [nodes[k - 3]!], safety: safety(k + 1) });
@@ -797,7 +802,7 @@ kvTest("one round trip per write once the head and the Nodes are known", async (
   const restarted = DenoKvStorage.wrap(counting);
   calls.length = 0;
   await restarted.write({ commits: [nodes[3]!] });
-  assertEquals(calls, ["get", "list", "getMany", "atomic"], "after a restart");
+  assertEquals(calls, ["get", "list", "list", "getMany", "atomic"], "after a restart");
   calls.length = 0;
   await restarted.write({ nodes: [nodes[3]!] }); // at or below the head: read
   assertEquals(calls, ["getMany", "atomic"], "a Node at the head");
@@ -871,3 +876,94 @@ kvTest("another writer moving the head is detected", async (f) => {
   assertEquals(await racing.committedHead(), { height: 1, hash: n1!.hash }, "other's commit");
   await other!.close();
 });
+
+kvTest(
+  "snapshot state packed by bucket: read through, hidden by later updates and deletes, also after a restart",
+  async (f) => {
+    // 3,000 small entries, a bucket's worth of large ones (several parts), one entry too large for
+    // a part (an ordinary row), and an empty value.
+    const entries: [Uint8Array, Uint8Array][] = [];
+    for (let i = 0; i < 3000; i++) entries.push([text(`k/key-${i}`), text(`value-${i}`)]);
+    const crowded = bucketOf(text("k/key-0"));
+    for (let i = 0; entries.length < 3040; i++) {
+      const key = text(`k/big-${i}`);
+      if (bucketOf(key) === crowded) entries.push([key, new Uint8Array(3000).fill(i)]);
+    }
+    entries.push([text("k/huge"), new Uint8Array(60_000).fill(1)], [
+      text("k/empty"),
+      new Uint8Array(),
+    ]);
+    // As a snapshot install gives them: by bucket, then key.
+    entries.sort((a, b) => bucketOf(a[0]) - bucketOf(b[0]) || bytesCompare(a[0], b[0]));
+    await f.store.beginSnapshot(1);
+    // In three calls, each of whole buckets; a bucket written again is refused.
+    const inRange = (lo: number, hi: number): SnapshotBucket[] => {
+      const buckets: SnapshotBucket[] = [];
+      for (let b = lo; b < hi; b++) {
+        const list = entries.filter((e) => bucketOf(e[0]) === b);
+        if (list.length > 0) {
+          buckets.push({ bucket: b, entries: list.map(([key, value]) => ({ key, value })) });
+        }
+      }
+      return buckets;
+    };
+    await f.store.putSnapshotState(inRange(0, 1000));
+    await f.store.putSnapshotState(inRange(2048, 4096));
+    await f.store.putSnapshotState(inRange(1000, 2048));
+    await assertRejects(
+      () => f.store.putSnapshotState(inRange(crowded, crowded + 1)),
+      AssertionError,
+    );
+    assert(await f.count(["base", crowded]) >= 5, "the crowded bucket spans several parts");
+    assert(await f.count(["app"]) === 1, "only the huge entry is a row");
+    assert(await f.count(["base"]) < 4096 + 20, "one part per bucket but the crowded one");
+    const [n1, n2, n3] = chain(3);
+    await f.store.installSnapshotChain([n1!]);
+    await f.store.endSnapshot();
+    for (const [key, value] of [entries[0]!, entries[1234]!, entries.at(-1)!]) {
+      assertEquals(await f.store.getState(key), value, `state ${toHex(key)}`);
+    }
+    assertEquals(await f.store.getState(text("k/empty")), new Uint8Array(), "empty value");
+    assertEquals(await f.store.getState(text("k/huge")), new Uint8Array(60_000).fill(1), "huge");
+    assertEquals(await f.store.getState(text("k/absent")), null, "absent");
+    const big = entries.find((e) => bucketOf(e[0]) === crowded && e[1].length === 3000)!;
+    assertEquals(await f.store.getState(big[0]), big[1], "from a later part of its bucket");
+    // Committed updates hide the base: a set, a delete of a base key, a delete of an absent key.
+    await f.store.write({
+      commits: [stored(n2!.node, [
+        [text("k/key-1"), text("new")],
+        [text("k/key-2"), null],
+        [text("k/never"), null],
+        [text("k/added"), text("a")],
+      ])],
+    });
+    const check = async (store: DenoKvStorage, what: string): Promise<void> => {
+      assertEquals(await store.getState(text("k/key-1")), text("new"), `${what}: updated`);
+      assertEquals(await store.getState(text("k/key-2")), null, `${what}: deleted`);
+      assertEquals(await store.getState(text("k/key-3")), text("value-3"), `${what}: untouched`);
+      assertEquals(await store.getState(text("k/added")), text("a"), `${what}: added`);
+      const all = new Map<string, string>();
+      for await (const [k, v] of store.stateEntries()) {
+        assert(!all.has(toHex(k)), `${what}: ${toHex(k)} listed once`);
+        all.set(toHex(k), toHex(v));
+      }
+      assertEquals(all.size, entries.length, `${what}: every key but the deleted, plus the added`);
+      assertEquals(all.get(toHex(text("k/key-1"))), toHex(text("new")), `${what}: listed new`);
+      assert(!all.has(toHex(text("k/key-2"))), `${what}: the deleted key is not listed`);
+    };
+    await check(f.store, "before a restart");
+    // A restarted store finds its base again, so a delete still hides it.
+    const restarted = await f.reopen();
+    await restarted.write({ commits: [stored(n3!.node, [[text("k/key-3"), null]])] });
+    assertEquals(await restarted.getState(text("k/key-3")), null, "deleted after a restart");
+    await restarted.write({
+      commits: [stored(child(n3!.node), [[text("k/key-3"), text("back")]])],
+    });
+    assertEquals(await restarted.getState(text("k/key-3")), text("back"), "set again");
+    // Clearing (a later install) takes the base and its overrides.
+    await restarted.beginSnapshot(9);
+    await restarted.clearSnapshot();
+    assertEquals(await f.count(["base"]), 0, "base cleared");
+    assertEquals(await restarted.getState(text("k/key-4")), null, "no base state");
+  },
+);

@@ -5,7 +5,8 @@
  * deno task replica --config DIR/cluster.json --key KEYFILE --data DATADIR
  *                   [--listen-consensus HOST:PORT] [--listen-http HOST:PORT]
  *                   [--log-level debug|info|warn|error|silent] [--view-timeout-ms MS]
- *                   [--state-sync] [--state-checkpoint-interval N] [--prune-committed]
+ *                   [--state-sync] [--state-sync-lag N] [--state-checkpoint-interval N]
+ *                   [--prune-committed]
  * ```
  *
  * Validator-set changes signed by the cluster's operator key are executed (`validators.ts`,

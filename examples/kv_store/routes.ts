@@ -6,7 +6,7 @@
  * | `PUT /kv/{key}` | the value (at most {@link KV_VALUE_BYTES_MAX} bytes) | after commit: `200 {"id", "height", "node"}` |
  * | `DELETE /kv/{key}` | none | after commit: `200 {"id", "height", "node"}` |
  * | `GET /kv/{key}` | none | the committed value (`200`, raw bytes), or `404 {"error", "reason": "not-found"}` |
- * | `GET /kv/{key}?proof` | none | a key proof (`application/cbor`, SPECIFICATION.md 15.3) of the value or absence of state key `"k/" + key` at the newest certified checkpoint, or `404 no-proof` |
+ * | `GET /kv/{key}?proof` | none | a key proof (`application/cbor`, SPECIFICATION.md 15.3) of the value or absence of state key `"k/" + key` at the newest provable checkpoint, or `404 no-proof` |
  *
  * `{key}` is one URL path segment (percent-encoding allowed) of 1 to 256 UTF-8 bytes; anything
  * else is `400 bad-key`. Refusals are JSON `{"error", "reason"}` (see `src/runtime/replica.ts` for the

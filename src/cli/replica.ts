@@ -7,11 +7,13 @@
  * replica --config DIR/cluster.json --key KEYFILE --data DATADIR
  *         [--listen-consensus HOST:PORT] [--listen-http HOST:PORT]
  *         [--log-level debug|info|warn|error|silent] [--view-timeout-ms MS]
- *         [--state-sync] [--state-checkpoint-interval N] [--prune-committed]
+ *         [--state-sync] [--state-sync-lag N] [--state-checkpoint-interval N] [--prune-committed]
  * ```
  *
  * - `--state-sync`: a replica whose store has no committed Node joins from a peer's certified
- *   snapshot (SPECIFICATION.md 15.4) instead of replaying from genesis.
+ *   snapshot (SPECIFICATION.md 15.4) instead of replaying from genesis; so does one whose
+ *   committed head is more than `--state-sync-lag` heights (default 4096; 0: never) below the
+ *   newest snapshot (its state and Nodes are replaced, its votes and lock kept).
  * - `--state-checkpoint-interval N`: sign the state root every N committed heights (default 64;
  *   0: no state tree, proofs or snapshots). Every replica of a cluster should use the same N.
  * - `--prune-committed`: delete committed Nodes older than the kept snapshots need
@@ -98,6 +100,7 @@ const FLAGS = {
   "log-level": { type: "string" },
   "view-timeout-ms": { type: "string" },
   "state-sync": { type: "boolean" },
+  "state-sync-lag": { type: "string" },
   "prune-committed": { type: "boolean" },
   "state-checkpoint-interval": { type: "string" },
 } as const;
@@ -129,6 +132,7 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
   await configureJsonLogging(logLevel);
   const viewTimeoutMinMs = intFlag(f, "view-timeout-ms", 10, 60_000, LAN_VIEW_TIMEOUT_MIN_MS);
   const stateCheckpointInterval = intFlag(f, "state-checkpoint-interval", 0, 1_000_000, 64);
+  const stateSyncLagHeights = intFlag(f, "state-sync-lag", 0, 1_000_000_000, 4096);
   const listenConsensus = optionalAddress(f["listen-consensus"], "--listen-consensus");
   const listenHttp = optionalAddress(f["listen-http"], "--listen-http");
   const config = await readClusterConfig(configPath);
@@ -162,6 +166,7 @@ export async function replicaMain(args: readonly string[], p: ReplicaProgram): P
       pacemaker: { viewTimeoutMinMs, viewTimeoutMaxMs: LAN_VIEW_TIMEOUT_MAX_MS },
       network: { encryptLinks: config.links !== "plaintext" },
       stateSync: f["state-sync"] === true,
+      stateSyncLagHeights,
       pruneCommitted: f["prune-committed"] === true,
       stateCheckpointInterval,
       logLevel: logLevel as LogLevel,

@@ -269,6 +269,13 @@ export interface ReplicaOptions {
    */
   readonly stateSync?: boolean;
   /**
+   * With `stateSync`, a replica whose store's committed head is more than this many heights below
+   * the newest provable snapshot a peer offers (e.g. restarted after a long outage) replaces its
+   * state and Nodes by that snapshot at start; its safety state (votes, lock) is kept
+   * (SPECIFICATION.md 15.4, "Far behind"). Default 4096; 0: only an empty store syncs.
+   */
+  readonly stateSyncLagHeights?: number;
+  /**
    * Retention: delete committed Nodes older than the kept snapshots need (the oldest of the last
    * 4 checkpoints minus the 1024 heights below it that joiners fetch, SPECIFICATION.md 15.5).
    * Needs a store with `pruneCommittedBelow` (Deno KV). Default false: every Node is kept.
@@ -559,7 +566,11 @@ export class Replica implements NodeTreeView {
     const pool = this.mempool;
     // Spec 15.4 step 5: the Engine opens on the installed head and catches up from there.
     const stateSync = o.stateSync === true;
-    await prepareState(this.state, { ...this.#stateOptions(), stateSync, signal: o.signal });
+    const installed = await prepareState(this.state, {
+      ...this.#stateOptions(),
+      stateSync,
+      signal: o.signal,
+    });
     const base = o.app ?? pool!.application;
     const app = withStateTree(
       this.#withCommitCallback(
@@ -576,6 +587,7 @@ export class Replica implements NodeTreeView {
         this.#o.storage,
         pool.limits.commandHorizon,
         (read, total) => ticker.tick({ read, total }),
+        installed ?? undefined,
       );
       await pool.restore(restore);
     }
@@ -637,6 +649,7 @@ export class Replica implements NodeTreeView {
       checkpointInterval: o.stateCheckpointInterval,
       pruneCommitted: o.pruneCommitted,
       historyHeights: o.stateHistoryHeights,
+      stateSyncLagHeights: o.stateSyncLagHeights,
       log: (level, event, fields) => this.#log.write(level, event, fields),
     };
   }

@@ -8,7 +8,8 @@ import type { AppLimits } from "../app.ts";
 import { DEFAULT_APP_LIMITS } from "../app.ts";
 import { plantedSafetyBugs } from "../consensus/safety.ts";
 import { ConfigError } from "../errors.ts";
-import { readCommitted, type Storage } from "../storage/storage.ts";
+import { readCommitted, type Storage, type StoredNode } from "../storage/storage.ts";
+import { bytesEqual } from "../types.ts";
 import { plantedBugs } from "../validators.ts";
 import { plantedReconfigBugs } from "../consensus/reconfig.ts";
 import type { BatchLimits, MempoolRestore } from "./mempool.ts";
@@ -40,7 +41,9 @@ const RESTORE_STEP_HEIGHTS = 256;
 /**
  * What the pool needs from the store before the Engine starts (see {@link Mempool.restore}): the
  * committed Nodes of the last `horizon` heights and the uncommitted Nodes. `onProgress` hears
- * the heights read so far and the heights to read, after each step.
+ * the heights read so far and the heights to read, after each step. `written`: the committed
+ * Nodes a snapshot install just wrote (ascending, ending at the head), taken instead of reading
+ * them back.
  *
  * @example
  * ```ts
@@ -54,10 +57,16 @@ export async function restoreOf(
   storage: Storage,
   horizon: number,
   onProgress?: (read: number, total: number) => void,
+  written?: readonly StoredNode[],
 ): Promise<MempoolRestore> {
   const head = await storage.committedHead();
   const top = head?.height ?? 0;
   const from = Math.max(1, top - horizon + 1);
+  const last = written?.at(-1);
+  if (last !== undefined && head !== null && bytesEqual(last.hash, head.hash)) {
+    const committed = written!.filter((s) => s.node.height >= from);
+    return { committedHeight: top, committed, uncommitted: await storage.uncommittedNodes() };
+  }
   const committed = [];
   for (let start = from; start <= top; start += RESTORE_STEP_HEIGHTS) {
     const end = Math.min(top, start + RESTORE_STEP_HEIGHTS - 1);

@@ -22,6 +22,7 @@ import { buildCommitProof, type CommitProof, encodeCommitProof } from "../light/
 import type { KeyProof } from "../light/state_proof.ts";
 import type { Hash, Node, QuorumCertificate } from "../types.ts";
 import { bytesEqual, toHex } from "../types.ts";
+import { encodeChunk } from "./chunk.ts";
 import { StateRoots } from "./roots.ts";
 import { SNAPSHOT_CHUNKS, StateTree, type StateVersion } from "./tree.ts";
 
@@ -71,6 +72,14 @@ export interface ChainAccess {
 export const STATE_CHECKPOINT_INTERVAL = 64;
 /** Checkpoints kept (their frozen versions serve proofs and snapshots). */
 export const STATE_CHECKPOINTS_KEPT = 4;
+/**
+ * Older checkpoints also kept while a joiner fetches their chunks (one was asked for in the last
+ * {@link STATE_SERVING_KEEP_MS}): at most this many, so a slow join is not cut off by new
+ * checkpoints, and memory stays bounded (a kept version shares unchanged buckets with the tree).
+ */
+export const STATE_CHECKPOINTS_SERVING_MAX = 2;
+/** How long after its last chunk request a checkpoint counts as being served, ms. */
+export const STATE_SERVING_KEEP_MS = 30_000;
 /** Chain Nodes read to build an anchoring commit proof (see `PROOF_LOOKAHEAD_NODES`, 15.1). */
 const ANCHOR_NODES_READ = 64;
 
@@ -133,6 +142,8 @@ export class StateService {
   #tree = new StateTree();
   readonly #interval: number;
   readonly #checkpoints: Checkpoint[] = [];
+  /** When each kept checkpoint last served a chunk (`Date.now()`). */
+  readonly #servedAt = new WeakMap<Checkpoint, number>();
   #loaded = false;
   /** The state roots of uncommitted Nodes over the tree (the Application's `stateRoot` hook). */
   readonly roots: StateRoots = new StateRoots(() => this.#tree);
@@ -202,11 +213,32 @@ export class StateService {
 
   #checkpoint(cp: Checkpoint): void {
     this.#checkpoints.push(cp);
-    if (this.#checkpoints.length > STATE_CHECKPOINTS_KEPT) this.#checkpoints.shift();
+    this.#trim();
     const { height, version } = cp;
     this.#o.log?.("state:checkpoint", { height, root: toHex(version.root), keys: version.size });
     const oldest = this.#checkpoints[0]!.height;
     this.#o.onCheckpoint?.(Math.max(1, oldest - (this.#o.historyHeights ?? 1024)));
+  }
+
+  /**
+   * Keeps the last {@link STATE_CHECKPOINTS_KEPT} checkpoints, and older ones still being served
+   * (up to {@link STATE_CHECKPOINTS_SERVING_MAX} of them).
+   */
+  #trim(): void {
+    const now = Date.now();
+    const serving = (c: Checkpoint): boolean =>
+      now - (this.#servedAt.get(c) ?? -Infinity) < STATE_SERVING_KEEP_MS;
+    for (;;) {
+      const older = this.#checkpoints.length - STATE_CHECKPOINTS_KEPT;
+      if (older <= 0) return;
+      const candidates = this.#checkpoints.slice(0, older);
+      const idle = candidates.findIndex((c) => !serving(c));
+      if (idle < 0 && older <= STATE_CHECKPOINTS_SERVING_MAX) return;
+      const dropped = this.#checkpoints.splice(Math.max(0, idle), 1)[0]!;
+      if (serving(dropped)) {
+        this.#o.log?.("state:serving-dropped", { height: dropped.height });
+      }
+    }
   }
 
   /** The checkpoint at `height`, if kept. */
@@ -272,8 +304,8 @@ export class StateService {
         const index = intParam(url, "index");
         if (cp === null) throw new RouteError(404, "no-snapshot", "no checkpoint at that height");
         if (index >= SNAPSHOT_CHUNKS) throw new RouteError(400, "bad-parameter", "bad index");
-        const entries = cp.version.chunk(index).map((e) => [e.key, e.value]);
-        return cbor(encodeValue(entries));
+        this.#servedAt.set(cp, Date.now());
+        return cbor(encodeChunk(cp.version.chunk(index)));
       }
     }
     throw new RouteError(404, "not-found", `no route ${url.pathname}`);

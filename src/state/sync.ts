@@ -1,21 +1,25 @@
 /**
- * Snapshot state sync: a replica with an empty store joins from a peer's snapshot of committed
- * state instead of replaying every Node. See SPECIFICATION.md 15.4.
+ * Snapshot state sync: a replica with an empty store, or one far behind its peers, joins from a
+ * peer's snapshot of committed state instead of replaying every Node. See SPECIFICATION.md 15.4.
  *
  * 1. Ask every peer for its newest manifest (`GET /state/snapshot`): a commit proof and 256 chunk
  *    hashes.
  * 2. Keep the manifests whose commit proof verifies against the trusted set and proves the Nodes
  *    at `H` and `H + 1` committed, and whose chunk hashes fold to the state root the Node at
  *    `H + 1` carries (the state after `H`, `stateAnchor`); take the highest `H`.
- * 3. Fetch the 256 chunks one at a time (`GET /state/chunk`), each checked against its hash in the
- *    manifest before it is written; a peer whose chunk fails is dropped and another is asked.
- * 4. Write the snapshot's Node as the committed head (with a QC for it as the highest QC when
- *    the proof carries one; the safety state's votes and lock are left as stored).
+ * 3. Fetch the 256 chunks (`GET /state/chunk`, 8 in flight), each checked against its hash in the
+ *    manifest before it is used (`verifyChunk`: each value hashed once); a peer whose chunk fails
+ *    is dropped and another is asked. Checked chunks enter the tree whole and are written packed
+ *    by bucket (`DenoKvStorage.putSnapshotState`).
+ * 4. Meanwhile fetch the history Nodes below `H` and write them (head at `H - 1`); once the whole
+ *    state is written, write the snapshot's Node as the committed head (with a QC for it as the
+ *    highest QC when the proof carries one; the safety state's votes and lock are left as stored).
  *
  * The install runs under a marker (`DenoKvStorage.beginSnapshot`): a replica that crashes
- * mid-install finds it at the next start, deletes the state it wrote and starts over
- * ({@link recoverSnapshotInstall}). The Engine starts only after the install is complete, so the
- * replica never votes on partial state.
+ * mid-install finds it at the next start, deletes what it wrote and starts over
+ * ({@link recoverSnapshotInstall}). A store far behind (`aboveHeight`) is emptied but for its
+ * safety state after the marker is set. The Engine starts only after the install is complete, so
+ * the replica never votes on partial state.
  *
  * @module
  */
@@ -23,19 +27,21 @@ import { decodeNode, genesisQC, nodeHash } from "../codec.ts";
 import type { Verifier } from "../crypto.ts";
 import { decodeCommitProof, verifyCommitProof } from "../light/commit_proof.ts";
 import { readBodyLimited } from "../net/http.ts";
-import type { SafetyState, Storage } from "../storage/storage.ts";
-import type { DenoKvStorage } from "../storage/deno_kv.ts";
+import type { SafetyState, Storage, StoredNode } from "../storage/storage.ts";
+import type { DenoKvStorage, SnapshotBucket } from "../storage/deno_kv.ts";
 import { type StateAnchor, stateAnchor } from "../light/state_proof.ts";
 import type { Hash, Node } from "../types.ts";
 import { bytesEqual, toHex } from "../types.ts";
 import type { ValidatorSet } from "../validators.ts";
 import { decodeManifest } from "./service.ts";
+import { decodeChunk } from "./chunk.ts";
 import {
-  checkChunk,
+  BUCKETS_PER_CHUNK,
+  type CheckedChunk,
   rootOfChunkHashes,
   SNAPSHOT_CHUNKS,
-  type StateEntry,
   StateTree,
+  verifyChunk,
 } from "./tree.ts";
 import { decodeValue } from "../codec.ts";
 
@@ -46,18 +52,20 @@ export type SnapshotStore =
     DenoKvStorage,
     | "snapshotMarker"
     | "beginSnapshot"
-    | "putStateEntries"
+    | "putSnapshotState"
     | "clearSnapshot"
     | "installSnapshotChain"
     | "endSnapshot"
+    | "dropForSnapshot"
   >;
 
 /** True when `storage` can install snapshots. */
 export function isSnapshotStore(storage: Storage): storage is SnapshotStore {
   const s = storage as Partial<SnapshotStore>;
-  return typeof s.beginSnapshot === "function" && typeof s.putStateEntries === "function" &&
+  return typeof s.beginSnapshot === "function" && typeof s.putSnapshotState === "function" &&
     typeof s.snapshotMarker === "function" && typeof s.clearSnapshot === "function" &&
-    typeof s.endSnapshot === "function" && typeof s.installSnapshotChain === "function";
+    typeof s.endSnapshot === "function" && typeof s.installSnapshotChain === "function" &&
+    typeof s.dropForSnapshot === "function";
 }
 
 /** Options of {@link syncSnapshot}. */
@@ -70,8 +78,14 @@ export interface SnapshotSyncOptions {
   readonly verifier?: Verifier;
   /** Peers' HTTP API base URLs. */
   readonly peers: readonly string[];
-  /** The (empty) store to install into. */
+  /** The store to install into: empty, unless `aboveHeight` is given. */
   readonly storage: SnapshotStore;
+  /**
+   * Install only a snapshot above this height (a replica far behind, SPECIFICATION.md 15.4): the
+   * store may then hold committed Nodes, and all of it but the safety state is replaced. Without
+   * it the store must be empty.
+   */
+  readonly aboveHeight?: number;
   /** Request headers for a peer request (admission). */
   readonly authorize?: (method: string, url: URL) => Promise<Record<string, string>>;
   /**
@@ -104,14 +118,27 @@ export interface SnapshotSyncResult {
   readonly keys: number;
   /** The installed state's tree (for {@link StateService.adopt}). */
   readonly tree: StateTree;
+  /** The committed Nodes installed, ascending: the history and the snapshot's Node last. */
+  readonly chain: readonly StoredNode[];
   /** Peers dropped for bad answers, with the reason. */
   readonly dropped: readonly { readonly peer: string; readonly reason: string }[];
 }
 
-/** A sync that found no usable snapshot or could not finish; the replica then replays. */
+/**
+ * A sync that found no usable snapshot or could not finish (the replica then replays), or, with
+ * `aboveHeight`, found none far enough ahead (reason `"not-behind"`).
+ */
 export class SnapshotSyncError extends Error {
   /** The error's name. */
   override readonly name = "SnapshotSyncError";
+  /** `"not-behind"`: no snapshot above `aboveHeight`; `"failed"`: anything else. */
+  readonly reason: "failed" | "not-behind";
+
+  /** An error with `message`, and `reason` (default `"failed"`). */
+  constructor(message: string, reason: "failed" | "not-behind" = "failed") {
+    super(message);
+    this.reason = reason;
+  }
 }
 
 /**
@@ -150,48 +177,36 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
     dropped.push({ peer, reason });
     options.log?.("sync:peer-dropped", { peer, reason });
   };
+  const head = await options.storage.committedHead();
+  const above = options.aboveHeight;
+  if (head !== null && above === undefined) {
+    throw new SnapshotSyncError(
+      "the store is not empty: a snapshot installs only into an empty one",
+    );
+  }
   // Spec 15.4 steps 1-2.
   const manifest = await bestManifest(options, drop);
   const anchor = manifest.anchor;
+  if (above !== undefined && anchor.height <= above) {
+    throw new SnapshotSyncError(
+      `the newest snapshot (${anchor.height}) is not above ${above}`,
+      "not-behind",
+    );
+  }
   options.log?.("sync:manifest", { height: anchor.height, root: toHex(anchor.root) });
   // Chunks are checked one by one, so any peer that keeps this checkpoint may serve them: those
   // that offered it first, then the others.
   const others = options.peers.filter((p) => !manifest.peers.includes(p));
   const good = [...manifest.peers, ...others].filter((p) => !dropped.some((d) => d.peer === p));
   options.log?.("sync:proven", { height: anchor.height });
-  // Spec 15.4 step 3.
+  // Spec 15.4 steps 3 and 4 ("Far behind": the old state and Nodes go first, under the marker).
   const tree = new StateTree();
-  let timing: Record<string, number> = {};
   await options.storage.beginSnapshot(anchor.height);
-  try {
-    timing = await fetchChunks(options, tree, manifest.chunkHashes, anchor.height, good, drop);
-  } catch (e) {
-    await options.storage.clearSnapshot();
-    throw e;
+  if (head !== null) {
+    await options.storage.dropForSnapshot();
+    options.log?.("sync:replacing", { head: head.height, height: anchor.height });
   }
-  // Each chunk matched its hash and the hashes fold to the root: so does the whole.
-  if (!bytesEqual(tree.root(), anchor.root)) {
-    await options.storage.clearSnapshot();
-    throw new SnapshotSyncError("the installed state does not hash to the anchored root");
-  }
-  // Spec 15.4 step 4: the Nodes of the last `historyHeights` heights, hash-linked to the proven
-  // one, become the committed chain (the pool's ids of recent commands come from them).
-  // Where the chunk phase's time went (ms): waiting for answers, checking, writing, the tree.
-  const spent = Object.fromEntries(Object.entries(timing).map(([k, v]) => [k, Math.round(v)]));
-  options.log?.("sync:chunks", { keys: tree.size, ms: spent });
-  const history = await fetchHistory(options, anchor.node, good, drop);
-  options.log?.("sync:history", { nodes: history.length });
-  const chain = [...history, anchor.node].map((node) => ({
-    node,
-    hash: nodeHash(node),
-    updates: [],
-  }));
-  try {
-    await options.storage.installSnapshotChain(chain);
-  } catch (e) {
-    await options.storage.clearSnapshot();
-    throw e;
-  }
+  const chain = await installUnderMarker(options, tree, manifest, good, drop);
   await options.storage.endSnapshot();
   // The highest QC is raised last: a crash before it leaves a complete store without it.
   const safety = await options.storage.loadSafety();
@@ -214,8 +229,55 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
     root: anchor.root,
     keys: tree.size,
     tree,
+    chain,
     dropped,
   };
+}
+
+/**
+ * Spec 15.4 steps 3 and 4 under the install marker: the chunks into `tree` and the store, and the
+ * history Nodes, fetched and written while the chunks are (the head then stands at `H - 1`, below
+ * the marker's height, so a crash still undoes the install), then the proven Node, which moves the
+ * head to `H` once the whole state is written. Any failure clears what was written.
+ */
+async function installUnderMarker(
+  o: SnapshotSyncOptions,
+  tree: StateTree,
+  manifest: Manifest,
+  peers: string[],
+  drop: (peer: string, reason: string) => void,
+): Promise<StoredNode[]> {
+  const stored = (node: Node): StoredNode => ({ node, hash: nodeHash(node), updates: [] });
+  const { node: top, height, root } = manifest.anchor;
+  // Spec 15.4 step 4: the history only needs the proven Node to be checked, so it is fetched and
+  // written at once, while the chunks are (step 3).
+  const history = fetchHistory(o, top, [...peers], drop).then(async (nodes) => {
+    const chain = nodes.map(stored);
+    if (chain.length > 0) await o.storage.installSnapshotChain(chain);
+    return chain;
+  });
+  history.catch(() => {});
+  try {
+    const timing = await fetchChunks(o, tree, manifest.chunkHashes, height, peers, drop);
+    // Where the chunk phase's time went (ms): waiting for answers, checking, writing, the tree.
+    const ms = Object.fromEntries(Object.entries(timing).map(([k, v]) => [k, Math.round(v)]));
+    o.log?.("sync:chunks", { keys: tree.size, ms });
+    // Each chunk matched its hash and the hashes fold to the root: so does the whole.
+    if (!bytesEqual(tree.root(), root)) {
+      throw new SnapshotSyncError("the installed state does not hash to the anchored root");
+    }
+    const chain = await history;
+    o.log?.("sync:history", { nodes: chain.length });
+    // The Nodes below are committed Nodes of the store now: the proven one extends them.
+    const last = stored(top);
+    if (chain.length === 0) await o.storage.installSnapshotChain([last]);
+    else await o.storage.write({ commits: [last] });
+    return [...chain, last];
+  } catch (e) {
+    await history.catch(() => {});
+    await o.storage.clearSnapshot();
+    throw e;
+  }
 }
 
 interface Manifest {
@@ -231,9 +293,11 @@ async function bestManifest(
   drop: (peer: string, reason: string) => void,
 ): Promise<Manifest> {
   const found: { peer: string; anchor: StateAnchor; chunkHashes: Hash[] }[] = [];
+  // A replica with a store asks at every start: a peer that does not answer soon is skipped.
+  const timeoutMs = o.aboveHeight === undefined ? undefined : MANIFEST_TIMEOUT_BEHIND_MS;
   await Promise.all(o.peers.map(async (peer) => {
     // Spec 15.4 step 1.
-    const r = await get(o, peer, "/state/snapshot", MANIFEST_BYTES_MAX);
+    const r = await get(o, peer, "/state/snapshot", MANIFEST_BYTES_MAX, timeoutMs);
     if (r === null || r.status !== 200) return;
     const m = decodeManifest(r.body);
     if (m === null) return drop(peer, "malformed manifest");
@@ -273,13 +337,18 @@ async function anchorOf(o: SnapshotSyncOptions, bytes: Uint8Array): Promise<Stat
   return stateAnchor(verdict);
 }
 
+/** Deadline of a manifest request when the store is not empty (`aboveHeight`), ms. */
+const MANIFEST_TIMEOUT_BEHIND_MS = 2_000;
 /** Chunk requests in flight at once (memory while fetching: this many chunks). */
 const CHUNKS_IN_FLIGHT = 8;
-/** Checked entries held before they are written (a Deno KV operation holds up to 990). */
-const WRITE_ENTRIES_MIN = 2_970;
+/**
+ * Checked chunks held before they are written: 32 chunks are 512 buckets, about one Deno KV
+ * operation of packed state (`DenoKvStorage.putSnapshotState`) while buckets are small.
+ */
+const WRITE_CHUNKS_MIN = 32;
 /** ... or this many bytes of keys and values. */
-const WRITE_BYTES_MIN = 4 << 20;
-/** State writes in flight at once (memory: this many times `WRITE_ENTRIES_MIN` entries). */
+const WRITE_BYTES_MIN = 512 << 10;
+/** State writes in flight at once. */
 const WRITES_IN_FLIGHT = 3;
 
 async function fetchChunks(
@@ -292,11 +361,9 @@ async function fetchChunks(
 ): Promise<Record<string, number>> {
   const max = o.chunkBytesMax ?? 16 << 20;
   let next = 0;
-  const ms = { wait: 0, check: 0, write: 0, insert: 0 };
-  const unwritten: [Uint8Array, Uint8Array][] = [];
-  const writes: Promise<void>[] = [];
-  let unwrittenBytes = 0;
-  const fetchOne = async (c: number): Promise<StateEntry[]> => {
+  const ms = { wait: 0, check: 0, write: 0, adopt: 0 };
+  const writer = new EntryWriter(o.storage, ms);
+  const fetchOne = async (c: number): Promise<CheckedChunk> => {
     for (let attempts = 1;; attempts++) {
       if (o.signal?.aborted) throw new SnapshotSyncError("aborted");
       if (peers.length === 0) throw new SnapshotSyncError("every peer failed to serve chunks");
@@ -308,54 +375,102 @@ async function fetchChunks(
       if (r === null || r.status !== 200) continue; // unreachable, or no longer kept there
       const t = performance.now();
       const got = decodeChunk(r.body);
-      const problem = got === null ? "malformed chunk" : checkChunk(c, got, hashes[c]!);
+      const verdict = got === null
+        ? { ok: false, reason: "malformed chunk" } as const
+        : verifyChunk(c, got, hashes[c]!);
       ms.check += performance.now() - t;
-      if (problem === null) return got!;
-      drop(peer, `chunk ${c}: ${problem}`);
+      if (verdict.ok) return verdict.chunk;
+      drop(peer, `chunk ${c}: ${verdict.reason}`);
       if (peers.includes(peer)) peers.splice(peers.indexOf(peer), 1);
     }
   };
-  // A window of requests; chunks are written in order, each only after it matched its hash.
-  const inFlight: Promise<StateEntry[]>[] = [];
+  // A window of requests, each answer checked as it arrives; chunks enter the tree and the
+  // store in order, each only after it matched its hash.
+  const inFlight: Promise<CheckedChunk>[] = [];
   for (let c = 0; c < Math.min(CHUNKS_IN_FLIGHT, SNAPSHOT_CHUNKS); c++) inFlight.push(fetchOne(c));
   // Failures surface in order; the ones behind the first are not left unhandled.
   for (const p of inFlight) p.catch(() => {});
-  for (let c = 0; c < SNAPSHOT_CHUNKS; c++) {
-    let t = performance.now();
-    const entries = await inFlight.shift()!;
-    ms.wait += performance.now() - t;
-    const ahead = c + CHUNKS_IN_FLIGHT;
-    if (ahead < SNAPSHOT_CHUNKS) {
-      const p = fetchOne(ahead);
-      p.catch(() => {});
-      inFlight.push(p);
-    }
-    // Written in full atomic operations (one fsync each), a chunk's worth or more at a time.
-    for (const e of entries) {
-      unwritten.push([e.key, e.value]);
-      unwrittenBytes += e.key.length + e.value.length;
-    }
-    if (unwritten.length >= WRITE_ENTRIES_MIN || unwrittenBytes >= WRITE_BYTES_MIN) {
-      unwrittenBytes = 0;
-      // A few writes in flight (distinct keys: their order does not matter before the head).
-      if (writes.length >= WRITES_IN_FLIGHT) {
-        t = performance.now();
-        await writes.shift();
-        ms.write += performance.now() - t;
+  try {
+    for (let c = 0; c < SNAPSHOT_CHUNKS; c++) {
+      let t = performance.now();
+      const chunk = await inFlight.shift()!;
+      ms.wait += performance.now() - t;
+      const ahead = c + CHUNKS_IN_FLIGHT;
+      if (ahead < SNAPSHOT_CHUNKS) {
+        const p = fetchOne(ahead);
+        p.catch(() => {});
+        inFlight.push(p);
       }
-      const w = o.storage.putStateEntries(unwritten.splice(0));
-      w.catch(() => {});
-      writes.push(w);
+      t = performance.now();
+      tree.adoptChunk(chunk);
+      ms.adopt += performance.now() - t;
+      await writer.add(chunk);
     }
-    t = performance.now();
-    tree.insertChunk(entries);
-    ms.insert += performance.now() - t;
+    await writer.flush();
+  } finally {
+    await writer.settle();
   }
-  const t = performance.now();
-  writes.push(o.storage.putStateEntries(unwritten.splice(0)));
-  await Promise.all(writes);
-  ms.write += performance.now() - t;
   return ms;
+}
+
+/**
+ * Writes checked chunks, whole chunks at a time, at least {@link WRITE_CHUNKS_MIN} chunks (or
+ * {@link WRITE_BYTES_MIN} bytes) a call, with up to {@link WRITES_IN_FLIGHT} calls in flight
+ * (distinct buckets: their order does not matter before the head moves). Memory: the entries
+ * held and in flight (views into answers the tree keeps anyway).
+ */
+class EntryWriter {
+  readonly #storage: SnapshotStore;
+  readonly #ms: { write: number };
+  #held: SnapshotBucket[] = [];
+  #heldChunks = 0;
+  #heldBytes = 0;
+  readonly #writes: Promise<void>[] = [];
+
+  constructor(storage: SnapshotStore, ms: { write: number }) {
+    this.#storage = storage;
+    this.#ms = ms;
+  }
+
+  /** Holds a chunk's entries; writes what is held once it is enough (waiting for a slot). */
+  async add(chunk: CheckedChunk): Promise<void> {
+    const first = chunk.index * BUCKETS_PER_CHUNK;
+    for (let i = 0; i < BUCKETS_PER_CHUNK; i++) {
+      const entries = chunk.entries.slice(chunk.bucketStarts[i], chunk.bucketStarts[i + 1]);
+      if (entries.length > 0) this.#held.push({ bucket: first + i, entries });
+    }
+    for (const e of chunk.entries) this.#heldBytes += e.key.length + e.value.length;
+    this.#heldChunks++;
+    if (this.#heldChunks < WRITE_CHUNKS_MIN && this.#heldBytes < WRITE_BYTES_MIN) return;
+    if (this.#writes.length >= WRITES_IN_FLIGHT) {
+      const t = performance.now();
+      await this.#writes.shift();
+      this.#ms.write += performance.now() - t;
+    }
+    this.#start();
+  }
+
+  /** Writes what is held and waits for every write. */
+  async flush(): Promise<void> {
+    if (this.#held.length > 0) this.#start();
+    const t = performance.now();
+    while (this.#writes.length > 0) await this.#writes.shift();
+    this.#ms.write += performance.now() - t;
+  }
+
+  /** Waits for the writes in flight, failed or not (before the store is cleared). */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.#writes.splice(0));
+  }
+
+  #start(): void {
+    const w = this.#storage.putSnapshotState(this.#held);
+    w.catch(() => {});
+    this.#writes.push(w);
+    this.#held = [];
+    this.#heldChunks = 0;
+    this.#heldBytes = 0;
+  }
 }
 
 /**
@@ -405,15 +520,6 @@ function decodeNodes(body: Uint8Array): Node[] | null {
   });
 }
 
-function decodeChunk(body: Uint8Array): StateEntry[] | null {
-  return decodeList(body, (e) => {
-    if (!Array.isArray(e) || e.length !== 2) return null;
-    const [key, value] = e as unknown[];
-    if (!(key instanceof Uint8Array) || !(value instanceof Uint8Array)) return null;
-    return { key, value };
-  });
-}
-
 /** A CBOR array whose every item `item` reads; null when it is not one or an item is bad. */
 function decodeList<T>(body: Uint8Array, item: (v: unknown) => T | null): T[] | null {
   let v: unknown;
@@ -437,11 +543,12 @@ async function get(
   base: string,
   path: string,
   max: number,
+  timeoutMs: number = o.requestTimeoutMs ?? 10_000,
 ): Promise<{ status: number; body: Uint8Array } | null> {
   const url = new URL(path, base);
   try {
     const headers = await o.authorize?.("GET", url) ?? {};
-    const signal = AbortSignal.timeout(o.requestTimeoutMs ?? 10_000);
+    const signal = AbortSignal.timeout(timeoutMs);
     const r = await fetch(url, {
       headers,
       signal: o.signal === undefined ? signal : AbortSignal.any([signal, o.signal]),

@@ -18,6 +18,7 @@
  * @module
  */
 import { sha256Bytes } from "../crypto.ts";
+import { assert } from "../errors.ts";
 import { bytesCompare, bytesEqual, type Hash } from "../types.ts";
 
 /** Depth of the tree: 12 levels above the buckets. */
@@ -111,16 +112,34 @@ export function bucketOf(key: Uint8Array): number {
  * byte order of keys.
  */
 export function bucketHash(entries: readonly (readonly [Uint8Array, Hash])[]): Hash {
+  const list = entries.map(([key, valueHash]) => ({ key, value: EMPTY_VALUE, valueHash }));
+  return entriesHash(list, 0, list.length);
+}
+
+const EMPTY_VALUE = new Uint8Array(0);
+
+/**
+ * {@link bucketHash} of `entries[start..end)`, each value hashed only when its hash is not
+ * known yet (and then kept in the entry).
+ */
+function entriesHash(
+  entries: readonly Entry[],
+  start: number,
+  end: number,
+  hashValue: (value: Uint8Array) => Hash = valueHash,
+): Hash {
   let size = 1;
-  for (const [k] of entries) size += 2 + k.length + 32;
+  for (let i = start; i < end; i++) size += 2 + entries[i]!.key.length + 32;
   const b = new Uint8Array(size);
   b[0] = 0x01;
   let at = 1;
-  for (const [k, vh] of entries) {
+  for (let i = start; i < end; i++) {
+    const e = entries[i]!;
+    const k = e.key;
     b[at] = k.length >> 8;
     b[at + 1] = k.length & 0xff;
     b.set(k, at + 2);
-    b.set(vh, at + 2 + k.length);
+    b.set(e.valueHash ??= hashValue(e.value), at + 2 + k.length);
     at += 2 + k.length + 32;
   }
   return sha256Bytes(b);
@@ -140,7 +159,7 @@ function valueHash(value: Uint8Array): Hash {
 
 /** The hash of a bucket's entries, each value hashed once. */
 function hashBucket(bucket: Bucket): Hash {
-  return bucketHash(bucket.map((e) => [e.key, e.valueHash ??= valueHash(e.value)] as const));
+  return entriesHash(bucket, 0, bucket.length);
 }
 
 /** The hash of an inner node. */
@@ -271,6 +290,8 @@ export class StateTree {
   /** Heap of hashes: node `i` at bytes `32 i`; node 1 is the root, buckets at 4096 + b. */
   #hashes = new Uint8Array(32 * 2 * STATE_BUCKETS);
   #dirty = new Set<number>();
+  /** Inner nodes to rehash whose children are up to date (above adopted chunks). */
+  #innerDirty = new Set<number>();
   #keys = 0;
 
   constructor() {
@@ -295,6 +316,24 @@ export class StateTree {
   /** Inserts entries known to be absent and sorted within each bucket (a verified chunk). */
   insertChunk(entries: readonly StateEntry[]): void {
     for (const e of entries) this.#set(e.key, e.value);
+  }
+
+  /**
+   * Takes a chunk {@link verifyChunk} accepted into a tree whose buckets of that chunk are empty
+   * (a snapshot install): its buckets and their hashes as they are, so nothing of it is hashed
+   * again; only the inner nodes above it are, at the next {@link StateTree.root}.
+   */
+  adoptChunk(chunk: CheckedChunk): void {
+    const first = chunk.index * BUCKETS_PER_CHUNK;
+    for (let i = 0; i < BUCKETS_PER_CHUNK; i++) {
+      const b = first + i;
+      assert(this.#buckets[b] === undefined && !this.#dirty.has(b), "adoptChunk: bucket in use");
+      const entries = chunk.entries.slice(chunk.bucketStarts[i]!, chunk.bucketStarts[i + 1]!);
+      if (entries.length > 0) this.#buckets[b] = entries;
+      this.#hashes.set(chunk.bucketHashes[i]!, 32 * (STATE_BUCKETS + b));
+      this.#innerDirty.add((STATE_BUCKETS + b) >> 1);
+    }
+    this.#keys += chunk.entries.length;
   }
 
   #set(key: Uint8Array, value: Uint8Array | null): void {
@@ -338,13 +377,13 @@ export class StateTree {
 
   /** The root hash (rehashes what changed since the last call). */
   root(): Hash {
-    rehash(this.#buckets, this.#hashes, this.#dirty);
+    rehash(this.#buckets, this.#hashes, this.#dirty, this.#innerDirty);
     return this.#hashes.slice(32, 64);
   }
 
   /** A frozen version of the current state (copies the hash heap, shares the entries). */
   freeze(): StateVersion {
-    rehash(this.#buckets, this.#hashes, this.#dirty);
+    rehash(this.#buckets, this.#hashes, this.#dirty, this.#innerDirty);
     return new StateVersion(this.#buckets.slice(), this.#hashes.slice(), this.#keys);
   }
 }
@@ -493,13 +532,18 @@ function withEntry(
   return { bucket: next, keys: 1 };
 }
 
-/** Rehashes the `dirty` buckets (emptying the set) and every inner node above them. */
+/**
+ * Rehashes the `dirty` buckets and the `inner` nodes right above buckets whose hashes are already
+ * set (adopted chunks), and every inner node above them; empties both sets.
+ */
 function rehash(
   buckets: readonly (Bucket | undefined)[],
   hashes: Uint8Array,
   dirty: Set<number>,
+  inner: Set<number>,
 ): void {
-  let level = new Set<number>();
+  let level = new Set<number>(inner);
+  inner.clear();
   for (const b of dirty) {
     hashes.set(hashBucket(buckets[b] ?? EMPTY_BUCKET), 32 * (STATE_BUCKETS + b));
     level.add((STATE_BUCKETS + b) >> 1);
@@ -595,9 +639,115 @@ export function rootOfChunkHashes(chunkHashes: readonly Hash[]): Hash | null {
 }
 
 /**
+ * A snapshot chunk that {@link verifyChunk} accepted: its entries with their value hashes, and
+ * its buckets' hashes, ready for {@link StateTree.adoptChunk} (nothing is hashed twice).
+ *
+ * @example
+ * ```ts
+ * import { StateTree, verifyChunk } from "./tree.ts";
+ * const tree = new StateTree();
+ * tree.apply([[new TextEncoder().encode("k/a"), new Uint8Array([1])]]);
+ * const v = tree.freeze();
+ * const r = verifyChunk(0, v.chunk(0), v.chunkHashes()[0]!);
+ * if (r.ok) console.log(r.chunk.entries.length, r.chunk.bucketHashes.length); // n, 16
+ * ```
+ */
+export interface CheckedChunk {
+  /** The chunk's index. */
+  readonly index: number;
+  /** Its entries, by bucket then key. */
+  readonly entries: readonly CheckedEntry[];
+  /** Where bucket `i` of the chunk starts in `entries` (17 offsets, the last is the count). */
+  readonly bucketStarts: readonly number[];
+  /** The hashes of its {@link BUCKETS_PER_CHUNK} buckets. */
+  readonly bucketHashes: readonly Hash[];
+}
+
+/**
+ * A state entry with the hash of its value.
+ *
+ * @example
+ * ```ts
+ * import type { CheckedEntry } from "./tree.ts";
+ * declare const e: CheckedEntry;
+ * console.log(e.key, e.value, e.valueHash.length); // 32
+ * ```
+ */
+export interface CheckedEntry extends StateEntry {
+  /** `H(value)`. */
+  readonly valueHash: Hash;
+}
+
+/**
  * Checks that `entries` are exactly chunk `index` of a state whose chunk hash is `expected`:
  * every key in the chunk's buckets, ascending by bucket then strictly by key, and the subtree
- * they make hashes to `expected`. Returns null when they do, or the reason they do not.
+ * they make hashes to `expected`. Each value is hashed once; the result keeps the hashes.
+ *
+ * @example
+ * ```ts
+ * import { StateTree, verifyChunk } from "./tree.ts";
+ * const tree = new StateTree();
+ * tree.apply([[new TextEncoder().encode("k/a"), new Uint8Array([1])]]);
+ * const v = tree.freeze();
+ * verifyChunk(0, v.chunk(0), v.chunkHashes()[0]!).ok; // true: chunk 0 is intact
+ * ```
+ */
+export function verifyChunk(
+  index: number,
+  entries: readonly StateEntry[],
+  expected: Hash,
+): { readonly ok: true; readonly chunk: CheckedChunk } | {
+  readonly ok: false;
+  readonly reason: string;
+} {
+  const fail = (reason: string) => ({ ok: false, reason }) as const;
+  if (!Number.isInteger(index) || index < 0 || index >= SNAPSHOT_CHUNKS) {
+    return fail("bad chunk index");
+  }
+  const first = index * BUCKETS_PER_CHUNK;
+  const checked: Entry[] = [];
+  const bucketStarts: number[] = [0];
+  let prevBucket = first;
+  let prevKey: Uint8Array | null = null;
+  for (const e of entries) {
+    if (e.key.length === 0 || e.key.length > STATE_KEY_BYTES_MAX) return fail("bad key length");
+    const b = bucketOf(e.key);
+    if (b < first || b >= first + BUCKETS_PER_CHUNK) return fail("a key outside the chunk");
+    if (b < prevBucket) return fail("entries not in bucket order");
+    if (b === prevBucket && prevKey !== null && bytesCompare(prevKey, e.key) >= 0) {
+      return fail("entries not strictly sorted");
+    }
+    // Buckets between the previous entry's and this one's are empty.
+    for (; prevBucket < b; prevBucket++) bucketStarts.push(checked.length);
+    prevKey = e.key;
+    checked.push({ key: e.key, value: e.value, valueHash: null });
+  }
+  while (bucketStarts.length <= BUCKETS_PER_CHUNK) bucketStarts.push(checked.length);
+  // Each value is hashed here, once, and its hash kept for the tree.
+  const bucketHashes: Hash[] = [];
+  for (let i = 0; i < BUCKETS_PER_CHUNK; i++) {
+    const start = bucketStarts[i]!;
+    const end = bucketStarts[i + 1]!;
+    bucketHashes.push(
+      start === end ? EMPTY_BUCKET_HASH : entriesHash(checked, start, end, sha256Bytes),
+    );
+  }
+  let level = bucketHashes;
+  while (level.length > 1) {
+    const up: Hash[] = [];
+    for (let i = 0; i < level.length; i += 2) up.push(innerHash(level[i]!, level[i + 1]!));
+    level = up;
+  }
+  if (!bytesEqual(level[0]!, expected)) return fail("chunk hash mismatch");
+  // Every entry's valueHash is set now.
+  const entriesOut = checked as CheckedEntry[];
+  return { ok: true, chunk: { index, entries: entriesOut, bucketStarts, bucketHashes } };
+}
+
+/**
+ * Checks that `entries` are exactly chunk `index` of a state whose chunk hash is `expected`
+ * ({@link verifyChunk}, keeping only the verdict). Returns null when they do, or the reason they
+ * do not.
  *
  * @example
  * ```ts
@@ -613,28 +763,6 @@ export function checkChunk(
   entries: readonly StateEntry[],
   expected: Hash,
 ): string | null {
-  if (!Number.isInteger(index) || index < 0 || index >= SNAPSHOT_CHUNKS) return "bad chunk index";
-  const first = index * BUCKETS_PER_CHUNK;
-  const buckets: [Uint8Array, Hash][][] = Array.from({ length: BUCKETS_PER_CHUNK }, () => []);
-  let prevBucket = -1;
-  let prevKey: Uint8Array | null = null;
-  for (const e of entries) {
-    if (e.key.length === 0 || e.key.length > STATE_KEY_BYTES_MAX) return "bad key length";
-    const b = bucketOf(e.key);
-    if (b < first || b >= first + BUCKETS_PER_CHUNK) return "a key outside the chunk";
-    if (b < prevBucket) return "entries not in bucket order";
-    if (b === prevBucket && prevKey !== null && bytesCompare(prevKey, e.key) >= 0) {
-      return "entries not strictly sorted";
-    }
-    prevBucket = b;
-    prevKey = e.key;
-    buckets[b - first]!.push([e.key, sha256Bytes(e.value)]);
-  }
-  let level = buckets.map((l) => l.length === 0 ? EMPTY_BUCKET_HASH : bucketHash(l));
-  while (level.length > 1) {
-    const up: Hash[] = [];
-    for (let i = 0; i < level.length; i += 2) up.push(innerHash(level[i]!, level[i + 1]!));
-    level = up;
-  }
-  return bytesEqual(level[0]!, expected) ? null : "chunk hash mismatch";
+  const r = verifyChunk(index, entries, expected);
+  return r.ok ? null : r.reason;
 }

@@ -13,7 +13,8 @@
  * | `["uncommitted", hash]` | empty bytes: the Node is stored and not committed |
  * | `["committed", height]` | hash of the committed Node at `height` |
  * | `["head"]` | CBOR `[height, hash]` of the committed head |
- * | `["app", key]` | committed application state |
+ * | `["app", key]` | committed application state; `false`: deleted (hides a `["base"]` entry) |
+ * | `["base", bucket, i]` | state installed from a snapshot: part `i` of bucket `bucket`'s entries |
  * | `["sync"]` | height of a snapshot install in progress (src/state/sync.ts) |
  * | `["pruned"]` | retention: committed Nodes below this height were deleted |
  *
@@ -85,6 +86,20 @@
  * A record larger than a marker may announce (the codec's `commandBytesMax` plus 2 MiB) is
  * refused with reason `"record-too-large"`.
  *
+ * ## State installed from a snapshot
+ *
+ * A snapshot install (SPECIFICATION.md 15.4) writes the state packed: the entries of each bucket
+ * of the state tree (`bucketOf`, src/state/tree.ts) as canonical CBOR `[[key, value], ...]` in
+ * parts of at most {@link BASE_PART_BYTES_MAX} bytes under `["base", bucket, i]` (an entry too
+ * large for a part is an `["app", key]` entry instead). Deno KV's cost is per mutation and per
+ * atomic operation (each an fsync) far more than per byte: 100,000 small keys are 4,096
+ * mutations in 8 operations this way, 100,000 in 102 as an entry per key (docs/PERFORMANCE.md
+ * has the times). The base is never rewritten: committed updates go to
+ * `["app", key]` as always, which hides the key's base entry; a delete of a key on a store with
+ * a base writes `["app", key] = false` instead of deleting. So `getState` reads `["app", key]`,
+ * then, only when it is absent and the store has a base, the key's bucket parts (one list of
+ * usually one entry). The base and its overrides go only when a later install clears the store.
+ *
  * @module
  */
 import { sha256Bytes as sha256 } from "../crypto.ts";
@@ -101,6 +116,8 @@ import {
 } from "../codec.ts";
 import type { CodecLimits } from "../codec.ts";
 import { assert, HotStuffError } from "../errors.ts";
+import { decodeChunk, encodeChunk } from "../state/chunk.ts";
+import { bucketOf, type StateEntry } from "../state/tree.ts";
 import { bytesEqual, toHex } from "../types.ts";
 import type { Hash, QuorumCertificate, TimeoutCertificate } from "../types.ts";
 import type {
@@ -160,6 +177,34 @@ export const DENO_KV_LIMITS: DenoKvLimits = {
   inlineRecordBytesMax: 60 * 1024,
   chunkBytes: 65_536,
 };
+
+/**
+ * Largest part of a bucket of snapshot-installed state (`["base", bucket, i]`), bytes: a read of
+ * a key absent from `["app"]` reads its bucket's parts, usually one.
+ */
+export const BASE_PART_BYTES_MAX = 16 * 1024;
+/** The value of `["app", key]` for a key deleted while a base may hold it. */
+const TOMBSTONE = false;
+/** Size against `atomicBytesMax` counted for a {@link TOMBSTONE} (its V8 serialization). */
+const TOMBSTONE_BYTES = 8;
+/**
+ * One bucket of snapshot state for {@link DenoKvStorage.putSnapshotState}: the bucket
+ * (`bucketOf` of its keys, src/state/tree.ts) and its entries in key order.
+ *
+ * @example
+ * ```ts
+ * import type { SnapshotBucket } from "./deno_kv.ts";
+ * import { bucketOf } from "../state/tree.ts";
+ * const key = new TextEncoder().encode("k/a");
+ * const b: SnapshotBucket = { bucket: bucketOf(key), entries: [{ key, value: new Uint8Array([1]) }] };
+ * ```
+ */
+export interface SnapshotBucket {
+  /** The bucket. */
+  readonly bucket: number;
+  /** Its entries, in key order. */
+  readonly entries: readonly StateEntry[];
+}
 
 /** Room kept free in every atomic operation for the head check and rounding. */
 const ATOMIC_BYTES_SLACK = 1_024;
@@ -236,6 +281,10 @@ export class DenoKvStorage implements Storage {
   /** What the writer knows of the store; null until the first write and after a failed one. */
   #writer: WriterState | null = null;
   readonly #records = new RecordCache();
+  /** Whether `["base"]` holds state (read once, then kept: this store is the only writer). */
+  #base: Promise<boolean> | null = null;
+  /** Buckets of the base written by this install (a bucket is written once). */
+  readonly #baseBuckets = new Set<number>();
 
   private constructor(kv: Deno.Kv, owned: boolean, options: DenoKvOptions) {
     this.#kv = kv;
@@ -358,17 +407,39 @@ export class DenoKvStorage implements Storage {
     // A key too long to store cannot be there (and Deno KV refuses to read it).
     if (APP_PART_BYTES + escapedBytes(key) > DENO_KV_LIMITS.keyBytesMax) return null;
     const entry = await this.#kv.get(["app", key]);
-    if (entry.value === null) return null;
-    return bytes(entry.value, `state ${toHex(key)}`, null);
+    if (entry.versionstamp !== null) return stateValue(entry.value, key);
+    if (!await this.#hasBase()) return null;
+    // The base is never rewritten: read after the miss above, it is as recent as that read.
+    for await (const part of this.#kv.list({ prefix: ["base", bucketOf(key)] })) {
+      for (const e of basePart(part)) if (bytesEqual(e.key, key)) return e.value;
+    }
+    return null;
   }
 
   /** See {@link Storage.stateEntries}. */
   async *stateEntries(): AsyncIterable<readonly [Uint8Array, Uint8Array]> {
+    // With a base, its entries whose key has an `["app"]` entry are hidden by it.
+    const hidden = await this.#hasBase() ? new Set<string>() : null;
     for await (const e of this.#kv.list({ prefix: ["app"] }, { batchSize: 500 })) {
       const key = e.key[1];
       if (!(key instanceof Uint8Array)) continue;
-      yield [key, bytes(e.value, `state ${toHex(key)}`, null)];
+      hidden?.add(bytesId(key));
+      const value = stateValue(e.value, key);
+      if (value !== null) yield [key, value];
     }
+    if (hidden === null) return;
+    for await (const part of this.#kv.list({ prefix: ["base"] }, { batchSize: 100 })) {
+      for (const e of basePart(part)) if (!hidden.has(bytesId(e.key))) yield [e.key, e.value];
+    }
+  }
+
+  /** Whether the store holds snapshot-installed state under `["base"]`. */
+  #hasBase(): Promise<boolean> {
+    this.#base ??= (async () => {
+      for await (const _ of this.#kv.list({ prefix: ["base"] }, { limit: 1 })) return true;
+      return false;
+    })();
+    return this.#base;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -384,6 +455,42 @@ export class DenoKvStorage implements Storage {
   /** Sets the marker of a snapshot install at `height`. */
   async beginSnapshot(height: number): Promise<void> {
     await this.#kv.set(["sync"], height);
+  }
+
+  /**
+   * Writes state of a snapshot install packed by bucket (see the module docs), in as few atomic
+   * operations as hold them: each bucket's entries all in one call, in key order (a checked
+   * chunk's are), and no bucket in two calls.
+   */
+  async putSnapshotState(buckets: readonly SnapshotBucket[]): Promise<void> {
+    this.#base = Promise.resolve(true);
+    const rows: (readonly [Uint8Array, Uint8Array])[] = [];
+    const units: Unit[] = [];
+    for (const { bucket, entries } of buckets) {
+      assert(!this.#baseBuckets.has(bucket), `bucket ${bucket} of the base is written once`);
+      assert(entries.length === 0 || bucketOf(entries[0]!.key) === bucket, "entries of the bucket");
+      this.#baseBuckets.add(bucket);
+      const packed: StateEntry[] = [];
+      for (const e of entries) {
+        const size = APP_PART_BYTES + escapedBytes(e.key);
+        if (size > DENO_KV_LIMITS.keyBytesMax || e.value.length > DENO_KV_LIMITS.valueBytesMax) {
+          throw new HotStuffError(
+            "snapshot-entry-too-large",
+            `state key ${toHex(e.key)} does not fit`,
+          );
+        }
+        // An entry that would fill a part by itself is an ordinary row.
+        if (e.key.length + e.value.length + 16 > BASE_PART_BYTES_MAX) rows.push([e.key, e.value]);
+        else packed.push(e);
+      }
+      baseParts(packed).forEach((part, i) => {
+        const unit = new Unit();
+        unit.push(mutation(`b${bucket}/${i}`, ["base", bucket, i], part));
+        units.push(unit);
+      });
+    }
+    for (const op of packUnits(units)) await commitOrThrow(atomicOf(this.#kv, op));
+    if (rows.length > 0) await this.putStateEntries(rows);
   }
 
   /** Writes committed state entries of a snapshot, in as few atomic operations as hold them. */
@@ -418,6 +525,24 @@ export class DenoKvStorage implements Storage {
    * store with no committed Node) starts over from an empty store.
    */
   async clearSnapshot(): Promise<void> {
+    await this.#deleteAllButSafety((op) => op.delete(["sync"]));
+  }
+
+  /**
+   * A store with committed Nodes that is about to take a snapshot instead (far behind its peers,
+   * SPECIFICATION.md 15.4): deletes everything but the safety state and the install marker, which
+   * must be set first, so that a crash part way is undone at the next start like any cut install.
+   */
+  async dropForSnapshot(): Promise<void> {
+    assert(
+      await this.snapshotMarker() !== null,
+      "dropForSnapshot: the install marker is set first",
+    );
+    await this.#deleteAllButSafety(() => {});
+  }
+
+  /** Deletes every entry but the safety state and the marker, then does `last` in the last op. */
+  async #deleteAllButSafety(last: (op: Deno.AtomicOperation) => void): Promise<void> {
     this.#writer = null;
     let op = this.#kv.atomic();
     let count = 0;
@@ -430,8 +555,10 @@ export class DenoKvStorage implements Storage {
         count = 0;
       }
     }
-    op.delete(["sync"]);
+    last(op);
     await commitOrThrow(op);
+    this.#base = null;
+    this.#baseBuckets.clear();
   }
 
   /**
@@ -520,7 +647,8 @@ export class DenoKvStorage implements Storage {
   async #write(batch: WriteBatch): Promise<void> {
     const writer = await this.#writerState();
     await this.#checkHead(writer, batch.commits ?? []);
-    const records = collectRecords(batch, this.#limits, this.#records);
+    const tombstones = await this.#hasBase();
+    const records = collectRecords(batch, this.#limits, this.#records, tombstones);
     const pruned = prunedHashes(batch, records);
     if (records.length === 0 && batch.safety === undefined && pruned.length === 0) return;
     await this.#readPrevious(records.filter((r) => !previousFromMemory(r, writer)));
@@ -766,11 +894,15 @@ interface RecordPlan {
   committed: boolean;
 }
 
-/** One record per distinct Node: inserted Nodes in batch order, then commits (which win). */
+/**
+ * One record per distinct Node: inserted Nodes in batch order, then commits (which win). With
+ * `tombstones` (the store has a base), a commit's deletes write {@link TOMBSTONE}.
+ */
 function collectRecords(
   batch: WriteBatch,
   limits: CodecLimits,
   cache: RecordCache,
+  tombstones: boolean,
 ): RecordPlan[] {
   const byId = new Map<string, RecordPlan>();
   for (
@@ -780,7 +912,7 @@ function collectRecords(
     ]
   ) {
     checkStored(stored, limits);
-    const updates = updateMutations(stored, isCommit);
+    const updates = updateMutations(stored, isCommit, tombstones);
     const id = bytesId(stored.hash);
     const earlier = byId.get(id);
     const record = earlier?.stored === stored
@@ -817,9 +949,10 @@ function checkStored(stored: StoredNode, limits: CodecLimits): void {
 
 /**
  * Checks every update's key and value against Deno KV's limits, and sizes it once; for a commit
- * (`build`), returns them as mutations, the last update of a key replacing earlier ones.
+ * (`build`), returns them as mutations, the last update of a key replacing earlier ones (a
+ * delete as a {@link TOMBSTONE} with `tombstones`).
  */
-function updateMutations(stored: StoredNode, build: boolean): Mutation[] {
+function updateMutations(stored: StoredNode, build: boolean, tombstones: boolean): Mutation[] {
   const byId = new Map<string, Mutation>();
   for (const [key, value] of stored.updates) {
     const size = APP_PART_BYTES + escapedBytes(key);
@@ -837,7 +970,10 @@ function updateMutations(stored: StoredNode, build: boolean): Mutation[] {
     }
     if (!build) continue;
     const id = `a${bytesId(key)}`;
-    byId.set(id, mutation(id, ["app", key], value, size));
+    byId.set(
+      id,
+      mutation(id, ["app", key], value === null && tombstones ? TOMBSTONE : value, size),
+    );
   }
   return [...byId.values()];
 }
@@ -860,7 +996,8 @@ interface Mutation {
   /** Tells keys apart within an atomic operation (see {@link mutation}). */
   readonly id: string;
   readonly key: Deno.KvKey;
-  readonly value: Uint8Array | null;
+  /** The value set; null deletes. */
+  readonly value: Uint8Array | typeof TOMBSTONE | null;
   /** Encoded key size. */
   readonly keyBytes: number;
   /** Size against `atomicBytesMax` (a delete is over-counted like a set without value). */
@@ -874,10 +1011,11 @@ interface Mutation {
 function mutation(
   id: string,
   key: Deno.KvKey,
-  value: Uint8Array | null,
+  value: Uint8Array | typeof TOMBSTONE | null,
   size: number = keyBytes(key),
 ): Mutation {
-  return { id, key, value, keyBytes: size, bytes: 2 * size + (value === null ? 0 : value.length) };
+  const valueBytes = value === null ? 0 : value === TOMBSTONE ? TOMBSTONE_BYTES : value.length;
+  return { id, key, value, keyBytes: size, bytes: 2 * size + valueBytes };
 }
 
 /** Mutations that land in the same atomic operation, with distinct keys, and their total size. */
@@ -1169,12 +1307,44 @@ function stringPartBytes(s: string): number {
   return 2 + s.length;
 }
 
-/** A tag and a terminator byte, plus one escape byte per zero byte. */
+/** A stored state value: bytes, or null for a {@link TOMBSTONE} (anything else is corrupt). */
+function stateValue(value: unknown, key: Uint8Array): Uint8Array | null {
+  return value === TOMBSTONE ? null : bytes(value, `state ${toHex(key)}`, null);
+}
+
+/** The entries of one part of the base (canonical CBOR, as written by {@link baseParts}). */
+function basePart(entry: Deno.KvEntry<unknown>): StateEntry[] {
+  const entries = decodeChunk(bytes(entry.value, "state base part", null));
+  if (entries === null) throw corrupt("state base part", `${entry.key.join("/")} does not decode`);
+  return entries;
+}
+
+/** A bucket's entries as parts of at most {@link BASE_PART_BYTES_MAX} bytes, in order. */
+function baseParts(entries: readonly StateEntry[]): Uint8Array[] {
+  const parts: Uint8Array[] = [];
+  let start = 0;
+  let size = 5;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    const entrySize = 1 + 5 + e.key.length + 5 + e.value.length; // heads of at most 5 bytes
+    if (i > start && size + entrySize > BASE_PART_BYTES_MAX) {
+      parts.push(encodeChunk(entries.slice(start, i)));
+      start = i;
+      size = 5;
+    }
+    size += entrySize;
+  }
+  if (entries.length > start) parts.push(encodeChunk(entries.slice(start)));
+  return parts;
+}
+
+/** Commits `op`, refused only by a store failure (snapshot writes carry no checks). */
 async function commitOrThrow(op: Deno.AtomicOperation): Promise<void> {
   const r = await op.commit();
   if (!r.ok) throw new HotStuffError("write-failed", "a snapshot write was refused");
 }
 
+/** A tag and a terminator byte, plus one escape byte per zero byte. */
 function escapedBytes(b: Uint8Array): number {
   let zeros = 0;
   for (let i = 0; i < b.length; i++) if (b[i] === 0) zeros++;
