@@ -17,7 +17,7 @@
  * @module
  */
 import { decodeValue, encodeValue, nodeHash } from "../codec.ts";
-import { RouteError } from "../net/http.ts";
+import { type ChainWithConfigs, RouteError } from "../net/http.ts";
 import { buildCommitProof, type CommitProof, encodeCommitProof } from "../light/commit_proof.ts";
 import type { KeyProof } from "../light/state_proof.ts";
 import type { Hash, Node, QuorumCertificate } from "../types.ts";
@@ -64,6 +64,11 @@ export interface StateServiceOptions {
 export interface ChainAccess {
   /** This replica's chain from a height (see `NodeTreeView.chainFrom`). */
   chainFrom(fromHeight: number, limit: number): Promise<Node[]>;
+  /**
+   * The same with each Node's configuration record (see `NodeTreeView.chainWithConfigs`;
+   * optional): anchors then carry the validator configuration when it changed (15.1).
+   */
+  chainWithConfigs?(fromHeight: number, limit: number): Promise<ChainWithConfigs>;
   /** The QC this replica holds for a Node, or null. */
   certificateOf(hash: Hash): Promise<QuorumCertificate | null>;
 }
@@ -258,8 +263,16 @@ export class StateService {
       // The chain read may come back short while a commit moves the head: asked again.
       let commitProof = null;
       for (let attempt = 0; attempt < 3 && commitProof === null; attempt++) {
-        const nodes = await chain.chainFrom(h, ANCHOR_NODES_READ);
-        commitProof = await buildCommitProof(nodes, h, h + 1, (x) => chain.certificateOf(x));
+        const { nodes, configs } = chain.chainWithConfigs === undefined
+          ? { nodes: await chain.chainFrom(h, ANCHOR_NODES_READ), configs: [] }
+          : await chain.chainWithConfigs(h, ANCHOR_NODES_READ);
+        commitProof = await buildCommitProof(
+          nodes,
+          h,
+          h + 1,
+          (x) => chain.certificateOf(x),
+          configs,
+        );
       }
       if (commitProof === null) continue;
       const [node, next] = commitProof.nodes;
