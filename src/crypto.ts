@@ -239,7 +239,10 @@ export function ed25519Verifier(options: VerifierOptions = {}): Verifier {
  * runtime's native implementation through `node:crypto` (~7x faster than @noble/hashes on Nodes
  * and batches); shorter ones to a small JavaScript implementation here, which skips the ~6 µs a
  * native call costs in objects and copies (state values and keys are mostly short: a snapshot
- * install hashes one per key; see docs/PERFORMANCE.md).
+ * install hashes one per key, a Node's state root about 5 per update; see docs/PERFORMANCE.md).
+ * It is here rather than @noble/hashes because, for 65-byte inputs, @noble/hashes measured no
+ * faster than the native call (4.5-7.5 µs against 3.1-7.1 µs, alternated in one run), this one
+ * about 1.5 µs; tests/crypto_test.ts checks it against the native hash on every length 0-400.
  *
  * @example
  * ```ts
