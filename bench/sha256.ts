@@ -1,6 +1,6 @@
 /**
  * `sha256Bytes` (JavaScript below `SHA256_NATIVE_BYTES_MIN`, native above) against the native
- * `node:crypto` call, per input size: process CPU time per hash, alternating, a few rounds.
+ * `node:crypto` call and @noble/hashes, per input size: process CPU time per hash, alternating, a few rounds.
  *
  * `deno run -A bench/sha256.ts [--rounds 4]`
  *
@@ -9,6 +9,7 @@
 import { createHash } from "node:crypto";
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { sha256Bytes } from "../src/crypto.ts";
 
 const { values } = parseArgs({ args: Deno.args, options: { rounds: { type: "string" } } });
@@ -29,7 +30,8 @@ console.log(`load ${load}; µs of process CPU per hash`);
 for (let round = 0; round < rounds; round++) {
   const row: string[] = [];
   for (const [name, list] of inputs) {
-    for (const [how, f] of [["native", native], ["sha256Bytes", sha256Bytes]] as const) {
+    const candidates = [["native", native], ["noble", nobleSha256], ["sha256Bytes", sha256Bytes]];
+    for (const [how, f] of candidates as [string, (b: Uint8Array) => unknown][]) {
       const c = process.cpuUsage();
       for (const v of list) f(v);
       const u = process.cpuUsage(c);

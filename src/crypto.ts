@@ -240,9 +240,10 @@ export function ed25519Verifier(options: VerifierOptions = {}): Verifier {
  * and batches); shorter ones to a small JavaScript implementation here, which skips the ~6 µs a
  * native call costs in objects and copies (state values and keys are mostly short: a snapshot
  * install hashes one per key, a Node's state root about 5 per update; see docs/PERFORMANCE.md).
- * It is here rather than @noble/hashes because, for 65-byte inputs, @noble/hashes measured no
- * faster than the native call (4.5-7.5 µs against 3.1-7.1 µs, alternated in one run), this one
- * about 1.5 µs; tests/crypto_test.ts checks it against the native hash on every length 0-400.
+ * It is here rather than @noble/hashes because @noble/hashes measured no faster than the native
+ * call on short inputs (`deno run -A bench/sha256.ts`, 3 rounds, load 2.3: 64 bytes 4.5-7.8 µs
+ * against 4.6-6.7 µs native and 2.2-3.4 µs here); tests/crypto_test.ts checks it against the
+ * native hash on every length 0-400.
  *
  * @example
  * ```ts
