@@ -641,7 +641,8 @@ export class Replica implements NodeTreeView {
     const o = this.#o;
     return {
       chainId: o.chainId,
-      validators: o.validators,
+      // Snapshots are checked from the genesis set (members that join later are not trusted).
+      validators: o.genesisValidators ?? o.validators,
       verifier: o.verifier,
       storage: o.storage,
       peers: this.#peers,

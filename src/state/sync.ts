@@ -26,6 +26,8 @@
 import { decodeNode, genesisQC, nodeHash } from "../codec.ts";
 import type { Verifier } from "../crypto.ts";
 import { decodeCommitProof, verifyCommitProof } from "../light/commit_proof.ts";
+import { LightClient } from "../light/client.ts";
+import type { ValidatorConfig } from "../consensus/reconfig.ts";
 import { readBodyLimited } from "../net/http.ts";
 import type { SafetyState, Storage, StoredNode } from "../storage/storage.ts";
 import type { DenoKvStorage, SnapshotBucket } from "../storage/deno_kv.ts";
@@ -74,6 +76,11 @@ export interface SnapshotSyncOptions {
   readonly chainId: string;
   /** The trusted validator set. */
   readonly validators: ValidatorSet;
+  /**
+   * The validator configuration to check anchors against (15.1); default: `validators`, stable.
+   * When that set no longer certifies the snapshots, it is learned from commit proofs.
+   */
+  readonly config?: ValidatorConfig;
   /** Signature checks. Default Ed25519. */
   readonly verifier?: Verifier;
   /** Peers' HTTP API base URLs. */
@@ -185,7 +192,26 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
     );
   }
   // Spec 15.4 steps 1-2.
-  const manifest = await bestManifest(options, drop);
+  let manifest: Manifest;
+  try {
+    manifest = await bestManifest(options, drop);
+  } catch (e) {
+    const moved = dropped.some((d) => SET_MOVED.test(d.reason));
+    if (!(e instanceof SnapshotSyncError) || !moved || options.config !== undefined) throw e;
+    // The trusted set no longer certifies the snapshots: learn the configuration the chain has
+    // now from commit proofs, as a light client does (15.2 step 5), and check them against it.
+    const config = await followConfiguration(options);
+    if (config === null) throw e;
+    options.log?.("sync:followed-validators", {
+      validators: (config.next ?? config.set).validators.length,
+    });
+    const again: { peer: string; reason: string }[] = [];
+    manifest = await bestManifest({ ...options, config }, (peer, reason) => {
+      again.push({ peer, reason });
+      options.log?.("sync:peer-dropped", { peer, reason });
+    });
+    dropped.splice(0, dropped.length, ...again);
+  }
   const anchor = manifest.anchor;
   if (above !== undefined && anchor.height <= above) {
     throw new SnapshotSyncError(
@@ -319,6 +345,37 @@ async function bestManifest(
     bytesEqual(f.anchor.nodeHash, best.anchor.nodeHash)
   ).map((f) => f.peer);
   return { anchor: best.anchor, chunkHashes: best.chunkHashes, peers };
+}
+
+/** Anchor refusals that mean the trusted validator set has been replaced (15.1). */
+const SET_MOVED = /config-mismatch|no-quorum|unknown-signer/;
+
+/** Most time spent learning the chain's validator configuration from commit proofs, ms. */
+const FOLLOW_CONFIGURATION_MS = 120_000;
+
+/**
+ * The validator configuration after the newest commit the peers can prove, learned from the
+ * trusted set by following every change from height 1 (`LightClient`, 15.2); null when nothing
+ * could be verified.
+ */
+async function followConfiguration(o: SnapshotSyncOptions): Promise<ValidatorConfig | null> {
+  const client = new LightClient({
+    chainId: o.chainId,
+    validators: o.validators,
+    verifier: o.verifier,
+    sources: o.peers,
+    backoffMs: 200,
+    onRefusal: (r) =>
+      o.log?.("sync:follow-refused", { peer: r.source, reason: r.reason, detail: r.detail }),
+  });
+  const deadline = Date.now() + FOLLOW_CONFIGURATION_MS;
+  let idle = 0;
+  while (idle < 5 && Date.now() < deadline && o.signal?.aborted !== true) {
+    const verified = await client.step();
+    idle = verified.length === 0 ? idle + 1 : 0;
+    if (idle > 0) await new Promise((r) => setTimeout(r, 100));
+  }
+  return client.head === null ? null : client.config;
 }
 
 /** Largest manifest answer read, bytes (a commit proof of a few Nodes and 256 hashes). */
