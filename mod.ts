@@ -47,7 +47,7 @@ export type {
   ValidateRequest,
   ValidateResult,
 } from "./src/app.ts";
-export { checkValidateResult, DEFAULT_APP_LIMITS } from "./src/app.ts";
+export { checkValidateResult, DEFAULT_APP_LIMITS, wrapApplication } from "./src/app.ts";
 export type {
   ConsensusMessage,
   Hash,

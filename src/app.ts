@@ -247,6 +247,44 @@ export interface Application {
   onEvidence?(notice: EvidenceNotice): Promise<void> | void;
 }
 
+/** Every hook of {@link Application}: the compiler fails here when a hook is added but not listed. */
+const APPLICATION_HOOKS = [
+  "produceCommand",
+  "validateNode",
+  "onCommit",
+  "stateRoot",
+  "onEvidence",
+] as const satisfies readonly (keyof Application)[];
+const everyHookListed: Exclude<keyof Application, (typeof APPLICATION_HOOKS)[number]> extends never
+  ? true
+  : never = true;
+void everyHookListed;
+
+/**
+ * `app` with some hooks replaced by `overrides`; every other hook `app` has is passed through
+ * (bound to `app`), so a wrapper never drops an optional hook it does not know of.
+ *
+ * @example
+ * ```ts
+ * import { type Application, wrapApplication } from "./app.ts";
+ * declare const app: Application;
+ * const counted = wrapApplication(app, {
+ *   onCommit: async (notice) => {
+ *     await app.onCommit?.(notice);
+ *     console.log("committed", notice.node.height);
+ *   },
+ * }); // produceCommand, validateNode, stateRoot and onEvidence are app's own
+ * ```
+ */
+export function wrapApplication(app: Application, overrides: Partial<Application>): Application {
+  const passed: Record<string, unknown> = {};
+  for (const name of APPLICATION_HOOKS) {
+    const hook = app[name];
+    if (typeof hook === "function") passed[name] = hook.bind(app);
+  }
+  return { ...passed, ...overrides } as Application;
+}
+
 /**
  * Bounds on what an Application may return; exceeding them is a typed rejection.
  *

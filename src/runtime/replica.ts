@@ -50,7 +50,7 @@
  *
  * @module
  */
-import type { Application, CommitNotice } from "../app.ts";
+import { type Application, type CommitNotice, wrapApplication } from "../app.ts";
 import type { CoreLimits } from "../consensus/core.ts";
 import type { PacemakerOptions } from "../consensus/pacemaker.ts";
 import type { ReputationOptions } from "../consensus/reputation.ts";
@@ -952,10 +952,7 @@ export class Replica implements NodeTreeView {
   #withCommitCallback(app: Application): Application {
     const callback = this.#o.onCommit;
     if (callback === undefined) return app;
-    return {
-      produceCommand: (request) => app.produceCommand(request),
-      validateNode: (request) => app.validateNode(request),
-      ...(app.onEvidence === undefined ? {} : { onEvidence: app.onEvidence.bind(app) }),
+    return wrapApplication(app, {
       onCommit: async (notice) => {
         await app.onCommit?.(notice);
         try {
@@ -964,7 +961,7 @@ export class Replica implements NodeTreeView {
           this.#log.write("error", "replica:observer-failed", { event: "commit", error });
         }
       },
-    };
+    });
   }
 
   #treeSnapshot(window: number): TreeSnapshot {

@@ -8,7 +8,12 @@
  *
  * @module
  */
-import type { Application, CommitNotice, StateRootRequest } from "../app.ts";
+import {
+  type Application,
+  type CommitNotice,
+  type StateRootRequest,
+  wrapApplication,
+} from "../app.ts";
 import type { Hash } from "../types.ts";
 import { toHex } from "../types.ts";
 import type { StateOverlay, StateTree } from "./tree.ts";
@@ -146,9 +151,7 @@ export function withStateRoots(
   roots: StateRoots,
   apply: (notice: CommitNotice) => void,
 ): Application {
-  return {
-    produceCommand: (request) => app.produceCommand(request),
-    validateNode: (request) => app.validateNode(request),
+  return wrapApplication(app, {
     stateRoot: (request) => roots.root(request),
     onCommit: async (notice) => {
       try {
@@ -158,6 +161,5 @@ export function withStateRoots(
         roots.committed(notice.hash, notice.node.height);
       }
     },
-    onEvidence: (notice) => app.onEvidence?.(notice),
-  };
+  });
 }

@@ -8,7 +8,7 @@
  * @module
  */
 import { sha256 } from "@noble/hashes/sha2.js";
-import type { Application } from "../app.ts";
+import { type Application, wrapApplication } from "../app.ts";
 import { nodeHash, signedBytes } from "../codec.ts";
 import type { PacemakerOptions } from "../consensus/pacemaker.ts";
 import type { ReputationOptions } from "../consensus/reputation.ts";
@@ -685,8 +685,7 @@ class Simulation {
   /** The endpoint's Application, with its validator updates recorded for the checker. */
   async #appFor(e: Endpoint): Promise<Application> {
     const app = await this.#withRoots(e, this.o.app?.(e.id) ?? counterApp(this.#plan));
-    return {
-      produceCommand: (r) => app.produceCommand(r),
+    return wrapApplication(app, {
       validateNode: async (r) => {
         const result = await app.validateNode(r);
         if (result.ok && result.validatorUpdates !== undefined && this.honest(e)) {
@@ -695,10 +694,7 @@ class Simulation {
         if (result.ok && this.honest(e)) this.#recordState(r.node, r.hash, result.updates);
         return result;
       },
-      onCommit: (n) => app.onCommit?.(n),
-      onEvidence: (n) => app.onEvidence?.(n),
-      ...(app.stateRoot === undefined ? {} : { stateRoot: (r) => app.stateRoot!(r) }),
-    };
+    });
   }
 
   #recordState(node: Node, hash: Uint8Array, updates: readonly StateUpdate[]): void {
