@@ -4,7 +4,14 @@
  * hides or forges a change, or is not cut where the trusted set still certifies, is refused.
  */
 import assert from "node:assert/strict";
-import { genesisNode, genesisQC, nodeHash, signedBytes } from "../src/codec.ts";
+import {
+  decodeValue,
+  encodeValue,
+  genesisNode,
+  genesisQC,
+  nodeHash,
+  signedBytes,
+} from "../src/codec.ts";
 import {
   nextConfig,
   type NodeConfig,
@@ -198,12 +205,26 @@ Deno.test("15.1: proofs that hide or forge a change, or are not cut at it, are r
     await refuse({ ...first, nodes }, "not-linked");
   });
   await t.step("configuration bytes that are not one are a decode error", () => {
-    const body = encodeCommitProof(first);
-    const bytes = new Uint8Array(body);
-    // The configuration is the last item: cut its last byte.
-    assert.throws(() => decodeCommitProof(bytes.slice(0, bytes.length - 1)), {
-      name: "CommitProofDecodeError",
-    });
+    const [nodes, qc, config] = decodeValue(encodeCommitProof(first)) as Uint8Array[];
+    assert.ok(config instanceof Uint8Array);
+    // The proof around them is whole: only the configuration item is bad.
+    const badItems = [
+      new Uint8Array([0x80]), // an empty array
+      config.slice(0, config.length - 1), // cut short
+      encodeValue([[], null, 0, 0]), // an empty set
+      encodeValue([[[new Uint8Array(32).fill(1), 1]], null, 5, 0]), // stable, but a change height
+    ];
+    for (const bad of badItems) {
+      assert.throws(() => decodeCommitProof(encodeValue([nodes, qc, bad])), (e: unknown) => {
+        assert.equal((e as { reason?: string }).reason, "bad-config", String(e));
+        return true;
+      });
+    }
+    assert.equal(
+      decodeCommitProof(encodeValue([nodes, qc, config])).config?.next?.validators
+        .length,
+      4,
+    );
   });
 });
 

@@ -590,6 +590,24 @@ export function rootConfig(
   return { parent: record.after, after: record.after };
 }
 
+/**
+ * A Node's configuration and its parent's, from the configuration record its updates hold (Spec
+ * 3.4 step 6); null when it wrote none (its configuration is its parent's). What commit proofs
+ * are cut by (15.1).
+ *
+ * @example
+ * ```ts
+ * import { nodeConfigOf } from "./reconfig.ts";
+ * nodeConfigOf([]); // null: no record, the configuration did not change here
+ * ```
+ */
+export function nodeConfigOf(
+  updates: readonly (readonly [Uint8Array, Uint8Array | null])[],
+): NodeConfig | null {
+  const r = recordOf(updates);
+  return r === null ? null : { parent: r.parent, after: r.after };
+}
+
 /** The configuration record a Node carries, if its updates hold one. */
 export function recordOf(
   updates: readonly (readonly [Uint8Array, Uint8Array | null])[],

@@ -15,6 +15,7 @@ import {
   type CommitProofRejection,
   type CommitTrust,
   decodeCommitProof,
+  trustedSetMoved,
   verifyCommitProof,
 } from "./commit_proof.ts";
 import { decodeKeyProof, type KeyProofVerdict, verifyKeyProof } from "./state_proof.ts";
@@ -121,13 +122,6 @@ export interface VerifiedHead {
   readonly node: Node;
 }
 
-/** Refusals that mean the trusted set no longer certifies the chain at the height asked. */
-const SET_MOVED: ReadonlySet<CommitProofRejection> = new Set([
-  "config-mismatch",
-  "no-quorum",
-  "unknown-signer",
-]);
-
 /**
  * Follows a cluster's committed chain from proofs, and the validator-set changes it makes.
  *
@@ -219,7 +213,7 @@ export class LightClient {
       const verdict = await verifyCommitProof(proof, { ...this.#o, config: this.#config });
       if (!verdict.ok) {
         if (
-          this.#head === null && !this.#fromGenesis && from > 1 && SET_MOVED.has(verdict.reason)
+          this.#head === null && !this.#fromGenesis && from > 1 && trustedSetMoved(verdict.reason)
         ) {
           // The set may have changed since the trusted one: follow the chain's changes from the
           // start instead (Spec 15.2 step 5). Not the source's fault, so it is not skipped.

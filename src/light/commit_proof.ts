@@ -159,6 +159,22 @@ export type CommitProofRejection =
   | "config-mismatch";
 
 /**
+ * Whether a refusal means that the trusted validator set does not certify the chain where the
+ * proof is: the set has changed since the one trusted (SPECIFICATION.md 15.2 step 5), so the
+ * changes must be followed from an earlier height.
+ *
+ * @example
+ * ```ts
+ * import { trustedSetMoved } from "./commit_proof.ts";
+ * trustedSetMoved("config-mismatch"); // true
+ * trustedSetMoved("bad-signature"); // false: a forgery, not a change
+ * ```
+ */
+export function trustedSetMoved(reason: CommitProofRejection): boolean {
+  return reason === "config-mismatch" || reason === "no-quorum" || reason === "unknown-signer";
+}
+
+/**
  * Nodes past `to` that a replica reads when it builds a proof of heights `from..to` (`GET /proof`):
  * the direct chain `b', b''` and the Node carrying the QC of `b''` need 3; the rest allow for views
  * that are not consecutive. A request reads, and is charged for, `to - from + 1 +` this many Nodes.

@@ -116,6 +116,27 @@ export interface NodeWithCertificate {
 }
 
 /**
+ * `source.chainWithConfigs`, or, for a source without it, its chain with no configuration records
+ * (proofs built from it then neither stop at changes nor carry a configuration, 15.1).
+ *
+ * @example
+ * ```ts
+ * import { readChainWithConfigs } from "./http.ts";
+ * const none = { chainFrom: () => Promise.resolve([]) };
+ * console.log((await readChainWithConfigs(none, 1, 10)).nodes.length); // 0
+ * ```
+ */
+export async function readChainWithConfigs(
+  source: Pick<NodeTreeView, "chainFrom" | "chainWithConfigs">,
+  fromHeight: number,
+  limit: number,
+): Promise<ChainWithConfigs> {
+  return source.chainWithConfigs === undefined
+    ? { nodes: await source.chainFrom(fromHeight, limit), configs: [] }
+    : await source.chainWithConfigs(fromHeight, limit);
+}
+
+/**
  * A run of a replica's chain and the configuration record of each Node (null: none written).
  *
  * @example
@@ -597,9 +618,7 @@ export class NodeTreeHttpApi {
     // Read only what the request was charged for (admission: `to - from + 1 + lookahead`).
     const read = Math.min(this.#limits.rangeMax, to - from + 1 + PROOF_LOOKAHEAD_NODES);
     const view = this.#o.view;
-    const { nodes, configs } = view.chainWithConfigs === undefined
-      ? { nodes: await view.chainFrom(from, read), configs: [] }
-      : await view.chainWithConfigs(from, read);
+    const { nodes, configs } = await readChainWithConfigs(view, from, read);
     const proof = await buildCommitProof(
       nodes,
       from,

@@ -81,7 +81,7 @@ import { readCommitted, type Storage } from "../storage/storage.ts";
 import type { Hash, Node, PublicKey, QuorumCertificate } from "../types.ts";
 import { bytesEqual, fromHex, toHex } from "../types.ts";
 import type { ValidatorSet } from "../validators.ts";
-import { recordOf, type ValidatorConfig } from "../consensus/reconfig.ts";
+import { nodeConfigOf, type ValidatorConfig } from "../consensus/reconfig.ts";
 import { systemClock } from "./clock.ts";
 import {
   asRouteError,
@@ -824,10 +824,7 @@ export class Replica implements NodeTreeView {
     const chain = await this.engine.serveChain(fromHeight, limit);
     return {
       nodes: chain.map((s) => s.node),
-      configs: chain.map((s) => {
-        const r = recordOf(s.updates);
-        return r === null ? null : { parent: r.parent, after: r.after };
-      }),
+      configs: chain.map((s) => nodeConfigOf(s.updates)),
     };
   }
 

@@ -17,7 +17,7 @@
  * @module
  */
 import { decodeValue, encodeValue, nodeHash } from "../codec.ts";
-import { type ChainWithConfigs, RouteError } from "../net/http.ts";
+import { type ChainWithConfigs, readChainWithConfigs, RouteError } from "../net/http.ts";
 import { buildCommitProof, type CommitProof, encodeCommitProof } from "../light/commit_proof.ts";
 import type { KeyProof } from "../light/state_proof.ts";
 import type { Hash, Node, QuorumCertificate } from "../types.ts";
@@ -263,9 +263,7 @@ export class StateService {
       // The chain read may come back short while a commit moves the head: asked again.
       let commitProof = null;
       for (let attempt = 0; attempt < 3 && commitProof === null; attempt++) {
-        const { nodes, configs } = chain.chainWithConfigs === undefined
-          ? { nodes: await chain.chainFrom(h, ANCHOR_NODES_READ), configs: [] }
-          : await chain.chainWithConfigs(h, ANCHOR_NODES_READ);
+        const { nodes, configs } = await readChainWithConfigs(chain, h, ANCHOR_NODES_READ);
         commitProof = await buildCommitProof(
           nodes,
           h,

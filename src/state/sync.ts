@@ -25,7 +25,7 @@
  */
 import { decodeNode, genesisQC, nodeHash } from "../codec.ts";
 import type { Verifier } from "../crypto.ts";
-import { decodeCommitProof, verifyCommitProof } from "../light/commit_proof.ts";
+import { decodeCommitProof, trustedSetMoved, verifyCommitProof } from "../light/commit_proof.ts";
 import { LightClient } from "../light/client.ts";
 import type { ValidatorConfig } from "../consensus/reconfig.ts";
 import { readBodyLimited } from "../net/http.ts";
@@ -138,11 +138,15 @@ export interface SnapshotSyncResult {
 export class SnapshotSyncError extends Error {
   /** The error's name. */
   override readonly name = "SnapshotSyncError";
-  /** `"not-behind"`: no snapshot above `aboveHeight`; `"failed"`: anything else. */
-  readonly reason: "failed" | "not-behind";
+  /**
+   * `"not-behind"`: no snapshot above `aboveHeight`; `"set-moved"`: no verifiable snapshot, and
+   * some were refused because the trusted validator set no longer certifies them (15.1);
+   * `"failed"`: anything else.
+   */
+  readonly reason: "failed" | "not-behind" | "set-moved";
 
   /** An error with `message`, and `reason` (default `"failed"`). */
-  constructor(message: string, reason: "failed" | "not-behind" = "failed") {
+  constructor(message: string, reason: "failed" | "not-behind" | "set-moved" = "failed") {
     super(message);
     this.reason = reason;
   }
@@ -196,8 +200,8 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
   try {
     manifest = await bestManifest(options, drop);
   } catch (e) {
-    const moved = dropped.some((d) => SET_MOVED.test(d.reason));
-    if (!(e instanceof SnapshotSyncError) || !moved || options.config !== undefined) throw e;
+    const moved = e instanceof SnapshotSyncError && e.reason === "set-moved";
+    if (!moved || options.config !== undefined) throw e;
     // The trusted set no longer certifies the snapshots: learn the configuration the chain has
     // now from commit proofs, as a light client does (15.2 step 5), and check them against it.
     const config = await followConfiguration(options);
@@ -205,12 +209,8 @@ export async function syncSnapshot(options: SnapshotSyncOptions): Promise<Snapsh
     options.log?.("sync:followed-validators", {
       validators: (config.next ?? config.set).validators.length,
     });
-    const again: { peer: string; reason: string }[] = [];
-    manifest = await bestManifest({ ...options, config }, (peer, reason) => {
-      again.push({ peer, reason });
-      options.log?.("sync:peer-dropped", { peer, reason });
-    });
-    dropped.splice(0, dropped.length, ...again);
+    dropped.length = 0; // the peers refused for the set alone are asked again
+    manifest = await bestManifest({ ...options, config }, drop);
   }
   const anchor = manifest.anchor;
   if (above !== undefined && anchor.height <= above) {
@@ -319,6 +319,7 @@ async function bestManifest(
   drop: (peer: string, reason: string) => void,
 ): Promise<Manifest> {
   const found: { peer: string; anchor: StateAnchor; chunkHashes: Hash[] }[] = [];
+  let moved = 0;
   // A replica with a store asks at every start: a peer that does not answer soon is skipped.
   const timeoutMs = o.aboveHeight === undefined ? undefined : MANIFEST_TIMEOUT_BEHIND_MS;
   await Promise.all(o.peers.map(async (peer) => {
@@ -329,14 +330,22 @@ async function bestManifest(
     if (m === null) return drop(peer, "malformed manifest");
     // Spec 15.4 step 2.
     const anchor = await anchorOf(o, m.commitProof);
-    if (typeof anchor === "string") return drop(peer, `bad anchor: ${anchor}`);
+    if ("refusal" in anchor) {
+      if (anchor.setMoved) moved++;
+      return drop(peer, `bad anchor: ${anchor.refusal}`);
+    }
     const root = rootOfChunkHashes(m.chunkHashes);
     if (root === null || !bytesEqual(root, anchor.root)) {
       return drop(peer, "chunk hashes do not fold to the anchored root");
     }
     found.push({ peer, anchor, chunkHashes: m.chunkHashes });
   }));
-  if (found.length === 0) throw new SnapshotSyncError("no peer offers a verifiable snapshot");
+  if (found.length === 0) {
+    throw new SnapshotSyncError(
+      "no peer offers a verifiable snapshot",
+      moved > 0 ? "set-moved" : "failed",
+    );
+  }
   found.sort((a, b) => b.anchor.height - a.anchor.height);
   const best = found[0]!;
   // Two committed Nodes at one height cannot both be: only the same anchor is joined.
@@ -346,9 +355,6 @@ async function bestManifest(
   ).map((f) => f.peer);
   return { anchor: best.anchor, chunkHashes: best.chunkHashes, peers };
 }
-
-/** Anchor refusals that mean the trusted validator set has been replaced (15.1). */
-const SET_MOVED = /config-mismatch|no-quorum|unknown-signer/;
 
 /** Most time spent learning the chain's validator configuration from commit proofs, ms. */
 const FOLLOW_CONFIGURATION_MS = 120_000;
@@ -381,17 +387,29 @@ async function followConfiguration(o: SnapshotSyncOptions): Promise<ValidatorCon
 /** Largest manifest answer read, bytes (a commit proof of a few Nodes and 256 hashes). */
 const MANIFEST_BYTES_MAX = 40 << 20;
 
-/** The state anchor of a manifest's commit proof, or why it has none. */
-async function anchorOf(o: SnapshotSyncOptions, bytes: Uint8Array): Promise<StateAnchor | string> {
+/**
+ * The state anchor of a manifest's commit proof, or why it has none (`setMoved`: the trusted set
+ * no longer certifies it).
+ */
+async function anchorOf(
+  o: SnapshotSyncOptions,
+  bytes: Uint8Array,
+): Promise<StateAnchor | { refusal: string; setMoved: boolean }> {
   let proof;
   try {
     proof = decodeCommitProof(bytes);
   } catch {
-    return "malformed commit proof";
+    return { refusal: "malformed commit proof", setMoved: false };
   }
   const verdict = await verifyCommitProof(proof, o);
-  if (!verdict.ok) return `commit proof refused: ${verdict.reason}`;
-  return stateAnchor(verdict);
+  if (!verdict.ok) {
+    return {
+      refusal: `commit proof refused: ${verdict.reason}`,
+      setMoved: trustedSetMoved(verdict.reason),
+    };
+  }
+  const anchor = stateAnchor(verdict);
+  return typeof anchor === "string" ? { refusal: anchor, setMoved: false } : anchor;
 }
 
 /** Deadline of a manifest request when the store is not empty (`aboveHeight`), ms. */

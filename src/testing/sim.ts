@@ -40,8 +40,8 @@ import {
   applyUpdates,
   certifyingRule,
   nextConfig,
+  nodeConfigOf,
   plantedReconfigBugs,
-  recordOf,
   sameConfig,
   stableConfig,
   validatorConfigHash,
@@ -919,10 +919,7 @@ class Simulation {
       stored.push(s);
     }
     const nodes = stored.map((s) => s.node);
-    const records = stored.map((s) => {
-      const r = recordOf(s.updates);
-      return r === null ? null : { parent: r.parent, after: r.after };
-    });
+    const records = stored.map((s) => nodeConfigOf(s.updates));
     let config = stableConfig(this.validators);
     let from = 1;
     for (;;) {
